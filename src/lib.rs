@@ -1,0 +1,14 @@
+//! gpu-vae: autoencoders and variational autoencoders trained with
+//! hand-written WGSL kernels through wgpu, with a CPU reference path.
+
+pub mod checkpoint;
+pub mod cli;
+pub mod cpu;
+pub mod data;
+pub mod engine;
+pub mod error;
+pub mod fsutil;
+pub mod model;
+pub mod rng;
+pub mod train;
+pub mod viz;

@@ -1,0 +1,139 @@
+//! The `gpu-vae` command line: arguments are parsed and validated into
+//! configurations before any data is read or any device is opened.
+
+mod progress;
+mod sample;
+mod train;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::model::{InitScheme, ModelKind, ReconLoss};
+
+#[derive(Parser, Debug)]
+#[command(name = "gpu-vae", version, about = "Train and use autoencoders and VAEs on a GPU (WGSL through wgpu) or the CPU")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train an AE, denoising AE or VAE; writes config, checkpoint, metrics and pictures.
+    Train(TrainArgs),
+    /// Decode draws from the prior of a trained run into an image grid.
+    Sample(SampleArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeviceChoice {
+    /// A real GPU when there is one, else the CPU path.
+    Auto,
+    /// wgpu on any adapter, a software one included.
+    Gpu,
+    /// The CPU reference path.
+    Cpu,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DeviceArgs {
+    /// Where to compute.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Data: a folder of IDX files (MNIST layout, raw or .gz) or of images,
+    /// `fashion-mnist` for Debian's dataset-fashion-mnist, or `embedded` (default).
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Model family.
+    #[arg(long, value_enum, default_value_t = ModelKind::Vae)]
+    pub model: ModelKind,
+    /// Encoder hidden widths, mirrored by the decoder [default: vae 400, ae none].
+    #[arg(long, num_args = 0.., value_delimiter = ',')]
+    pub hidden: Option<Vec<usize>>,
+    /// Latent width [default: vae 20, ae 64].
+    #[arg(long)]
+    pub latent: Option<usize>,
+    /// Reconstruction loss [default: vae bce, ae mse].
+    #[arg(long, value_enum)]
+    pub loss: Option<ReconLoss>,
+    /// Weight initialization [default: vae torch, ae glorot].
+    #[arg(long, value_enum)]
+    pub init: Option<InitScheme>,
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    /// Batch size [default: vae 128, ae 256].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f32,
+    /// Adam epsilon [default: 1e-8 with torch init, 1e-7 with glorot (Keras)].
+    #[arg(long)]
+    pub adam_eps: Option<f32>,
+    /// Weight of the KL term (VAE).
+    #[arg(long, default_value_t = 1.0)]
+    pub beta: f32,
+    /// Ramp beta up linearly over this many epochs (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub kl_warmup: usize,
+    /// Std of Gaussian noise added to inputs (clipped to [0,1]): a denoising model.
+    #[arg(long, default_value_t = 0.0)]
+    pub noise: f32,
+    /// Train on one class only (one-class anomaly detection).
+    #[arg(long)]
+    pub normal_class: Option<u8>,
+    /// Seed of every random draw (init, order, noise).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u32,
+    /// Side of the square images a folder of pictures is resized to.
+    #[arg(long, default_value_t = 28)]
+    pub image_size: usize,
+    /// Share of a folder of pictures held out for testing.
+    #[arg(long, default_value_t = 1.0 / 6.0)]
+    pub test_fraction: f32,
+    /// Output directory [default: runs/<model>-<timestamp>].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Plain per-epoch lines even on a terminal.
+    #[arg(long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct SampleArgs {
+    /// A run directory written by `gpu-vae train`.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Number of images (laid out 8 per row).
+    #[arg(long, default_value_t = 64)]
+    pub n: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u32,
+    /// PNG file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Runs the command line; the binary prints the error.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train(args) => train::run(args),
+        Command::Sample(args) => sample::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,25 @@
+//! `gpu-vae sample`: a grid of decoded prior draws from a saved run.
+
+use anyhow::{Context, bail};
+
+use super::SampleArgs;
+use super::train::{load_data, load_run};
+use crate::model::ModelKind;
+use crate::train::pictures;
+
+pub fn run(args: SampleArgs) -> anyhow::Result<()> {
+    if args.n == 0 {
+        bail!("invalid --n: must be at least 1");
+    }
+    let (config, arch, params) = load_run(&args.run)?;
+    let mut model = pictures::inference_model(&arch, params);
+    // The AE has no prior: it samples around the codes of the run's test images.
+    let reference = match arch.config.kind {
+        ModelKind::Ae => Some(load_data(&config)?.test),
+        ModelKind::Vae => None,
+    };
+    pictures::sample_grid(&mut model, reference.as_ref(), args.n, args.seed, &args.out)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!("wrote {} ({} samples)", args.out.display(), args.n);
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! `gpu-vae train`, and loading a saved run back.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+
+use super::TrainArgs;
+use super::progress::ConsoleProgress;
+use crate::checkpoint;
+use crate::cpu::CpuModel;
+use crate::cpu::adam::AdamConfig;
+use crate::data::{self, DataSet, FolderOptions};
+use crate::model::{Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
+use crate::train::{self, CONFIG_FILE, MODEL_FILE, Run, TrainConfig};
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let mut config = config_from_args(&args)?;
+    config.validate()?;
+    let out = args.out.clone().unwrap_or_else(|| default_out_dir(config.model.kind));
+
+    let data = load_data(&config)?;
+    config.model.image_rows = data.train.rows;
+    config.model.image_cols = data.train.cols;
+    let mut train_images = data.train;
+    if let Some(class) = config.normal_class {
+        train_images = train_images.with_label(class);
+        if train_images.count == 0 {
+            bail!("--normal-class {class}: no training images have this label");
+        }
+    }
+    let arch = Architecture::new(&config.model)?;
+    let params = init_params(&arch, config.init, config.seed);
+    let mut engine = CpuModel::new(arch.clone(), params, config.adam);
+    println!(
+        "data: {} ({} train, {} test, {}x{}); model: {:?} {} params; device: {}",
+        data.name,
+        train_images.count,
+        data.test.count,
+        data.test.rows,
+        data.test.cols,
+        config.model.kind,
+        arch.param_count,
+        crate::engine::Engine::describe(&engine)
+    );
+    let run = Run { config: &config, arch: &arch, train: Arc::new(train_images), test: Arc::new(data.test), out: &out };
+    let mut progress = ConsoleProgress::new(args.quiet, config.epochs);
+    train::train(&run, &mut engine, &mut progress)?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// Resolves the per-model defaults (pytorch/examples VAE, the seed article's AE).
+fn config_from_args(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
+    let vae = args.model == ModelKind::Vae;
+    let init = args.init.unwrap_or(if vae { InitScheme::Torch } else { InitScheme::Glorot });
+    let default_eps = if init == InitScheme::Glorot { 1e-7 } else { 1e-8 };
+    if args.image_size == 0 {
+        bail!("invalid --image-size: must be at least 1");
+    }
+    Ok(TrainConfig {
+        model: ModelConfig {
+            kind: args.model,
+            image_rows: args.image_size,
+            image_cols: args.image_size,
+            hidden: args.hidden.clone().unwrap_or(if vae { vec![400] } else { vec![] }),
+            latent: args.latent.unwrap_or(if vae { 20 } else { 64 }),
+            loss: args.loss.unwrap_or(if vae { ReconLoss::Bce } else { ReconLoss::Mse }),
+        },
+        init,
+        adam: AdamConfig { lr: args.lr, beta1: 0.9, beta2: 0.999, eps: args.adam_eps.unwrap_or(default_eps) },
+        batch_size: args.batch_size.unwrap_or(if vae { 128 } else { 256 }),
+        epochs: args.epochs,
+        beta: args.beta,
+        kl_warmup: args.kl_warmup,
+        noise_std: args.noise,
+        seed: args.seed,
+        normal_class: args.normal_class,
+        data: args.data.clone().unwrap_or_else(|| "embedded".into()),
+        test_fraction: args.test_fraction,
+    })
+}
+
+fn default_out_dir(kind: ModelKind) -> PathBuf {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let name = match kind {
+        ModelKind::Ae => "ae",
+        ModelKind::Vae => "vae",
+    };
+    PathBuf::from("runs").join(format!("{name}-{secs}"))
+}
+
+/// The data set a configuration names.
+pub fn load_data(config: &TrainConfig) -> anyhow::Result<DataSet> {
+    let spec = data::parse_data_arg(Some(&config.data));
+    let folder = FolderOptions {
+        image_size: Some(config.model.image_rows),
+        test_fraction: config.test_fraction,
+        seed: config.seed,
+    };
+    Ok(data::load(&spec, &folder)?)
+}
+
+/// A run directory's configuration, architecture and parameters.
+pub fn load_run(dir: &Path) -> anyhow::Result<(TrainConfig, Architecture, Vec<f32>)> {
+    if !dir.is_dir() {
+        bail!("{}: not a run directory (it does not exist)", dir.display());
+    }
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let config: TrainConfig =
+        serde_json::from_str(&text).with_context(|| format!("{}: not a gpu-vae run configuration", path.display()))?;
+    let (arch, params) = checkpoint::load(&dir.join(MODEL_FILE))?;
+    if arch.config != config.model {
+        bail!("{}: the checkpoint's model differs from {CONFIG_FILE}", dir.join(MODEL_FILE).display());
+    }
+    Ok((config, arch, params))
+}

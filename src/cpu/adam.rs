@@ -1,0 +1,31 @@
+//! Adam (Kingma & Ba), in PyTorch's form: eps is added to the bias-corrected
+//! sqrt(v̂). One loop over the whole flat parameter buffer.
+
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AdamConfig {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+}
+
+impl AdamConfig {
+    /// The bias corrections for step `t` (1-based): (1/(1-β1^t), 1/sqrt(1-β2^t)),
+    /// computed in f64 once per step and shared with the GPU kernel.
+    pub fn corrections(&self, t: u64) -> (f32, f32) {
+        let c1 = 1.0 / (1.0 - (self.beta1 as f64).powf(t as f64));
+        let c2 = 1.0 / (1.0 - (self.beta2 as f64).powf(t as f64)).sqrt();
+        (c1 as f32, c2 as f32)
+    }
+}
+
+/// params, m, v (P) updated from grads (P) for step t (1-based).
+pub fn adam_update(params: &mut [f32], m: &mut [f32], v: &mut [f32], grads: &[f32], cfg: &AdamConfig, t: u64) {
+    let (c1, c2) = cfg.corrections(t);
+    let (b1, b2) = (cfg.beta1, cfg.beta2);
+    for (((p, m), v), &g) in params.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(grads) {
+        *m = b1 * *m + (1.0 - b1) * g;
+        *v = b2 * *v + (1.0 - b2) * g * g;
+        *p -= cfg.lr * (*m * c1) / ((*v).sqrt() * c2 + cfg.eps);
+    }
+}

@@ -1,0 +1,84 @@
+//! The CPU engine's epoch loop: batches come from the loader thread, so the
+//! model never waits on gathering or noise.
+
+use std::sync::Arc;
+
+use super::engine::{CpuModel, LossSums, Noise};
+use crate::data::Images;
+use crate::data::loader::{BatchPlan, add_input_noise, gather_batch, spawn_batches};
+use crate::engine::{Engine, EpochPlan, EvalPlan};
+use crate::error::{Error, Result};
+use crate::rng::Stream;
+
+/// Progress ticks per epoch.
+const TICKS: usize = 50;
+
+impl Engine for CpuModel {
+    fn describe(&self) -> String {
+        let threads = std::env::var("MATMUL_NUM_THREADS").unwrap_or_else(|_| "all physical cores".into());
+        format!("cpu (matrixmultiply, threads: {threads})")
+    }
+
+    fn train_epoch(
+        &mut self,
+        images: &Arc<Images>,
+        plan: &EpochPlan,
+        tick: &mut dyn FnMut(usize, LossSums),
+    ) -> Result<LossSums> {
+        let batches = spawn_batches(
+            images.clone(),
+            BatchPlan {
+                order: plan.order.clone(),
+                batch_size: plan.batch_size,
+                noise_std: plan.noise_std,
+                seed: plan.seed,
+                first_step: plan.first_step,
+            },
+        );
+        let every = plan.batches().div_ceil(TICKS).max(1);
+        let mut sums = LossSums::default();
+        for batch in batches {
+            let step = plan.first_step + batch.index as u64;
+            let noise = Noise { seed: plan.seed, stream: Stream::Reparam, step: step as u32 };
+            let input = batch.input.as_deref().unwrap_or(&batch.clean);
+            let loss = self.train_step(input, &batch.clean, batch.rows, noise, plan.beta);
+            let total = (loss.recon + loss.kl) as f32;
+            if !total.is_finite() {
+                return Err(Error::NonFiniteLoss { value: total, step, epoch: 0 });
+            }
+            sums += loss;
+            if (batch.index + 1) % every == 0 {
+                tick(batch.index + 1, sums);
+            }
+        }
+        tick(plan.batches(), sums);
+        Ok(sums)
+    }
+
+    fn evaluate(&mut self, images: &Arc<Images>, plan: &EvalPlan) -> Result<LossSums> {
+        let dim = images.dim();
+        let mut clean = vec![0.0; plan.batch_size * dim];
+        let mut noisy = vec![0.0; plan.batch_size * dim];
+        let mut sums = LossSums::default();
+        let order: Vec<u32> = (0..images.count as u32).collect();
+        for (b, indices) in order.chunks(plan.batch_size).enumerate() {
+            let rows = indices.len();
+            let clean = &mut clean[..rows * dim];
+            gather_batch(images, indices, clean);
+            let input: &[f32] = if plan.noise_std > 0.0 {
+                let noisy = &mut noisy[..rows * dim];
+                add_input_noise(clean, noisy, plan.noise_std, plan.seed, Stream::EvalNoise, b as u32);
+                noisy
+            } else {
+                clean
+            };
+            let noise = Noise { seed: plan.seed, stream: Stream::EvalReparam, step: b as u32 };
+            sums += self.forward(input, clean, rows, noise);
+        }
+        Ok(sums)
+    }
+
+    fn params(&mut self) -> Result<Vec<f32>> {
+        Ok(self.params.clone())
+    }
+}

@@ -1,0 +1,48 @@
+//! Losses, forward (a sum over the batch, in f64) and backward (the gradient of
+//! `scale` times that sum). The trainer picks `scale`: 1 for the VAE's summed
+//! objective (pytorch/examples), 1/(B·D) for the AE's mean (Keras).
+
+use super::activation::sigmoid;
+
+/// Σ max(a,0) - a·x + ln(1 + e^-|a|): BCE of sigmoid(a) against x, stable for any a.
+pub fn bce_with_logits_forward(logits: &[f32], target: &[f32]) -> f64 {
+    logits.iter().zip(target).map(|(&a, &x)| (a.max(0.0) - a * x + (-a.abs()).exp().ln_1p()) as f64).sum()
+}
+
+/// dlogits = scale · (sigmoid(a) - x).
+pub fn bce_with_logits_backward(dlogits: &mut [f32], logits: &[f32], target: &[f32], scale: f32) {
+    for ((d, &a), &x) in dlogits.iter_mut().zip(logits).zip(target) {
+        *d = scale * (sigmoid(a) - x);
+    }
+}
+
+/// Σ (y - x)².
+pub fn mse_forward(y: &[f32], target: &[f32]) -> f64 {
+    y.iter().zip(target).map(|(&y, &x)| ((y - x) * (y - x)) as f64).sum()
+}
+
+/// dy = scale · 2 (y - x).
+pub fn mse_backward(dy: &mut [f32], y: &[f32], target: &[f32], scale: f32) {
+    for ((d, &y), &x) in dy.iter_mut().zip(y).zip(target) {
+        *d = scale * 2.0 * (y - x);
+    }
+}
+
+/// KL(N(mu, e^logvar) ‖ N(0, I)) summed over the batch: -½ Σ (1 + lv - mu² - e^lv).
+/// mulv is (B, 2L).
+pub fn kl_forward(mulv: &[f32], latent: usize) -> f64 {
+    mulv.chunks_exact(2 * latent)
+        .flat_map(|row| row[..latent].iter().zip(&row[latent..]))
+        .map(|(&mu, &lv)| -0.5 * (1.0 + lv - mu * mu - lv.exp()) as f64)
+        .sum()
+}
+
+/// dmulv += scale · (mu, ½(e^lv - 1)).
+pub fn kl_backward(dmulv: &mut [f32], mulv: &[f32], latent: usize, scale: f32) {
+    for (d, row) in dmulv.chunks_exact_mut(2 * latent).zip(mulv.chunks_exact(2 * latent)) {
+        for j in 0..latent {
+            d[j] += scale * row[j];
+            d[latent + j] += scale * 0.5 * (row[latent + j].exp() - 1.0);
+        }
+    }
+}

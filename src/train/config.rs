@@ -1,0 +1,57 @@
+//! Everything that defines a training run, saved as the run's `config.json`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::cpu::adam::AdamConfig;
+use crate::error::{Error, Result};
+use crate::model::{InitScheme, ModelConfig};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub model: ModelConfig,
+    pub init: InitScheme,
+    pub adam: AdamConfig,
+    pub batch_size: usize,
+    pub epochs: usize,
+    /// Weight of the KL term (VAE).
+    pub beta: f32,
+    /// Epochs over which beta ramps up linearly from beta/warmup to beta (0 = off).
+    pub kl_warmup: usize,
+    /// Std of the Gaussian noise on the input (denoising model), 0 = off.
+    pub noise_std: f32,
+    pub seed: u32,
+    /// Train on this class only (one-class anomaly protocol).
+    pub normal_class: Option<u8>,
+    /// The `--data` argument, so that `sample` and friends can reload the data.
+    pub data: String,
+    /// Held-out share when the data is a folder of pictures.
+    pub test_fraction: f32,
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        if self.batch_size == 0 {
+            return Err(Error::invalid("--batch-size", "must be at least 1"));
+        }
+        let lr = self.adam.lr;
+        if !lr.is_finite() || lr <= 0.0 {
+            return Err(Error::invalid("--lr", format!("{lr} is not a positive finite number")));
+        }
+        if !self.adam.eps.is_finite() || self.adam.eps <= 0.0 {
+            return Err(Error::invalid("--adam-eps", format!("{} is not a positive finite number", self.adam.eps)));
+        }
+        if !self.beta.is_finite() || self.beta < 0.0 {
+            return Err(Error::invalid("--beta", format!("{} is not a finite number >= 0", self.beta)));
+        }
+        if !self.noise_std.is_finite() || self.noise_std < 0.0 {
+            return Err(Error::invalid("--noise", format!("{} is not a finite number >= 0", self.noise_std)));
+        }
+        Ok(())
+    }
+
+    /// The KL weight for epoch `epoch` (1-based) after the linear warm-up.
+    pub fn beta_at(&self, epoch: usize) -> f32 {
+        if self.kl_warmup == 0 { self.beta } else { self.beta * (epoch as f32 / self.kl_warmup as f32).min(1.0) }
+    }
+}
