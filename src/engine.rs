@@ -48,7 +48,7 @@ pub trait Engine {
 
     /// Trains one epoch. `tick(batches_done, sums_so_far)` is called a few
     /// times per epoch (at least at the end). A non-finite loss stops training
-    /// with `Error::NonFiniteLoss` naming the step.
+    /// with `Error::NonFiniteLoss` naming the step (1-based: global step s + 1).
     fn train_epoch(
         &mut self,
         images: &Arc<Images>,

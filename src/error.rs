@@ -9,16 +9,14 @@ pub enum Error {
     #[error("{path}: {what}")]
     BadFile { path: PathBuf, what: String },
     /// Reading or writing a file failed.
+    /// (The source is shown in the message, not chained, so it is printed once.)
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     /// A command-line or configuration value is out of range.
     #[error("invalid {name}: {why}")]
     InvalidArg { name: &'static str, why: String },
-    /// Training diverged; the last checkpoint on disk is left as it was.
+    /// Training diverged at training step `step` (1-based, counted over the
+    /// whole run); the last checkpoint on disk is left as it was.
     #[error("loss became {value} at step {step} (epoch {epoch}); stopped, the last good checkpoint is kept")]
     NonFiniteLoss { value: f32, step: u64, epoch: usize },
     /// The GPU path could not be set up or failed.

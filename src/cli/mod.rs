@@ -12,7 +12,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::model::{InitScheme, ModelKind, ReconLoss};
 
 #[derive(Parser, Debug)]
-#[command(name = "gpu-vae", version, about = "Train and use autoencoders and VAEs on a GPU (WGSL through wgpu) or the CPU")]
+#[command(
+    name = "gpu-vae",
+    version,
+    about = "Train and use autoencoders and VAEs on a GPU (WGSL through wgpu) or the CPU"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -70,19 +74,19 @@ pub struct TrainArgs {
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Adam learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
     pub lr: f32,
     /// Adam epsilon [default: 1e-8 with torch init, 1e-7 with glorot (Keras)].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub adam_eps: Option<f32>,
     /// Weight of the KL term (VAE).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub beta: f32,
     /// Ramp beta up linearly over this many epochs (0 = off).
     #[arg(long, default_value_t = 0)]
     pub kl_warmup: usize,
     /// Std of Gaussian noise added to inputs (clipped to [0,1]): a denoising model.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub noise: f32,
     /// Train on one class only (one-class anomaly detection).
     #[arg(long)]

@@ -44,7 +44,15 @@ impl Progress for ConsoleProgress {
         }
         println!(
             "epoch {:>3}  train {:.4} (recon {:.4}, kl {:.4})  test {:.4} (recon {:.4}, kl {:.4})  {:.2} s  {:.0} samples/s",
-            r.epoch, r.train.total, r.train.recon, r.train.kl, r.test.total, r.test.recon, r.test.kl, r.seconds, r.samples_per_s
+            r.epoch,
+            r.train.total,
+            r.train.recon,
+            r.train.kl,
+            r.test.total,
+            r.test.recon,
+            r.test.kl,
+            r.seconds,
+            r.samples_per_s
         );
     }
 }

@@ -18,6 +18,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let mut config = config_from_args(&args)?;
     config.validate()?;
     let out = args.out.clone().unwrap_or_else(|| default_out_dir(config.model.kind));
+    train::prepare_out_dir(&out)?;
 
     let data = load_data(&config)?;
     config.model.image_rows = data.train.rows;

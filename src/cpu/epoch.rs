@@ -44,7 +44,7 @@ impl Engine for CpuModel {
             let loss = self.train_step(input, &batch.clean, batch.rows, noise, plan.beta);
             let total = (loss.recon + loss.kl) as f32;
             if !total.is_finite() {
-                return Err(Error::NonFiniteLoss { value: total, step, epoch: 0 });
+                return Err(Error::NonFiniteLoss { value: total, step: step + 1, epoch: 0 });
             }
             sums += loss;
             if (batch.index + 1) % every == 0 {

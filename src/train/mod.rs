@@ -113,7 +113,7 @@ fn write_pictures(run: &Run, params: Vec<f32>, dir: &Path, suffix: &str) -> Resu
 }
 
 /// Creates the output directory and proves it writable before any training.
-fn prepare_out_dir(out: &Path) -> Result<()> {
+pub fn prepare_out_dir(out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let probe = out.join(".write-test");
     std::fs::write(&probe, b"").map_err(|e| Error::io(out, e))?;

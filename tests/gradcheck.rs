@@ -1,0 +1,201 @@
+//! Every CPU op's backward, and the whole AE and VAE objectives, against
+//! central finite differences.
+//!
+//! Tolerance: |analytic − numeric| ≤ ATOL + RTOL·|numeric|. With step h = 1e-2
+//! the truncation error is O(h²·f''') ≈ 1e-4 for these smooth functions, and
+//! f32 rounding of a sum S of n terms adds about n·6e-8·|term|/h ≈ 1e-4 at
+//! our sizes; ATOL = 2e-3 and RTOL = 1e-2 sit well above both and far below
+//! the size of any real mistake (a wrong factor of ½ or a dropped term).
+
+use gpu_vae::cpu::activation::{relu_backward, relu_forward, sigmoid_backward, sigmoid_forward};
+use gpu_vae::cpu::adam::AdamConfig;
+use gpu_vae::cpu::engine::{CpuModel, Noise, Objective};
+use gpu_vae::cpu::loss::{
+    bce_with_logits_backward, bce_with_logits_forward, kl_backward, kl_forward, mse_backward, mse_forward,
+};
+use gpu_vae::cpu::matmul::{column_sums, matmul_nn, matmul_nt, matmul_tn};
+use gpu_vae::cpu::reparam::{reparameterize_backward, reparameterize_forward};
+use gpu_vae::model::{Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
+use gpu_vae::rng::{Stream, normal, uniform};
+
+const H: f32 = 1e-2;
+const ATOL: f64 = 2e-3;
+const RTOL: f64 = 1e-2;
+
+fn randn(n: usize, salt: u32) -> Vec<f32> {
+    (0..n as u32).map(|i| normal(salt, Stream::Sample, 99, i)).collect()
+}
+
+fn rand01(n: usize, salt: u32) -> Vec<f32> {
+    (0..n as u32).map(|i| uniform(salt, Stream::Sample, 98, i)).collect()
+}
+
+/// Compares `analytic` with central differences of `f` at `x`, all coordinates.
+fn check(what: &str, x: &[f32], analytic: &[f32], f: impl Fn(&[f32]) -> f64) {
+    assert_eq!(x.len(), analytic.len());
+    let mut bad = Vec::new();
+    let mut probe = x.to_vec();
+    for i in 0..x.len() {
+        probe[i] = x[i] + H;
+        let up = f(&probe);
+        probe[i] = x[i] - H;
+        let down = f(&probe);
+        probe[i] = x[i];
+        let numeric = (up - down) / (2.0 * H as f64);
+        let a = analytic[i] as f64;
+        if (a - numeric).abs() > ATOL + RTOL * numeric.abs() {
+            bad.push((i, a, numeric));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{what}: {} of {} coordinates differ, first: {:?}",
+        bad.len(),
+        x.len(),
+        &bad[..bad.len().min(5)]
+    );
+}
+
+fn weighted_sum(y: &[f32], w: &[f32]) -> f64 {
+    y.iter().zip(w).map(|(&a, &b)| a as f64 * b as f64).sum()
+}
+
+#[test]
+fn bce_with_logits() {
+    let (logits, target) = (randn(65, 1), rand01(65, 2));
+    let mut d = vec![0.0; 65];
+    bce_with_logits_backward(&mut d, &logits, &target, 1.0);
+    check("bce", &logits, &d, |a| bce_with_logits_forward(a, &target));
+}
+
+#[test]
+fn bce_with_logits_is_finite_for_huge_logits() {
+    let loss = bce_with_logits_forward(&[1e4, -1e4, 80.0], &[0.0, 1.0, 1.0]);
+    assert!((loss - 2e4).abs() < 1e-3, "{loss}");
+}
+
+#[test]
+fn mse_through_sigmoid() {
+    let (x, target) = (randn(63, 3), rand01(63, 4));
+    let mut y = vec![0.0; 63];
+    sigmoid_forward(&mut y, &x);
+    let mut d = vec![0.0; 63];
+    mse_backward(&mut d, &y, &target, 1.0);
+    sigmoid_backward(&mut d, &y);
+    check("mse∘sigmoid", &x, &d, |x| {
+        let mut y = vec![0.0; x.len()];
+        sigmoid_forward(&mut y, x);
+        mse_forward(&y, &target)
+    });
+}
+
+#[test]
+fn relu_away_from_the_kink() {
+    // Keep |x| > h so that no probe crosses 0, where ReLU has no derivative.
+    let x: Vec<f32> = randn(64, 5).iter().map(|v| if v.abs() < 0.1 { v + 0.3 } else { *v }).collect();
+    let w = randn(64, 6);
+    let mut y = x.clone();
+    relu_forward(&mut y);
+    let mut d = w.clone();
+    relu_backward(&mut d, &y);
+    check("relu", &x, &d, |x| {
+        let mut y = x.to_vec();
+        relu_forward(&mut y);
+        weighted_sum(&y, &w)
+    });
+}
+
+#[test]
+fn kl_divergence() {
+    let (latent, rows) = (3, 7);
+    let mulv = randn(rows * 2 * latent, 7);
+    let mut d = vec![0.0; mulv.len()];
+    kl_backward(&mut d, &mulv, latent, 1.0);
+    check("kl", &mulv, &d, |m| kl_forward(m, latent));
+}
+
+#[test]
+fn reparameterization() {
+    let (latent, rows) = (5, 3);
+    let mulv = randn(rows * 2 * latent, 8);
+    let eps = randn(rows * latent, 9);
+    let w = randn(rows * latent, 10);
+    let mut d = vec![0.0; mulv.len()];
+    reparameterize_backward(&mut d, &w, &mulv, &eps, latent);
+    check("reparam", &mulv, &d, |m| {
+        let mut z = vec![0.0; rows * latent];
+        reparameterize_forward(&mut z, m, &eps, latent);
+        weighted_sum(&z, &w)
+    });
+}
+
+#[test]
+fn matmul_forms_are_each_others_gradients() {
+    // y (M,N) = x (M,K) · W (N,K)ᵀ; L = Σ w·y. dW = dyᵀ·x (tn), dx = dy·W (nn).
+    let (m, k, n) = (7, 9, 5);
+    let (x, wt, dy) = (randn(m * k, 11), randn(n * k, 12), randn(m * n, 13));
+    let loss = |x: &[f32], wt: &[f32]| {
+        let mut y = vec![0.0; m * n];
+        matmul_nt(&mut y, x, wt, m, k, n, false);
+        weighted_sum(&y, &dy)
+    };
+    let mut dw = vec![0.0; n * k];
+    matmul_tn(&mut dw, &dy, &x, n, m, k, false);
+    check("dW", &wt, &dw, |wt| loss(&x, wt));
+    let mut dx = vec![0.0; m * k];
+    matmul_nn(&mut dx, &dy, &wt, m, n, k, false);
+    check("dx", &x, &dx, |x| loss(x, &wt));
+    // Bias: y = 1·bᵀ broadcast, so dL/db = column sums of dy.
+    let mut db = vec![0.0; n];
+    column_sums(&mut db, &dy, m, n);
+    let bias = randn(n, 14);
+    check("db", &bias, &db, |b| (0..m).map(|r| weighted_sum(b, &dy[r * n..(r + 1) * n])).sum());
+}
+
+/// The whole objective of a small model against its analytic gradient.
+fn check_model(kind: ModelKind, loss: ReconLoss, hidden: Vec<usize>) {
+    let config = ModelConfig { kind, image_rows: 5, image_cols: 7, hidden, latent: 3, loss };
+    let arch = Architecture::new(&config).unwrap();
+    let params = init_params(&arch, InitScheme::Torch, 3);
+    let rows = 4;
+    let target = rand01(rows * 35, 15);
+    let input = target.clone();
+    let noise = Noise { seed: 5, stream: Stream::Reparam, step: 0 };
+    let objective = Objective::for_batch(&arch, rows, 0.7);
+    let adam = AdamConfig { lr: 0.0, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+    let mut model = CpuModel::new(arch.clone(), params.clone(), adam);
+    model.forward(&input, &target, rows, noise);
+    model.backward(&input, &target, objective);
+    let analytic = model.grads().to_vec();
+    let what = format!("{kind:?} {loss:?} hidden {:?}", config.hidden);
+    check(&what, &params, &analytic, |p| {
+        let mut m = CpuModel::new(arch.clone(), p.to_vec(), adam);
+        let s = m.forward(&input, &target, rows, noise);
+        objective.recon_scale as f64 * s.recon + objective.kl_scale as f64 * s.kl
+    });
+}
+
+#[test]
+fn whole_vae_bce() {
+    check_model(ModelKind::Vae, ReconLoss::Bce, vec![6]);
+}
+
+#[test]
+fn whole_vae_mse_two_hidden_layers() {
+    check_model(ModelKind::Vae, ReconLoss::Mse, vec![6, 4]);
+}
+
+#[test]
+fn whole_vae_without_hidden_layers() {
+    check_model(ModelKind::Vae, ReconLoss::Bce, vec![]);
+}
+
+#[test]
+fn whole_ae_mse() {
+    check_model(ModelKind::Ae, ReconLoss::Mse, vec![6]);
+}
+
+#[test]
+fn whole_ae_bce_no_hidden() {
+    check_model(ModelKind::Ae, ReconLoss::Bce, vec![]);
+}
