@@ -61,4 +61,17 @@ pub trait Engine {
 
     /// The current flat parameters (P), laid out by the architecture.
     fn params(&mut self) -> Result<Vec<f32>>;
+
+    /// Counters for benchmarks; engines without dispatches report none.
+    fn stats(&self) -> EngineStats {
+        EngineStats::default()
+    }
+}
+
+/// How an engine drives its device, for `gpu-vae bench`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EngineStats {
+    pub dispatches_per_step: Option<usize>,
+    /// Queue submits during the last training epoch.
+    pub submits_per_epoch: Option<usize>,
 }

@@ -1,6 +1,13 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // matrixmultiply defaults to the *physical* core count, which is 1 on
+    // many VMs; use every core the OS gives us unless the user chose.
+    if std::env::var_os("MATMUL_NUM_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("MATMUL_NUM_THREADS", cores.to_string()) };
+    }
     match gpu_vae::cli::run(gpu_vae::cli::Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -1,6 +1,8 @@
 //! The `gpu-vae` command line: arguments are parsed and validated into
 //! configurations before any data is read or any device is opened.
 
+mod bench;
+mod device;
 mod progress;
 mod sample;
 mod train;
@@ -28,6 +30,8 @@ pub enum Command {
     Train(TrainArgs),
     /// Decode draws from the prior of a trained run into an image grid.
     Sample(SampleArgs),
+    /// Training throughput of the default VAE and AE per device, as JSON lines.
+    Bench(BenchArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -111,6 +115,28 @@ pub struct TrainArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Data, as for `train` (the reference numbers use `fashion-mnist`).
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Models to time, each with its `train` defaults.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [ModelKind::Vae, ModelKind::Ae])]
+    pub model: Vec<ModelKind>,
+    /// Devices to time.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [DeviceChoice::Cpu])]
+    pub device: Vec<DeviceChoice>,
+    /// Timed epochs after one warm-up epoch; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub epochs: usize,
+    /// Override the model's default batch size.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Turn wgpu's shader runtime checks back on (slow; for debugging).
+    #[arg(long)]
+    pub checked_shaders: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct SampleArgs {
     /// A run directory written by `gpu-vae train`.
     #[arg(long)]
@@ -125,11 +151,23 @@ pub struct SampleArgs {
     pub out: PathBuf,
 }
 
+impl TrainArgs {
+    /// `train`'s defaults for a model, exactly as if typed on the command line.
+    pub fn defaults_for(kind: ModelKind) -> TrainArgs {
+        let name = kind.to_possible_value().expect("every model has a name").get_name().to_string();
+        match Cli::parse_from(["gpu-vae", "train", "--model", &name]).command {
+            Command::Train(args) => args,
+            _ => unreachable!("parsed a train command"),
+        }
+    }
+}
+
 /// Runs the command line; the binary prints the error.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(args) => train::run(args),
         Command::Sample(args) => sample::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
 

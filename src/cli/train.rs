@@ -52,7 +52,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
 }
 
 /// Resolves the per-model defaults (pytorch/examples VAE, the seed article's AE).
-fn config_from_args(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
+pub(super) fn config_from_args(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
     let vae = args.model == ModelKind::Vae;
     let init = args.init.unwrap_or(if vae { InitScheme::Torch } else { InitScheme::Glorot });
     let default_eps = if init == InitScheme::Glorot { 1e-7 } else { 1e-8 };

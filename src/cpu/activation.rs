@@ -17,9 +17,9 @@ pub fn relu_backward(d: &mut [f32], y: &[f32]) {
     }
 }
 
-#[inline]
+#[inline(always)]
 pub fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + super::fastmath::exp(-x))
 }
 
 /// y = 1 / (1 + e^-x).

@@ -3,10 +3,11 @@
 //! objective (pytorch/examples), 1/(B·D) for the AE's mean (Keras).
 
 use super::activation::sigmoid;
+use super::fastmath;
 
 /// Σ max(a,0) - a·x + ln(1 + e^-|a|): BCE of sigmoid(a) against x, stable for any a.
 pub fn bce_with_logits_forward(logits: &[f32], target: &[f32]) -> f64 {
-    logits.iter().zip(target).map(|(&a, &x)| (a.max(0.0) - a * x + (-a.abs()).exp().ln_1p()) as f64).sum()
+    fastmath::sum_zip(logits, target, |a, x| a.max(0.0) - a * x + fastmath::ln_1p_unit(fastmath::exp(-a.abs())))
 }
 
 /// dlogits = scale · (sigmoid(a) - x).
@@ -18,7 +19,7 @@ pub fn bce_with_logits_backward(dlogits: &mut [f32], logits: &[f32], target: &[f
 
 /// Σ (y - x)².
 pub fn mse_forward(y: &[f32], target: &[f32]) -> f64 {
-    y.iter().zip(target).map(|(&y, &x)| ((y - x) * (y - x)) as f64).sum()
+    fastmath::sum_zip(y, target, |y, x| (y - x) * (y - x))
 }
 
 /// dy = scale · 2 (y - x).

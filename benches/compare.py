@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Side-by-side training throughput: gpu-vae against the reference scripts, in
+one run, alternating rounds so that both see the same machine load. Prints
+each measurement and the ratio gpu-vae / reference (above 1: gpu-vae faster).
+
+  CPU:  python3 benches/compare.py cpu  [--python VENV/bin/python] [--data DIR]
+        (reference: ../shared/reference/torch_vae.py, PyTorch on 2 threads)
+  GPU:  python3 benches/compare.py gpu  [--batch 128,1024]
+        (reference: ../shared/reference/gpu_anchor.py, PyTorch eager/graph, JAX)
+"""
+import argparse, json, os, statistics, subprocess, sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+REF = os.path.join(ROOT, "..", "shared", "reference")
+
+
+def run(cmd, env=None):
+    print("$ " + " ".join(cmd), flush=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        sys.exit(f"failed ({out.returncode}): {out.stderr.strip()[-2000:]}")
+    return out.stdout
+
+
+def ours(binary, data, model, device, epochs, batch=None):
+    cmd = [binary, "bench", "--data", data, "--model", model, "--device", device, "--epochs", str(epochs)]
+    if batch:
+        cmd += ["--batch-size", str(batch)]
+    lines = [json.loads(l) for l in run(cmd).splitlines() if l.startswith("{")]
+    return lines[-1]
+
+
+def cpu(args):
+    ratios = {}
+    for model in ("vae", "ae"):
+        mine, theirs = [], []
+        for _ in range(args.rounds):
+            r = ours(args.binary, args.data, model, "cpu", args.epochs)
+            mine.append(r["samples_per_s"])
+            print(f"  gpu-vae {model}: {r['samples_per_s']:.0f} samples/s ({r['device']})", flush=True)
+            out = run([args.python, os.path.join(REF, "torch_vae.py"), args.data, "--model", model,
+                       "--epochs", str(args.epochs + 1), "--threads", str(args.threads)])
+            s = json.loads(out.split("SUMMARY ", 1)[1])
+            # The first epoch warms up, as gpu-vae's uncounted epoch does.
+            eps = [float(l.split("samples/s")[1].split()[0]) for l in out.splitlines() if l.startswith("epoch")][1:]
+            theirs.append(statistics.median(eps))
+            print(f"  pytorch {s['torch']} {model}: {theirs[-1]:.0f} samples/s (threads {s['threads']}, "
+                  f"max foreign cpu {100 * s['max_foreign_cpu']:.0f}%)", flush=True)
+        m, t = statistics.median(mine), statistics.median(theirs)
+        ratios[model] = m / t
+        print(f"{model}: gpu-vae {m:.0f} samples/s, pytorch {t:.0f} samples/s, ratio {m / t:.2f}", flush=True)
+    print("RATIOS " + json.dumps(ratios))
+
+
+def gpu(args):
+    for batch in args.batch.split(","):
+        r = ours(args.binary, args.data, "vae", "gpu", args.epochs, int(batch))
+        print(f"gpu-vae batch {batch}: {1000 * r['median_epoch_s']:.1f} ms/epoch, {r['samples_per_s']:.0f} samples/s, "
+              f"{r['dispatches_per_step']} dispatches/step, {r['submits_per_epoch']} submits/epoch ({r['device']})",
+              flush=True)
+        out = run([args.python, os.path.join(REF, "gpu_anchor.py"), args.data, "--epochs", str(args.epochs + 1),
+                   "--batch", batch])
+        for line in out.splitlines():
+            if line.startswith("RESULT "):
+                ref = json.loads(line[7:])
+                print(f"  {ref['which']} batch {batch}: {1000 * ref['median_epoch_s']:.1f} ms/epoch; "
+                      f"gpu-vae / {ref['which']} speed ratio {ref['median_epoch_s'] / r['median_epoch_s']:.2f}",
+                      flush=True)
+            elif "FAILED" in line:
+                print("  " + line, flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("which", choices=["cpu", "gpu"])
+    ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "gpu-vae"))
+    ap.add_argument("--python", default=sys.executable)
+    ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    ap.add_argument("--epochs", type=int, default=3, help="timed epochs (one more warms up)")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", default="128,1024")
+    args = ap.parse_args()
+    cpu(args) if args.which == "cpu" else gpu(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+//! `gpu-vae bench`: training throughput of the default models, one line of
+//! JSON per (model, device), for side-by-side runs with the reference scripts
+//! (`benches/compare.py`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::bail;
+
+use super::device::open_engine;
+use super::{BenchArgs, DeviceChoice};
+use crate::data::{self, FolderOptions};
+use crate::engine::EpochPlan;
+use crate::model::{Architecture, InitScheme, ModelKind, init_params};
+use crate::rng;
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.epochs == 0 {
+        bail!("invalid --epochs: must be at least 1");
+    }
+    let spec = data::parse_data_arg(args.data.as_deref());
+    let set = data::load(&spec, &FolderOptions::default())?;
+    let images = Arc::new(set.train);
+    let devices: Vec<DeviceChoice> = args.device.clone();
+    for &kind in &args.model {
+        for &device in &devices {
+            bench_one(&args, kind, device, &images, &set.name)?;
+        }
+    }
+    Ok(())
+}
+
+fn bench_one(
+    args: &BenchArgs,
+    kind: ModelKind,
+    device: DeviceChoice,
+    images: &Arc<data::Images>,
+    data_name: &str,
+) -> anyhow::Result<()> {
+    let train_args = super::TrainArgs::defaults_for(kind);
+    let mut config = super::train::config_from_args(&train_args)?;
+    if let Some(b) = args.batch_size {
+        config.batch_size = b;
+    }
+    config.model.image_rows = images.rows;
+    config.model.image_cols = images.cols;
+    config.validate()?;
+    let arch = Architecture::new(&config.model)?;
+    let params = init_params(&arch, InitScheme::Torch, config.seed);
+    let mut engine = open_engine(device, args.checked_shaders, &arch, &params, &config)?;
+
+    // Epoch 0 warms up (pipeline compilation, data upload, page faults) and is not counted.
+    let mut seconds = Vec::new();
+    let mut step = 0u64;
+    let mut last_loss = f64::NAN;
+    for epoch in 0..=args.epochs {
+        let plan = EpochPlan {
+            order: rng::permutation(images.count, config.seed, epoch as u32),
+            batch_size: config.batch_size,
+            first_step: step,
+            seed: config.seed,
+            noise_std: 0.0,
+            beta: 1.0,
+        };
+        let started = Instant::now();
+        let sums = engine.train_epoch(images, &plan, &mut |_, _| {})?;
+        if epoch > 0 {
+            seconds.push(started.elapsed().as_secs_f64());
+        }
+        step += plan.batches() as u64;
+        last_loss = crate::train::Losses::from_sums(&arch, sums, images.count).total;
+    }
+    seconds.sort_by(f64::total_cmp);
+    let median = seconds[seconds.len() / 2];
+    let stats = engine.stats();
+    let record = serde_json::json!({
+        "tool": "gpu-vae",
+        "model": kind,
+        "device": engine.describe(),
+        "data": data_name,
+        "batch": config.batch_size,
+        "train": images.count,
+        "epochs": args.epochs,
+        "median_epoch_s": median,
+        "min_epoch_s": seconds[0],
+        "samples_per_s": images.count as f64 / median,
+        "dispatches_per_step": stats.dispatches_per_step,
+        "submits_per_epoch": stats.submits_per_epoch,
+        "train_loss_last_epoch": last_loss,
+    });
+    println!("{record}");
+    Ok(())
+}
