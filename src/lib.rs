@@ -1,6 +1,7 @@
 //! gpu-vae: autoencoders and variational autoencoders trained with
 //! hand-written WGSL kernels through wgpu, with a CPU reference path.
 
+pub mod apps;
 pub mod checkpoint;
 pub mod cli;
 pub mod cpu;

@@ -1,6 +1,7 @@
 //! The `gpu-vae` command line: arguments are parsed and validated into
 //! configurations before any data is read or any device is opened.
 
+pub mod apps;
 mod bench;
 mod device;
 mod progress;
@@ -32,6 +33,8 @@ pub enum Command {
     Sample(SampleArgs),
     /// Training throughput of the default VAE and AE per device, as JSON lines.
     Bench(BenchArgs),
+    #[command(flatten)]
+    Apps(apps::AppCommand),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -168,6 +171,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train::run(args),
         Command::Sample(args) => sample::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Apps(command) => apps::run(command),
     }
 }
 

@@ -1,0 +1,2 @@
+//! Putting trained models to work: reconstruction, interpolation, manifolds,
+//! latent plots, compression, denoising, anomaly detection and evaluation.
