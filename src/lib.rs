@@ -9,6 +9,7 @@ pub mod data;
 pub mod engine;
 pub mod error;
 pub mod fsutil;
+pub mod gpu;
 pub mod model;
 pub mod rng;
 pub mod train;

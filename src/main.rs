@@ -8,6 +8,12 @@ fn main() -> std::process::ExitCode {
         // SAFETY: no other thread exists yet.
         unsafe { std::env::set_var("MATMUL_NUM_THREADS", cores.to_string()) };
     }
+    // Mesa's Vulkan drivers warn on stderr when this is unset, though compute
+    // never uses it; give them a directory rather than confuse users.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+    }
     match gpu_vae::cli::run(gpu_vae::cli::Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

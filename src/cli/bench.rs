@@ -47,7 +47,8 @@ fn bench_one(
     config.validate()?;
     let arch = Architecture::new(&config.model)?;
     let params = init_params(&arch, InitScheme::Torch, config.seed);
-    let mut engine = open_engine(device, args.checked_shaders, &arch, &params, &config)?;
+    let device_args = super::DeviceArgs { device, checked_shaders: args.checked_shaders };
+    let mut engine = open_engine(&device_args, &arch, &params, &config)?;
 
     // Epoch 0 warms up (pipeline compilation, data upload, page faults) and is not counted.
     let mut seconds = Vec::new();

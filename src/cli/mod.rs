@@ -33,6 +33,8 @@ pub enum Command {
     Sample(SampleArgs),
     /// Training throughput of the default VAE and AE per device, as JSON lines.
     Bench(BenchArgs),
+    /// List the wgpu adapters with their backend and limits.
+    Devices,
     #[command(flatten)]
     Apps(apps::AppCommand),
 }
@@ -49,9 +51,12 @@ pub enum DeviceChoice {
 
 #[derive(Args, Debug, Clone)]
 pub struct DeviceArgs {
-    /// Where to compute.
+    /// Where to compute (WGPU_BACKEND and WGPU_ADAPTER_NAME pick among GPUs).
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
+    /// Turn wgpu's shader runtime checks back on (slow; for debugging kernels).
+    #[arg(long)]
+    pub checked_shaders: bool,
 }
 
 #[derive(Args, Debug)]
@@ -171,6 +176,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train::run(args),
         Command::Sample(args) => sample::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Devices => {
+            for adapter in crate::gpu::list_adapters() {
+                println!("{adapter}");
+            }
+            Ok(())
+        }
         Command::Apps(command) => apps::run(command),
     }
 }

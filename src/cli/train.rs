@@ -8,7 +8,6 @@ use anyhow::{Context, bail};
 use super::TrainArgs;
 use super::progress::ConsoleProgress;
 use crate::checkpoint;
-use crate::cpu::CpuModel;
 use crate::cpu::adam::AdamConfig;
 use crate::data::{self, DataSet, FolderOptions};
 use crate::model::{Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
@@ -32,7 +31,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     let arch = Architecture::new(&config.model)?;
     let params = init_params(&arch, config.init, config.seed);
-    let mut engine = CpuModel::new(arch.clone(), params, config.adam);
+    let mut engine = super::device::open_engine(&args.device, &arch, &params, &config)?;
     println!(
         "data: {} ({} train, {} test, {}x{}); model: {:?} {} params; device: {}",
         data.name,
@@ -42,11 +41,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         data.test.cols,
         config.model.kind,
         arch.param_count,
-        crate::engine::Engine::describe(&engine)
+        engine.describe()
     );
     let run = Run { config: &config, arch: &arch, train: Arc::new(train_images), test: Arc::new(data.test), out: &out };
     let mut progress = ConsoleProgress::new(args.quiet, config.epochs);
-    train::train(&run, &mut engine, &mut progress)?;
+    train::train(&run, engine.as_mut(), &mut progress)?;
     println!("wrote {}", out.display());
     Ok(())
 }

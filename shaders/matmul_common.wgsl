@@ -1,0 +1,39 @@
+// The three products a dense layer needs, twins of src/cpu/matmul.rs:
+//   matmul_nt  c (M,N) = a (M,K) · b (N,K)ᵀ   forward x·Wᵀ
+//   matmul_tn  c (M,N) = a (K,M)ᵀ · b (K,N)   weight gradient dYᵀ·X
+//   matmul_nn  c (M,N) = a (M,K) · b (K,N)    input gradient dY·W
+// Dims: m, k, n; off_a, off_b, off_c into a, b, c; off_d into bias.
+// Flags: ACCUMULATE (c +=), BIAS (+ bias[n]), RELU (max(., 0)), ROWS_M/ROWS_K.
+
+@group(0) @binding(1) var<storage, read_write> c: array<f32>;
+@group(0) @binding(4) var<storage, read> a: array<f32>;
+@group(0) @binding(5) var<storage, read> b: array<f32>;
+@group(0) @binding(6) var<storage, read> bias: array<f32>;
+
+const FORM_NT: u32 = 0u;
+const FORM_TN: u32 = 1u;
+const FORM_NN: u32 = 2u;
+
+// A(i, p), zero outside the matrix so that partial tiles need no special case.
+fn load_a(form: u32, i: u32, p: u32, m: u32, k: u32) -> f32 {
+    if (i >= m || p >= k) { return 0.0; }
+    if (form == FORM_TN) { return a[dims.off_a + p * m + i]; }
+    return a[dims.off_a + i * k + p];
+}
+
+// B(p, j).
+fn load_b(form: u32, p: u32, j: u32, k: u32, n: u32) -> f32 {
+    if (p >= k || j >= n) { return 0.0; }
+    if (form == FORM_NT) { return b[dims.off_b + j * k + p]; }
+    return b[dims.off_b + p * n + j];
+}
+
+// The fused epilogue, in the CPU's order: (+c) + bias, then ReLU.
+fn store_c(row: u32, col: u32, n: u32, sum: f32) {
+    let idx = dims.off_c + row * n + col;
+    var v = sum;
+    if (has(FLAG_ACCUMULATE)) { v += c[idx]; }
+    if (has(FLAG_BIAS)) { v += bias[dims.off_d + col]; }
+    if (has(FLAG_RELU)) { v = max(v, 0.0); }
+    c[idx] = v;
+}

@@ -1,0 +1,395 @@
+//! `GpuEngine`: a model's whole training step on the device.
+//!
+//! Built once per model: buffers sized for the largest batch, the step program
+//! (every dispatch of one step, bind groups and sizes fixed), and a step table.
+//! An epoch uploads its data order and one `Step` row per batch, then records
+//! `steps_per_submit` steps into one compute pass per submit; each step only
+//! moves the table's dynamic offset (one `set_bind_group`) and replays the
+//! program. Loss sums stay in per-step slots on the device and are read back a
+//! few times per epoch (the trainer's ticks), never per step.
+//!
+//! Per-step values come through a dynamic offset rather than a device-side
+//! step counter: no extra dispatch per step to advance a counter, no atomics,
+//! and every row can be checked on the host before it is uploaded.
+
+use std::sync::Arc;
+
+use super::buffers::{Buffers, storage};
+use super::context::GpuContext;
+use super::program::{Program, Step, StepTable};
+use super::shaders::Kernels;
+use super::steps::{Recipe, build_program};
+use crate::cpu::adam::AdamConfig;
+use crate::cpu::engine::{LossSums, Objective};
+use crate::data::Images;
+use crate::engine::{Engine, EngineStats, EpochPlan, EvalPlan};
+use crate::error::{Error, Result};
+use crate::model::Architecture;
+use crate::rng::Stream;
+
+/// Steps recorded into one compute pass and submit, unless changed.
+pub const STEPS_PER_SUBMIT: usize = 64;
+/// Progress ticks (loss readbacks) per epoch, as the CPU engine.
+const TICKS: usize = 10;
+
+/// A data set on the device: u8 pixels packed four per u32, and its order.
+struct DataSet {
+    images: Arc<Images>,
+    pixels: wgpu::Buffer,
+    order: wgpu::Buffer,
+    order_len: usize,
+    /// The gather dispatch, bound to these buffers.
+    gather: Program,
+}
+
+/// Counts for benchmarks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GpuStats {
+    pub dispatches_per_train_step: usize,
+    pub dispatches_per_eval_step: usize,
+    pub steps_per_submit: usize,
+    pub submits_last_epoch: usize,
+}
+
+pub struct GpuEngine {
+    ctx: Arc<GpuContext>,
+    kernels: Kernels,
+    arch: Architecture,
+    adam: AdamConfig,
+    max_batch: usize,
+    bufs: Buffers,
+    /// Programs by (training, noisy input).
+    programs: Vec<((bool, bool), Program)>,
+    table: StepTable,
+    /// Two f32 per step of the epoch: recon and KL sums.
+    slots: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    slot_capacity: usize,
+    /// The last two data sets (train and test), by `Arc` identity.
+    data: Vec<DataSet>,
+    pub steps_per_submit: usize,
+    stats: GpuStats,
+}
+
+impl GpuEngine {
+    pub fn new(
+        ctx: Arc<GpuContext>,
+        arch: Architecture,
+        params: &[f32],
+        adam: AdamConfig,
+        max_batch: usize,
+    ) -> Result<GpuEngine> {
+        if params.len() != arch.param_count {
+            return Err(Error::invalid(
+                "params",
+                format!("{} values for {} parameters", params.len(), arch.param_count),
+            ));
+        }
+        if max_batch == 0 {
+            return Err(Error::invalid("--batch-size", "must be at least 1"));
+        }
+        let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let kernels = Kernels::new(&ctx)?;
+        let bufs = Buffers::new(&ctx, &arch, params, max_batch)?;
+        let table = StepTable::new(&ctx.device, &kernels, 1);
+        let (slots, readback) = slot_buffers(&ctx, 1)?;
+        let mut engine = GpuEngine {
+            kernels,
+            arch,
+            adam,
+            max_batch,
+            bufs,
+            programs: Vec::new(),
+            table,
+            slots,
+            readback,
+            slot_capacity: 1,
+            data: Vec::new(),
+            steps_per_submit: STEPS_PER_SUBMIT,
+            stats: GpuStats { steps_per_submit: STEPS_PER_SUBMIT, ..Default::default() },
+            ctx,
+        };
+        engine.program(true, false);
+        engine.program(false, false);
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!("building the training step: {e}")));
+        }
+        Ok(engine)
+    }
+
+    pub fn stats(&self) -> GpuStats {
+        GpuStats { steps_per_submit: self.steps_per_submit, ..self.stats }
+    }
+
+    /// The program for training or evaluation with clean or noisy input, built on first use.
+    fn program(&mut self, train: bool, noisy: bool) -> usize {
+        if let Some(i) = self.programs.iter().position(|(k, _)| *k == (train, noisy)) {
+            return i;
+        }
+        let recipe = Recipe { arch: &self.arch, adam: &self.adam, max_batch: self.max_batch, train, noisy };
+        let program = build_program(&self.ctx.device, &self.kernels, &self.bufs, &self.slots, &recipe);
+        let key =
+            if train { &mut self.stats.dispatches_per_train_step } else { &mut self.stats.dispatches_per_eval_step };
+        *key = program.len() + 1; // + the gather
+        self.programs.push(((train, noisy), program));
+        self.programs.len() - 1
+    }
+
+    /// Index of the data set in the cache, uploading it on first use.
+    fn data_set(&mut self, images: &Arc<Images>, order_len: usize) -> Result<usize> {
+        let dim = self.arch.config.input_dim();
+        if images.dim() != dim {
+            return Err(Error::invalid(
+                "data",
+                format!("images are {}x{}, the model expects {dim} pixels", images.rows, images.cols),
+            ));
+        }
+        let i = match self.data.iter().position(|d| Arc::ptr_eq(&d.images, images)) {
+            Some(i) => i,
+            None => {
+                if self.data.len() >= 2 {
+                    self.data.remove(0);
+                }
+                self.data.push(self.upload(images, order_len.max(images.count))?);
+                self.data.len() - 1
+            }
+        };
+        if self.data[i].order_len < order_len {
+            let d = self.upload_order(images.clone(), self.data[i].pixels.clone(), order_len)?;
+            self.data[i] = d;
+        }
+        Ok(i)
+    }
+
+    fn upload(&self, images: &Arc<Images>, order_len: usize) -> Result<DataSet> {
+        let bytes = images.pixels.len();
+        let limit = self.ctx.limits.max_storage_buffer_binding_size.min(self.ctx.limits.max_buffer_size);
+        if bytes as u64 > limit || bytes as u64 >= 1 << 32 {
+            return Err(Error::Gpu(format!(
+                "the data set ({} images of {}x{} = {bytes} bytes) does not fit {}'s largest storage binding ({limit} bytes)",
+                images.count, images.rows, images.cols, self.ctx.info.name
+            )));
+        }
+        let mut words = vec![0u32; bytes.div_ceil(4).max(4)];
+        for (w, chunk) in words.iter_mut().zip(images.pixels.chunks(4)) {
+            let mut b = [0u8; 4];
+            b[..chunk.len()].copy_from_slice(chunk);
+            *w = u32::from_le_bytes(b);
+        }
+        let pixels = storage(&self.ctx, "pixels", words.len() * 4, wgpu::BufferUsages::empty())?;
+        self.ctx.queue.write_buffer(&pixels, 0, bytemuck::cast_slice(&words));
+        self.upload_order(images.clone(), pixels, order_len)
+    }
+
+    fn upload_order(&self, images: Arc<Images>, pixels: wgpu::Buffer, order_len: usize) -> Result<DataSet> {
+        let order = storage(&self.ctx, "order", order_len.max(1) * 4, wgpu::BufferUsages::empty())?;
+        let gather =
+            super::steps::build_gather(&self.ctx.device, &self.kernels, &self.bufs, &pixels, &order, &self.arch);
+        Ok(DataSet { images, pixels, order, order_len, gather })
+    }
+
+    /// Makes room for `steps` rows in the step table and loss slots.
+    fn ensure_steps(&mut self, steps: usize) -> Result<()> {
+        if self.table.capacity() < steps {
+            self.table = StepTable::new(&self.ctx.device, &self.kernels, steps.next_power_of_two());
+        }
+        if self.slot_capacity < steps {
+            let cap = steps.next_power_of_two();
+            (self.slots, self.readback) = slot_buffers(&self.ctx, cap)?;
+            self.slot_capacity = cap;
+            self.programs.clear(); // their loss_finish dispatches bind the old slots
+        }
+        Ok(())
+    }
+
+    /// Runs `rows.len()` steps over `order`, reading the slots back at the
+    /// given step counts; returns per-step (recon, kl) sums.
+    fn run_steps(
+        &mut self,
+        images: &Arc<Images>,
+        order: &[u32],
+        steps: &[Step],
+        train: bool,
+        noisy: bool,
+        mut on_tick: impl FnMut(usize, &[f32]) -> Result<()>,
+    ) -> Result<()> {
+        if let Some(&bad) = order.iter().find(|&&i| i as usize >= images.count) {
+            return Err(Error::invalid("order", format!("names image {bad}, but there are {} images", images.count)));
+        }
+        self.ensure_steps(steps.len())?;
+        let d = self.data_set(images, order.len())?;
+        let p = self.program(train, noisy);
+        let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let queue = &self.ctx.queue;
+        queue.write_buffer(&self.data[d].order, 0, bytemuck::cast_slice(order));
+        self.table.write(queue, steps);
+        let every = steps.len().div_ceil(TICKS).max(1);
+        let mut submits = 0;
+        let mut next_tick = every;
+        let mut done = 0;
+        while done < steps.len() {
+            let end = (done + self.steps_per_submit).min(steps.len());
+            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+            if done == 0 {
+                enc.clear_buffer(&self.slots, 0, None);
+            }
+            {
+                let mut pass = enc
+                    .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("steps"), timestamp_writes: None });
+                for s in done..end {
+                    pass.set_bind_group(1, &self.table.bind, &[self.table.offset(s)]);
+                    self.data[d].gather.record(&mut pass);
+                    self.programs[p].1.record(&mut pass);
+                }
+            }
+            let tick = end >= next_tick || end == steps.len();
+            let bytes = (end * 2 * 4) as u64;
+            if tick {
+                enc.copy_buffer_to_buffer(&self.slots, 0, &self.readback, 0, bytes);
+            }
+            queue.submit([enc.finish()]);
+            submits += 1;
+            done = end;
+            if tick {
+                let sums = self.ctx.map_read(&self.readback, bytes)?;
+                on_tick(done, &sums)?;
+                while next_tick <= done {
+                    next_tick += every;
+                }
+            }
+        }
+        if train {
+            self.stats.submits_last_epoch = submits;
+        }
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!("running the steps: {e}")));
+        }
+        Ok(())
+    }
+
+    fn check_batch(&self, batch: usize) -> Result<()> {
+        if batch == 0 || batch > self.max_batch {
+            return Err(Error::invalid(
+                "batch size",
+                format!("{batch} is outside 1..={} (the engine's max batch)", self.max_batch),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn slot_buffers(ctx: &GpuContext, steps: usize) -> Result<(wgpu::Buffer, wgpu::Buffer)> {
+    let bytes = steps * 2 * 4;
+    let slots = storage(ctx, "loss slots", bytes, wgpu::BufferUsages::COPY_SRC)?;
+    let readback = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("loss readback"),
+        size: bytes as u64,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    Ok((slots, readback))
+}
+
+/// Sums per-step slots `from..to` into `sums`; the first non-finite step is an error.
+fn add_slots(sums: &mut LossSums, slots: &[f32], from: usize, to: usize, first_step: u64) -> Result<()> {
+    for s in from..to {
+        let (recon, kl) = (slots[2 * s], slots[2 * s + 1]);
+        let total = recon + kl;
+        if !total.is_finite() {
+            return Err(Error::NonFiniteLoss { value: total, step: first_step + s as u64 + 1, epoch: 0 });
+        }
+        *sums += LossSums { recon: recon as f64, kl: kl as f64 };
+    }
+    Ok(())
+}
+
+impl Engine for GpuEngine {
+    fn describe(&self) -> String {
+        format!("gpu: {}", self.ctx.describe())
+    }
+
+    fn train_epoch(
+        &mut self,
+        images: &Arc<Images>,
+        plan: &EpochPlan,
+        tick: &mut dyn FnMut(usize, LossSums),
+    ) -> Result<LossSums> {
+        self.check_batch(plan.batch_size)?;
+        let n = plan.order.len();
+        let steps: Vec<Step> = (0..plan.batches())
+            .map(|b| {
+                let rows = plan.batch_size.min(n - b * plan.batch_size);
+                let s = plan.first_step + b as u64;
+                let (c1, c2) = self.adam.corrections(s + 1);
+                let obj = Objective::for_batch(&self.arch, rows, plan.beta);
+                Step {
+                    rows: rows as u32,
+                    row_offset: (b * plan.batch_size) as u32,
+                    rng_step: s as u32,
+                    slot: b as u32,
+                    seed: plan.seed,
+                    reparam_stream: Stream::Reparam as u32,
+                    noise_stream: Stream::InputNoise as u32,
+                    noise_std: plan.noise_std,
+                    c1,
+                    c2,
+                    recon_scale: obj.recon_scale,
+                    kl_scale: obj.kl_scale,
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let mut sums = LossSums::default();
+        let mut read = 0;
+        let noisy = plan.noise_std > 0.0;
+        self.run_steps(images, &plan.order, &steps, true, noisy, |done, slots| {
+            add_slots(&mut sums, slots, read, done, plan.first_step)?;
+            read = done;
+            tick(done, sums);
+            Ok(())
+        })?;
+        Ok(sums)
+    }
+
+    fn evaluate(&mut self, images: &Arc<Images>, plan: &EvalPlan) -> Result<LossSums> {
+        self.check_batch(plan.batch_size)?;
+        let n = images.count;
+        let order: Vec<u32> = (0..n as u32).collect();
+        let steps: Vec<Step> = (0..n.div_ceil(plan.batch_size))
+            .map(|b| Step {
+                rows: plan.batch_size.min(n - b * plan.batch_size) as u32,
+                row_offset: (b * plan.batch_size) as u32,
+                rng_step: b as u32,
+                slot: b as u32,
+                seed: plan.seed,
+                reparam_stream: Stream::EvalReparam as u32,
+                noise_stream: Stream::EvalNoise as u32,
+                noise_std: plan.noise_std,
+                ..Default::default()
+            })
+            .collect();
+        let mut sums = LossSums::default();
+        let mut read = 0;
+        self.run_steps(images, &order, &steps, false, plan.noise_std > 0.0, |done, slots| {
+            // Evaluation reports sums; a non-finite one is the trainer's to judge.
+            for s in read..done {
+                sums += LossSums { recon: slots[2 * s] as f64, kl: slots[2 * s + 1] as f64 };
+            }
+            read = done;
+            Ok(())
+        })?;
+        Ok(sums)
+    }
+
+    fn params(&mut self) -> Result<Vec<f32>> {
+        self.ctx.read_f32(&self.bufs.params, 0, self.arch.param_count)
+    }
+
+    fn stats(&self) -> EngineStats {
+        let s = GpuEngine::stats(self);
+        EngineStats {
+            dispatches_per_step: Some(s.dispatches_per_train_step),
+            submits_per_epoch: Some(s.submits_last_epoch),
+        }
+    }
+}

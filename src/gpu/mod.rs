@@ -1,0 +1,21 @@
+//! The GPU path: hand-written WGSL kernels (shaders/*.wgsl) driven through
+//! wgpu, each the twin of a CPU function of the same name in `cpu`.
+//!
+//! - `context`: the device, built once.
+//! - `shaders`: the kernel table, shared constants and pipelines.
+//! - `program`: step programs (dispatch lists built once, replayed) and step tables.
+//! - `ops`: one kernel on host data, for tests and benchmarks.
+//! - `buffers`, `steps`: a model's device buffers and its step program.
+//! - `engine`: `GpuEngine`, the `Engine` for training.
+
+pub mod buffers;
+pub mod context;
+pub mod engine;
+pub mod ops;
+pub mod program;
+pub mod shaders;
+pub mod steps;
+
+pub use context::{AdapterSummary, GpuContext, GpuOptions, gpu_available, list_adapters};
+pub use engine::{GpuEngine, GpuStats};
+pub use shaders::{Family, Kernel, Kernels, MatmulVariant};

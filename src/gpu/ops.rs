@@ -1,0 +1,77 @@
+//! One kernel on host data, for the GPU-vs-CPU tests and kernel benchmarks:
+//! upload, one dispatch, read back. Slow by design (fresh buffers each call).
+
+use wgpu::util::DeviceExt;
+
+use super::context::GpuContext;
+use super::program::{Dims, ProgramBuilder, Step, StepTable};
+use super::shaders::{Kernel, Kernels};
+use crate::error::{Error, Result};
+
+/// A buffer's initial contents, as f32 or u32 words.
+#[derive(Clone, Copy, Debug)]
+pub enum Host<'a> {
+    F32(&'a [f32]),
+    U32(&'a [u32]),
+}
+
+impl Host<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Host::F32(x) => bytemuck::cast_slice(x),
+            Host::U32(x) => bytemuck::cast_slice(x),
+        }
+    }
+}
+
+fn upload(ctx: &GpuContext, data: Host<'_>) -> wgpu::Buffer {
+    let mut bytes = data.bytes().to_vec();
+    // Bindings cannot be empty; a few spare words also catch stray writes.
+    bytes.resize(bytes.len().max(16), 0);
+    ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("ops"),
+        contents: &bytes,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+    })
+}
+
+/// One dispatch: the kernel, its sizes, the step row it sees, its grid.
+#[derive(Clone, Copy, Debug)]
+pub struct Launch {
+    pub kernel: Kernel,
+    pub dims: Dims,
+    pub step: Step,
+    pub groups: [u32; 3],
+}
+
+/// Runs a launch on buffers initialised from `rw` (bindings 1..) and `ro`
+/// (bindings 4..), and returns the `rw` buffers' contents as f32
+/// (reinterpret with `to_bits` for u32 results).
+pub fn run_once(
+    ctx: &GpuContext,
+    kernels: &Kernels,
+    launch: Launch,
+    rw: &[Host<'_>],
+    ro: &[Host<'_>],
+) -> Result<Vec<Vec<f32>>> {
+    let Launch { kernel, dims, step, groups } = launch;
+    let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let rw_buffers: Vec<wgpu::Buffer> = rw.iter().map(|&d| upload(ctx, d)).collect();
+    let ro_buffers: Vec<wgpu::Buffer> = ro.iter().map(|&d| upload(ctx, d)).collect();
+    let mut builder = ProgramBuilder::default();
+    builder.push(kernel, dims, &rw_buffers.iter().collect::<Vec<_>>(), &ro_buffers.iter().collect::<Vec<_>>(), groups);
+    let program = builder.build(&ctx.device, kernels);
+    let table = StepTable::new(&ctx.device, kernels, 1);
+    table.write(&ctx.queue, &[step]);
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        pass.set_bind_group(1, &table.bind, &[table.offset(0)]);
+        program.record(&mut pass);
+    }
+    ctx.queue.submit([enc.finish()]);
+    if let Some(e) = pollster::block_on(scope.pop()) {
+        return Err(Error::Gpu(format!("{}: {e}", kernel.entry)));
+    }
+    rw.iter().zip(&rw_buffers).map(|(d, b)| ctx.read_f32(b, 0, d.bytes().len() / 4)).collect()
+}

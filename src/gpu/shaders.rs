@@ -1,0 +1,321 @@
+//! The WGSL kernels: one table of sources, the constants they share (defined
+//! here once and handed to WGSL in a generated prelude), and their pipelines.
+//!
+//! Every pipeline has the same layout, so bind groups stay valid across kernels:
+//! group 0 = {0: `Dims` uniform, 1-3: read-write storage, 4-6: read-only
+//! storage}, group 1 = {0: `Step` uniform with a dynamic offset}. A kernel
+//! declares only the bindings it uses; unused slots get small dummy buffers.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+
+use super::context::GpuContext;
+use crate::error::{Error, Result};
+
+/// Threads per workgroup of the element-wise and reduction kernels.
+pub const WG: u32 = 256;
+/// Most workgroups a grid-stride kernel is dispatched with.
+pub const MAX_GROUPS: u32 = 4096;
+/// Most partial sums a loss reduction produces (one per workgroup).
+pub const MAX_PARTS: u32 = 256;
+
+/// Bits of `Dims::flags`.
+pub mod flags {
+    /// c += result instead of c = result.
+    pub const ACCUMULATE: u32 = 1;
+    /// Add bias[col] (matmul epilogue).
+    pub const BIAS: u32 = 2;
+    /// Apply ReLU (matmul epilogue).
+    pub const RELU: u32 = 4;
+    /// The M size is this step's batch rows, not `Dims::m`.
+    pub const ROWS_M: u32 = 8;
+    /// The K size is this step's batch rows, not `Dims::k`.
+    pub const ROWS_K: u32 = 16;
+}
+
+/// How a matrix product is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MatmulVariant {
+    /// Variant 1: a thread per output. Baseline and fallback.
+    Naive,
+    /// 32x32 tiles, 2x2 outputs per thread: narrow or short products.
+    Tile32,
+    /// 64x64 tiles, 4x4 outputs per thread.
+    Tile64,
+}
+
+/// A tiled variant's shape.
+#[derive(Clone, Copy, Debug)]
+pub struct MatmulTile {
+    pub tile_m: u32,
+    pub tile_n: u32,
+    pub per_m: u32,
+    pub per_n: u32,
+    pub bk: u32,
+}
+
+/// Workgroup shape of the naive variant.
+const NAIVE_X: u32 = 16;
+const NAIVE_Y: u32 = 16;
+
+impl MatmulVariant {
+    pub const ALL: [MatmulVariant; 3] = [MatmulVariant::Naive, MatmulVariant::Tile32, MatmulVariant::Tile64];
+
+    /// The tile of a tiled variant; the naive one's "tile" is its workgroup.
+    pub fn tile(self) -> MatmulTile {
+        match self {
+            MatmulVariant::Naive => MatmulTile { tile_m: NAIVE_Y, tile_n: NAIVE_X, per_m: 1, per_n: 1, bk: 1 },
+            MatmulVariant::Tile32 => MatmulTile { tile_m: 32, tile_n: 32, per_m: 2, per_n: 2, bk: 16 },
+            MatmulVariant::Tile64 => MatmulTile { tile_m: 64, tile_n: 64, per_m: 4, per_n: 4, bk: 16 },
+        }
+    }
+
+    /// Workgroups covering an M x N output.
+    pub fn workgroups(self, m: usize, n: usize) -> [u32; 3] {
+        let t = self.tile();
+        [(n as u32).div_ceil(t.tile_n).max(1), (m as u32).div_ceil(t.tile_m).max(1), 1]
+    }
+
+    /// The variant for an M x N output: 64-tiles only when they still give
+    /// enough workgroups to fill a GPU (batch-128 layers are small).
+    pub fn for_shape(m: usize, n: usize) -> MatmulVariant {
+        let [x, y, _] = MatmulVariant::Tile64.workgroups(m, n);
+        if m >= 64 && n >= 64 && x * y >= 64 { MatmulVariant::Tile64 } else { MatmulVariant::Tile32 }
+    }
+}
+
+/// One shader module: a family of kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    Matmul(MatmulVariant),
+    Activation,
+    Reduce,
+    Loss,
+    Reparam,
+    Gather,
+    Adam,
+    Random,
+}
+
+/// An entry point of a family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Kernel {
+    pub family: Family,
+    pub entry: &'static str,
+}
+
+impl Kernel {
+    pub const fn new(family: Family, entry: &'static str) -> Kernel {
+        Kernel { family, entry }
+    }
+}
+
+const COMMON: &str = include_str!("../../shaders/common.wgsl");
+const RNG: &str = include_str!("../../shaders/rng.wgsl");
+const MATMUL_COMMON: &str = include_str!("../../shaders/matmul_common.wgsl");
+
+impl Family {
+    pub const ALL: [Family; 10] = [
+        Family::Matmul(MatmulVariant::Naive),
+        Family::Matmul(MatmulVariant::Tile32),
+        Family::Matmul(MatmulVariant::Tile64),
+        Family::Activation,
+        Family::Reduce,
+        Family::Loss,
+        Family::Reparam,
+        Family::Gather,
+        Family::Adam,
+        Family::Random,
+    ];
+
+    /// The family's own file (after the prelude, common.wgsl and rng.wgsl).
+    fn body(self) -> (&'static str, &'static str) {
+        match self {
+            Family::Matmul(MatmulVariant::Naive) => {
+                ("matmul_naive.wgsl", include_str!("../../shaders/matmul_naive.wgsl"))
+            }
+            Family::Matmul(_) => ("matmul.wgsl", include_str!("../../shaders/matmul.wgsl")),
+            Family::Activation => ("activation.wgsl", include_str!("../../shaders/activation.wgsl")),
+            Family::Reduce => ("reduce.wgsl", include_str!("../../shaders/reduce.wgsl")),
+            Family::Loss => ("loss.wgsl", include_str!("../../shaders/loss.wgsl")),
+            Family::Reparam => ("reparam.wgsl", include_str!("../../shaders/reparam.wgsl")),
+            Family::Gather => ("gather.wgsl", include_str!("../../shaders/gather.wgsl")),
+            Family::Adam => ("adam.wgsl", include_str!("../../shaders/adam.wgsl")),
+            Family::Random => ("random.wgsl", include_str!("../../shaders/random.wgsl")),
+        }
+    }
+
+    pub fn entries(self) -> &'static [&'static str] {
+        match self {
+            Family::Matmul(_) => &["matmul_nt", "matmul_tn", "matmul_nn"],
+            Family::Activation => &["relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward"],
+            Family::Reduce => &["column_sums"],
+            Family::Loss => &[
+                "bce_with_logits_forward",
+                "bce_with_logits_backward",
+                "mse_forward",
+                "mse_backward",
+                "kl_forward",
+                "kl_backward",
+                "loss_finish",
+            ],
+            Family::Reparam => &["reparameterize_forward", "reparameterize_backward"],
+            Family::Gather => &["gather_batch", "add_input_noise"],
+            Family::Adam => &["adam_update"],
+            Family::Random => &["pcg4d_words", "fill_uniform", "fill_normal"],
+        }
+    }
+
+    /// The complete WGSL source: generated constants, shared declarations, the body.
+    pub fn source(self) -> String {
+        let mut s = String::from("// Generated by gpu::shaders: constants defined once in Rust.\n");
+        let mut c = |name: &str, v: u32| writeln!(s, "const {name}: u32 = {v}u;").expect("write to String");
+        c("WG", WG);
+        c("FLAG_ACCUMULATE", flags::ACCUMULATE);
+        c("FLAG_BIAS", flags::BIAS);
+        c("FLAG_RELU", flags::RELU);
+        c("FLAG_ROWS_M", flags::ROWS_M);
+        c("FLAG_ROWS_K", flags::ROWS_K);
+        if let Family::Matmul(v) = self {
+            let t = v.tile();
+            c("NAIVE_X", NAIVE_X);
+            c("NAIVE_Y", NAIVE_Y);
+            c("TILE_M", t.tile_m);
+            c("TILE_N", t.tile_n);
+            c("PER_M", t.per_m);
+            c("PER_N", t.per_n);
+            c("BK", t.bk);
+            c("THREADS_M", t.tile_m / t.per_m);
+            c("THREADS_N", t.tile_n / t.per_n);
+            c("THREADS", (t.tile_m / t.per_m) * (t.tile_n / t.per_n));
+        }
+        s.push_str(COMMON);
+        s.push_str(RNG);
+        if let Family::Matmul(_) = self {
+            s.push_str(MATMUL_COMMON);
+        }
+        s.push_str(self.body().1);
+        s
+    }
+}
+
+/// Workgroups for a grid-stride kernel over `len` elements.
+pub fn grid_1d(len: usize) -> [u32; 3] {
+    [(len.div_ceil(WG as usize) as u32).clamp(1, MAX_GROUPS), 1, 1]
+}
+
+/// Workgroups of a loss reduction over `len` elements: one partial each.
+pub fn loss_parts(len: usize) -> u32 {
+    (len.div_ceil(WG as usize) as u32).clamp(1, MAX_PARTS)
+}
+
+/// All pipelines, built once per context.
+pub struct Kernels {
+    pub dims_layout: wgpu::BindGroupLayout,
+    pub step_layout: wgpu::BindGroupLayout,
+    pipelines: HashMap<Kernel, wgpu::ComputePipeline>,
+    /// Stand-ins for unused storage bindings (three read-write, one read-only).
+    pub dummy_rw: [wgpu::Buffer; 3],
+    pub dummy_ro: wgpu::Buffer,
+    /// Byte alignment of uniform offsets (dims slots, step-table rows).
+    pub uniform_align: u64,
+}
+
+fn storage(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+fn uniform(binding: u32, dynamic: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: dynamic,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+impl Kernels {
+    pub fn new(ctx: &GpuContext) -> Result<Kernels> {
+        let device = &ctx.device;
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let dims_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("dims + buffers"),
+            entries: &[
+                uniform(0, false),
+                storage(1, false),
+                storage(2, false),
+                storage(3, false),
+                storage(4, true),
+                storage(5, true),
+                storage(6, true),
+            ],
+        });
+        let step_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("step table"),
+            entries: &[uniform(0, true)],
+        });
+        let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("gpu-vae kernels"),
+            bind_group_layouts: &[Some(&dims_layout), Some(&step_layout)],
+            immediate_size: 0,
+        });
+        let mut pipelines = HashMap::new();
+        for family in Family::ALL {
+            let label = format!("{family:?} ({})", family.body().0);
+            let module = ctx.shader_module(&label, &family.source());
+            for &entry in family.entries() {
+                let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(entry),
+                    layout: Some(&layout),
+                    module: &module,
+                    entry_point: Some(entry),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &[],
+                        // Every kernel writes workgroup memory before reading it.
+                        zero_initialize_workgroup_memory: ctx.checked_shaders,
+                    },
+                    cache: None,
+                });
+                pipelines.insert(Kernel::new(family, entry), pipeline);
+            }
+        }
+        let dummy = |label, usage| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 16,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        let rw = wgpu::BufferUsages::STORAGE;
+        let kernels = Kernels {
+            dummy_rw: [dummy("dummy rw 1", rw), dummy("dummy rw 2", rw), dummy("dummy rw 3", rw)],
+            dummy_ro: dummy("dummy ro", rw),
+            uniform_align: ctx.limits.min_uniform_buffer_offset_alignment as u64,
+            dims_layout,
+            step_layout,
+            pipelines,
+        };
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!("building the kernels: {e}")));
+        }
+        Ok(kernels)
+    }
+
+    pub fn pipeline(&self, kernel: Kernel) -> &wgpu::ComputePipeline {
+        self.pipelines.get(&kernel).unwrap_or_else(|| panic!("no kernel {kernel:?}"))
+    }
+}

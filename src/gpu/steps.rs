@@ -1,0 +1,220 @@
+//! The dispatch list of one step, op for op the same as `CpuModel::forward`,
+//! `backward` and the Adam update (src/cpu/engine.rs).
+//!
+//! Batch-shaped sizes are flagged ROWS_M / ROWS_K and read from the step row,
+//! so one program serves full and short batches; grids are sized for the
+//! largest batch and the kernels' guards skip the rest.
+
+use super::buffers::Buffers;
+use super::program::{Dims, Program, ProgramBuilder};
+use super::shaders::{Family, Kernel, Kernels, MAX_PARTS, MatmulVariant, flags, grid_1d, loss_parts};
+use crate::cpu::adam::AdamConfig;
+use crate::model::{Activation, Architecture, Layer, ReconLoss};
+
+pub struct Recipe<'a> {
+    pub arch: &'a Architecture,
+    pub adam: &'a AdamConfig,
+    pub max_batch: usize,
+    /// Backward and Adam too, or only forward and losses.
+    pub train: bool,
+    /// Input is the noisy batch (denoising), else the clean one.
+    pub noisy: bool,
+}
+
+/// The gather dispatch for one data set: clean batch from pixels and order.
+pub fn build_gather(
+    device: &wgpu::Device,
+    kernels: &Kernels,
+    bufs: &Buffers,
+    pixels: &wgpu::Buffer,
+    order: &wgpu::Buffer,
+    arch: &Architecture,
+) -> Program {
+    let mut p = ProgramBuilder::default();
+    let d = arch.config.input_dim();
+    let groups = grid_1d(bufs_rows(bufs, d) * d);
+    let dims = Dims { n: d as u32, ..Default::default() };
+    p.push(Kernel::new(Family::Gather, "gather_batch"), dims, &[&bufs.clean], &[pixels, order], groups);
+    p.build(device, kernels)
+}
+
+/// The largest batch the buffers hold, from the clean batch's size.
+fn bufs_rows(bufs: &Buffers, dim: usize) -> usize {
+    (bufs.clean.size() as usize / 4 / dim).max(1)
+}
+
+struct Builder<'a> {
+    p: ProgramBuilder,
+    bufs: &'a Buffers,
+    rows: usize,
+}
+
+impl Builder<'_> {
+    fn elementwise(&mut self, entry: &'static str, dims: Dims, rw: &[&wgpu::Buffer], ro: &[&wgpu::Buffer]) {
+        let family = match entry {
+            "relu_backward" | "sigmoid_forward" | "sigmoid_backward" => Family::Activation,
+            "reparameterize_forward" | "reparameterize_backward" => Family::Reparam,
+            "add_input_noise" => Family::Gather,
+            "column_sums" => Family::Reduce,
+            _ => Family::Loss,
+        };
+        let dims = Dims { flags: dims.flags | flags::ROWS_M, ..dims };
+        let len = if entry == "column_sums" { dims.n as usize } else { self.rows * dims.n as usize };
+        self.p.push(Kernel::new(family, entry), dims, rw, ro, grid_1d(len));
+    }
+
+    /// out (B,O) = act(x (B,I) · Wᵀ + b).
+    fn dense_forward(&mut self, out: &wgpu::Buffer, x: &wgpu::Buffer, layer: &Layer) {
+        let (i, o) = (layer.inputs, layer.outputs);
+        let relu = if layer.activation == Activation::Relu { flags::RELU } else { 0 };
+        let dims = Dims {
+            k: i as u32,
+            n: o as u32,
+            flags: flags::BIAS | relu | flags::ROWS_M,
+            off_b: layer.weight as u32,
+            off_d: layer.bias as u32,
+            ..Default::default()
+        };
+        let params = &self.bufs.params;
+        self.matmul("matmul_nt", self.rows, o, dims, out, &[x, params, params]);
+    }
+
+    /// dW = dyᵀ·x, db = Σ dy (both overwrite: each is written once per step,
+    /// so the gradients need no clearing), and dx = dy·W when asked.
+    fn dense_backward(&mut self, dx: Option<&wgpu::Buffer>, dy: &wgpu::Buffer, x: &wgpu::Buffer, layer: &Layer) {
+        let (i, o) = (layer.inputs, layer.outputs);
+        let grads = &self.bufs.grads;
+        let dw =
+            Dims { m: o as u32, n: i as u32, flags: flags::ROWS_K, off_c: layer.weight as u32, ..Default::default() };
+        self.matmul("matmul_tn", o, i, dw, grads, &[dy, x]);
+        let db = Dims { n: o as u32, off_c: layer.bias as u32, ..Default::default() };
+        self.elementwise("column_sums", db, &[grads], &[dy]);
+        if let Some(dx) = dx {
+            let d = Dims {
+                k: o as u32,
+                n: i as u32,
+                flags: flags::ROWS_M,
+                off_b: layer.weight as u32,
+                ..Default::default()
+            };
+            self.matmul("matmul_nn", self.rows, i, d, dx, &[dy, &self.bufs.params]);
+        }
+    }
+
+    fn matmul(&mut self, entry: &'static str, m: usize, n: usize, dims: Dims, c: &wgpu::Buffer, ro: &[&wgpu::Buffer]) {
+        let variant = MatmulVariant::for_shape(m, n);
+        self.p.push(Kernel::new(Family::Matmul(variant), entry), dims, &[c], ro, variant.workgroups(m, n));
+    }
+
+    /// A loss forward kernel and its fold into slot `which` of the step.
+    fn loss(&mut self, entry: &'static str, width: usize, which: u32, slots: &wgpu::Buffer, ro: &[&wgpu::Buffer]) {
+        let parts = loss_parts(self.rows * width);
+        let off = which * MAX_PARTS;
+        let dims = Dims { n: width as u32, flags: flags::ROWS_M, off_c: off, ..Default::default() };
+        self.p.push(Kernel::new(Family::Loss, entry), dims, &[&self.bufs.partials], ro, [parts, 1, 1]);
+        let finish = Dims { parts, off_a: off, which, ..Default::default() };
+        self.p.push(Kernel::new(Family::Loss, "loss_finish"), finish, &[slots], &[&self.bufs.partials], [1, 1, 1]);
+    }
+}
+
+/// Everything after the gather: forward, losses, and for training backward and Adam.
+pub fn build_program(
+    device: &wgpu::Device,
+    kernels: &Kernels,
+    bufs: &Buffers,
+    slots: &wgpu::Buffer,
+    recipe: &Recipe,
+) -> Program {
+    let arch = recipe.arch;
+    let d = arch.config.input_dim();
+    let latent = arch.config.latent;
+    let mut b = Builder { p: ProgramBuilder::default(), bufs, rows: recipe.max_batch };
+
+    // Forward.
+    let input = if recipe.noisy {
+        let dims = Dims { n: d as u32, ..Default::default() };
+        b.elementwise("add_input_noise", dims, &[&bufs.noisy], &[&bufs.clean]);
+        &bufs.noisy
+    } else {
+        &bufs.clean
+    };
+    let mut x = input;
+    for (layer, out) in arch.encoder.iter().zip(&bufs.encoder) {
+        b.dense_forward(out, x, layer);
+        x = out;
+    }
+    if let Some(head) = &arch.head {
+        b.dense_forward(&bufs.mulv, x, head);
+        let dims = Dims { n: latent as u32, ..Default::default() };
+        b.elementwise("reparameterize_forward", dims, &[&bufs.z, &bufs.eps], &[&bufs.mulv]);
+        b.loss("kl_forward", latent, 1, slots, &[&bufs.mulv]);
+        x = &bufs.z;
+    }
+    for (layer, out) in arch.decoder.iter().zip(&bufs.decoder) {
+        b.dense_forward(out, x, layer);
+        x = out;
+    }
+    let logits = x;
+    let pixels = Dims { n: d as u32, ..Default::default() };
+    match arch.config.loss {
+        ReconLoss::Bce => b.loss("bce_with_logits_forward", d, 0, slots, &[logits, &bufs.clean]),
+        ReconLoss::Mse => {
+            b.elementwise("sigmoid_forward", pixels, &[&bufs.probs], &[logits]);
+            b.loss("mse_forward", d, 0, slots, &[&bufs.probs, &bufs.clean]);
+        }
+    }
+    if !recipe.train {
+        return b.p.build(device, kernels);
+    }
+
+    // Backward: `cur` holds the gradient flowing down, `other` receives the next.
+    let (mut cur, mut other) = (&bufs.grad_a, &bufs.grad_b);
+    match arch.config.loss {
+        ReconLoss::Bce => b.elementwise("bce_with_logits_backward", pixels, &[cur], &[logits, &bufs.clean]),
+        ReconLoss::Mse => {
+            b.elementwise("mse_backward", pixels, &[cur], &[&bufs.probs, &bufs.clean]);
+            b.elementwise("sigmoid_backward", pixels, &[cur], &[&bufs.probs]);
+        }
+    }
+    let code = if arch.head.is_some() { &bufs.z } else { bufs.encoder.last().expect("AE encoder") };
+    for (k, layer) in arch.decoder.iter().enumerate().rev() {
+        let x = if k == 0 { code } else { &bufs.decoder[k - 1] };
+        b.dense_backward(Some(other), cur, x, layer);
+        std::mem::swap(&mut cur, &mut other);
+        if k > 0 {
+            let dims = Dims { n: layer.inputs as u32, ..Default::default() };
+            b.elementwise("relu_backward", dims, &[cur], &[x]);
+        }
+    }
+    if let Some(head) = &arch.head {
+        // dmulv is written by the reparameterization's backward, then KL's adds.
+        let dims = Dims { n: latent as u32, ..Default::default() };
+        b.elementwise("reparameterize_backward", dims, &[other], &[cur, &bufs.mulv, &bufs.eps]);
+        b.elementwise("kl_backward", dims, &[other], &[&bufs.mulv]);
+        std::mem::swap(&mut cur, &mut other);
+        let h = bufs.encoder.last().unwrap_or(input);
+        let dx = (!arch.encoder.is_empty()).then_some(other);
+        b.dense_backward(dx, cur, h, head);
+        std::mem::swap(&mut cur, &mut other);
+    }
+    for (k, layer) in arch.encoder.iter().enumerate().rev() {
+        let dims = Dims { n: layer.outputs as u32, ..Default::default() };
+        b.elementwise("relu_backward", dims, &[cur], &[&bufs.encoder[k]]);
+        let x = if k == 0 { input } else { &bufs.encoder[k - 1] };
+        b.dense_backward((k > 0).then_some(other), cur, x, layer);
+        std::mem::swap(&mut cur, &mut other);
+    }
+
+    // Adam over the flat buffer; c1, c2 come from the step row.
+    let p = arch.param_count;
+    let a = recipe.adam;
+    let dims = Dims { m: p as u32, f0: a.lr, f1: a.beta1, f2: a.beta2, f3: a.eps, ..Default::default() };
+    b.p.push(
+        Kernel::new(Family::Adam, "adam_update"),
+        dims,
+        &[&bufs.params, &bufs.adam_m, &bufs.adam_v],
+        &[&bufs.grads],
+        grid_1d(p),
+    );
+    b.p.build(device, kernels)
+}

@@ -1,0 +1,473 @@
+//! Every WGSL entry point against its CPU twin, on random inputs of awkward
+//! shapes, in both shader modes (trusted and checked). Tolerances are written
+//! as |g − c| ≤ atol + rtol·|c| with the reason next to them.
+
+#[path = "common/gpu.rs"]
+mod gpu_common;
+
+use gpu_common::{Mode, assert_close, gpu, random};
+use gpu_vae::cpu::{activation, adam, loss, matmul, reparam};
+use gpu_vae::data::{Images, loader};
+use gpu_vae::gpu::ops::{Host, Launch, run_once};
+use gpu_vae::gpu::program::{Dims, Step};
+use gpu_vae::gpu::shaders::{Family, Kernel, MatmulVariant, flags, grid_1d, loss_parts};
+use gpu_vae::rng::{self, Stream};
+
+/// f32 unit roundoff.
+const U: f32 = f32::EPSILON / 2.0;
+
+/// Normals: the GPU's log, sqrt and cos may differ from Rust's by a few ulps
+/// (Vulkan allows cos an absolute error of 2^-11 but real drivers are far
+/// better); the radius is at most 5.8, so 2e-5 absolute covers a few ulps of
+/// every factor with margin. Tightened or loosened only with a measurement.
+const NORMAL_ATOL: f32 = 2e-5;
+const NORMAL_RTOL: f32 = 2e-5;
+
+fn run(
+    mode: &Mode,
+    kernel: Kernel,
+    dims: Dims,
+    step: Step,
+    rw: &[Host],
+    ro: &[Host],
+    groups: [u32; 3],
+) -> Vec<Vec<f32>> {
+    run_once(&mode.ctx, &mode.kernels, Launch { kernel, dims, step, groups }, rw, ro)
+        .unwrap_or_else(|e| panic!("{} ({}): {e}", kernel.entry, mode.name()))
+}
+
+fn rows_step(rows: usize) -> Step {
+    Step { rows: rows as u32, ..Default::default() }
+}
+
+#[test]
+fn rng_uniform_bits_are_identical() {
+    let Some(gpu) = gpu("rng_uniform_bits_are_identical") else { return };
+    for mode in &gpu.modes {
+        for (seed, stream, step) in [(0u32, 0u32, 0u32), (7, 3, 12_345), (u32::MAX, 5, u32::MAX - 1)] {
+            let n = 4099u32;
+            let dims = Dims { m: n, u0: seed, u1: stream, k: step, ..Default::default() };
+            let zeros = vec![0u32; 4 * n as usize];
+            let words = &run(
+                mode,
+                Kernel::new(Family::Random, "pcg4d_words"),
+                dims,
+                Step::default(),
+                &[Host::U32(&zeros)],
+                &[],
+                grid_1d(n as usize),
+            )[0];
+            let uniforms = &run(
+                mode,
+                Kernel::new(Family::Random, "fill_uniform"),
+                dims,
+                Step::default(),
+                &[Host::U32(&zeros[..n as usize])],
+                &[],
+                grid_1d(n as usize),
+            )[0];
+            for i in 0..n {
+                let want = rng::pcg4d([seed, stream, step, i]);
+                let got: Vec<u32> = words[4 * i as usize..4 * i as usize + 4].iter().map(|w| w.to_bits()).collect();
+                assert_eq!(got, want, "pcg4d({seed}, {stream}, {step}, {i}) ({})", mode.name());
+                let u = rng::unit_uniform(want[0]);
+                assert_eq!(uniforms[i as usize].to_bits(), u.to_bits(), "unit_uniform at {i} ({})", mode.name());
+            }
+        }
+    }
+}
+
+#[test]
+fn rng_normals_match_within_tolerance() {
+    let Some(gpu) = gpu("rng_normals_match_within_tolerance") else { return };
+    for mode in &gpu.modes {
+        for (seed, stream, step) in [(1u32, Stream::Reparam, 0u32), (99, Stream::InputNoise, 4_000_000)] {
+            let n = 100_003usize;
+            let dims = Dims { m: n as u32, u0: seed, u1: stream as u32, k: step, ..Default::default() };
+            let out = &run(
+                mode,
+                Kernel::new(Family::Random, "fill_normal"),
+                dims,
+                Step::default(),
+                &[Host::U32(&vec![0; n])],
+                &[],
+                grid_1d(n),
+            )[0];
+            let got: Vec<f32> = out.iter().map(|w| f32::from_bits(w.to_bits())).collect();
+            let mut want = vec![0.0; n];
+            rng::fill_normal(&mut want, seed, stream, step);
+            assert_close(&format!("fill_normal ({})", mode.name()), &got, &want, NORMAL_ATOL, NORMAL_RTOL);
+        }
+    }
+}
+
+const MATMUL_SHAPES: [(usize, usize, usize); 8] =
+    [(1, 1, 1), (7, 9, 13), (63, 65, 20), (64, 64, 64), (65, 129, 40), (129, 63, 7), (17, 784, 65), (128, 20, 129)];
+
+#[test]
+fn matmul_forms_match_cpu() {
+    let Some(gpu) = gpu("matmul_forms_match_cpu") else { return };
+    for mode in &gpu.modes {
+        for variant in MatmulVariant::ALL {
+            for (s, &(m, k, n)) in MATMUL_SHAPES.iter().enumerate() {
+                for form in ["matmul_nt", "matmul_tn", "matmul_nn"] {
+                    check_matmul(mode, variant, form, m, k, n, s as u32);
+                }
+            }
+        }
+    }
+}
+
+/// One product with operands at odd offsets inside larger buffers, batch-sized
+/// M (or K for the weight gradient) taken from the step, and the epilogue each
+/// form uses in training: nt with bias + ReLU, tn accumulating, nn plain.
+fn check_matmul(mode: &Mode, variant: MatmulVariant, form: &'static str, m: usize, k: usize, n: usize, salt: u32) {
+    let (oa, ob, oc, od) = (3usize, 5usize, 1usize, 2usize);
+    let a = random(oa + m * k, 10 + salt, -1.0, 1.0);
+    let b = random(ob + k * n, 20 + salt, -1.0, 1.0);
+    let bias = random(od + n, 30 + salt, -1.0, 1.0);
+    let c0 = random(oc + m * n, 40 + salt, -1.0, 1.0);
+    let (a_, b_, bias_) = (&a[oa..], &b[ob..], &bias[od..]);
+    let mut want = c0[oc..].to_vec();
+    let (mut dims, step) = (Dims { m: m as u32, k: k as u32, n: n as u32, ..Default::default() }, rows_step(m));
+    dims.off_a = oa as u32;
+    dims.off_b = ob as u32;
+    dims.off_c = oc as u32;
+    dims.off_d = od as u32;
+    let mut step = step;
+    match form {
+        "matmul_nt" => {
+            matmul::matmul_nt(&mut want, a_, b_, m, k, n, false);
+            matmul::bias_add(&mut want, bias_, m, n);
+            activation::relu_forward(&mut want);
+            dims.flags = flags::BIAS | flags::RELU | flags::ROWS_M;
+            dims.m = 100_000; // ignored: M comes from the step
+        }
+        "matmul_tn" => {
+            matmul::matmul_tn(&mut want, a_, b_, m, k, n, true);
+            dims.flags = flags::ACCUMULATE | flags::ROWS_K;
+            dims.k = 100_000;
+            step.rows = k as u32;
+        }
+        _ => matmul::matmul_nn(&mut want, a_, b_, m, k, n, false),
+    }
+    let kernel = Kernel::new(Family::Matmul(variant), form);
+    let out = run(
+        mode,
+        kernel,
+        dims,
+        step,
+        &[Host::F32(&c0)],
+        &[Host::F32(&a), Host::F32(&b), Host::F32(&bias)],
+        variant.workgroups(m, n),
+    );
+    assert_eq!(out[0][..oc], c0[..oc], "{form}: wrote before its output");
+    // Rounding noise of a length-k f32 dot product in two summation orders
+    // (packed FMA blocks on the CPU, one FMA chain on the GPU) grows like
+    // k·u for terms in [-1, 1]; 16·k·u leaves a wide margin.
+    let atol = 16.0 * k as f32 * U;
+    let what = format!("{form} {variant:?} m={m} k={k} n={n} ({})", mode.name());
+    assert_close(&what, &out[0][oc..], &want, atol, 1e-5);
+}
+
+#[test]
+fn column_sums_match_cpu() {
+    let Some(gpu) = gpu("column_sums_match_cpu") else { return };
+    for mode in &gpu.modes {
+        for (m, n) in [(1, 1), (7, 63), (129, 65), (17, 784), (300, 20)] {
+            let a = random(2 + m * n, 1, -1.0, 1.0);
+            let out0 = random(n + 1, 2, -1.0, 1.0);
+            let mut want = out0[1..].to_vec();
+            matmul::column_sums(&mut want, &a[2..], m, n);
+            let dims = Dims {
+                m: 0,
+                n: n as u32,
+                off_a: 2,
+                off_c: 1,
+                flags: flags::ACCUMULATE | flags::ROWS_M,
+                ..Default::default()
+            };
+            let kernel = Kernel::new(Family::Reduce, "column_sums");
+            let out = run(mode, kernel, dims, rows_step(m), &[Host::F32(&out0)], &[Host::F32(&a)], grid_1d(n));
+            // The same additions in the same order as the CPU: equal up to
+            // contraction differences, so a few ulps of the running sum.
+            let what = format!("column_sums m={m} n={n} ({})", mode.name());
+            assert_close(&what, &out[0][1..], &want, 4.0 * m as f32 * U, 4.0 * U);
+        }
+    }
+}
+
+const ELEMENTWISE_SHAPES: [(usize, usize); 5] = [(1, 1), (7, 63), (65, 129), (17, 784), (128, 20)];
+
+#[test]
+fn activations_match_cpu() {
+    let Some(gpu) = gpu("activations_match_cpu") else { return };
+    let fam = Family::Activation;
+    for mode in &gpu.modes {
+        for (m, n) in ELEMENTWISE_SHAPES {
+            let len = m * n;
+            let dims = Dims { n: n as u32, flags: flags::ROWS_M, off_a: 1, off_c: 2, ..Default::default() };
+            let x = random(len + 1, 5, -6.0, 6.0);
+            let d0 = random(len + 2, 6, -1.0, 1.0);
+            let step = rows_step(m);
+            let g = grid_1d(len);
+            let name = |e: &str| format!("{e} m={m} n={n} ({})", mode.name());
+
+            let mut want = x[1..].to_vec();
+            activation::relu_forward(&mut want);
+            let mut y0 = vec![0.0; 2];
+            y0.extend_from_slice(&x[1..]);
+            let out = run(mode, Kernel::new(fam, "relu_forward"), dims, step, &[Host::F32(&y0)], &[], g);
+            assert_close(&name("relu_forward"), &out[0][2..], &want, 0.0, 0.0);
+
+            let mut want = d0[2..].to_vec();
+            activation::relu_backward(&mut want, &x[1..]);
+            let out = run(mode, Kernel::new(fam, "relu_backward"), dims, step, &[Host::F32(&d0)], &[Host::F32(&x)], g);
+            assert_close(&name("relu_backward"), &out[0][2..], &want, 0.0, 0.0);
+
+            // exp differs by a few ulps between GPU and CPU, and the GPU
+            // form avoids overflow for very negative x.
+            let mut want = vec![0.0; len];
+            activation::sigmoid_forward(&mut want, &x[1..]);
+            let out =
+                run(mode, Kernel::new(fam, "sigmoid_forward"), dims, step, &[Host::F32(&d0)], &[Host::F32(&x)], g);
+            assert_close(&name("sigmoid_forward"), &out[0][2..], &want, 1e-7, 8.0 * U);
+
+            let y: Vec<f32> = x.iter().map(|&v| activation::sigmoid(v)).collect();
+            let mut want = d0[2..].to_vec();
+            activation::sigmoid_backward(&mut want, &y[1..]);
+            let out =
+                run(mode, Kernel::new(fam, "sigmoid_backward"), dims, step, &[Host::F32(&d0)], &[Host::F32(&y)], g);
+            assert_close(&name("sigmoid_backward"), &out[0][2..], &want, 1e-8, 4.0 * U);
+        }
+    }
+}
+
+/// A forward loss kernel and `loss_finish`: the reduced sum, read from slot `which`.
+fn loss_sum(mode: &Mode, entry: &'static str, dims: Dims, step: Step, inputs: &[Host], len: usize) -> f32 {
+    let parts = loss_parts(len);
+    let partials = run(
+        mode,
+        Kernel::new(Family::Loss, entry),
+        Dims { off_c: 1, ..dims },
+        step,
+        &[Host::F32(&vec![0.0; parts as usize + 1])],
+        inputs,
+        [parts, 1, 1],
+    );
+    let finish = Dims { parts, off_a: 1, which: 1, ..Default::default() };
+    let slots = run(
+        mode,
+        Kernel::new(Family::Loss, "loss_finish"),
+        finish,
+        Step { slot: 1, ..step },
+        &[Host::F32(&[9.0; 4])],
+        &[Host::F32(&partials[0])],
+        [1, 1, 1],
+    );
+    assert_eq!([slots[0][0], slots[0][1], slots[0][2]], [9.0; 3], "{entry}: wrote outside its slot");
+    slots[0][3]
+}
+
+/// Reduced sums: f32 tree sums of up to 1e5 terms against the CPU's f64 sum,
+/// plus GPU log/exp ulps per term: 1e-5 of the total (and 1e-4 absolute for
+/// sums near 0).
+const SUM_ATOL: f32 = 1e-4;
+const SUM_RTOL: f32 = 1e-5;
+
+#[test]
+fn reconstruction_losses_match_cpu() {
+    let Some(gpu) = gpu("reconstruction_losses_match_cpu") else { return };
+    for mode in &gpu.modes {
+        for (m, n) in ELEMENTWISE_SHAPES {
+            let len = m * n;
+            let logits = random(len + 1, 7, -8.0, 8.0);
+            let target = random(len + 2, 8, 0.0, 1.0);
+            let (a, x) = (&logits[1..], &target[2..]);
+            let scale = 0.37;
+            let step = Step { recon_scale: scale, ..rows_step(m) };
+            let dims = Dims { n: n as u32, flags: flags::ROWS_M, off_a: 1, off_b: 2, ..Default::default() };
+            let inputs = [Host::F32(&logits), Host::F32(&target)];
+            let name = |e: &str| format!("{e} m={m} n={n} ({})", mode.name());
+
+            let got = loss_sum(mode, "bce_with_logits_forward", dims, step, &inputs, len);
+            let want = loss::bce_with_logits_forward(a, x) as f32;
+            assert_close(&name("bce_with_logits_forward"), &[got], &[want], SUM_ATOL, SUM_RTOL);
+
+            let mut want = vec![0.0; len];
+            loss::bce_with_logits_backward(&mut want, a, x, scale);
+            let k = Kernel::new(Family::Loss, "bce_with_logits_backward");
+            let out =
+                run(mode, k, Dims { off_c: 3, ..dims }, step, &[Host::F32(&vec![0.0; len + 3])], &inputs, grid_1d(len));
+            // sigmoid through exp: a few ulps of a value scaled by 0.37.
+            assert_close(&name("bce_with_logits_backward"), &out[0][3..], &want, 1e-7, 8.0 * U);
+
+            let y: Vec<f32> = logits.iter().map(|&v| activation::sigmoid(v)).collect();
+            let inputs = [Host::F32(&y), Host::F32(&target)];
+            let got = loss_sum(mode, "mse_forward", dims, step, &inputs, len);
+            let want = loss::mse_forward(&y[1..], x) as f32;
+            assert_close(&name("mse_forward"), &[got], &[want], SUM_ATOL, SUM_RTOL);
+
+            let mut want = vec![0.0; len];
+            loss::mse_backward(&mut want, &y[1..], x, scale);
+            let k = Kernel::new(Family::Loss, "mse_backward");
+            let out =
+                run(mode, k, Dims { off_c: 3, ..dims }, step, &[Host::F32(&vec![0.0; len + 3])], &inputs, grid_1d(len));
+            assert_close(&name("mse_backward"), &out[0][3..], &want, 0.0, 2.0 * U);
+        }
+    }
+}
+
+#[test]
+fn kl_matches_cpu() {
+    let Some(gpu) = gpu("kl_matches_cpu") else { return };
+    for mode in &gpu.modes {
+        for (m, latent) in [(1, 1), (7, 5), (65, 20), (129, 63)] {
+            let len = m * latent;
+            let mut mulv = random(1 + 2 * len, 9, -2.0, 2.0);
+            mulv[1..].chunks_exact_mut(2 * latent).for_each(|r| r[latent..].iter_mut().for_each(|v| *v *= 1.5));
+            let step = Step { kl_scale: 0.8, ..rows_step(m) };
+            let dims = Dims { n: latent as u32, flags: flags::ROWS_M, off_a: 1, ..Default::default() };
+            let name = |e: &str| format!("{e} m={m} L={latent} ({})", mode.name());
+
+            let got = loss_sum(mode, "kl_forward", dims, step, &[Host::F32(&mulv)], len);
+            let want = loss::kl_forward(&mulv[1..], latent) as f32;
+            assert_close(&name("kl_forward"), &[got], &[want], SUM_ATOL, SUM_RTOL);
+
+            let d0 = random(2 + 2 * len, 10, -1.0, 1.0);
+            let mut want = d0[2..].to_vec();
+            loss::kl_backward(&mut want, &mulv[1..], latent, 0.8);
+            let k = Kernel::new(Family::Loss, "kl_backward");
+            let out =
+                run(mode, k, Dims { off_c: 2, ..dims }, step, &[Host::F32(&d0)], &[Host::F32(&mulv)], grid_1d(len));
+            // exp(lv) to a few ulps, scaled and added to d.
+            assert_close(&name("kl_backward"), &out[0][2..], &want, 1e-6, 8.0 * U);
+        }
+    }
+}
+
+#[test]
+fn reparameterization_matches_cpu() {
+    let Some(gpu) = gpu("reparameterization_matches_cpu") else { return };
+    for mode in &gpu.modes {
+        for (m, latent) in [(1, 1), (7, 5), (65, 20), (129, 63)] {
+            let len = m * latent;
+            let mulv = random(1 + 2 * len, 11, -2.0, 2.0);
+            let step = Step { seed: 42, reparam_stream: Stream::Reparam as u32, rng_step: 1234, ..rows_step(m) };
+            let dims = Dims { n: latent as u32, flags: flags::ROWS_M, off_a: 1, off_c: 2, ..Default::default() };
+            let name = |e: &str| format!("{e} m={m} L={latent} ({})", mode.name());
+
+            let mut eps = vec![0.0; len];
+            rng::fill_normal(&mut eps, 42, Stream::Reparam, 1234);
+            let mut z = vec![0.0; len];
+            reparam::reparameterize_forward(&mut z, &mulv[1..], &eps, latent);
+            let zeros = vec![0.0; len + 2];
+            let k = Kernel::new(Family::Reparam, "reparameterize_forward");
+            let out =
+                run(mode, k, dims, step, &[Host::F32(&zeros), Host::F32(&zeros)], &[Host::F32(&mulv)], grid_1d(len));
+            assert_close(&name("eps"), &out[1][2..], &eps, NORMAL_ATOL, NORMAL_RTOL);
+            // z = mu + e^(lv/2)·eps with e^(lv/2) ≤ 2.7: eps's tolerance scaled.
+            assert_close(&name("reparameterize_forward"), &out[0][2..], &z, 3.0 * NORMAL_ATOL, NORMAL_RTOL);
+
+            // Backward from the CPU's eps, both writing and accumulating.
+            let mut eps_buf = vec![0.0; 3];
+            eps_buf.extend_from_slice(&eps);
+            let dz = random(3 + len, 12, -1.0, 1.0);
+            let d0 = random(2 + 2 * len, 13, -1.0, 1.0);
+            let k = Kernel::new(Family::Reparam, "reparameterize_backward");
+            for accumulate in [false, true] {
+                let mut want = if accumulate { d0[2..].to_vec() } else { vec![0.0; 2 * len] };
+                reparam::reparameterize_backward(&mut want, &dz[3..], &mulv[1..], &eps, latent);
+                let flags = flags::ROWS_M | if accumulate { flags::ACCUMULATE } else { 0 };
+                let d = Dims { off_b: 3, flags, ..dims };
+                let ro = [Host::F32(&dz), Host::F32(&mulv), Host::F32(&eps_buf)];
+                let out = run(mode, k, d, step, &[Host::F32(&d0)], &ro, grid_1d(len));
+                let what = name(&format!("reparameterize_backward accumulate={accumulate}"));
+                // Terms up to |dz·eps·½e^(lv/2)| ≈ 5, so a few ulps of 5 absolute.
+                assert_close(&what, &out[0][2..], &want, 2e-6, 8.0 * U);
+            }
+        }
+    }
+}
+
+#[test]
+fn gather_and_noise_match_cpu() {
+    let Some(gpu) = gpu("gather_and_noise_match_cpu") else { return };
+    for mode in &gpu.modes {
+        // 11 images of 7x9: neither the image nor the data set is a whole number of u32 words.
+        let (count, rows, cols) = (11usize, 7usize, 9usize);
+        let dim = rows * cols;
+        let pixels: Vec<u8> = (0..count * dim).map(|i| (rng::pcg4d([5, 6, 7, i as u32])[0] >> 24) as u8).collect();
+        let mut words = vec![0u32; (count * dim).div_ceil(4)];
+        for (i, &p) in pixels.iter().enumerate() {
+            words[i / 4] |= (p as u32) << (8 * (i % 4));
+        }
+        let images = Images { pixels, count, rows, cols, labels: None, class_names: None };
+        let order: Vec<u32> = rng::permutation(count, 3, 1);
+        let (offset, batch) = (3usize, 5usize);
+        let mut want = vec![0.0; batch * dim];
+        loader::gather_batch(&images, &order[offset..offset + batch], &mut want);
+        let step = Step {
+            row_offset: offset as u32,
+            seed: 17,
+            noise_std: 0.3,
+            noise_stream: Stream::InputNoise as u32,
+            rng_step: 9,
+            ..rows_step(batch)
+        };
+        let dims = Dims { n: dim as u32, off_c: 1, ..Default::default() };
+        let k = Kernel::new(Family::Gather, "gather_batch");
+        let out = run(
+            mode,
+            k,
+            dims,
+            step,
+            &[Host::F32(&vec![0.0; 1 + batch * dim])],
+            &[Host::U32(&words), Host::U32(&order)],
+            grid_1d(batch * dim),
+        );
+        // p / 255 in f32; a GPU division may be off by an ulp or two.
+        assert_close(&format!("gather_batch ({})", mode.name()), &out[0][1..], &want, 0.0, 4.0 * U);
+
+        let mut noisy = vec![0.0; want.len()];
+        loader::add_input_noise(&want, &mut noisy, 0.3, 17, Stream::InputNoise, 9);
+        let d = Dims { n: dim as u32, flags: flags::ROWS_M, off_a: 1, ..Default::default() };
+        let k = Kernel::new(Family::Gather, "add_input_noise");
+        let zeros = vec![0.0; batch * dim];
+        let out = run(mode, k, d, step, &[Host::F32(&zeros)], &[Host::F32(&out[0])], grid_1d(batch * dim));
+        // Normals scaled by 0.3, then clamped.
+        assert_close(&format!("add_input_noise ({})", mode.name()), &out[0], &noisy, NORMAL_ATOL, NORMAL_RTOL);
+    }
+}
+
+#[test]
+fn adam_matches_cpu() {
+    let Some(gpu) = gpu("adam_matches_cpu") else { return };
+    let cfg = adam::AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+    for mode in &gpu.modes {
+        for (p, t) in [(1usize, 1u64), (1031, 1), (70_001, 57)] {
+            let params = random(p, 14, -1.0, 1.0);
+            let m = random(p, 15, -0.1, 0.1);
+            let v = random(p, 16, 0.0, 0.01);
+            let g = random(p, 17, -1.0, 1.0);
+            let (mut wp, mut wm, mut wv) = (params.clone(), m.clone(), v.clone());
+            adam::adam_update(&mut wp, &mut wm, &mut wv, &g, &cfg, t);
+            let (c1, c2) = cfg.corrections(t);
+            let dims =
+                Dims { m: p as u32, f0: cfg.lr, f1: cfg.beta1, f2: cfg.beta2, f3: cfg.eps, ..Default::default() };
+            let step = Step { c1, c2, ..Default::default() };
+            let k = Kernel::new(Family::Adam, "adam_update");
+            let rw = [Host::F32(&params), Host::F32(&m), Host::F32(&v)];
+            let out = run(mode, k, dims, step, &rw, &[Host::F32(&g)], grid_1d(p));
+            let name = |e: &str| format!("{e} P={p} t={t} ({})", mode.name());
+            // Moments: b·m + (1-b)·g may cancel, and a GPU contracts it into
+            // an FMA, so the error is a couple of ulps of the terms (|terms| ≤
+            // 0.1 for m, ≤ 0.01 for v), not of the result. The update then
+            // adds a few ulps of itself (sqrt and division: up to 2.5 ulp in
+            // Vulkan), well under an ulp of the parameter.
+            assert_close(&name("adam m"), &out[1], &wm, 2.0 * 0.1 * 2.0 * U, 4.0 * U);
+            assert_close(&name("adam v"), &out[2], &wv, 2.0 * 0.01 * 2.0 * U, 4.0 * U);
+            assert_close(&name("adam params"), &out[0], &wp, 1e-8, 4.0 * U);
+        }
+    }
+}
