@@ -16,20 +16,25 @@ fn matmul_tiled(form: u32, wg: vec3<u32>, lid: u32) {
     let col0 = wg.x * TILE_N;
     let tx = lid % THREADS_N;
     let ty = lid / THREADS_N;
+    // This workgroup's K slice: all of K unless split (dims.u0 > 1), BK-aligned.
+    let slices = max(dims.u0, 1u);
+    let span = ((k + slices - 1u) / slices + BK - 1u) / BK * BK;
+    let k_begin = wg.z * span;
+    let k_end = min(k, k_begin + span);
     var acc: array<f32, PER_M * PER_N>;
-    for (var k0 = 0u; k0 < k; k0 += BK) {
+    for (var k0 = k_begin; k0 < k_end; k0 += BK) {
         // Loads walk the operand's contiguous axis across neighbouring threads.
         for (var e = lid; e < BK * TILE_M; e += THREADS) {
             var i = e / BK;
             var p = e % BK;
             if (form == FORM_TN) { i = e % TILE_M; p = e / TILE_M; }
-            tile_a[p * TILE_M + i] = load_a(form, row0 + i, k0 + p, m, k);
+            tile_a[p * TILE_M + i] = load_a(form, row0 + i, k0 + p, m, k, k_end);
         }
         for (var e = lid; e < BK * TILE_N; e += THREADS) {
             var j = e % TILE_N;
             var p = e / TILE_N;
             if (form == FORM_NT) { j = e / BK; p = e % BK; }
-            tile_b[p * TILE_N + j] = load_b(form, k0 + p, col0 + j, k, n);
+            tile_b[p * TILE_N + j] = load_b(form, k0 + p, col0 + j, k, k_end, n);
         }
         workgroupBarrier();
         for (var p = 0u; p < BK; p++) {
@@ -49,7 +54,13 @@ fn matmul_tiled(form: u32, wg: vec3<u32>, lid: u32) {
         let row = row0 + ty + i * THREADS_M;
         for (var j = 0u; j < PER_N; j++) {
             let col = col0 + tx + j * THREADS_N;
-            if (row < m && col < n) { store_c(row, col, n, acc[i * PER_N + j]); }
+            if (row < m && col < n) {
+                if (slices > 1u) {
+                    partial[(wg.z * m + row) * n + col] = acc[i * PER_N + j];
+                } else {
+                    store_c(row, col, n, acc[i * PER_N + j]);
+                }
+            }
         }
     }
 }

@@ -4,8 +4,12 @@
 //   matmul_nn  c (M,N) = a (M,K) · b (K,N)    input gradient dY·W
 // Dims: m, k, n; off_a, off_b, off_c into a, b, c; off_d into bias.
 // Flags: ACCUMULATE (c +=), BIAS (+ bias[n]), RELU (max(., 0)), ROWS_M/ROWS_K.
+// Split-K (u0 = S > 1 slices, tiled variants only): workgroup z sums its slice
+// of K into partial[z][M][N]; matmul_split_finish then adds the S slices in
+// order and applies the epilogue. Deterministic: no atomics.
 
 @group(0) @binding(1) var<storage, read_write> c: array<f32>;
+@group(0) @binding(2) var<storage, read_write> partial: array<f32>;
 @group(0) @binding(4) var<storage, read> a: array<f32>;
 @group(0) @binding(5) var<storage, read> b: array<f32>;
 @group(0) @binding(6) var<storage, read> bias: array<f32>;
@@ -14,16 +18,17 @@ const FORM_NT: u32 = 0u;
 const FORM_TN: u32 = 1u;
 const FORM_NN: u32 = 2u;
 
-// A(i, p), zero outside the matrix so that partial tiles need no special case.
-fn load_a(form: u32, i: u32, p: u32, m: u32, k: u32) -> f32 {
-    if (i >= m || p >= k) { return 0.0; }
+// A(i, p), zero outside the matrix (and past k_end, the end of this
+// workgroup's K slice) so that partial tiles need no special case.
+fn load_a(form: u32, i: u32, p: u32, m: u32, k: u32, k_end: u32) -> f32 {
+    if (i >= m || p >= k_end) { return 0.0; }
     if (form == FORM_TN) { return a[dims.off_a + p * m + i]; }
     return a[dims.off_a + i * k + p];
 }
 
 // B(p, j).
-fn load_b(form: u32, p: u32, j: u32, k: u32, n: u32) -> f32 {
-    if (p >= k || j >= n) { return 0.0; }
+fn load_b(form: u32, p: u32, j: u32, k: u32, k_end: u32, n: u32) -> f32 {
+    if (p >= k_end || j >= n) { return 0.0; }
     if (form == FORM_NT) { return b[dims.off_b + j * k + p]; }
     return b[dims.off_b + p * n + j];
 }
@@ -36,4 +41,16 @@ fn store_c(row: u32, col: u32, n: u32, sum: f32) {
     if (has(FLAG_BIAS)) { v += bias[dims.off_d + col]; }
     if (has(FLAG_RELU)) { v = max(v, 0.0); }
     c[idx] = v;
+}
+
+// The slices of a split-K product, summed in slice order, then the epilogue.
+@compute @workgroup_size(WG)
+fn matmul_split_finish(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let n = dims.n;
+    let total = size_m() * n;
+    for (var e = gid.x; e < total; e += nwg.x * WG) {
+        var sum = 0.0;
+        for (var z = 0u; z < dims.u0; z++) { sum += partial[z * total + e]; }
+        store_c(e / n, e % n, n, sum);
+    }
 }

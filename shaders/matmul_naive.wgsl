@@ -10,7 +10,7 @@ fn matmul_naive(form: u32, gid: vec3<u32>) {
     if (row >= m || col >= n) { return; }
     var sum = 0.0;
     for (var p = 0u; p < k; p++) {
-        sum = fma(load_a(form, row, p, m, k), load_b(form, p, col, k, n), sum);
+        sum = fma(load_a(form, row, p, m, k, k), load_b(form, p, col, k, k, n), sum);
     }
     store_c(row, col, n, sum);
 }

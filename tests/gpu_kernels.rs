@@ -109,9 +109,13 @@ fn matmul_forms_match_cpu() {
     let Some(gpu) = gpu("matmul_forms_match_cpu") else { return };
     for mode in &gpu.modes {
         for variant in MatmulVariant::ALL {
+            // Split-K into 3 slices too (tiled variants), uneven ones included.
+            let splits: &[u32] = if variant == MatmulVariant::Naive { &[1] } else { &[1, 3] };
             for (s, &(m, k, n)) in MATMUL_SHAPES.iter().enumerate() {
                 for form in ["matmul_nt", "matmul_tn", "matmul_nn"] {
-                    check_matmul(mode, variant, form, m, k, n, s as u32);
+                    for &slices in splits {
+                        check_matmul(mode, variant, form, (m, k, n), slices, s as u32);
+                    }
                 }
             }
         }
@@ -121,7 +125,15 @@ fn matmul_forms_match_cpu() {
 /// One product with operands at odd offsets inside larger buffers, batch-sized
 /// M (or K for the weight gradient) taken from the step, and the epilogue each
 /// form uses in training: nt with bias + ReLU, tn accumulating, nn plain.
-fn check_matmul(mode: &Mode, variant: MatmulVariant, form: &'static str, m: usize, k: usize, n: usize, salt: u32) {
+fn check_matmul(
+    mode: &Mode,
+    variant: MatmulVariant,
+    form: &'static str,
+    mkn: (usize, usize, usize),
+    slices: u32,
+    salt: u32,
+) {
+    let (m, k, n) = mkn;
     let (oa, ob, oc, od) = (3usize, 5usize, 1usize, 2usize);
     let a = random(oa + m * k, 10 + salt, -1.0, 1.0);
     let b = random(ob + k * n, 20 + salt, -1.0, 1.0);
@@ -152,21 +164,24 @@ fn check_matmul(mode: &Mode, variant: MatmulVariant, form: &'static str, m: usiz
         _ => matmul::matmul_nn(&mut want, a_, b_, m, k, n, false),
     }
     let kernel = Kernel::new(Family::Matmul(variant), form);
-    let out = run(
-        mode,
-        kernel,
-        dims,
-        step,
-        &[Host::F32(&c0)],
-        &[Host::F32(&a), Host::F32(&b), Host::F32(&bias)],
-        variant.workgroups(m, n),
-    );
+    let ro = [Host::F32(&a), Host::F32(&b), Host::F32(&bias)];
+    let [x, y, _] = variant.workgroups(m, n);
+    let out = if slices == 1 {
+        run(mode, kernel, dims, step, &[Host::F32(&c0)], &ro, [x, y, 1])
+    } else {
+        // The slices into scratch, then their ordered sum and the epilogue.
+        dims.u0 = slices;
+        let scratch = vec![0.0f32; slices as usize * m * n];
+        let sliced = run(mode, kernel, dims, step, &[Host::F32(&c0), Host::F32(&scratch)], &ro, [x, y, slices]);
+        let finish = Kernel::new(Family::Matmul(variant), "matmul_split_finish");
+        run(mode, finish, dims, step, &[Host::F32(&c0), Host::F32(&sliced[1])], &ro, grid_1d(m * n))
+    };
     assert_eq!(out[0][..oc], c0[..oc], "{form}: wrote before its output");
     // Rounding noise of a length-k f32 dot product in two summation orders
     // (packed FMA blocks on the CPU, one FMA chain on the GPU) grows like
     // k·u for terms in [-1, 1]; 16·k·u leaves a wide margin.
     let atol = 16.0 * k as f32 * U;
-    let what = format!("{form} {variant:?} m={m} k={k} n={n} ({})", mode.name());
+    let what = format!("{form} {variant:?} m={m} k={k} n={n} slices={slices} ({})", mode.name());
     assert_close(&what, &out[0][oc..], &want, atol, 1e-5);
 }
 

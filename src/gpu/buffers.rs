@@ -4,7 +4,7 @@
 //! a dispatch may not bind one buffer both read-only and read-write.
 
 use super::context::GpuContext;
-use super::shaders::MAX_PARTS;
+use super::shaders::{MAX_PARTS, MAX_SPLIT};
 use crate::error::{Error, Result};
 use crate::model::Architecture;
 
@@ -32,6 +32,8 @@ pub struct Buffers {
     pub grad_b: wgpu::Buffer,
     /// Loss partial sums: recon at 0.., KL at MAX_PARTS...
     pub partials: wgpu::Buffer,
+    /// Split-K slices (MAX_SPLIT, B, max width): only batch-row products split.
+    pub split: wgpu::Buffer,
 }
 
 /// A storage buffer of `bytes` (at least 16), refused with the sizes named
@@ -84,6 +86,7 @@ impl Buffers {
             grad_a: f("grad a", b * arch.max_width())?,
             grad_b: f("grad b", b * arch.max_width())?,
             partials: f("loss partials", 2 * MAX_PARTS as usize)?,
+            split: f("split-k slices", MAX_SPLIT as usize * b * arch.max_width())?,
         };
         ctx.queue.write_buffer(&bufs.params, 0, bytemuck::cast_slice(params));
         // Adam's moments start at zero; fresh buffers are zeroed by wgpu.

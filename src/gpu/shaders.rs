@@ -18,6 +18,13 @@ pub const WG: u32 = 256;
 pub const MAX_GROUPS: u32 = 4096;
 /// Most partial sums a loss reduction produces (one per workgroup).
 pub const MAX_PARTS: u32 = 256;
+/// Most K slices of a split-K product.
+pub const MAX_SPLIT: u32 = 8;
+/// Workgroups a product should have to keep a large GPU busy; fewer, and
+/// split-K adds workgroups along K.
+const TARGET_GROUPS: u32 = 256;
+/// Shallowest K slice worth a workgroup.
+const MIN_SLICE: u32 = 64;
 
 /// Bits of `Dims::flags`.
 pub mod flags {
@@ -74,6 +81,18 @@ impl MatmulVariant {
     pub fn workgroups(self, m: usize, n: usize) -> [u32; 3] {
         let t = self.tile();
         [(n as u32).div_ceil(t.tile_n).max(1), (m as u32).div_ceil(t.tile_m).max(1), 1]
+    }
+
+    /// K slices for an M x K x N product: batch-128 layers give a few dozen
+    /// workgroups, each walking all of a K of 400-784 alone; splitting K
+    /// multiplies the workgroups (at the price of one more dispatch).
+    /// `GPU_VAE_SPLIT_K=0` turns it off, for A/B measurements.
+    pub fn split_k(self, m: usize, k: usize, n: usize) -> u32 {
+        if self == MatmulVariant::Naive || std::env::var("GPU_VAE_SPLIT_K").is_ok_and(|v| v == "0") {
+            return 1;
+        }
+        let [x, y, _] = self.workgroups(m, n);
+        (TARGET_GROUPS / (x * y)).min(k as u32 / MIN_SLICE).clamp(1, MAX_SPLIT)
     }
 
     /// The variant for an M x N output: 64-tiles only when they still give
@@ -147,7 +166,7 @@ impl Family {
 
     pub fn entries(self) -> &'static [&'static str] {
         match self {
-            Family::Matmul(_) => &["matmul_nt", "matmul_tn", "matmul_nn"],
+            Family::Matmul(_) => &["matmul_nt", "matmul_tn", "matmul_nn", "matmul_split_finish"],
             Family::Activation => &["relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward"],
             Family::Reduce => &["column_sums"],
             Family::Loss => &[

@@ -76,7 +76,7 @@ impl Builder<'_> {
             ..Default::default()
         };
         let params = &self.bufs.params;
-        self.matmul("matmul_nt", self.rows, o, dims, out, &[x, params, params]);
+        self.matmul("matmul_nt", self.rows, i, o, dims, out, &[x, params, params]);
     }
 
     /// dW = dyᵀ·x, db = Σ dy (both overwrite: each is written once per step,
@@ -86,7 +86,7 @@ impl Builder<'_> {
         let grads = &self.bufs.grads;
         let dw =
             Dims { m: o as u32, n: i as u32, flags: flags::ROWS_K, off_c: layer.weight as u32, ..Default::default() };
-        self.matmul("matmul_tn", o, i, dw, grads, &[dy, x]);
+        self.matmul("matmul_tn", o, self.rows, i, dw, grads, &[dy, x]);
         let db = Dims { n: o as u32, off_c: layer.bias as u32, ..Default::default() };
         self.elementwise("column_sums", db, &[grads], &[dy]);
         if let Some(dx) = dx {
@@ -97,13 +97,36 @@ impl Builder<'_> {
                 off_b: layer.weight as u32,
                 ..Default::default()
             };
-            self.matmul("matmul_nn", self.rows, i, d, dx, &[dy, &self.bufs.params]);
+            self.matmul("matmul_nn", self.rows, o, i, d, dx, &[dy, &self.bufs.params]);
         }
     }
 
-    fn matmul(&mut self, entry: &'static str, m: usize, n: usize, dims: Dims, c: &wgpu::Buffer, ro: &[&wgpu::Buffer]) {
+    /// c (M,N) from an M x K x N product (sizes at the largest batch), split
+    /// along K when the output alone gives too few workgroups.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul(
+        &mut self,
+        entry: &'static str,
+        m: usize,
+        k: usize,
+        n: usize,
+        dims: Dims,
+        c: &wgpu::Buffer,
+        ro: &[&wgpu::Buffer],
+    ) {
         let variant = MatmulVariant::for_shape(m, n);
-        self.p.push(Kernel::new(Family::Matmul(variant), entry), dims, &[c], ro, variant.workgroups(m, n));
+        let family = Family::Matmul(variant);
+        let slices = variant.split_k(m, k, n);
+        let [x, y, _] = variant.workgroups(m, n);
+        if slices == 1 {
+            self.p.push(Kernel::new(family, entry), dims, &[c], ro, [x, y, 1]);
+            return;
+        }
+        assert!(slices as u64 * (m * n * 4) as u64 <= self.bufs.split.size(), "split-k scratch too small");
+        let dims = Dims { u0: slices, ..dims };
+        let split = &self.bufs.split;
+        self.p.push(Kernel::new(family, entry), dims, &[c, split], ro, [x, y, slices]);
+        self.p.push(Kernel::new(family, "matmul_split_finish"), dims, &[c, split], ro, grid_1d(m * n));
     }
 
     /// A loss forward kernel and its fold into slot `which` of the step.
