@@ -12,7 +12,6 @@ import argparse, json, os, statistics, subprocess, sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-REF = os.path.join(ROOT, "..", "shared", "reference")
 
 
 def run(cmd, env=None):
@@ -39,7 +38,7 @@ def cpu(args):
             r = ours(args.binary, args.data, model, "cpu", args.epochs)
             mine.append(r["samples_per_s"])
             print(f"  gpu-vae {model}: {r['samples_per_s']:.0f} samples/s ({r['device']})", flush=True)
-            out = run([args.python, os.path.join(REF, "torch_vae.py"), args.data, "--model", model,
+            out = run([args.python, os.path.join(args.ref, "torch_vae.py"), args.data, "--model", model,
                        "--epochs", str(args.epochs + 1), "--threads", str(args.threads)])
             s = json.loads(out.split("SUMMARY ", 1)[1])
             # The first epoch warms up, as gpu-vae's uncounted epoch does.
@@ -59,7 +58,7 @@ def gpu(args):
         print(f"gpu-vae batch {batch}: {1000 * r['median_epoch_s']:.1f} ms/epoch, {r['samples_per_s']:.0f} samples/s, "
               f"{r['dispatches_per_step']} dispatches/step, {r['submits_per_epoch']} submits/epoch ({r['device']})",
               flush=True)
-        out = run([args.python, os.path.join(REF, "gpu_anchor.py"), args.data, "--epochs", str(args.epochs + 1),
+        out = run([args.python, os.path.join(args.ref, "gpu_anchor.py"), args.data, "--epochs", str(args.epochs + 1),
                    "--batch", batch])
         for line in out.splitlines():
             if line.startswith("RESULT "):
@@ -76,6 +75,8 @@ def main():
     ap.add_argument("which", choices=["cpu", "gpu"])
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "gpu-vae"))
     ap.add_argument("--python", default=sys.executable)
+    ap.add_argument("--ref", default=os.path.join(ROOT, "..", "shared", "reference"),
+                    help="folder of the reference scripts")
     ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     ap.add_argument("--epochs", type=int, default=3, help="timed epochs (one more warms up)")
     ap.add_argument("--rounds", type=int, default=2)
