@@ -45,9 +45,10 @@ fn train_writes_every_file_and_the_checkpoint_reloads() {
     let run = gpu_vae(&["train", "--epochs", "2", "--device", "cpu", "--out", out_s]);
     assert!(run.status.success(), "{}", stderr(&run));
 
-    for file in ["config.json", "model.safetensors", "metrics.csv", "samples.png", "reconstructions.png"] {
+    for file in ["config.json", "model.safetensors", "metrics.csv", "samples.png", "reconstructions.png", "loss.png"] {
         assert!(out.join(file).is_file(), "{file} missing");
     }
+    image::open(out.join("loss.png")).expect("loss.png decodes");
     for epoch in ["001", "002"] {
         assert!(out.join(format!("epochs/samples-{epoch}.png")).is_file());
         assert!(out.join(format!("epochs/reconstructions-{epoch}.png")).is_file());

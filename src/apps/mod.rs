@@ -1,2 +1,209 @@
 //! Putting trained models to work: reconstruction, interpolation, manifolds,
 //! latent plots, compression, denoising, anomaly detection and evaluation.
+//!
+//! Every use goes through [`Inference`], so a GPU implementation can replace
+//! the CPU one without touching the uses.
+
+pub mod anomaly;
+pub mod codes;
+pub mod denoise;
+pub mod eval;
+pub mod interpolate;
+pub mod latent_plot;
+pub mod manifold;
+pub mod pca;
+pub mod reconstruct;
+
+use crate::cpu::CpuModel;
+use crate::cpu::activation::{relu_forward, sigmoid};
+use crate::cpu::matmul::{bias_add, matmul_nt};
+use crate::data::Images;
+use crate::error::{Error, Result};
+use crate::model::{Activation, Architecture, ModelKind};
+
+/// Rows per encoder or decoder call, so that activations stay a few MB
+/// whatever the data set's size.
+pub const CHUNK: usize = 1024;
+
+/// Steps of `rng::Stream::Sample` each use draws at (with the run's seed),
+/// so that no two uses share random numbers; `sample_grid` uses step 0.
+pub mod sample_steps {
+    pub const DENOISE_GAUSSIAN: u32 = 1;
+    pub const DENOISE_SALT_PEPPER: u32 = 2;
+    /// Plus the image's index in its split.
+    pub const IWAE: u32 = 1 << 24;
+}
+
+/// What the uses need from a trained model, whatever computes it.
+pub trait Inference {
+    /// The device in use, for the user.
+    fn device(&self) -> String;
+    fn arch(&self) -> &Architecture;
+    /// The encoder's output for x (B, D): mulv (B, 2L) for a VAE, z (B, L) for an AE.
+    fn encode(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>>;
+    /// The decoder's logits (B, D) for z (B, L); likelihoods need them unsquashed.
+    fn decode_logits(&mut self, z: &[f32], rows: usize) -> Result<Vec<f32>>;
+
+    /// Pixel probabilities sigmoid(logits) (B, D).
+    fn decode(&mut self, z: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let mut out = self.decode_logits(z, rows)?;
+        out.iter_mut().for_each(|v| *v = sigmoid(*v));
+        Ok(out)
+    }
+}
+
+impl Inference for CpuModel {
+    fn device(&self) -> String {
+        "cpu".into()
+    }
+
+    fn arch(&self) -> &Architecture {
+        &self.arch
+    }
+
+    fn encode(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        Ok(CpuModel::encode(self, x, rows))
+    }
+
+    // CpuModel::decode applies the sigmoid; this is its loop without it.
+    fn decode_logits(&mut self, z: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let mut cur = z.to_vec();
+        for layer in &self.arch.decoder {
+            let (i, o) = (layer.inputs, layer.outputs);
+            let mut out = vec![0.0; rows * o];
+            matmul_nt(&mut out, &cur, &self.params[layer.weight..layer.weight + o * i], rows, i, o, false);
+            bias_add(&mut out, &self.params[layer.bias..layer.bias + o], rows, o);
+            if layer.activation == Activation::Relu {
+                relu_forward(&mut out);
+            }
+            cur = out;
+        }
+        Ok(cur)
+    }
+}
+
+/// Errors unless the run is a VAE: `what` names the option or use that needs one.
+pub fn require_vae(arch: &Architecture, what: &'static str) -> Result<()> {
+    match arch.config.kind {
+        ModelKind::Vae => Ok(()),
+        ModelKind::Ae => Err(Error::invalid(what, "needs a VAE (a posterior and a prior); this run is an AE")),
+    }
+}
+
+/// Errors unless the images have the size the model was trained on.
+pub fn check_image_size(arch: &Architecture, images: &Images, source: &str) -> Result<()> {
+    let (rows, cols) = (arch.config.image_rows, arch.config.image_cols);
+    if (images.rows, images.cols) != (rows, cols) {
+        return Err(Error::bad_file(
+            source,
+            format!("images are {}x{}, the model takes {rows}x{cols}", images.rows, images.cols),
+        ));
+    }
+    Ok(())
+}
+
+/// The pixels of images `indices` scaled to [0, 1] (N, D).
+pub fn pixels(images: &Images, indices: &[usize]) -> Vec<f32> {
+    let dim = images.dim();
+    let mut out = Vec::with_capacity(indices.len() * dim);
+    for &i in indices {
+        out.extend(images.image(i).iter().map(|&p| p as f32 / 255.0));
+    }
+    out
+}
+
+/// `f` applied to x (rows, width_in) in chunks of [`CHUNK`] rows, outputs concatenated.
+fn chunked(x: &[f32], rows: usize, mut f: impl FnMut(&[f32], usize) -> Result<Vec<f32>>) -> Result<Vec<f32>> {
+    if rows == 0 {
+        return Ok(Vec::new());
+    }
+    let width = x.len() / rows;
+    let mut out = Vec::new();
+    for part in x.chunks(CHUNK * width) {
+        out.extend(f(part, part.len() / width)?);
+    }
+    Ok(out)
+}
+
+/// The encoder's outputs (N, code width) for x (N, D).
+pub fn encode_all(model: &mut dyn Inference, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+    chunked(x, rows, |part, r| model.encode(part, r))
+}
+
+/// Pixel probabilities (N, D) for z (N, L).
+pub fn decode_all(model: &mut dyn Inference, z: &[f32], rows: usize) -> Result<Vec<f32>> {
+    chunked(z, rows, |part, r| model.decode(part, r))
+}
+
+/// Posterior means (VAE) or codes (AE) (N, L) of x (N, D).
+pub fn latent_means(model: &mut dyn Inference, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+    let (width, latent) = (model.arch().code_width(), model.arch().config.latent);
+    let code = encode_all(model, x, rows)?;
+    Ok(code.chunks_exact(width).flat_map(|row| row[..latent].iter().copied()).collect())
+}
+
+/// The deterministic reconstruction decode(mean) (N, D) of x (N, D).
+pub fn reconstruct(model: &mut dyn Inference, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+    let z = latent_means(model, x, rows)?;
+    decode_all(model, &z, rows)
+}
+
+/// Mean squared error per pixel between two images of the same size.
+pub fn mse(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "images of different sizes");
+    a.iter().zip(b).map(|(&x, &y)| ((x - y) as f64).powi(2)).sum::<f64>() / a.len() as f64
+}
+
+/// Peak signal-to-noise ratio in dB of pixels in [0, 1]: 10·log10(1 / MSE)
+/// (infinite for identical images).
+pub fn psnr(mse: f64) -> f64 {
+    -10.0 * mse.log10()
+}
+
+/// Per-image MSE of x against y, both (N, D).
+pub fn per_image_mse(x: &[f32], y: &[f32], dim: usize) -> Vec<f64> {
+    x.chunks_exact(dim).zip(y.chunks_exact(dim)).map(|(a, b)| mse(a, b)).collect()
+}
+
+/// Mean of a list of numbers (NaN when empty).
+pub fn mean(xs: &[f64]) -> f64 {
+    xs.iter().sum::<f64>() / xs.len() as f64
+}
+
+/// Population standard deviation.
+pub fn std_dev(xs: &[f64]) -> f64 {
+    let m = mean(xs);
+    (xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / xs.len() as f64).sqrt()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{InitScheme, ModelConfig, ReconLoss, init_params};
+    use crate::train::pictures::inference_model;
+
+    #[test]
+    fn decode_logits_are_the_logits_of_decode() {
+        let config = ModelConfig {
+            kind: ModelKind::Vae,
+            image_rows: 4,
+            image_cols: 3,
+            hidden: vec![5],
+            latent: 2,
+            loss: ReconLoss::Bce,
+        };
+        let arch = Architecture::new(&config).unwrap();
+        let mut model = inference_model(&arch, init_params(&arch, InitScheme::Torch, 3));
+        let z = [0.3, -1.0, 2.0, 0.5];
+        let probs = CpuModel::decode(&mut model, &z, 2);
+        let via_logits = Inference::decode(&mut model, &z, 2).unwrap();
+        assert_eq!(probs, via_logits);
+    }
+
+    #[test]
+    fn psnr_of_known_errors() {
+        assert_eq!(psnr(1.0), 0.0);
+        assert!((psnr(0.01) - 20.0).abs() < 1e-12);
+        assert_eq!(psnr(0.0), f64::INFINITY);
+    }
+}

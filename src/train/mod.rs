@@ -26,6 +26,7 @@ pub const MODEL_FILE: &str = "model.safetensors";
 pub const METRICS_FILE: &str = "metrics.csv";
 pub const SAMPLES_FILE: &str = "samples.png";
 pub const RECONSTRUCTIONS_FILE: &str = "reconstructions.png";
+pub const LOSS_PLOT_FILE: &str = "loss.png";
 
 /// How the trainer reports progress.
 pub trait Progress {
@@ -92,6 +93,7 @@ pub fn train(run: &Run, engine: &mut dyn Engine, progress: &mut dyn Progress) ->
         checkpoint::save(&run.out.join(MODEL_FILE), arch, &params)?;
         records.push(record);
         metrics::write_csv(&run.out.join(METRICS_FILE), &records)?;
+        crate::plot::write_loss_plot(&run.out.join(LOSS_PLOT_FILE), &records)?;
         write_pictures(run, params, &run.out.join("epochs"), &format!("-{epoch:03}"))?;
         progress.epoch_done(records.last().expect("just pushed"));
     }

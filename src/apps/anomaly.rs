@@ -1,0 +1,200 @@
+//! `anomaly`: per-image anomaly scores, a threshold, and how well they
+//! separate the normal class from the others (ROC-AUC, precision, recall).
+
+use std::fmt::Write;
+use std::path::Path;
+
+use super::eval::elbo_terms;
+use super::{Inference, per_image_mse};
+use crate::error::Result;
+use crate::fsutil::write_atomic;
+use crate::plot::{Chart, GRAY, Mark, PALETTE, Series, write_chart};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Score {
+    /// Negative ELBO in nats (VAE), one posterior draw, as the test loss.
+    Elbo,
+    /// Mean squared error per pixel of the deterministic reconstruction.
+    Recon,
+}
+
+impl std::fmt::Display for Score {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Score::Elbo => "negative ELBO (nats)",
+            Score::Recon => "reconstruction MSE per pixel",
+        })
+    }
+}
+
+/// One score per image of x (N, D); larger means more anomalous. The ELBO
+/// draws follow `eval::elbo_terms` with `batch_size` and `seed`.
+pub fn scores(
+    model: &mut dyn Inference,
+    x: &[f32],
+    rows: usize,
+    score: Score,
+    batch_size: usize,
+    seed: u32,
+) -> Result<Vec<f64>> {
+    match score {
+        Score::Elbo => {
+            super::require_vae(model.arch(), "--score elbo")?;
+            Ok(elbo_terms(model, x, rows, batch_size, seed)?.iter().map(|t| t.recon + t.kl).collect())
+        }
+        Score::Recon => {
+            let y = super::reconstruct(model, x, rows)?;
+            Ok(per_image_mse(x, &y, x.len() / rows))
+        }
+    }
+}
+
+/// Area under the ROC curve: the probability that a random anomaly scores
+/// above a random normal image, ties counting one half (the Mann-Whitney U
+/// statistic from average ranks). `None` unless both kinds are present.
+pub fn roc_auc(scores: &[f64], anomalous: &[bool]) -> Option<f64> {
+    let positives = anomalous.iter().filter(|&&a| a).count();
+    let negatives = anomalous.len() - positives;
+    if positives == 0 || negatives == 0 {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
+            j += 1;
+        }
+        // Ranks i+1 ..= j+1 share their average.
+        let average = (i + j + 2) as f64 / 2.0;
+        rank_sum += order[i..=j].iter().filter(|&&k| anomalous[k]).count() as f64 * average;
+        i = j + 1;
+    }
+    let p = positives as f64;
+    Some((rank_sum - p * (p + 1.0) / 2.0) / (p * negatives as f64))
+}
+
+/// The ROC curve (false positive rate, true positive rate) as the threshold
+/// falls through the distinct scores, from (0, 0) to (1, 1).
+pub fn roc_curve(scores: &[f64], anomalous: &[bool]) -> Vec<(f64, f64)> {
+    let positives = anomalous.iter().filter(|&&a| a).count().max(1) as f64;
+    let negatives = anomalous.iter().filter(|&&a| !a).count().max(1) as f64;
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let (mut tp, mut fp) = (0.0, 0.0);
+    let mut curve = vec![(0.0, 0.0)];
+    for (n, &k) in order.iter().enumerate() {
+        if anomalous[k] {
+            tp += 1.0;
+        } else {
+            fp += 1.0;
+        }
+        // Tied scores are one threshold: one point after the last of them.
+        if order.get(n + 1).is_none_or(|&next| scores[next] != scores[k]) {
+            curve.push((fp / negatives, tp / positives));
+        }
+    }
+    curve
+}
+
+/// Counts at a threshold: an image is flagged when its score is above it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Confusion {
+    pub true_pos: usize,
+    pub false_pos: usize,
+    pub true_neg: usize,
+    pub false_neg: usize,
+}
+
+impl Confusion {
+    pub fn at(scores: &[f64], anomalous: &[bool], threshold: f64) -> Confusion {
+        let mut c = Confusion { true_pos: 0, false_pos: 0, true_neg: 0, false_neg: 0 };
+        for (&s, &a) in scores.iter().zip(anomalous) {
+            match (s > threshold, a) {
+                (true, true) => c.true_pos += 1,
+                (true, false) => c.false_pos += 1,
+                (false, false) => c.true_neg += 1,
+                (false, true) => c.false_neg += 1,
+            }
+        }
+        c
+    }
+
+    /// Share of flagged images that are anomalies (NaN when none is flagged).
+    pub fn precision(&self) -> f64 {
+        self.true_pos as f64 / (self.true_pos + self.false_pos) as f64
+    }
+
+    /// Share of anomalies that are flagged.
+    pub fn recall(&self) -> f64 {
+        self.true_pos as f64 / (self.true_pos + self.false_neg) as f64
+    }
+}
+
+/// The threshold at `k` standard deviations above the mean of normal scores.
+pub fn threshold(normal_scores: &[f64], k: f64) -> f64 {
+    super::mean(normal_scores) + k * super::std_dev(normal_scores)
+}
+
+pub fn write_roc(path: &Path, curve: &[(f64, f64)], auc: f64, title: &str) -> Result<()> {
+    let chart = Chart {
+        title: title.into(),
+        x_label: "false positive rate".into(),
+        y_label: "true positive rate".into(),
+        series: vec![
+            Series { name: "chance".into(), color: GRAY, mark: Mark::Line, points: vec![(0.0, 0.0), (1.0, 1.0)] },
+            Series { name: format!("ROC, AUC {auc:.3}"), color: PALETTE[0], mark: Mark::Line, points: curve.to_vec() },
+        ],
+        x_range: Some((0.0, 1.0)),
+        y_range: Some((0.0, 1.0)),
+    };
+    write_chart(path, &chart)
+}
+
+/// `index,label,score,flagged`; the label column is empty without labels.
+pub fn write_csv(path: &Path, scores: &[f64], labels: Option<&[u8]>, threshold: f64) -> Result<()> {
+    let mut csv = String::from("index,label,score,flagged\n");
+    for (i, &s) in scores.iter().enumerate() {
+        let label = labels.map_or(String::new(), |l| l[i].to_string());
+        writeln!(csv, "{i},{label},{s:.6},{}", u8::from(s > threshold)).expect("writing to a String");
+    }
+    write_atomic(path, csv.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// By hand: anomalies score 0.9, 0.5, 0.5; normals 0.5, 0.2. Of the 6
+    /// (anomaly, normal) pairs, 0.9 beats both (2), each 0.5 beats 0.2 and
+    /// ties 0.5 (1.5 each): (2 + 1.5 + 1.5) / 6 = 5/6.
+    #[test]
+    fn auc_of_a_small_case_with_ties() {
+        let scores = [0.5, 0.9, 0.2, 0.5, 0.5];
+        let anomalous = [true, true, false, false, true];
+        assert!((roc_auc(&scores, &anomalous).unwrap() - 5.0 / 6.0).abs() < 1e-12);
+        assert_eq!(roc_auc(&scores, &[true; 5]), None);
+        // The area under the curve's trapezoids is the same number.
+        let curve = roc_curve(&scores, &anomalous);
+        assert_eq!(curve, [(0.0, 0.0), (0.0, 1.0 / 3.0), (0.5, 1.0), (1.0, 1.0)]);
+        let area: f64 = curve.windows(2).map(|w| (w[1].0 - w[0].0) * (w[1].1 + w[0].1) / 2.0).sum();
+        assert!((area - 5.0 / 6.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn perfect_and_inverted_separation() {
+        let anomalous = [false, false, true, true];
+        assert_eq!(roc_auc(&[1.0, 2.0, 3.0, 4.0], &anomalous), Some(1.0));
+        assert_eq!(roc_auc(&[4.0, 3.0, 2.0, 1.0], &anomalous), Some(0.0));
+    }
+
+    #[test]
+    fn precision_and_recall_at_a_threshold() {
+        let c = Confusion::at(&[0.1, 0.6, 0.7, 0.4, 0.9], &[false, false, true, true, true], 0.5);
+        assert_eq!(c, Confusion { true_pos: 2, false_pos: 1, true_neg: 1, false_neg: 1 });
+        assert!((c.precision() - 2.0 / 3.0).abs() < 1e-12 && (c.recall() - 2.0 / 3.0).abs() < 1e-12);
+        assert!((threshold(&[1.0, 3.0], 2.0) - 4.0).abs() < 1e-12);
+    }
+}

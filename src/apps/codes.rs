@@ -1,0 +1,240 @@
+//! Compression: latent codes (posterior means, or an AE's codes) quantized
+//! into a small file, and back.
+//!
+//! # The codes file (version 1), little-endian
+//!
+//! | offset | size | field                                                        |
+//! |-------:|-----:|--------------------------------------------------------------|
+//! | 0      | 8    | magic `GVAECODE`                                             |
+//! | 8      | 2    | version, u16 = 1                                             |
+//! | 10     | 1    | bits per value: 16 (f16) or 8 (affine u8)                    |
+//! | 11     | 1    | reserved, 0                                                  |
+//! | 12     | 4    | count of images, u32 ≥ 1                                     |
+//! | 16     | 4    | latent width L, u32 ≥ 1                                      |
+//! | 20     | 4    | image rows of the model, u32                                 |
+//! | 24     | 4    | image cols of the model, u32                                 |
+//! | 28     | 8·L  | 8 bits only: per dimension j, `min_j` f32 then `scale_j` f32  |
+//! | …      |      | count·L codes, image by image: f16, or u8 `q`                 |
+//!
+//! An 8-bit code decodes to `min_j + scale_j·q`, with `scale_j =
+//! (max_j - min_j)/255` over the file's codes, so each value is off by at most
+//! `scale_j/2`; an f16 by at most 2⁻¹¹ of its magnitude, or by 2⁻²⁵ below
+//! 2⁻¹⁴ ≈ 6.1·10⁻⁵, where f16 is subnormal.
+
+use std::io::Write;
+use std::path::Path;
+
+use half::f16;
+
+use crate::data::Images;
+use crate::error::{Error, Result};
+use crate::model::Architecture;
+
+pub const MAGIC: &[u8; 8] = b"GVAECODE";
+pub const VERSION: u16 = 1;
+pub const HEADER_BYTES: usize = 28;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bits {
+    Eight = 8,
+    Sixteen = 16,
+}
+
+/// A parsed codes file, its values dequantized.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Codes {
+    pub bits: Bits,
+    pub count: usize,
+    pub latent: usize,
+    pub image_rows: usize,
+    pub image_cols: usize,
+    /// (count, latent).
+    pub values: Vec<f32>,
+}
+
+/// The file's bytes for `codes` (count, latent) of a model taking rows x cols images.
+pub fn to_bytes(codes: &[f32], latent: usize, image_rows: usize, image_cols: usize, bits: Bits) -> Vec<u8> {
+    let count = codes.len() / latent;
+    assert!(count > 0 && codes.len() == count * latent, "{} codes in rows of {latent}", codes.len());
+    let mut out = Vec::with_capacity(HEADER_BYTES + 8 * latent + codes.len() * 2);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&[bits as u8, 0]);
+    for v in [count, latent, image_rows, image_cols] {
+        out.extend_from_slice(&u32::try_from(v).expect("sizes fit u32").to_le_bytes());
+    }
+    match bits {
+        Bits::Sixteen => codes.iter().for_each(|&z| out.extend_from_slice(&f16::from_f32(z).to_le_bytes())),
+        Bits::Eight => {
+            let ranges = affine_ranges(codes, latent);
+            for &(min, scale) in &ranges {
+                out.extend_from_slice(&min.to_le_bytes());
+                out.extend_from_slice(&scale.to_le_bytes());
+            }
+            for row in codes.chunks_exact(latent) {
+                for (&z, &(min, scale)) in row.iter().zip(&ranges) {
+                    let q = if scale > 0.0 { ((z - min) / scale).round().clamp(0.0, 255.0) } else { 0.0 };
+                    out.push(q as u8);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Per dimension (min, (max - min)/255).
+fn affine_ranges(codes: &[f32], latent: usize) -> Vec<(f32, f32)> {
+    (0..latent)
+        .map(|j| {
+            let column = codes.chunks_exact(latent).map(|r| r[j]);
+            let (lo, hi) = column.fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+            (lo, (hi - lo) / 255.0)
+        })
+        .collect()
+}
+
+/// Parses a codes file; `path` names it in errors.
+pub fn parse(bytes: &[u8], path: &Path) -> Result<Codes> {
+    let bad = |what: String| Error::bad_file(path, what);
+    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(bad("not a gpu-vae codes file (it does not start with GVAECODE)".into()));
+    }
+    if bytes.len() < HEADER_BYTES {
+        return Err(bad(format!("truncated: {} bytes, the header takes {HEADER_BYTES}", bytes.len())));
+    }
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    if version != VERSION {
+        return Err(bad(format!("codes file version {version}, this build reads version {VERSION}")));
+    }
+    let bits = match bytes[10] {
+        8 => Bits::Eight,
+        16 => Bits::Sixteen,
+        other => return Err(bad(format!("header says {other} bits per value, expected 8 or 16"))),
+    };
+    let (count, latent, image_rows, image_cols) = (u32_at(12), u32_at(16), u32_at(20), u32_at(24));
+    if count == 0 || latent == 0 {
+        return Err(bad(format!("header says {count} images of {latent} latent values: nothing to decode")));
+    }
+    let table = if bits == Bits::Eight { 8 * latent } else { 0 };
+    let per_value = if bits == Bits::Eight { 1 } else { 2 };
+    let want = HEADER_BYTES as u128 + table as u128 + (count as u128) * (latent as u128) * per_value;
+    if want != bytes.len() as u128 {
+        let problem = if want > bytes.len() as u128 { "truncated" } else { "trailing data" };
+        return Err(bad(format!(
+            "{problem}: header says {count} images x {latent} values at {bits} bits = {want} bytes, file has {}",
+            bytes.len(),
+            bits = bits as u8
+        )));
+    }
+    let body = &bytes[HEADER_BYTES + table..];
+    let values = match bits {
+        Bits::Sixteen => body.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Bits::Eight => {
+            let f32_at = |at: usize| f32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+            let ranges: Vec<(f32, f32)> =
+                (0..latent).map(|j| (f32_at(HEADER_BYTES + 8 * j), f32_at(HEADER_BYTES + 8 * j + 4))).collect();
+            body.chunks_exact(latent)
+                .flat_map(|row| row.iter().zip(&ranges).map(|(&q, &(min, scale))| min + scale * q as f32))
+                .collect()
+        }
+    };
+    Ok(Codes { bits, count, latent, image_rows, image_cols, values })
+}
+
+/// Reads and parses a codes file.
+pub fn read(path: &Path) -> Result<Codes> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    parse(&bytes, path)
+}
+
+/// Errors unless the codes were made by a model of this shape.
+pub fn check_model(codes: &Codes, arch: &Architecture, path: &Path) -> Result<()> {
+    let cfg = &arch.config;
+    if codes.latent != cfg.latent {
+        return Err(Error::bad_file(
+            path,
+            format!("codes have {} latent dimensions, the run's model has {}", codes.latent, cfg.latent),
+        ));
+    }
+    if (codes.image_rows, codes.image_cols) != (cfg.image_rows, cfg.image_cols) {
+        return Err(Error::bad_file(
+            path,
+            format!(
+                "codes are for {}x{} images, the run's model makes {}x{}",
+                codes.image_rows, codes.image_cols, cfg.image_rows, cfg.image_cols
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Size of the images as a raw IDX file gzipped at level 9: the baseline a
+/// codes file has to beat.
+pub fn gzip_idx_bytes(images: &Images) -> usize {
+    let mut idx = vec![0, 0, 8, 3];
+    for d in [images.count, images.rows, images.cols] {
+        idx.extend_from_slice(&(d as u32).to_be_bytes());
+    }
+    idx.extend_from_slice(&images.pixels);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&idx).expect("writing to memory");
+    gz.finish().expect("writing to memory").len()
+}
+
+/// Pixels in [0, 1] rounded to bytes, as images are stored.
+pub fn to_u8(pixels: &[f32]) -> Vec<u8> {
+    pixels.iter().map(|&v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codes() -> Vec<f32> {
+        (0..60).map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.37).collect()
+    }
+
+    #[test]
+    fn round_trips_within_the_documented_error() {
+        let z = codes();
+        let bytes = to_bytes(&z, 3, 28, 28, Bits::Eight);
+        assert_eq!(bytes.len(), HEADER_BYTES + 8 * 3 + 60);
+        let back = parse(&bytes, Path::new("c")).unwrap();
+        assert_eq!((back.count, back.latent, back.image_rows, back.bits), (20, 3, 28, Bits::Eight));
+        let ranges = affine_ranges(&z, 3);
+        for (k, (&a, &b)) in z.iter().zip(&back.values).enumerate() {
+            assert!((a - b).abs() <= ranges[k % 3].1 / 2.0 * 1.0001, "{a} -> {b}");
+        }
+        let bytes = to_bytes(&z, 3, 28, 28, Bits::Sixteen);
+        assert_eq!(bytes.len(), HEADER_BYTES + 2 * 60);
+        let back = parse(&bytes, Path::new("c")).unwrap();
+        assert!(z.iter().zip(&back.values).all(|(&a, &b)| (a - b).abs() <= a.abs() / 2048.0));
+    }
+
+    #[test]
+    fn a_constant_dimension_survives_8_bits() {
+        let z = [1.5f32, 2.0, 1.5, 3.0];
+        let back = parse(&to_bytes(&z, 2, 2, 2, Bits::Eight), Path::new("c")).unwrap();
+        assert_eq!(back.values[0], 1.5);
+        assert_eq!(back.values[2], 1.5);
+    }
+
+    #[test]
+    fn bad_files_are_named() {
+        let bytes = to_bytes(&codes(), 3, 28, 28, Bits::Sixteen);
+        let err = |b: &[u8]| parse(b, Path::new("x.codes")).unwrap_err().to_string();
+        assert!(err(&bytes[..bytes.len() - 1]).starts_with("x.codes: truncated: header says 20 images"));
+        assert!(err(&bytes[..20]).contains("truncated: 20 bytes, the header takes 28"));
+        assert!(err(b"PK\x03\x04 hello").contains("not a gpu-vae codes file"));
+        let mut wrong = bytes.clone();
+        wrong[10] = 12;
+        assert!(err(&wrong).contains("12 bits per value"));
+        wrong = bytes.clone();
+        wrong[8] = 9;
+        assert!(err(&wrong).contains("version 9"));
+        wrong = bytes;
+        wrong.push(0);
+        assert!(err(&wrong).contains("trailing data"));
+    }
+}

@@ -1,0 +1,109 @@
+//! `denoise`: corrupt clean images, reconstruct them, and measure the gain.
+
+use std::path::Path;
+
+use super::{Inference, mean, per_image_mse, psnr, sample_steps};
+use crate::data::loader::add_input_noise;
+use crate::error::Result;
+use crate::rng::{self, Stream};
+use crate::viz::write_grid;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Corruption {
+    /// Additive N(0, std²) per pixel, clipped to [0, 1] (as denoising training does).
+    Gaussian { std: f32 },
+    /// Each pixel with probability p turns black or white, half and half.
+    SaltPepper { p: f32 },
+}
+
+impl std::fmt::Display for Corruption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Corruption::Gaussian { std } => write!(f, "Gaussian noise of std {std}"),
+            Corruption::SaltPepper { p } => write!(f, "salt-and-pepper noise on {p} of the pixels"),
+        }
+    }
+}
+
+/// `noisy` (N, D) = `clean` corrupted, from `Stream::Sample` draws of `seed`.
+pub fn corrupt(noisy: &mut [f32], clean: &[f32], corruption: Corruption, seed: u32) {
+    match corruption {
+        Corruption::Gaussian { std } => {
+            add_input_noise(clean, noisy, std, seed, Stream::Sample, sample_steps::DENOISE_GAUSSIAN)
+        }
+        Corruption::SaltPepper { p } => {
+            for (i, (n, &c)) in noisy.iter_mut().zip(clean).enumerate() {
+                // One uniform decides both whether and which: u ≤ p/2 pepper, p/2 < u ≤ p salt.
+                let u = rng::uniform(seed, Stream::Sample, sample_steps::DENOISE_SALT_PEPPER, i as u32);
+                *n = if u > p {
+                    c
+                } else if u <= p / 2.0 {
+                    0.0
+                } else {
+                    1.0
+                };
+            }
+        }
+    }
+}
+
+pub struct Denoised {
+    /// (N, D) each.
+    pub noisy: Vec<f32>,
+    pub denoised: Vec<f32>,
+    /// Mean over images of the per-image PSNR against the clean image, in dB.
+    pub psnr_noisy: f64,
+    pub psnr_denoised: f64,
+}
+
+pub fn denoise(
+    model: &mut dyn Inference,
+    clean: &[f32],
+    rows: usize,
+    corruption: Corruption,
+    seed: u32,
+) -> Result<Denoised> {
+    let dim = clean.len() / rows;
+    let mut noisy = vec![0.0; clean.len()];
+    corrupt(&mut noisy, clean, corruption, seed);
+    let denoised = super::reconstruct(model, &noisy, rows)?;
+    let mean_psnr = |y: &[f32]| mean(&per_image_mse(y, clean, dim).into_iter().map(psnr).collect::<Vec<_>>());
+    Ok(Denoised { psnr_noisy: mean_psnr(&noisy), psnr_denoised: mean_psnr(&denoised), noisy, denoised })
+}
+
+/// Groups of three rows of `cols` images: noisy, denoised, clean.
+pub fn write_triples(path: &Path, d: &Denoised, clean: &[f32], rows: usize, cols: usize, per_row: usize) -> Result<()> {
+    let tile = rows * cols;
+    let padded = |v: &[f32]| {
+        let mut v = v.to_vec();
+        v.resize(v.len().div_ceil(tile * per_row) * tile * per_row, 0.5);
+        v
+    };
+    let (noisy, denoised, clean) = (padded(&d.noisy), padded(&d.denoised), padded(clean));
+    let mut out = Vec::with_capacity(3 * noisy.len());
+    for ((a, b), c) in
+        noisy.chunks(tile * per_row).zip(denoised.chunks(tile * per_row)).zip(clean.chunks(tile * per_row))
+    {
+        out.extend_from_slice(a);
+        out.extend_from_slice(b);
+        out.extend_from_slice(c);
+    }
+    write_grid(path, &out, rows, cols, per_row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn salt_and_pepper_hits_about_p_of_the_pixels() {
+        let clean = vec![0.5f32; 100_000];
+        let mut noisy = vec![0.0; clean.len()];
+        corrupt(&mut noisy, &clean, Corruption::SaltPepper { p: 0.2 }, 3);
+        let black = noisy.iter().filter(|&&v| v == 0.0).count() as f64 / 1e5;
+        let white = noisy.iter().filter(|&&v| v == 1.0).count() as f64 / 1e5;
+        // Binomial standard error: sqrt(0.1·0.9/1e5) ≈ 0.001.
+        assert!((black - 0.1).abs() < 0.005 && (white - 0.1).abs() < 0.005, "{black} {white}");
+        assert!(noisy.iter().all(|&v| v == 0.0 || v == 1.0 || v == 0.5));
+    }
+}

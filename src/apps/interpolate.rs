@@ -1,0 +1,103 @@
+//! `interpolate`: decode the walk between the posterior means of two images.
+
+use std::path::Path;
+
+use image::imageops::{self, FilterType};
+
+use super::{Inference, decode_all, latent_means};
+use crate::error::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Walk {
+    /// Straight line: (1 - t)·a + t·b.
+    Linear,
+    /// Great circle (White 2016, "Sampling Generative Networks"): it keeps the
+    /// norm typical of a Gaussian prior, where the straight line dips towards 0.
+    Spherical,
+}
+
+/// The point at fraction t of the walk from a to b.
+pub fn walk_point(walk: Walk, a: &[f32], b: &[f32], t: f64) -> Vec<f32> {
+    let (wa, wb) = match walk {
+        Walk::Linear => (1.0 - t, t),
+        Walk::Spherical => {
+            let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
+            let norm = |v: &[f32]| v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+            let cos = (dot / (norm(a) * norm(b))).clamp(-1.0, 1.0);
+            let omega = cos.acos();
+            // Parallel vectors (or a zero one): the arc is the line.
+            if omega.sin().abs() < 1e-6 || !omega.is_finite() {
+                (1.0 - t, t)
+            } else {
+                (((1.0 - t) * omega).sin() / omega.sin(), (t * omega).sin() / omega.sin())
+            }
+        }
+    };
+    a.iter().zip(b).map(|(&x, &y)| (wa * x as f64 + wb * y as f64) as f32).collect()
+}
+
+/// One row per pair and walk: image A, `steps` decoded points from A's mean to
+/// B's (both ends included), image B. Pairs are (A, B) images of D pixels.
+/// Returns (rows · (steps + 2), D) pixels, ready for a grid `steps + 2` wide.
+pub fn interpolation_rows(
+    model: &mut dyn Inference,
+    pairs: &[(Vec<f32>, Vec<f32>)],
+    steps: usize,
+    walks: &[Walk],
+) -> Result<Vec<f32>> {
+    assert!(steps >= 2, "a walk has at least its two ends");
+    let latent = model.arch().config.latent;
+    let ends: Vec<f32> = pairs.iter().flat_map(|(a, b)| a.iter().chain(b).copied()).collect();
+    let means = latent_means(model, &ends, 2 * pairs.len())?;
+    let mut out = Vec::new();
+    for ((a, b), m) in pairs.iter().zip(means.chunks_exact(2 * latent)) {
+        let (ma, mb) = m.split_at(latent);
+        for &walk in walks {
+            let z: Vec<f32> =
+                (0..steps).flat_map(|i| walk_point(walk, ma, mb, i as f64 / (steps - 1) as f64)).collect();
+            out.extend_from_slice(a);
+            out.extend(decode_all(model, &z, steps)?);
+            out.extend_from_slice(b);
+        }
+    }
+    Ok(out)
+}
+
+/// A PNG or JPEG as grayscale pixels in [0, 1], resized to rows x cols like the
+/// training folders are.
+pub fn load_picture(path: &Path, rows: usize, cols: usize) -> Result<Vec<f32>> {
+    let gray = image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| Error::io(path, e))?
+        .decode()
+        .map_err(|e| Error::bad_file(path, format!("cannot decode image: {e}")))?
+        .to_luma8();
+    let gray = if gray.dimensions() == (cols as u32, rows as u32) {
+        gray
+    } else {
+        imageops::resize(&gray, cols as u32, rows as u32, FilterType::Triangle)
+    };
+    Ok(gray.as_raw().iter().map(|&p| p as f32 / 255.0).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walks_start_and_end_at_the_ends() {
+        let (a, b) = ([1.0f32, 0.0], [0.0f32, 2.0]);
+        for walk in [Walk::Linear, Walk::Spherical] {
+            let close = |u: &[f32], v: &[f32]| u.iter().zip(v).all(|(x, y)| (x - y).abs() < 1e-6);
+            assert!(close(&walk_point(walk, &a, &b, 0.0), &a));
+            assert!(close(&walk_point(walk, &a, &b, 1.0), &b));
+        }
+        assert_eq!(walk_point(Walk::Linear, &a, &b, 0.5), [0.5, 1.0]);
+        // Halfway along the arc between orthogonal vectors: each weighted sin(π/4)/sin(π/2).
+        let h = walk_point(Walk::Spherical, &a, &b, 0.5);
+        let w = std::f32::consts::FRAC_1_SQRT_2;
+        assert!((h[0] - w).abs() < 1e-6 && (h[1] - 2.0 * w).abs() < 1e-6, "{h:?}");
+        // Parallel vectors fall back to the line.
+        assert_eq!(walk_point(Walk::Spherical, &[1.0, 1.0], &[2.0, 2.0], 0.5), [1.5, 1.5]);
+    }
+}

@@ -1,0 +1,55 @@
+//! `reconstruct`: inputs above their reconstructions, with the error of each.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use super::{Inference, per_image_mse, pixels, psnr};
+use crate::data::Images;
+use crate::error::Result;
+use crate::fsutil::write_atomic;
+use crate::train::pictures::GRID_COLS;
+use crate::viz::{pair_rows, write_grid};
+
+/// The first `n` images of a split and their deterministic reconstructions.
+pub struct Reconstruction {
+    /// (N, D) in [0, 1].
+    pub inputs: Vec<f32>,
+    pub outputs: Vec<f32>,
+    /// Mean squared error per pixel of each image.
+    pub mse: Vec<f64>,
+}
+
+pub fn reconstruct_first(model: &mut dyn Inference, images: &Images, n: usize) -> Result<Reconstruction> {
+    let indices: Vec<usize> = (0..n.min(images.count)).collect();
+    let inputs = pixels(images, &indices);
+    let outputs = super::reconstruct(model, &inputs, indices.len())?;
+    let mse = per_image_mse(&inputs, &outputs, images.dim());
+    Ok(Reconstruction { inputs, outputs, mse })
+}
+
+/// Columns of a grid of `n` images: [`GRID_COLS`], or fewer when there are fewer images.
+pub fn grid_cols(n: usize) -> usize {
+    n.clamp(1, GRID_COLS)
+}
+
+/// Rows of up to 8 inputs, each above its reconstructions: 2·⌈n/8⌉ rows of tiles.
+/// A short last row is padded with mid-gray tiles so that pairs stay aligned.
+pub fn write_pairs(path: &Path, r: &Reconstruction, rows: usize, cols: usize) -> Result<()> {
+    let (dim, n) = (rows * cols, r.mse.len());
+    let per_row = grid_cols(n);
+    let padded = |v: &[f32]| {
+        let mut v = v.to_vec();
+        v.resize(n.div_ceil(per_row) * per_row * dim, 0.5);
+        v
+    };
+    write_grid(path, &pair_rows(&padded(&r.inputs), &padded(&r.outputs), dim, per_row), rows, cols, per_row)
+}
+
+/// `index,mse,psnr_db`, one line per image.
+pub fn write_csv(path: &Path, mse: &[f64]) -> Result<()> {
+    let mut csv = String::from("index,mse,psnr_db\n");
+    for (i, &m) in mse.iter().enumerate() {
+        writeln!(csv, "{i},{m:.8},{:.4}", psnr(m)).expect("writing to a String");
+    }
+    write_atomic(path, csv.as_bytes())
+}
