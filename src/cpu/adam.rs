@@ -24,7 +24,8 @@ impl AdamConfig {
 pub fn adam_update(params: &mut [f32], m: &mut [f32], v: &mut [f32], grads: &[f32], cfg: &AdamConfig, t: u64) {
     let (c1, c2) = cfg.corrections(t);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = params.len().div_ceil(threads).max(1 << 16);
+    // Below ~256k parameters a thread costs more than it saves.
+    let chunk = params.len().div_ceil(threads).max(1 << 17);
     std::thread::scope(|s| {
         let parts = params.chunks_mut(chunk).zip(m.chunks_mut(chunk)).zip(v.chunks_mut(chunk)).zip(grads.chunks(chunk));
         for (((p, m), v), g) in parts {

@@ -10,16 +10,19 @@ const LN2_LO: f32 = 1.428_606_8e-6;
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
-    // x = n·ln2 + r with |r| ≤ ln2/2, split so that n·ln2 is exact.
-    // Round to nearest by adding and removing 1.5·2²³ (vectorizes; `round` is a call).
-    let n = (x * LOG2_E + 12_582_912.0) - 12_582_912.0;
+    // x = n·ln2 + r with |r| ≤ ln2/2. Adding 1.5·2²³ rounds x·log2(e) to the
+    // integer n and leaves n in the low mantissa bits, so 2ⁿ comes from
+    // integer arithmetic that vectorizes (a float-to-int cast does not, well).
+    const SHIFT: f32 = 12_582_912.0;
+    let shifted = x * LOG2_E + SHIFT;
+    let n = shifted - SHIFT;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     // Taylor to r⁷: truncation error (ln2/2)⁸/8! < 5e-9.
     let p = 1.0
         + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+            + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    let two_n = (shifted.to_bits().wrapping_sub(SHIFT.to_bits()).wrapping_add(127)) << 23;
+    p * f32::from_bits(two_n)
 }
 
 /// ln(1 + x) for x in [0, 1]: 2·atanh(x / (2 + x)) as an odd series in
