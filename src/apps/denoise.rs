@@ -71,15 +71,21 @@ pub fn denoise(
     Ok(Denoised { psnr_noisy: mean_psnr(&noisy), psnr_denoised: mean_psnr(&denoised), noisy, denoised })
 }
 
-/// Groups of three rows of `cols` images: noisy, denoised, clean.
+/// Images shown at most: the PSNRs cover every image, the picture the first ones.
+pub const MAX_SHOWN: usize = 64;
+
+/// Groups of three rows of `cols` images: noisy, denoised, clean (the first
+/// [`MAX_SHOWN`] images).
 pub fn write_triples(path: &Path, d: &Denoised, clean: &[f32], rows: usize, cols: usize, per_row: usize) -> Result<()> {
     let tile = rows * cols;
+    let shown = clean.len().min(MAX_SHOWN * tile);
+    let (d_noisy, d_denoised, clean) = (&d.noisy[..shown], &d.denoised[..shown], &clean[..shown]);
     let padded = |v: &[f32]| {
         let mut v = v.to_vec();
         v.resize(v.len().div_ceil(tile * per_row) * tile * per_row, 0.5);
         v
     };
-    let (noisy, denoised, clean) = (padded(&d.noisy), padded(&d.denoised), padded(clean));
+    let (noisy, denoised, clean) = (padded(d_noisy), padded(d_denoised), padded(clean));
     let mut out = Vec::with_capacity(3 * noisy.len());
     for ((a, b), c) in
         noisy.chunks(tile * per_row).zip(denoised.chunks(tile * per_row)).zip(clean.chunks(tile * per_row))

@@ -15,11 +15,10 @@ pub mod pca;
 pub mod reconstruct;
 
 use crate::cpu::CpuModel;
-use crate::cpu::activation::{relu_forward, sigmoid};
-use crate::cpu::matmul::{bias_add, matmul_nt};
+use crate::cpu::activation::sigmoid;
 use crate::data::Images;
 use crate::error::{Error, Result};
-use crate::model::{Activation, Architecture, ModelKind};
+use crate::model::{Architecture, ModelKind};
 
 /// Rows per encoder or decoder call, so that activations stay a few MB
 /// whatever the data set's size.
@@ -65,20 +64,8 @@ impl Inference for CpuModel {
         Ok(CpuModel::encode(self, x, rows))
     }
 
-    // CpuModel::decode applies the sigmoid; this is its loop without it.
     fn decode_logits(&mut self, z: &[f32], rows: usize) -> Result<Vec<f32>> {
-        let mut cur = z.to_vec();
-        for layer in &self.arch.decoder {
-            let (i, o) = (layer.inputs, layer.outputs);
-            let mut out = vec![0.0; rows * o];
-            matmul_nt(&mut out, &cur, &self.params[layer.weight..layer.weight + o * i], rows, i, o, false);
-            bias_add(&mut out, &self.params[layer.bias..layer.bias + o], rows, o);
-            if layer.activation == Activation::Relu {
-                relu_forward(&mut out);
-            }
-            cur = out;
-        }
-        Ok(cur)
+        Ok(CpuModel::decode_logits(self, z, rows))
     }
 }
 

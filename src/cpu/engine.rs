@@ -213,16 +213,22 @@ impl CpuModel {
         cur
     }
 
-    /// Pixel probabilities sigmoid(decoder(z)) for z (B, L).
-    pub fn decode(&mut self, z: &[f32], rows: usize) -> Vec<f32> {
+    /// The decoder's logits (B, D) for z (B, L).
+    pub fn decode_logits(&mut self, z: &[f32], rows: usize) -> Vec<f32> {
         let mut cur = z.to_vec();
         for layer in &self.arch.decoder {
             let mut out = vec![0.0; rows * layer.outputs];
             dense_forward(&mut out, &cur, &self.params, layer, rows);
             cur = out;
         }
-        cur.iter_mut().for_each(|v| *v = super::activation::sigmoid(*v));
         cur
+    }
+
+    /// Pixel probabilities sigmoid(decoder(z)) for z (B, L).
+    pub fn decode(&mut self, z: &[f32], rows: usize) -> Vec<f32> {
+        let mut probs = self.decode_logits(z, rows);
+        probs.iter_mut().for_each(|v| *v = super::activation::sigmoid(*v));
+        probs
     }
 }
 
