@@ -61,8 +61,16 @@ static RUNS: LazyLock<Runs> = LazyLock::new(|| {
     }
 });
 
+/// Runs the binary on the CPU path unless the arguments pick a device, so that
+/// the numbers checked here do not depend on the machine's GPU
+/// (tests/gpu_inference.rs compares the devices).
 fn gpu_vae(args: &[&str]) -> Output {
-    Command::cargo_bin("gpu-vae").unwrap().args(args).output().unwrap()
+    let mut cmd = Command::cargo_bin("gpu-vae").unwrap();
+    cmd.args(args);
+    if !args.contains(&"--device") {
+        cmd.args(["--device", "cpu"]);
+    }
+    cmd.output().unwrap()
 }
 
 fn stderr(out: &Output) -> String {

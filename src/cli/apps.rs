@@ -7,13 +7,12 @@ use anyhow::{Context, bail};
 use clap::builder::TypedValueParser;
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
 
+use super::DeviceArgs;
 use super::train::{load_data, load_run};
-use super::{DeviceArgs, DeviceChoice};
 use crate::apps::{self, Inference, anomaly, codes, denoise, eval, interpolate, latent_plot, manifold, reconstruct};
 use crate::data::{Images, idx};
 use crate::model::{Architecture, ModelKind, ReconLoss};
 use crate::train::TrainConfig;
-use crate::train::pictures::inference_model;
 use crate::viz::write_grid;
 
 #[derive(Subcommand, Debug)]
@@ -271,13 +270,9 @@ struct Loaded {
     model: Box<dyn Inference>,
 }
 
-fn open(run: &Path, device: DeviceChoice) -> anyhow::Result<Loaded> {
+fn open(run: &Path, device: &DeviceArgs) -> anyhow::Result<Loaded> {
     let (config, arch, params) = load_run(run)?;
-    // Inference runs on the CPU until the GPU engine implements `Inference`.
-    if device == DeviceChoice::Gpu {
-        eprintln!("note: GPU inference is not built yet; computing on the CPU");
-    }
-    let model: Box<dyn Inference> = Box::new(inference_model(&arch, params));
+    let model = super::device::open_inference(device, &arch, params)?;
     println!("device: {}", model.device());
     Ok(Loaded { config, arch, model })
 }
@@ -312,7 +307,7 @@ fn wrote(path: &Path) {
 
 fn run_reconstruct(a: ReconstructArgs) -> anyhow::Result<()> {
     at_least_one("--n", a.n)?;
-    let mut loaded = open(&a.run.run, a.run.device.device)?;
+    let mut loaded = open(&a.run.run, &a.run.device)?;
     let images = split_images(&loaded, a.run.split)?;
     let r = reconstruct::reconstruct_first(loaded.model.as_mut(), &images, a.n)?;
     match &a.csv {
@@ -341,7 +336,7 @@ fn run_interpolate(a: InterpolateArgs) -> anyhow::Result<()> {
     if a.steps < 2 {
         bail!("invalid --steps: must be at least 2 (the two ends)");
     }
-    let mut loaded = open(&a.run.run, a.run.device.device)?;
+    let mut loaded = open(&a.run.run, &a.run.device)?;
     if a.slerp {
         apps::require_vae(&loaded.arch, "--slerp")?;
     }
@@ -387,7 +382,7 @@ fn run_manifold(a: ManifoldArgs) -> anyhow::Result<()> {
     {
         bail!("invalid --dims: two different dimensions a,b are needed, got {d:?}");
     }
-    let mut loaded = open(&a.run.run, a.run.device.device)?;
+    let mut loaded = open(&a.run.run, &a.run.device)?;
     let cfg = loaded.arch.config.clone();
     let latent = cfg.latent;
     if latent < 2 {
@@ -425,7 +420,7 @@ fn run_latent_plot(a: LatentPlotArgs) -> anyhow::Result<()> {
     if let Some(n) = a.n {
         at_least_one("--n", n)?;
     }
-    let mut loaded = open(&a.run.run, a.run.device.device)?;
+    let mut loaded = open(&a.run.run, &a.run.device)?;
     let latent = loaded.arch.config.latent;
     if latent < 2 {
         bail!("latent-plot needs a latent of at least 2 dimensions; this run's has {latent}");
@@ -449,7 +444,7 @@ fn run_encode(a: EncodeArgs) -> anyhow::Result<()> {
         at_least_one("--n", n)?;
     }
     let bits = if a.bits == 8 { codes::Bits::Eight } else { codes::Bits::Sixteen };
-    let mut loaded = open(&a.run.run, a.run.device.device)?;
+    let mut loaded = open(&a.run.run, &a.run.device)?;
     let cfg = loaded.arch.config.clone();
     let images = split_images(&loaded, a.run.split)?;
     let (x, rows) = first(&images, a.n);
@@ -483,7 +478,7 @@ fn run_encode(a: EncodeArgs) -> anyhow::Result<()> {
 
 fn run_decode(a: DecodeArgs) -> anyhow::Result<()> {
     let c = codes::read(&a.codes)?;
-    let mut loaded = open(&a.run, a.device.device)?;
+    let mut loaded = open(&a.run, &a.device)?;
     codes::check_model(&c, &loaded.arch, &a.codes)?;
     let pixels = codes::to_u8(&apps::decode_all(loaded.model.as_mut(), &c.values, c.count)?);
     let decoded =
@@ -518,7 +513,7 @@ fn run_denoise(a: DenoiseArgs) -> anyhow::Result<()> {
         (_, Some(p)) => denoise::Corruption::SaltPepper { p },
         (None, None) => unreachable!("clap requires --std or --salt-pepper"),
     };
-    let mut loaded = open(&a.run.run, a.run.device.device)?;
+    let mut loaded = open(&a.run.run, &a.run.device)?;
     let images = split_images(&loaded, a.run.split)?;
     let (clean, rows) = first(&images, Some(a.n));
     let d = denoise::denoise(loaded.model.as_mut(), &clean, rows, corruption, a.seed)?;
@@ -542,7 +537,7 @@ fn run_anomaly(a: AnomalyArgs) -> anyhow::Result<()> {
     {
         bail!("invalid --threshold: {t} is not a finite number");
     }
-    let mut loaded = open(&a.run.run, a.run.device.device)?;
+    let mut loaded = open(&a.run.run, &a.run.device)?;
     let score = match a.score {
         Some(ScoreArg::Elbo) => {
             apps::require_vae(&loaded.arch, "--score elbo")?;
@@ -632,7 +627,7 @@ fn run_eval(a: EvalArgs) -> anyhow::Result<()> {
     if let Some(k) = a.k {
         at_least_one("--k", k)?;
     }
-    let mut loaded = open(&a.run.run, a.run.device.device)?;
+    let mut loaded = open(&a.run.run, &a.run.device)?;
     let vae = loaded.arch.config.kind == ModelKind::Vae;
     if a.k.is_some() {
         apps::require_vae(&loaded.arch, "--k")?;

@@ -2,45 +2,63 @@
 
 use std::sync::Arc;
 
+use crate::apps::{CHUNK, Inference};
 use crate::cpu::CpuModel;
 use crate::engine::Engine;
-use crate::gpu::{GpuContext, GpuEngine, GpuOptions};
+use crate::gpu::{GpuContext, GpuEngine, GpuInference, GpuOptions};
 use crate::model::Architecture;
 use crate::train::TrainConfig;
+use crate::train::pictures::inference_model;
 
 use super::{DeviceArgs, DeviceChoice};
 
-/// Opens the engine the user asked for. `auto` takes a hardware GPU when wgpu
-/// finds one and otherwise the CPU path (a software adapter such as lavapipe
-/// is slower than the CPU path; `--device gpu` still takes it).
+/// The GPU the user asked for, `None` for the CPU path. `auto` takes a
+/// hardware GPU when wgpu finds one and otherwise the CPU path, with a note (a
+/// software adapter such as lavapipe is slower than the CPU path; `--device
+/// gpu` still takes it).
+pub fn open_gpu(device: &DeviceArgs) -> anyhow::Result<Option<Arc<GpuContext>>> {
+    let options = GpuOptions { checked_shaders: device.checked_shaders, adapter_name: None };
+    match device.device {
+        DeviceChoice::Cpu => Ok(None),
+        DeviceChoice::Gpu => Ok(Some(Arc::new(GpuContext::new(options)?))),
+        DeviceChoice::Auto => match GpuContext::new(options) {
+            Ok(ctx) if !ctx.is_software => Ok(Some(Arc::new(ctx))),
+            Ok(ctx) => {
+                eprintln!(
+                    "note: only a software adapter ({}), using the CPU path; --device gpu forces it",
+                    ctx.describe()
+                );
+                Ok(None)
+            }
+            Err(e) => {
+                eprintln!("note: no GPU ({e}), using the CPU path");
+                Ok(None)
+            }
+        },
+    }
+}
+
+/// Opens the training engine the user asked for.
 pub fn open_engine(
     device: &DeviceArgs,
     arch: &Architecture,
     params: &[f32],
     config: &TrainConfig,
 ) -> anyhow::Result<Box<dyn Engine>> {
-    let cpu = || -> Box<dyn Engine> { Box::new(CpuModel::new(arch.clone(), params.to_vec(), config.adam)) };
-    let options = GpuOptions { checked_shaders: device.checked_shaders, adapter_name: None };
-    let gpu = |ctx: GpuContext| -> anyhow::Result<Box<dyn Engine>> {
-        let engine = GpuEngine::new(Arc::new(ctx), arch.clone(), params, config.adam, config.batch_size)?;
-        Ok(Box::new(engine))
-    };
-    match device.device {
-        DeviceChoice::Cpu => Ok(cpu()),
-        DeviceChoice::Gpu => gpu(GpuContext::new(options)?),
-        DeviceChoice::Auto => match GpuContext::new(options) {
-            Ok(ctx) if !ctx.is_software => gpu(ctx),
-            Ok(ctx) => {
-                eprintln!(
-                    "note: only a software adapter ({}), using the CPU path; --device gpu forces it",
-                    ctx.describe()
-                );
-                Ok(cpu())
-            }
-            Err(e) => {
-                eprintln!("note: no GPU ({e}), using the CPU path");
-                Ok(cpu())
-            }
-        },
-    }
+    Ok(match open_gpu(device)? {
+        Some(ctx) => Box::new(GpuEngine::new(ctx, arch.clone(), params, config.adam, config.batch_size)?),
+        None => Box::new(CpuModel::new(arch.clone(), params.to_vec(), config.adam)),
+    })
+}
+
+/// Opens a trained model for the uses of `crate::apps` on the device the user asked for.
+pub fn open_inference(
+    device: &DeviceArgs,
+    arch: &Architecture,
+    params: Vec<f32>,
+) -> anyhow::Result<Box<dyn Inference>> {
+    Ok(match open_gpu(device)? {
+        Some(ctx) => Box::new(GpuInference::new(ctx, arch.clone(), &params, CHUNK)?),
+        None => Box::new(inference_model(arch, params)),
+    })
 }

@@ -157,6 +157,8 @@ pub struct SampleArgs {
     /// PNG file to write.
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 impl TrainArgs {

@@ -12,13 +12,14 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         bail!("invalid --n: must be at least 1");
     }
     let (config, arch, params) = load_run(&args.run)?;
-    let mut model = pictures::inference_model(&arch, params);
+    let mut model = super::device::open_inference(&args.device, &arch, params)?;
     // The AE has no prior: it samples around the codes of the run's test images.
     let reference = match arch.config.kind {
         ModelKind::Ae => Some(load_data(&config)?.test),
         ModelKind::Vae => None,
     };
-    pictures::sample_grid(&mut model, reference.as_ref(), args.n, args.seed, &args.out)
+    println!("device: {}", model.device());
+    pictures::sample_grid(model.as_mut(), reference.as_ref(), args.n, args.seed, &args.out)
         .with_context(|| format!("writing {}", args.out.display()))?;
     println!("wrote {} ({} samples)", args.out.display(), args.n);
     Ok(())

@@ -7,10 +7,12 @@
 //! - `ops`: one kernel on host data, for tests and benchmarks.
 //! - `buffers`, `steps`: a model's device buffers and its step program.
 //! - `engine`: `GpuEngine`, the `Engine` for training.
+//! - `inference`: `GpuInference`, the `apps::Inference` for using a trained model.
 
 pub mod buffers;
 pub mod context;
 pub mod engine;
+pub mod inference;
 pub mod ops;
 pub mod program;
 pub mod shaders;
@@ -18,4 +20,5 @@ pub mod steps;
 
 pub use context::{AdapterSummary, GpuContext, GpuOptions, gpu_available, list_adapters};
 pub use engine::{GpuEngine, GpuStats};
+pub use inference::GpuInference;
 pub use shaders::{Family, Kernel, Kernels, MatmulVariant};

@@ -43,28 +43,24 @@ fn bufs_rows(bufs: &Buffers, dim: usize) -> usize {
     (bufs.clean.size() as usize / 4 / dim).max(1)
 }
 
-struct Builder<'a> {
+/// Dense layers recorded into a program: the forward products shared by the
+/// step programs and `GpuInference`. Grids (and split-K) are sized for `rows`,
+/// the largest batch; the products read the actual rows from the step row.
+pub struct Dense<'a> {
     p: ProgramBuilder,
-    bufs: &'a Buffers,
+    params: &'a wgpu::Buffer,
+    /// Split-K slices: at least MAX_SPLIT x rows x the widest output.
+    split: &'a wgpu::Buffer,
     rows: usize,
 }
 
-impl Builder<'_> {
-    fn elementwise(&mut self, entry: &'static str, dims: Dims, rw: &[&wgpu::Buffer], ro: &[&wgpu::Buffer]) {
-        let family = match entry {
-            "relu_backward" | "sigmoid_forward" | "sigmoid_backward" => Family::Activation,
-            "reparameterize_forward" | "reparameterize_backward" => Family::Reparam,
-            "add_input_noise" => Family::Gather,
-            "column_sums" => Family::Reduce,
-            _ => Family::Loss,
-        };
-        let dims = Dims { flags: dims.flags | flags::ROWS_M, ..dims };
-        let len = if entry == "column_sums" { dims.n as usize } else { self.rows * dims.n as usize };
-        self.p.push(Kernel::new(family, entry), dims, rw, ro, grid_1d(len));
+impl<'a> Dense<'a> {
+    pub fn new(params: &'a wgpu::Buffer, split: &'a wgpu::Buffer, rows: usize) -> Dense<'a> {
+        Dense { p: ProgramBuilder::default(), params, split, rows }
     }
 
     /// out (B,O) = act(x (B,I) · Wᵀ + b).
-    fn dense_forward(&mut self, out: &wgpu::Buffer, x: &wgpu::Buffer, layer: &Layer) {
+    pub fn forward(&mut self, out: &wgpu::Buffer, x: &wgpu::Buffer, layer: &Layer) {
         let (i, o) = (layer.inputs, layer.outputs);
         let relu = if layer.activation == Activation::Relu { flags::RELU } else { 0 };
         let dims = Dims {
@@ -75,30 +71,8 @@ impl Builder<'_> {
             off_d: layer.bias as u32,
             ..Default::default()
         };
-        let params = &self.bufs.params;
+        let params = self.params;
         self.matmul("matmul_nt", self.rows, i, o, dims, out, &[x, params, params]);
-    }
-
-    /// dW = dyᵀ·x, db = Σ dy (both overwrite: each is written once per step,
-    /// so the gradients need no clearing), and dx = dy·W when asked.
-    fn dense_backward(&mut self, dx: Option<&wgpu::Buffer>, dy: &wgpu::Buffer, x: &wgpu::Buffer, layer: &Layer) {
-        let (i, o) = (layer.inputs, layer.outputs);
-        let grads = &self.bufs.grads;
-        let dw =
-            Dims { m: o as u32, n: i as u32, flags: flags::ROWS_K, off_c: layer.weight as u32, ..Default::default() };
-        self.matmul("matmul_tn", o, self.rows, i, dw, grads, &[dy, x]);
-        let db = Dims { n: o as u32, off_c: layer.bias as u32, ..Default::default() };
-        self.elementwise("column_sums", db, &[grads], &[dy]);
-        if let Some(dx) = dx {
-            let d = Dims {
-                k: o as u32,
-                n: i as u32,
-                flags: flags::ROWS_M,
-                off_b: layer.weight as u32,
-                ..Default::default()
-            };
-            self.matmul("matmul_nn", self.rows, o, i, d, dx, &[dy, &self.bufs.params]);
-        }
     }
 
     /// c (M,N) from an M x K x N product (sizes at the largest batch), split
@@ -122,21 +96,67 @@ impl Builder<'_> {
             self.p.push(Kernel::new(family, entry), dims, &[c], ro, [x, y, 1]);
             return;
         }
-        assert!(slices as u64 * (m * n * 4) as u64 <= self.bufs.split.size(), "split-k scratch too small");
+        assert!(slices as u64 * (m * n * 4) as u64 <= self.split.size(), "split-k scratch too small");
         let dims = Dims { u0: slices, ..dims };
-        let split = &self.bufs.split;
+        let split = self.split;
         self.p.push(Kernel::new(family, entry), dims, &[c, split], ro, [x, y, slices]);
         self.p.push(Kernel::new(family, "matmul_split_finish"), dims, &[c, split], ro, grid_1d(m * n));
     }
 
+    pub fn build(self, device: &wgpu::Device, kernels: &Kernels) -> Program {
+        self.p.build(device, kernels)
+    }
+}
+
+struct Builder<'a> {
+    d: Dense<'a>,
+    bufs: &'a Buffers,
+}
+
+impl Builder<'_> {
+    fn elementwise(&mut self, entry: &'static str, dims: Dims, rw: &[&wgpu::Buffer], ro: &[&wgpu::Buffer]) {
+        let family = match entry {
+            "relu_backward" | "sigmoid_forward" | "sigmoid_backward" => Family::Activation,
+            "reparameterize_forward" | "reparameterize_backward" => Family::Reparam,
+            "add_input_noise" => Family::Gather,
+            "column_sums" => Family::Reduce,
+            _ => Family::Loss,
+        };
+        let dims = Dims { flags: dims.flags | flags::ROWS_M, ..dims };
+        let len = if entry == "column_sums" { dims.n as usize } else { self.d.rows * dims.n as usize };
+        self.d.p.push(Kernel::new(family, entry), dims, rw, ro, grid_1d(len));
+    }
+
+    /// dW = dyᵀ·x, db = Σ dy (both overwrite: each is written once per step,
+    /// so the gradients need no clearing), and dx = dy·W when asked.
+    fn dense_backward(&mut self, dx: Option<&wgpu::Buffer>, dy: &wgpu::Buffer, x: &wgpu::Buffer, layer: &Layer) {
+        let (i, o) = (layer.inputs, layer.outputs);
+        let (rows, grads) = (self.d.rows, &self.bufs.grads);
+        let dw =
+            Dims { m: o as u32, n: i as u32, flags: flags::ROWS_K, off_c: layer.weight as u32, ..Default::default() };
+        self.d.matmul("matmul_tn", o, rows, i, dw, grads, &[dy, x]);
+        let db = Dims { n: o as u32, off_c: layer.bias as u32, ..Default::default() };
+        self.elementwise("column_sums", db, &[grads], &[dy]);
+        if let Some(dx) = dx {
+            let d = Dims {
+                k: o as u32,
+                n: i as u32,
+                flags: flags::ROWS_M,
+                off_b: layer.weight as u32,
+                ..Default::default()
+            };
+            self.d.matmul("matmul_nn", rows, o, i, d, dx, &[dy, &self.bufs.params]);
+        }
+    }
+
     /// A loss forward kernel and its fold into slot `which` of the step.
     fn loss(&mut self, entry: &'static str, width: usize, which: u32, slots: &wgpu::Buffer, ro: &[&wgpu::Buffer]) {
-        let parts = loss_parts(self.rows * width);
+        let parts = loss_parts(self.d.rows * width);
         let off = which * MAX_PARTS;
         let dims = Dims { n: width as u32, flags: flags::ROWS_M, off_c: off, ..Default::default() };
-        self.p.push(Kernel::new(Family::Loss, entry), dims, &[&self.bufs.partials], ro, [parts, 1, 1]);
+        self.d.p.push(Kernel::new(Family::Loss, entry), dims, &[&self.bufs.partials], ro, [parts, 1, 1]);
         let finish = Dims { parts, off_a: off, which, ..Default::default() };
-        self.p.push(Kernel::new(Family::Loss, "loss_finish"), finish, &[slots], &[&self.bufs.partials], [1, 1, 1]);
+        self.d.p.push(Kernel::new(Family::Loss, "loss_finish"), finish, &[slots], &[&self.bufs.partials], [1, 1, 1]);
     }
 }
 
@@ -151,7 +171,7 @@ pub fn build_program(
     let arch = recipe.arch;
     let d = arch.config.input_dim();
     let latent = arch.config.latent;
-    let mut b = Builder { p: ProgramBuilder::default(), bufs, rows: recipe.max_batch };
+    let mut b = Builder { d: Dense::new(&bufs.params, &bufs.split, recipe.max_batch), bufs };
 
     // Forward.
     let input = if recipe.noisy {
@@ -163,18 +183,18 @@ pub fn build_program(
     };
     let mut x = input;
     for (layer, out) in arch.encoder.iter().zip(&bufs.encoder) {
-        b.dense_forward(out, x, layer);
+        b.d.forward(out, x, layer);
         x = out;
     }
     if let Some(head) = &arch.head {
-        b.dense_forward(&bufs.mulv, x, head);
+        b.d.forward(&bufs.mulv, x, head);
         let dims = Dims { n: latent as u32, ..Default::default() };
         b.elementwise("reparameterize_forward", dims, &[&bufs.z, &bufs.eps], &[&bufs.mulv]);
         b.loss("kl_forward", latent, 1, slots, &[&bufs.mulv]);
         x = &bufs.z;
     }
     for (layer, out) in arch.decoder.iter().zip(&bufs.decoder) {
-        b.dense_forward(out, x, layer);
+        b.d.forward(out, x, layer);
         x = out;
     }
     let logits = x;
@@ -187,7 +207,7 @@ pub fn build_program(
         }
     }
     if !recipe.train {
-        return b.p.build(device, kernels);
+        return b.d.build(device, kernels);
     }
 
     // Backward: `cur` holds the gradient flowing down, `other` receives the next.
@@ -232,12 +252,12 @@ pub fn build_program(
     let p = arch.param_count;
     let a = recipe.adam;
     let dims = Dims { m: p as u32, f0: a.lr, f1: a.beta1, f2: a.beta2, f3: a.eps, ..Default::default() };
-    b.p.push(
+    b.d.p.push(
         Kernel::new(Family::Adam, "adam_update"),
         dims,
         &[&bufs.params, &bufs.adam_m, &bufs.adam_v],
         &[&bufs.grads],
         grid_1d(p),
     );
-    b.p.build(device, kernels)
+    b.d.build(device, kernels)
 }

@@ -1,0 +1,182 @@
+//! `GpuInference` against the CPU model through `apps::Inference`: encoder
+//! outputs and decoder logits for AEs and VAEs of awkward sizes (13x20 images,
+//! so that the first layer's K = 260 splits along K), at row counts that hit
+//! different row buckets and, past `MAX_ROWS`, the chunking; then the CLI uses
+//! end to end, `--device gpu` against `--device cpu` on a trained run.
+
+#[path = "common/gpu.rs"]
+mod gpu_common;
+
+use std::path::Path;
+use std::process::Output;
+
+use assert_cmd::Command;
+use gpu_common::{assert_close, gpu, random};
+use gpu_vae::apps::Inference;
+use gpu_vae::gpu::GpuInference;
+use gpu_vae::model::{Architecture, ModelConfig, ModelKind, ReconLoss};
+use gpu_vae::train::pictures::inference_model;
+
+const ROWS: usize = 13;
+const COLS: usize = 20;
+const LATENT: usize = 5;
+/// Not a power of two, so the largest bucket is a clamped one; 65 and 130
+/// rows run as 40 + 25 and 40 + 40 + 40 + 10.
+const MAX_ROWS: usize = 40;
+const CALL_ROWS: [usize; 6] = [1, 7, 33, 40, 65, 130];
+
+/// Each output is a dot product of up to K = 260 f32 terms plus a bias,
+/// summed in another order on the GPU (BK-deep tiles, K slices, FMA chains)
+/// than on the CPU. With inputs in (0, 1] or (-2, 2] and weights in
+/// (-0.2, 0.2], Σ|a·b| of a first-layer output is at most about 50, so its
+/// rounding error is at most K·u·50 ≈ 8e-4 and, the order being arbitrary
+/// rather than adversarial, typically √K times smaller (≈ 5e-5); the later
+/// layers (K ≤ 33, weights ≤ 0.2) carry it over without growth. Measured:
+/// under 1e-5. atol 1e-4 leaves room for another driver's FMA contraction;
+/// rtol 1e-5 covers large outputs.
+const ATOL: f32 = 1e-4;
+const RTOL: f32 = 1e-5;
+
+fn arch(kind: ModelKind, hidden: &[usize]) -> Architecture {
+    let config = ModelConfig {
+        kind,
+        image_rows: ROWS,
+        image_cols: COLS,
+        hidden: hidden.to_vec(),
+        latent: LATENT,
+        loss: ReconLoss::Bce,
+    };
+    Architecture::new(&config).unwrap()
+}
+
+/// Encoder outputs and decoder logits on the GPU (both shader modes) against
+/// the CPU, on random parameters, inputs in (0, 1] and codes in (-2, 2].
+fn compare(name: &str, kind: ModelKind, hidden: &[usize]) {
+    let Some(gpu) = gpu(name) else { return };
+    let arch = arch(kind, hidden);
+    let params = random(arch.param_count, 11, -0.2, 0.2);
+    let mut cpu = inference_model(&arch, params.clone());
+    let (dim, code) = (arch.config.input_dim(), arch.code_width());
+    for mode in &gpu.modes {
+        let mut g = GpuInference::new(mode.ctx.clone(), arch.clone(), &params, MAX_ROWS).unwrap();
+        assert!(g.device().starts_with("gpu: "), "{}", g.device());
+        for (i, rows) in CALL_ROWS.into_iter().enumerate() {
+            let what = |op: &str| format!("{name} {op} rows={rows} ({})", mode.name());
+            let x = random(rows * dim, 100 + i as u32, 0.0, 1.0);
+            let got = g.encode(&x, rows).unwrap();
+            assert_eq!(got.len(), rows * code, "{}", what("encode"));
+            assert_close(&what("encode"), &got, &Inference::encode(&mut cpu, &x, rows).unwrap(), ATOL, RTOL);
+            let z = random(rows * LATENT, 200 + i as u32, -2.0, 2.0);
+            let got = g.decode_logits(&z, rows).unwrap();
+            assert_close(
+                &what("decode_logits"),
+                &got,
+                &Inference::decode_logits(&mut cpu, &z, rows).unwrap(),
+                ATOL,
+                RTOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn ae_with_one_hidden_layer_matches_cpu() {
+    compare("ae_with_one_hidden_layer_matches_cpu", ModelKind::Ae, &[13]);
+}
+
+#[test]
+fn ae_with_two_hidden_layers_matches_cpu() {
+    compare("ae_with_two_hidden_layers_matches_cpu", ModelKind::Ae, &[33, 7]);
+}
+
+#[test]
+fn vae_with_one_hidden_layer_matches_cpu() {
+    compare("vae_with_one_hidden_layer_matches_cpu", ModelKind::Vae, &[13]);
+}
+
+#[test]
+fn vae_with_two_hidden_layers_matches_cpu() {
+    compare("vae_with_two_hidden_layers_matches_cpu", ModelKind::Vae, &[33, 7]);
+}
+
+/// The head reads the pixels directly and the decoder is one layer.
+#[test]
+fn vae_without_hidden_layers_matches_cpu() {
+    compare("vae_without_hidden_layers_matches_cpu", ModelKind::Vae, &[]);
+}
+
+#[test]
+fn bad_shapes_are_errors_and_empty_calls_are_empty() {
+    let Some(gpu) = gpu("bad_shapes_are_errors_and_empty_calls_are_empty") else { return };
+    let arch = arch(ModelKind::Vae, &[13]);
+    let params = random(arch.param_count, 3, -0.2, 0.2);
+    let ctx = gpu.modes[0].ctx.clone();
+    assert!(GpuInference::new(ctx.clone(), arch.clone(), &params[1..], MAX_ROWS).is_err());
+    assert!(GpuInference::new(ctx.clone(), arch.clone(), &params, 0).is_err());
+    let mut g = GpuInference::new(ctx, arch, &params, MAX_ROWS).unwrap();
+    let err = g.encode(&[0.5; 10], 1).unwrap_err().to_string();
+    assert!(err.contains("not 1 rows of 260"), "{err}");
+    assert!(g.decode_logits(&[0.0; LATENT * 2], 3).is_err());
+    assert!(g.encode(&[], 0).unwrap().is_empty());
+}
+
+fn gpu_vae(args: &[&str]) -> Output {
+    Command::cargo_bin("gpu-vae").unwrap().args(args).output().unwrap()
+}
+
+/// Runs a command that must succeed and returns its standard output.
+fn ok(args: &[&str]) -> String {
+    let out = gpu_vae(args);
+    assert!(out.status.success(), "{args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The number printed right after `marker` in `text`.
+fn number_after(text: &str, marker: &str) -> f64 {
+    let rest = &text[text.find(marker).unwrap_or_else(|| panic!("{marker:?} not in:\n{text}")) + marker.len()..];
+    let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-')).unwrap_or(rest.len());
+    rest[..end].parse().unwrap_or_else(|_| panic!("no number after {marker:?} in:\n{text}"))
+}
+
+/// The mse column of a `reconstruct --csv` file.
+fn csv_mse(path: &Path) -> Vec<f64> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines().skip(1).map(|l| l.split(',').nth(1).unwrap().parse().unwrap()).collect()
+}
+
+/// A VAE trained one epoch on the CPU, then `reconstruct` and `eval` on each
+/// device. Both draw their noise on the host, so the numbers differ only by
+/// the logits' rounding (the kernel tests' tolerance, on K = 784 and 400):
+/// a per-image MSE moves by well under 1e-4 of itself; ELBO and IWAE sum
+/// 784 per-pixel terms, each off by at most |Δlogit| ≲ 1e-4, and are printed
+/// to 1e-3, so they agree to 0.05 nats.
+#[test]
+fn cli_uses_on_the_gpu_match_the_cpu() {
+    let name = "cli_uses_on_the_gpu_match_the_cpu";
+    if gpu(name).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let run = p("run");
+    ok(&["train", "--device", "cpu", "--quiet", "--epochs", "1", "--out", &run]);
+
+    let mut mse = Vec::new();
+    let mut eval = Vec::new();
+    for device in ["gpu", "cpu"] {
+        let (png, csv) = (p(&format!("{device}.png")), p(&format!("{device}.csv")));
+        let text = ok(&["reconstruct", "--run", &run, "--device", device, "--n", "20", "--out", &png, "--csv", &csv]);
+        assert!(text.contains(&format!("device: {device}")), "{text}");
+        mse.push(csv_mse(Path::new(&csv)));
+        let text = ok(&["eval", "--run", &run, "--device", device, "--n", "50", "--k", "20"]);
+        assert!(text.contains(&format!("device: {device}")), "{text}");
+        eval.push([number_after(&text, "ELBO "), number_after(&text, "NLL <= ")]);
+    }
+    assert_eq!(mse[0].len(), 20);
+    for (i, (g, c)) in mse[0].iter().zip(&mse[1]).enumerate() {
+        assert!((g - c).abs() <= 1e-8 + 1e-4 * c, "image {i}: MSE {g} on the GPU, {c} on the CPU");
+    }
+    for (what, g, c) in [("ELBO", eval[0][0], eval[1][0]), ("IWAE NLL", eval[0][1], eval[1][1])] {
+        assert!((g - c).abs() <= 0.05, "{what}: {g} on the GPU, {c} on the CPU");
+    }
+}
