@@ -2,10 +2,9 @@
 
 use std::path::Path;
 
-use image::imageops::{self, FilterType};
-
 use super::{Inference, decode_all, latent_means};
-use crate::error::{Error, Result};
+use crate::data::folder::{read_gray, resize_gray};
+use crate::error::Result;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Walk {
@@ -66,17 +65,7 @@ pub fn interpolation_rows(
 /// A PNG or JPEG as grayscale pixels in [0, 1], resized to rows x cols like the
 /// training folders are.
 pub fn load_picture(path: &Path, rows: usize, cols: usize) -> Result<Vec<f32>> {
-    let gray = image::ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(|e| Error::io(path, e))?
-        .decode()
-        .map_err(|e| Error::bad_file(path, format!("cannot decode image: {e}")))?
-        .to_luma8();
-    let gray = if gray.dimensions() == (cols as u32, rows as u32) {
-        gray
-    } else {
-        imageops::resize(&gray, cols as u32, rows as u32, FilterType::Triangle)
-    };
+    let gray = resize_gray(read_gray(path)?, rows, cols);
     Ok(gray.as_raw().iter().map(|&p| p as f32 / 255.0).collect())
 }
 

@@ -94,17 +94,10 @@ fn decode_all(
     // The first image fixes the native size that all others must match.
     let mut first: Option<(&Path, u32, u32)> = None;
     for (path, _) in files {
-        let gray = image::ImageReader::open(path)
-            .and_then(|r| r.with_guessed_format())
-            .map_err(|e| Error::io(path, e))?
-            .decode()
-            .map_err(|e| Error::bad_file(path, format!("cannot decode image: {e}")))?
-            .to_luma8();
+        let gray = read_gray(path)?;
         let gray = match size {
-            Some(n) if gray.dimensions() != (n as u32, n as u32) => {
-                imageops::resize(&gray, n as u32, n as u32, FilterType::Triangle)
-            }
-            _ => gray,
+            Some(n) => resize_gray(gray, n, n),
+            None => gray,
         };
         let (w, h) = gray.dimensions();
         match first {
@@ -126,4 +119,23 @@ fn decode_all(
     // Every file has a label when there are classes, none when there are not.
     let labels = files.iter().map(|&(_, label)| label).collect::<Option<Vec<u8>>>();
     Ok(Images { pixels, count: files.len(), rows: rows as usize, cols: cols as usize, labels, class_names })
+}
+
+/// A PNG or JPEG (recognised by its contents) as 8-bit grayscale.
+pub fn read_gray(path: &Path) -> Result<image::GrayImage> {
+    Ok(image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| Error::io(path, e))?
+        .decode()
+        .map_err(|e| Error::bad_file(path, format!("cannot decode image: {e}")))?
+        .to_luma8())
+}
+
+/// `gray` at rows x cols (unchanged when it already is), as training folders are resized.
+pub fn resize_gray(gray: image::GrayImage, rows: usize, cols: usize) -> image::GrayImage {
+    if gray.dimensions() == (cols as u32, rows as u32) {
+        gray
+    } else {
+        imageops::resize(&gray, cols as u32, rows as u32, FilterType::Triangle)
+    }
 }
