@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The GPU checks of one device session, in one go, from the repository root of
-# a machine with an NVIDIA GPU and no Vulkan loader. Carried in ignored folders:
+# a machine with an NVIDIA GPU and no Vulkan loader:  bash benches/device.sh [--anchor]
+# Carried in ignored folders:
 #   .gl/    the Vulkan loader packages (../shared/device/prepare.sh)
-#   .bin/   bins.tar.xz (gpu-vae, gpu_kernels, gpu_steps: release builds, stripped)
-#           and gpu_anchor.py (../shared/reference)
+#   .bin/   bins.tar.xz (release builds, stripped: gpu-vae, and test binaries
+#           under deps/ so that assert_cmd finds ../gpu-vae) and gpu_anchor.py
 #   .data/fashion-mnist/  the four IDX .gz files
+# --anchor also runs ../shared/reference/gpu_anchor.py (PyTorch, JAX) side by side.
 # Writes its log and the GPU training run's metrics under $OUT.
 set -u
 out=${OUT:-/tmp/out}
@@ -19,17 +21,27 @@ data=.data/fashion-mnist
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 $bin devices
 
-echo "== GPU vs CPU tests (both shader modes)"
-.bin/gpu_kernels 2>&1 | grep -E "^test |test result"
-.bin/gpu_steps --include-ignored 2>&1 | grep -E "^test |test result|epoch"
+echo "== tests on this GPU"
+for t in .bin/deps/*; do
+  echo "-- $(basename "$t")"
+  "$t" --include-ignored 2>&1 | grep -E "^test |test result|skipped"
+done
 
-echo "== split-K off, for the A/B"
-for b in 128 1024; do GPU_VAE_SPLIT_K=0 $bin bench --data $data --model vae --device gpu --epochs 3 --batch-size $b; done
-
-echo "== gpu-vae vs PyTorch and JAX on this GPU"
-python3 benches/compare.py gpu --binary $bin --data $data --ref .bin --epochs 3 --batch 128,1024
+echo "== training throughput, default VAE"
+for b in 128 1024; do $bin bench --data $data --model vae --device gpu --epochs 3 --batch-size $b --profile; done
+if [ "${1:-}" = "--anchor" ]; then
+  echo "== gpu-vae vs PyTorch and JAX on this GPU"
+  python3 benches/compare.py gpu --binary $bin --data $data --ref .bin --epochs 3 --batch 128,1024
+fi
 
 echo "== training quality on the GPU: default VAE, 10 epochs"
 $bin train --data $data --device gpu --epochs 10 --out "$out/vae-gpu" --quiet
 cp "$out/vae-gpu/metrics.csv" "$out/vae-gpu-metrics.csv"
-rm -rf "$out/vae-gpu"
+
+echo "== the trained model's uses, GPU then CPU"
+for d in gpu cpu; do
+  $bin eval --run "$out/vae-gpu" --n 1000 --k 100 --device $d
+  $bin encode --run "$out/vae-gpu" --bits 8 --device $d --out "$out/codes-$d"
+done
+cmp "$out/codes-gpu" "$out/codes-cpu" && echo "codes identical on both devices"
+rm -rf "$out/vae-gpu" "$out"/codes-*

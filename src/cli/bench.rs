@@ -7,10 +7,12 @@ use std::time::Instant;
 
 use anyhow::bail;
 
-use super::device::open_engine;
+use super::device::open_gpu;
 use super::{BenchArgs, DeviceChoice};
+use crate::cpu::CpuModel;
 use crate::data::{self, FolderOptions};
-use crate::engine::EpochPlan;
+use crate::engine::{Engine, EpochPlan};
+use crate::gpu::{GpuEngine, TimestampMode};
 use crate::model::{Architecture, InitScheme, ModelKind, init_params};
 use crate::rng;
 
@@ -48,7 +50,17 @@ fn bench_one(
     let arch = Architecture::new(&config.model)?;
     let params = init_params(&arch, InitScheme::Torch, config.seed);
     let device_args = super::DeviceArgs { device, checked_shaders: args.checked_shaders };
-    let mut engine = open_engine(&device_args, &arch, &params, &config)?;
+    // Concrete engines rather than `open_engine`'s box: `--profile` needs the GPU one.
+    let (mut gpu, mut cpu) = (None, None);
+    match open_gpu(&device_args)? {
+        Some(ctx) => gpu = Some(GpuEngine::new(ctx, arch.clone(), &params, config.adam, config.batch_size)?),
+        None => cpu = Some(CpuModel::new(arch.clone(), params.clone(), config.adam)),
+    }
+    let engine: &mut dyn Engine = match (&mut gpu, &mut cpu) {
+        (Some(g), _) => g,
+        (_, Some(c)) => c,
+        _ => unreachable!("one engine is open"),
+    };
 
     // Epoch 0 warms up (pipeline compilation, data upload, page faults) and is not counted.
     let mut seconds = Vec::new();
@@ -90,5 +102,39 @@ fn bench_one(
         "train_loss_last_epoch": last_loss,
     });
     println!("{record}");
+
+    if args.profile {
+        let plan = EpochPlan {
+            order: rng::permutation(images.count, config.seed, args.epochs as u32 + 1),
+            batch_size: config.batch_size,
+            first_step: step,
+            seed: config.seed,
+            noise_std: 0.0,
+            beta: 1.0,
+        };
+        let wall_us = 1e6 * median / plan.batches() as f64;
+        profile(gpu.as_mut(), images, &plan, args.profile_steps, wall_us)?;
+    }
+    Ok(())
+}
+
+/// `--profile`: the per-kernel table of a few training steps, or why there is none.
+fn profile(
+    gpu: Option<&mut GpuEngine>,
+    images: &Arc<data::Images>,
+    plan: &EpochPlan,
+    steps: usize,
+    wall_us: f64,
+) -> anyhow::Result<()> {
+    let Some(gpu) = gpu else {
+        println!("profile: skipped: the CPU path has no kernels to time");
+        return Ok(());
+    };
+    let Some(mode) = TimestampMode::best(gpu.context()) else {
+        println!("profile: skipped: {} has no timestamp queries (TIMESTAMP_QUERY)", gpu.describe());
+        return Ok(());
+    };
+    let p = gpu.profile_train_steps(images, plan, steps, mode)?;
+    print!("{}", p.table(Some(wall_us)));
     Ok(())
 }

@@ -142,6 +142,13 @@ pub struct BenchArgs {
     /// Turn wgpu's shader runtime checks back on (slow; for debugging).
     #[arg(long)]
     pub checked_shaders: bool,
+    /// After the timed epochs, time every kernel of a few GPU training steps
+    /// with timestamp queries and print a table after the JSON line.
+    #[arg(long)]
+    pub profile: bool,
+    /// Training steps `--profile` records.
+    #[arg(long, default_value_t = 20, requires = "profile")]
+    pub profile_steps: usize,
 }
 
 #[derive(Args, Debug)]

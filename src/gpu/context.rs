@@ -86,6 +86,10 @@ pub struct GpuContext {
     /// A CPU implementation such as lavapipe: correct but slow.
     pub is_software: bool,
     pub checked_shaders: bool,
+    /// The timestamp features the device was opened with (those of
+    /// `TIMESTAMP_QUERY | TIMESTAMP_QUERY_INSIDE_PASSES` the adapter has), for
+    /// `gpu::profile`. Enabling them costs nothing until a query is written.
+    pub timestamps: wgpu::Features,
 }
 
 fn instance() -> wgpu::Instance {
@@ -130,6 +134,15 @@ fn pick_adapter(instance: &wgpu::Instance, opts: &GpuOptions) -> Result<wgpu::Ad
     pollster::block_on(instance.request_adapter(&options)).map_err(|e| Error::Gpu(format!("no wgpu adapter: {e}")))
 }
 
+/// The timestamp features to request: inside-passes only with the base
+/// feature (wgpu refuses it alone).
+fn timestamp_features(adapter: wgpu::Features) -> wgpu::Features {
+    if !adapter.contains(wgpu::Features::TIMESTAMP_QUERY) {
+        return wgpu::Features::empty();
+    }
+    adapter & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)
+}
+
 impl GpuContext {
     pub fn new(opts: GpuOptions) -> Result<GpuContext> {
         let opts = opts.with_env();
@@ -139,9 +152,10 @@ impl GpuContext {
         // The adapter's own limits: the defaults (128 MiB per storage binding)
         // are too small for a data set kept on the device.
         let limits = adapter.limits();
+        let timestamps = timestamp_features(adapter.features());
         let desc = wgpu::DeviceDescriptor {
             label: Some("gpu-vae"),
-            required_features: wgpu::Features::empty(),
+            required_features: timestamps,
             required_limits: limits.clone(),
             ..Default::default()
         };
@@ -150,6 +164,7 @@ impl GpuContext {
         Ok(GpuContext {
             is_software: info.device_type == wgpu::DeviceType::Cpu,
             checked_shaders: opts.checked_shaders,
+            timestamps,
             instance,
             adapter,
             device,
@@ -171,6 +186,7 @@ impl GpuContext {
             limits: self.limits.clone(),
             is_software: self.is_software,
             checked_shaders: checked,
+            timestamps: self.timestamps,
         }
     }
 

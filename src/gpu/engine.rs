@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use super::buffers::{Buffers, storage};
 use super::context::GpuContext;
+use super::profile::{self, Profile, TimestampMode};
 use super::program::{Program, Step, StepTable};
 use super::shaders::Kernels;
 use super::steps::{Recipe, build_program};
@@ -115,6 +116,10 @@ impl GpuEngine {
             return Err(Error::Gpu(format!("building the training step: {e}")));
         }
         Ok(engine)
+    }
+
+    pub fn context(&self) -> &Arc<GpuContext> {
+        &self.ctx
     }
 
     pub fn stats(&self) -> GpuStats {
@@ -267,6 +272,75 @@ impl GpuEngine {
         Ok(())
     }
 
+    /// One `Step` row per batch of a training epoch.
+    fn train_rows(&self, plan: &EpochPlan) -> Vec<Step> {
+        let n = plan.order.len();
+        (0..plan.batches())
+            .map(|b| {
+                let rows = plan.batch_size.min(n - b * plan.batch_size);
+                let s = plan.first_step + b as u64;
+                let (c1, c2) = self.adam.corrections(s + 1);
+                let obj = Objective::for_batch(&self.arch, rows, plan.beta);
+                Step {
+                    rows: rows as u32,
+                    row_offset: (b * plan.batch_size) as u32,
+                    rng_step: s as u32,
+                    slot: b as u32,
+                    seed: plan.seed,
+                    reparam_stream: Stream::Reparam as u32,
+                    noise_stream: Stream::InputNoise as u32,
+                    noise_std: plan.noise_std,
+                    c1,
+                    c2,
+                    recon_scale: obj.recon_scale,
+                    kl_scale: obj.kl_scale,
+                    ..Default::default()
+                }
+            })
+            .collect()
+    }
+
+    /// Profiles the first `steps` training steps of `plan` (they train the
+    /// model, as `train_epoch` would) with a timestamp around every dispatch.
+    /// Profiling only: `train_epoch` writes no queries.
+    pub fn profile_train_steps(
+        &mut self,
+        images: &Arc<Images>,
+        plan: &EpochPlan,
+        steps: usize,
+        mode: TimestampMode,
+    ) -> Result<Profile> {
+        self.check_batch(plan.batch_size)?;
+        if let Some(&bad) = plan.order.iter().find(|&&i| i as usize >= images.count) {
+            return Err(Error::invalid("order", format!("names image {bad}, but there are {} images", images.count)));
+        }
+        let mut rows = self.train_rows(plan);
+        rows.truncate(steps);
+        self.ensure_steps(rows.len())?;
+        let d = self.data_set(images, plan.order.len())?;
+        let p = self.program(true, plan.noise_std > 0.0);
+        let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        self.ctx.queue.write_buffer(&self.data[d].order, 0, bytemuck::cast_slice(&plan.order));
+        self.table.write(&self.ctx.queue, &rows);
+        let (gather, program) = (&self.data[d].gather, &self.programs[p].1);
+        let labels: Vec<Vec<String>> =
+            rows.iter().map(|r| [gather.labels(r.rows), program.labels(r.rows)].concat()).collect();
+        let ticks = profile::record_steps(&self.ctx, mode, &self.table, &[gather, program], rows.len());
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!("profiling the steps: {e}")));
+        }
+        let period = self.ctx.queue.get_timestamp_period() as f64;
+        profile::aggregate(mode, &labels, &ticks?, period)
+    }
+
+    /// The labels (`Dispatch::label`) of a training step of `rows` images on
+    /// `images`, gather first, as `profile_train_steps` names them.
+    pub fn train_step_labels(&mut self, images: &Arc<Images>, noisy: bool, rows: u32) -> Result<Vec<String>> {
+        let d = self.data_set(images, images.count)?;
+        let p = self.program(true, noisy);
+        Ok([self.data[d].gather.labels(rows), self.programs[p].1.labels(rows)].concat())
+    }
+
     fn check_batch(&self, batch: usize) -> Result<()> {
         if batch == 0 || batch > self.max_batch {
             return Err(Error::invalid(
@@ -315,30 +389,7 @@ impl Engine for GpuEngine {
         tick: &mut dyn FnMut(usize, LossSums),
     ) -> Result<LossSums> {
         self.check_batch(plan.batch_size)?;
-        let n = plan.order.len();
-        let steps: Vec<Step> = (0..plan.batches())
-            .map(|b| {
-                let rows = plan.batch_size.min(n - b * plan.batch_size);
-                let s = plan.first_step + b as u64;
-                let (c1, c2) = self.adam.corrections(s + 1);
-                let obj = Objective::for_batch(&self.arch, rows, plan.beta);
-                Step {
-                    rows: rows as u32,
-                    row_offset: (b * plan.batch_size) as u32,
-                    rng_step: s as u32,
-                    slot: b as u32,
-                    seed: plan.seed,
-                    reparam_stream: Stream::Reparam as u32,
-                    noise_stream: Stream::InputNoise as u32,
-                    noise_std: plan.noise_std,
-                    c1,
-                    c2,
-                    recon_scale: obj.recon_scale,
-                    kl_scale: obj.kl_scale,
-                    ..Default::default()
-                }
-            })
-            .collect();
+        let steps = self.train_rows(plan);
         let mut sums = LossSums::default();
         let mut read = 0;
         let noisy = plan.noise_std > 0.0;

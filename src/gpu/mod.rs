@@ -8,12 +8,14 @@
 //! - `buffers`, `steps`: a model's device buffers and its step program.
 //! - `engine`: `GpuEngine`, the `Engine` for training.
 //! - `inference`: `GpuInference`, the `apps::Inference` for using a trained model.
+//! - `profile`: per-kernel GPU time of training steps from timestamp queries.
 
 pub mod buffers;
 pub mod context;
 pub mod engine;
 pub mod inference;
 pub mod ops;
+pub mod profile;
 pub mod program;
 pub mod shaders;
 pub mod steps;
@@ -21,4 +23,5 @@ pub mod steps;
 pub use context::{AdapterSummary, GpuContext, GpuOptions, gpu_available, list_adapters};
 pub use engine::{GpuEngine, GpuStats};
 pub use inference::GpuInference;
+pub use profile::{Profile, TimestampMode};
 pub use shaders::{Family, Kernel, Kernels, MatmulVariant};

@@ -6,7 +6,7 @@
 use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
-use super::shaders::{Kernel, Kernels};
+use super::shaders::{Family, Kernel, Kernels, flags};
 
 /// Sizes and offsets of one dispatch (`struct Dims` in shaders/common.wgsl).
 /// Offsets are in elements; each kernel family documents the fields it reads.
@@ -61,6 +61,7 @@ pub struct Step {
 
 struct Pending {
     kernel: Kernel,
+    dims: Dims,
     rw: Vec<wgpu::Buffer>,
     ro: Vec<wgpu::Buffer>,
     groups: [u32; 3],
@@ -68,9 +69,42 @@ struct Pending {
 
 pub struct Dispatch {
     pub kernel: Kernel,
+    /// A copy of what the uniform holds, so profiles can name the dispatch.
+    pub dims: Dims,
     pipeline: wgpu::ComputePipeline,
     bind: wgpu::BindGroup,
     pub groups: [u32; 3],
+}
+
+impl Dispatch {
+    /// Records this dispatch alone; the caller has set group 1 (the step row).
+    #[inline]
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind, &[]);
+        let [x, y, z] = self.groups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+
+    /// This dispatch's `dispatch_label`.
+    pub fn label(&self, rows: u32) -> String {
+        dispatch_label(self.kernel, &self.dims, rows)
+    }
+}
+
+/// A name for profiles: the entry, and for products the variant, M x K x N
+/// (batch-sized ones at `rows`, the step's) and the split-K slices, e.g.
+/// `matmul_nt Tile32 128x784x400 /4`; a split-K finish carries its product's
+/// shape, so the finishes of two products of one shape share a name. Other
+/// kernels are named by entry alone.
+pub fn dispatch_label(kernel: Kernel, dims: &Dims, rows: u32) -> String {
+    let Family::Matmul(variant) = kernel.family else {
+        return kernel.entry.to_string();
+    };
+    let m = if dims.flags & flags::ROWS_M != 0 { rows } else { dims.m };
+    let k = if dims.flags & flags::ROWS_K != 0 { rows } else { dims.k };
+    let split = if dims.u0 > 1 { format!(" /{}", dims.u0) } else { String::new() };
+    format!("{} {variant:?} {m}x{k}x{}{split}", kernel.entry, dims.n)
 }
 
 /// Collects dispatches; `build` packs their `Dims` into one uniform buffer.
@@ -87,7 +121,7 @@ impl ProgramBuilder {
         self.dims.push(dims);
         let rw = rw.iter().map(|&b| b.clone()).collect();
         let ro = ro.iter().map(|&b| b.clone()).collect();
-        self.pending.push(Pending { kernel, rw, ro, groups });
+        self.pending.push(Pending { kernel, dims, rw, ro, groups });
     }
 
     pub fn len(&self) -> usize {
@@ -138,7 +172,13 @@ impl ProgramBuilder {
                         entry(6, ro(2)),
                     ],
                 });
-                Dispatch { kernel: p.kernel, pipeline: kernels.pipeline(p.kernel).clone(), bind, groups: p.groups }
+                Dispatch {
+                    kernel: p.kernel,
+                    dims: p.dims,
+                    pipeline: kernels.pipeline(p.kernel).clone(),
+                    bind,
+                    groups: p.groups,
+                }
             })
             .collect();
         Program { _dims: dims_buffer, dispatches }
@@ -155,11 +195,13 @@ impl Program {
     /// Records every dispatch; the caller has set group 1 (the step row).
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         for d in &self.dispatches {
-            pass.set_pipeline(&d.pipeline);
-            pass.set_bind_group(0, &d.bind, &[]);
-            let [x, y, z] = d.groups;
-            pass.dispatch_workgroups(x, y, z);
+            d.record(pass);
         }
+    }
+
+    /// Every dispatch's `Dispatch::label` for a step of `rows` images.
+    pub fn labels(&self, rows: u32) -> Vec<String> {
+        self.dispatches.iter().map(|d| d.label(rows)).collect()
     }
 
     pub fn len(&self) -> usize {
@@ -224,5 +266,27 @@ impl StepTable {
     /// The dynamic offset of row `i`.
     pub fn offset(&self, i: usize) -> u32 {
         (i as u64 * self.stride) as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::shaders::MatmulVariant;
+
+    #[test]
+    fn labels_name_products_by_shape() {
+        let t32 = Family::Matmul(MatmulVariant::Tile32);
+        let fwd = Dims { k: 784, n: 400, u0: 4, flags: flags::ROWS_M | flags::BIAS, ..Default::default() };
+        assert_eq!(dispatch_label(Kernel::new(t32, "matmul_nt"), &fwd, 128), "matmul_nt Tile32 128x784x400 /4");
+        assert_eq!(
+            dispatch_label(Kernel::new(t32, "matmul_split_finish"), &fwd, 96),
+            "matmul_split_finish Tile32 96x784x400 /4"
+        );
+        let dw = Dims { m: 400, n: 784, flags: flags::ROWS_K, ..Default::default() };
+        let t64 = Family::Matmul(MatmulVariant::Tile64);
+        assert_eq!(dispatch_label(Kernel::new(t64, "matmul_tn"), &dw, 128), "matmul_tn Tile64 400x128x784");
+        let relu = Dims { n: 400, flags: flags::ROWS_M, ..Default::default() };
+        assert_eq!(dispatch_label(Kernel::new(Family::Activation, "relu_backward"), &relu, 128), "relu_backward");
     }
 }
