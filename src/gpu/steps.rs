@@ -7,7 +7,9 @@
 
 use super::buffers::Buffers;
 use super::program::{Dims, Program, ProgramBuilder};
-use super::shaders::{Family, Kernel, Kernels, MAX_PARTS, MatmulVariant, flags, grid_1d, loss_parts};
+use super::shaders::{
+    Family, Kernel, Kernels, MAX_PARTS, MatmulVariant, column_sums_groups, flags, grid_1d, loss_parts,
+};
 use crate::cpu::adam::AdamConfig;
 use crate::model::{Activation, Architecture, Layer, ReconLoss};
 
@@ -123,8 +125,11 @@ impl Builder<'_> {
             _ => Family::Loss,
         };
         let dims = Dims { flags: dims.flags | flags::ROWS_M, ..dims };
-        let len = if entry == "column_sums" { dims.n as usize } else { self.d.rows * dims.n as usize };
-        self.d.p.push(Kernel::new(family, entry), dims, rw, ro, grid_1d(len));
+        let groups = match entry {
+            "column_sums" => column_sums_groups(dims.n as usize),
+            _ => grid_1d(self.d.rows * dims.n as usize),
+        };
+        self.d.p.push(Kernel::new(family, entry), dims, rw, ro, groups);
     }
 
     /// dW = dyᵀ·x, db = Σ dy (both overwrite: each is written once per step,
