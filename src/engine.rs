@@ -1,5 +1,5 @@
 //! What the trainer needs from a compute path, implemented by the CPU engine
-//! (`cpu::CpuEngine`) and the GPU engine (`gpu::GpuEngine`).
+//! (`cpu::CpuModel`) and the GPU engine (`gpu::GpuEngine`).
 
 use std::sync::Arc;
 
