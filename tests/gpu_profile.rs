@@ -26,8 +26,7 @@ const ROWS: usize = 13;
 const COLS: usize = 20;
 
 fn images() -> Arc<Images> {
-    let pixels = (0..COUNT * ROWS * COLS).map(|i| (rng::pcg4d([1, 2, 3, i as u32])[0] >> 24) as u8).collect();
-    Arc::new(Images { pixels, count: COUNT, rows: ROWS, cols: COLS, labels: None, class_names: None })
+    gpu_common::random_images(COUNT, ROWS, COLS)
 }
 
 fn arch() -> Architecture {

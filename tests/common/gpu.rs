@@ -6,6 +6,7 @@
 use std::io::Write;
 use std::sync::{Arc, OnceLock};
 
+use gpu_vae::data::Images;
 use gpu_vae::gpu::{GpuContext, GpuOptions, Kernels};
 use gpu_vae::rng::{self, Stream};
 
@@ -84,4 +85,11 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
             worst.1
         );
     }
+}
+
+/// `count` deterministic pseudo-random images of rows x cols, no labels: the
+/// data of the whole-step tests.
+pub fn random_images(count: usize, rows: usize, cols: usize) -> Arc<Images> {
+    let pixels = (0..count * rows * cols).map(|i| (rng::pcg4d([1, 2, 3, i as u32])[0] >> 24) as u8).collect();
+    Arc::new(Images { pixels, count, rows, cols, labels: None, class_names: None })
 }
