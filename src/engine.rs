@@ -1,11 +1,90 @@
-//! What the trainer needs from a compute path, implemented by the CPU engine
-//! (`cpu::CpuModel`) and the GPU engine (`gpu::GpuEngine`).
+//! The vocabulary shared by the compute paths, one level below `cpu/` and
+//! `gpu/`: what the trainer needs from an engine (`Engine`), what the uses of
+//! a trained model need (`Inference`), and the numbers of a step (objective,
+//! noise, Adam settings, loss sums).
 
 use std::sync::Arc;
 
-use crate::cpu::engine::LossSums;
 use crate::data::Images;
 use crate::error::Result;
+use crate::model::{Architecture, ModelKind};
+use crate::rng::Stream;
+
+/// Loss sums over one batch; the trainer turns them into per-sample numbers.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LossSums {
+    pub recon: f64,
+    pub kl: f64,
+}
+
+impl std::ops::AddAssign for LossSums {
+    fn add_assign(&mut self, o: LossSums) {
+        self.recon += o.recon;
+        self.kl += o.kl;
+    }
+}
+
+/// Where the reparameterization noise of a forward pass comes from.
+#[derive(Clone, Copy, Debug)]
+pub struct Noise {
+    pub seed: u32,
+    pub stream: Stream,
+    pub step: u32,
+}
+
+/// Weights of the training objective: `recon_scale·recon + kl_scale·kl`.
+#[derive(Clone, Copy, Debug)]
+pub struct Objective {
+    pub recon_scale: f32,
+    pub kl_scale: f32,
+}
+
+impl Objective {
+    /// VAE: summed over the batch (pytorch/examples); AE: mean over batch and pixels (Keras).
+    pub fn for_batch(arch: &Architecture, rows: usize, beta: f32) -> Objective {
+        match arch.config.kind {
+            ModelKind::Vae => Objective { recon_scale: 1.0, kl_scale: beta },
+            ModelKind::Ae => Objective { recon_scale: 1.0 / (rows * arch.config.input_dim()) as f32, kl_scale: 0.0 },
+        }
+    }
+}
+
+/// Adam (Kingma & Ba) in PyTorch's form: eps is added to the bias-corrected sqrt(v̂).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AdamConfig {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+}
+
+impl AdamConfig {
+    /// The bias corrections for step `t` (1-based): (1/(1-β1^t), 1/sqrt(1-β2^t)),
+    /// computed in f64 once per step and shared by every engine.
+    pub fn corrections(&self, t: u64) -> (f32, f32) {
+        let c1 = 1.0 / (1.0 - (self.beta1 as f64).powf(t as f64));
+        let c2 = 1.0 / (1.0 - (self.beta2 as f64).powf(t as f64)).sqrt();
+        (c1 as f32, c2 as f32)
+    }
+}
+
+/// What the uses need from a trained model, whatever computes it.
+pub trait Inference {
+    /// The device in use, for the user.
+    fn device(&self) -> String;
+    fn arch(&self) -> &Architecture;
+    /// The encoder's output for x (B, D): mulv (B, 2L) for a VAE, z (B, L) for an AE.
+    fn encode(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>>;
+    /// The decoder's logits (B, D) for z (B, L); likelihoods need them unsquashed.
+    fn decode_logits(&mut self, z: &[f32], rows: usize) -> Result<Vec<f32>>;
+
+    /// Pixel probabilities sigmoid(logits) (B, D).
+    fn decode(&mut self, z: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let mut out = self.decode_logits(z, rows)?;
+        out.iter_mut().for_each(|v| *v = crate::fastmath::sigmoid(*v));
+        Ok(out)
+    }
+}
 
 /// One epoch of training, identical on every engine.
 ///

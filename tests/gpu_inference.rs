@@ -12,9 +12,9 @@ use std::process::Output;
 
 use assert_cmd::Command;
 use gpu_common::{assert_close, gpu, random};
-use gpu_vae::apps::Inference;
+use gpu_vae::engine::Inference;
 use gpu_vae::gpu::GpuInference;
-use gpu_vae::model::{Architecture, ModelConfig, ModelKind, ReconLoss};
+use gpu_vae::model::{Activation, Architecture, ModelConfig, ModelKind, ReconLoss};
 use gpu_vae::train::pictures::inference_model;
 
 const ROWS: usize = 13;
@@ -45,6 +45,7 @@ fn arch(kind: ModelKind, hidden: &[usize]) -> Architecture {
         hidden: hidden.to_vec(),
         latent: LATENT,
         loss: ReconLoss::Bce,
+        activation: Activation::Relu,
     };
     Architecture::new(&config).unwrap()
 }

@@ -460,7 +460,7 @@ fn gather_and_noise_match_cpu() {
 #[test]
 fn adam_matches_cpu() {
     let Some(gpu) = gpu("adam_matches_cpu") else { return };
-    let cfg = adam::AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+    let cfg = gpu_vae::engine::AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
     for mode in &gpu.modes {
         for (p, t) in [(1usize, 1u64), (1031, 1), (70_001, 57)] {
             let params = random(p, 14, -1.0, 1.0);

@@ -12,11 +12,11 @@ use std::io::Write;
 use std::sync::Arc;
 
 use gpu_common::gpu;
-use gpu_vae::cpu::adam::AdamConfig;
 use gpu_vae::data::Images;
+use gpu_vae::engine::AdamConfig;
 use gpu_vae::engine::{Engine, EpochPlan};
 use gpu_vae::gpu::{GpuEngine, TimestampMode};
-use gpu_vae::model::{Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
+use gpu_vae::model::{Activation, Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
 use gpu_vae::rng;
 
 const COUNT: usize = 40;
@@ -37,6 +37,7 @@ fn arch() -> Architecture {
         hidden: vec![13],
         latent: 5,
         loss: ReconLoss::Bce,
+        activation: Activation::Relu,
     };
     Architecture::new(&config).unwrap()
 }

@@ -11,13 +11,13 @@ use std::sync::Arc;
 
 use gpu_common::{assert_close, gpu};
 use gpu_vae::cpu::CpuModel;
-use gpu_vae::cpu::adam::AdamConfig;
-use gpu_vae::cpu::engine::{LossSums, Noise};
 use gpu_vae::data::{Images, loader};
+use gpu_vae::engine::AdamConfig;
 use gpu_vae::engine::{Engine, EpochPlan, EvalPlan};
+use gpu_vae::engine::{LossSums, Noise};
 use gpu_vae::error::Error;
 use gpu_vae::gpu::GpuEngine;
-use gpu_vae::model::{Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
+use gpu_vae::model::{Activation, Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
 use gpu_vae::rng::{self, Stream};
 
 const COUNT: usize = 40;
@@ -31,8 +31,16 @@ fn images() -> Arc<Images> {
 }
 
 fn arch(kind: ModelKind, loss: ReconLoss) -> Architecture {
-    Architecture::new(&ModelConfig { kind, image_rows: ROWS, image_cols: COLS, hidden: vec![13], latent: 5, loss })
-        .unwrap()
+    Architecture::new(&ModelConfig {
+        kind,
+        image_rows: ROWS,
+        image_cols: COLS,
+        hidden: vec![13],
+        latent: 5,
+        loss,
+        activation: Activation::Relu,
+    })
+    .unwrap()
 }
 
 fn adam() -> AdamConfig {
@@ -65,7 +73,13 @@ fn cpu_epoch(model: &mut CpuModel, images: &Images, plan: &EpochPlan) -> Vec<Los
             loader::add_input_noise(&clean, &mut input, plan.noise_std, plan.seed, Stream::InputNoise, step);
         }
         let noise = Noise { seed: plan.seed, stream: Stream::Reparam, step };
-        out.push(model.train_step(&input, &clean, indices.len(), noise, plan.beta));
+        out.push(model.train_step(
+            &clean,
+            (plan.noise_std > 0.0).then_some(&input[..]),
+            indices.len(),
+            noise,
+            plan.beta,
+        ));
     }
     out
 }
@@ -109,7 +123,7 @@ fn compare(name: &str, kind: ModelKind, loss: ReconLoss, noise_std: f32, epochs:
         // (7x9 images, H200 and lavapipe). 4e-8 per step allows 15x that.
         let steps = (epochs * COUNT.div_ceil(BATCH)) as f32;
         let got = eng.params().unwrap();
-        assert_close(&what("params"), &got, &cpu.params, 4e-8 * steps, 1e-5);
+        assert_close(&what("params"), &got, cpu.params(), 4e-8 * steps, 1e-5);
     }
 }
 
@@ -131,7 +145,7 @@ fn ae_one_step_matches_cpu() {
         // The first Adam step moves each parameter by lr·g/(|g| + eps) ≈ ±lr
         // whatever the gradient's size, so gradient rounding shows only where
         // |g| is near eps; 2e-6 is 0.2% of lr (measured: 3e-8).
-        assert_close(&what("params"), &eng.params().unwrap(), &cpu.params, 2e-6, 1e-5);
+        assert_close(&what("params"), &eng.params().unwrap(), cpu.params(), 2e-6, 1e-5);
     }
 }
 
@@ -178,7 +192,7 @@ fn denoising_vae_evaluation_matches_cpu() {
         let mut input = clean.clone();
         loader::add_input_noise(&clean, &mut input, eval.noise_std, eval.seed, Stream::EvalNoise, b as u32);
         let noise = Noise { seed: eval.seed, stream: Stream::EvalReparam, step: b as u32 };
-        want += cpu.forward(&input, &clean, indices.len(), noise);
+        want += cpu.forward(&clean, Some(&input), indices.len(), noise);
     }
     for mode in &gpu.modes {
         let mut eng = GpuEngine::new(mode.ctx.clone(), arch.clone(), &params, adam(), 16).unwrap();
@@ -232,6 +246,7 @@ fn vae_epoch_timing() {
         hidden: vec![400],
         latent: 20,
         loss: ReconLoss::Bce,
+        activation: Activation::Relu,
     };
     let arch = Architecture::new(&config).unwrap();
     let params = init_params(&arch, InitScheme::Torch, SEED);

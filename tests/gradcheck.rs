@@ -7,15 +7,18 @@
 //! our sizes; ATOL = 2e-3 and RTOL = 1e-2 sit well above both and far below
 //! the size of any real mistake (a wrong factor of ½ or a dropped term).
 
-use gpu_vae::cpu::activation::{relu_backward, relu_forward, sigmoid_backward, sigmoid_forward};
-use gpu_vae::cpu::adam::AdamConfig;
-use gpu_vae::cpu::engine::{CpuModel, Noise, Objective};
+use gpu_vae::cpu::CpuModel;
+use gpu_vae::cpu::activation::{
+    activation_backward, activation_forward, relu_backward, relu_forward, sigmoid_backward, sigmoid_forward,
+};
 use gpu_vae::cpu::loss::{
     bce_with_logits_backward, bce_with_logits_forward, kl_backward, kl_forward, mse_backward, mse_forward,
 };
 use gpu_vae::cpu::matmul::{column_sums, matmul_nn, matmul_nt, matmul_tn};
 use gpu_vae::cpu::reparam::{reparameterize_backward, reparameterize_forward};
-use gpu_vae::model::{Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
+use gpu_vae::engine::AdamConfig;
+use gpu_vae::engine::{Noise, Objective};
+use gpu_vae::model::{Activation, Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
 use gpu_vae::rng::{Stream, normal, uniform};
 
 const H: f32 = 1e-2;
@@ -106,6 +109,23 @@ fn relu_away_from_the_kink() {
 }
 
 #[test]
+fn every_activation_away_from_the_kink() {
+    let x: Vec<f32> = randn(65, 7).iter().map(|v| if v.abs() < 0.1 { v + 0.3 } else { *v }).collect();
+    let w = randn(65, 8);
+    for act in [Activation::Identity, Activation::Relu, Activation::LeakyRelu, Activation::Tanh] {
+        let mut y = x.clone();
+        activation_forward(&mut y, act);
+        let mut d = w.clone();
+        activation_backward(&mut d, &y, act);
+        check(&format!("{act:?}"), &x, &d, |x| {
+            let mut y = x.to_vec();
+            activation_forward(&mut y, act);
+            weighted_sum(&y, &w)
+        });
+    }
+}
+
+#[test]
 fn kl_divergence() {
     let (latent, rows) = (3, 7);
     let mulv = randn(rows * 2 * latent, 7);
@@ -154,23 +174,25 @@ fn matmul_forms_are_each_others_gradients() {
 
 /// The whole objective of a small model against its analytic gradient.
 fn check_model(kind: ModelKind, loss: ReconLoss, hidden: Vec<usize>) {
-    let config = ModelConfig { kind, image_rows: 5, image_cols: 7, hidden, latent: 3, loss };
+    check_model_with(kind, loss, hidden, Activation::Relu);
+}
+
+fn check_model_with(kind: ModelKind, loss: ReconLoss, hidden: Vec<usize>, activation: Activation) {
+    let config = ModelConfig { kind, image_rows: 5, image_cols: 7, hidden, latent: 3, loss, activation };
     let arch = Architecture::new(&config).unwrap();
     let params = init_params(&arch, InitScheme::Torch, 3);
     let rows = 4;
     let target = rand01(rows * 35, 15);
-    let input = target.clone();
     let noise = Noise { seed: 5, stream: Stream::Reparam, step: 0 };
     let objective = Objective::for_batch(&arch, rows, 0.7);
     let adam = AdamConfig { lr: 0.0, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
     let mut model = CpuModel::new(arch.clone(), params.clone(), adam);
-    model.forward(&input, &target, rows, noise);
-    model.backward(&input, &target, objective);
+    model.gradients(&target, None, rows, noise, objective);
     let analytic = model.grads().to_vec();
-    let what = format!("{kind:?} {loss:?} hidden {:?}", config.hidden);
+    let what = format!("{kind:?} {loss:?} hidden {:?} {activation:?}", config.hidden);
     check(&what, &params, &analytic, |p| {
         let mut m = CpuModel::new(arch.clone(), p.to_vec(), adam);
-        let s = m.forward(&input, &target, rows, noise);
+        let s = m.forward(&target, None, rows, noise);
         objective.recon_scale as f64 * s.recon + objective.kl_scale as f64 * s.kl
     });
 }
@@ -198,4 +220,20 @@ fn whole_ae_mse() {
 #[test]
 fn whole_ae_bce_no_hidden() {
     check_model(ModelKind::Ae, ReconLoss::Bce, vec![]);
+}
+
+#[test]
+fn whole_vae_tanh() {
+    check_model_with(ModelKind::Vae, ReconLoss::Bce, vec![6, 4], Activation::Tanh);
+}
+
+#[test]
+fn whole_ae_leaky_relu() {
+    check_model_with(ModelKind::Ae, ReconLoss::Mse, vec![6], Activation::LeakyRelu);
+}
+
+#[test]
+fn whole_vae_identity_hidden_layers() {
+    // Regression: backward once applied ReLU's mask whatever the activation.
+    check_model_with(ModelKind::Vae, ReconLoss::Mse, vec![6], Activation::Identity);
 }

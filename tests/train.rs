@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use gpu_vae::cpu::CpuModel;
-use gpu_vae::cpu::adam::AdamConfig;
-use gpu_vae::cpu::engine::LossSums;
 use gpu_vae::data::{self, DataSpec, Images};
+use gpu_vae::engine::AdamConfig;
+use gpu_vae::engine::LossSums;
 use gpu_vae::engine::{Engine, EpochPlan, EvalPlan};
 use gpu_vae::error::{Error, Result};
-use gpu_vae::model::{Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
+use gpu_vae::model::{Activation, Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
 use gpu_vae::train::{self, EpochRecord, Progress, Run, TrainConfig};
 
 struct Silent;
@@ -30,6 +30,7 @@ fn config(kind: ModelKind, epochs: usize) -> TrainConfig {
             hidden: if vae { vec![400] } else { vec![] },
             latent: if vae { 20 } else { 64 },
             loss: if vae { ReconLoss::Bce } else { ReconLoss::Mse },
+            activation: Activation::Relu,
         },
         init: if vae { InitScheme::Torch } else { InitScheme::Glorot },
         adam: AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: if vae { 1e-8 } else { 1e-7 } },
@@ -117,7 +118,7 @@ impl Engine for DivergesAt {
         self.seen += 1;
         if self.seen == self.epoch {
             // Corrupt the parameters, as a diverged step would, and report it.
-            self.inner.params.iter_mut().for_each(|p| *p = f32::NAN);
+            self.inner.state.params.iter_mut().for_each(|p| *p = f32::NAN);
             return Err(Error::NonFiniteLoss { value: f32::NAN, step: plan.first_step + 3, epoch: 0 });
         }
         self.inner.train_epoch(images, plan, tick)
@@ -128,7 +129,7 @@ impl Engine for DivergesAt {
     }
 
     fn params(&mut self) -> Result<Vec<f32>> {
-        self.inner.params()
+        Engine::params(&mut self.inner)
     }
 }
 

@@ -9,9 +9,9 @@
 //! ELBO and the IWAE bound of such a model are comparable nats.
 
 use super::{CHUNK, Inference, sample_steps};
-use crate::cpu::activation::sigmoid;
 use crate::cpu::loss::{bce_with_logits_forward, kl_forward, mse_forward};
 use crate::error::Result;
+use crate::fastmath::sigmoid;
 use crate::model::{ModelKind, ReconLoss};
 use crate::rng::{self, Stream};
 

@@ -14,8 +14,8 @@ pub mod manifold;
 pub mod pca;
 pub mod reconstruct;
 
-use crate::cpu::CpuModel;
-use crate::cpu::activation::sigmoid;
+pub use crate::engine::Inference;
+
 use crate::data::Images;
 use crate::error::{Error, Result};
 use crate::model::{Architecture, ModelKind};
@@ -31,42 +31,6 @@ pub mod sample_steps {
     pub const DENOISE_SALT_PEPPER: u32 = 2;
     /// Plus the image's index in its split.
     pub const IWAE: u32 = 1 << 24;
-}
-
-/// What the uses need from a trained model, whatever computes it.
-pub trait Inference {
-    /// The device in use, for the user.
-    fn device(&self) -> String;
-    fn arch(&self) -> &Architecture;
-    /// The encoder's output for x (B, D): mulv (B, 2L) for a VAE, z (B, L) for an AE.
-    fn encode(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>>;
-    /// The decoder's logits (B, D) for z (B, L); likelihoods need them unsquashed.
-    fn decode_logits(&mut self, z: &[f32], rows: usize) -> Result<Vec<f32>>;
-
-    /// Pixel probabilities sigmoid(logits) (B, D).
-    fn decode(&mut self, z: &[f32], rows: usize) -> Result<Vec<f32>> {
-        let mut out = self.decode_logits(z, rows)?;
-        out.iter_mut().for_each(|v| *v = sigmoid(*v));
-        Ok(out)
-    }
-}
-
-impl Inference for CpuModel {
-    fn device(&self) -> String {
-        "cpu".into()
-    }
-
-    fn arch(&self) -> &Architecture {
-        &self.arch
-    }
-
-    fn encode(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-        Ok(CpuModel::encode(self, x, rows))
-    }
-
-    fn decode_logits(&mut self, z: &[f32], rows: usize) -> Result<Vec<f32>> {
-        Ok(CpuModel::decode_logits(self, z, rows))
-    }
 }
 
 /// Errors unless the run is a VAE: `what` names the option or use that needs one.
@@ -166,7 +130,7 @@ pub fn std_dev(xs: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{InitScheme, ModelConfig, ReconLoss, init_params};
+    use crate::model::{Activation, InitScheme, ModelConfig, ReconLoss, init_params};
     use crate::train::pictures::inference_model;
 
     #[test]
@@ -178,13 +142,15 @@ mod tests {
             hidden: vec![5],
             latent: 2,
             loss: ReconLoss::Bce,
+            activation: Activation::Relu,
         };
         let arch = Architecture::new(&config).unwrap();
         let mut model = inference_model(&arch, init_params(&arch, InitScheme::Torch, 3));
         let z = [0.3, -1.0, 2.0, 0.5];
-        let probs = CpuModel::decode(&mut model, &z, 2);
-        let via_logits = Inference::decode(&mut model, &z, 2).unwrap();
-        assert_eq!(probs, via_logits);
+        let logits = model.decode_logits(&z, 2).unwrap();
+        let probs = model.decode(&z, 2).unwrap();
+        let squashed: Vec<f32> = logits.iter().map(|&v| crate::fastmath::sigmoid(v)).collect();
+        assert_eq!(probs, squashed);
     }
 
     #[test]

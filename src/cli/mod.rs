@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::model::{InitScheme, ModelKind, ReconLoss};
+use crate::model::{Activation, InitScheme, ModelKind, ReconLoss};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -77,6 +77,9 @@ pub struct TrainArgs {
     /// Reconstruction loss [default: vae bce, ae mse].
     #[arg(long, value_enum)]
     pub loss: Option<ReconLoss>,
+    /// Activation of the hidden layers (stored in the checkpoint).
+    #[arg(long, value_enum, default_value = "relu")]
+    pub activation: Activation,
     /// Weight initialization [default: vae torch, ae glorot].
     #[arg(long, value_enum)]
     pub init: Option<InitScheme>,

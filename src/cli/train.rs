@@ -8,8 +8,8 @@ use anyhow::{Context, bail};
 use super::TrainArgs;
 use super::progress::ConsoleProgress;
 use crate::checkpoint;
-use crate::cpu::adam::AdamConfig;
 use crate::data::{self, DataSet, FolderOptions};
+use crate::engine::AdamConfig;
 use crate::model::{Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
 use crate::train::{self, CONFIG_FILE, MODEL_FILE, Run, TrainConfig};
 
@@ -66,6 +66,7 @@ pub(super) fn config_from_args(args: &TrainArgs) -> anyhow::Result<TrainConfig> 
             hidden: args.hidden.clone().unwrap_or(if vae { vec![400] } else { vec![] }),
             latent: args.latent.unwrap_or(if vae { 20 } else { 64 }),
             loss: args.loss.unwrap_or(if vae { ReconLoss::Bce } else { ReconLoss::Mse }),
+            activation: args.activation,
         },
         init,
         adam: AdamConfig { lr: args.lr, beta1: 0.9, beta2: 0.999, eps: args.adam_eps.unwrap_or(default_eps) },

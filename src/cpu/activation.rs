@@ -1,5 +1,40 @@
 //! Element-wise activations and their backward passes. Backward functions take
-//! the forward *output*, which is all ReLU and sigmoid need.
+//! the forward *output*, which is all of ReLU, leaky ReLU, tanh and sigmoid need.
+
+pub use crate::fastmath::sigmoid;
+use crate::model::Activation;
+
+/// y = act(y), in place.
+pub fn activation_forward(y: &mut [f32], act: Activation) {
+    match act {
+        Activation::Identity => {}
+        Activation::Relu => relu_forward(y),
+        Activation::LeakyRelu => y.iter_mut().for_each(|v| *v = leaky_relu(*v)),
+        Activation::Tanh => y.iter_mut().for_each(|v| *v = v.tanh()),
+    }
+}
+
+/// d *= act'(x) given y = act(x), in place on the gradient.
+pub fn activation_backward(d: &mut [f32], y: &[f32], act: Activation) {
+    match act {
+        Activation::Identity => {}
+        Activation::Relu => relu_backward(d, y),
+        Activation::LeakyRelu => {
+            // Positive slope: y > 0 exactly where x > 0.
+            for (g, &v) in d.iter_mut().zip(y) {
+                if v <= 0.0 {
+                    *g *= Activation::LEAKY_SLOPE;
+                }
+            }
+        }
+        Activation::Tanh => d.iter_mut().zip(y).for_each(|(g, &v)| *g *= 1.0 - v * v),
+    }
+}
+
+#[inline(always)]
+fn leaky_relu(x: f32) -> f32 {
+    if x > 0.0 { x } else { Activation::LEAKY_SLOPE * x }
+}
 
 /// y = max(x, 0), in place.
 pub fn relu_forward(y: &mut [f32]) {
@@ -15,11 +50,6 @@ pub fn relu_backward(d: &mut [f32], y: &[f32]) {
             *g = 0.0;
         }
     }
-}
-
-#[inline(always)]
-pub fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + super::fastmath::exp(-x))
 }
 
 /// y = 1 / (1 + e^-x).

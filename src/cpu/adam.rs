@@ -1,23 +1,7 @@
 //! Adam (Kingma & Ba), in PyTorch's form: eps is added to the bias-corrected
 //! sqrt(v̂). One loop over the whole flat parameter buffer.
 
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct AdamConfig {
-    pub lr: f32,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub eps: f32,
-}
-
-impl AdamConfig {
-    /// The bias corrections for step `t` (1-based): (1/(1-β1^t), 1/sqrt(1-β2^t)),
-    /// computed in f64 once per step and shared with the GPU kernel.
-    pub fn corrections(&self, t: u64) -> (f32, f32) {
-        let c1 = 1.0 / (1.0 - (self.beta1 as f64).powf(t as f64));
-        let c2 = 1.0 / (1.0 - (self.beta2 as f64).powf(t as f64)).sqrt();
-        (c1 as f32, c2 as f32)
-    }
-}
+use crate::engine::AdamConfig;
 
 /// params, m, v (P) updated from grads (P) for step t (1-based). Memory-bound
 /// (16 bytes read and 12 written per parameter), so it runs on every core.

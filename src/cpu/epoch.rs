@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use super::engine::{CpuModel, LossSums, Noise};
+use super::engine::CpuModel;
 use crate::data::Images;
 use crate::data::loader::{BatchPlan, add_input_noise, gather_batch, spawn_batches};
-use crate::engine::{Engine, EpochPlan, EvalPlan};
+use crate::engine::{Engine, EpochPlan, EvalPlan, LossSums, Noise};
 use crate::error::{Error, Result};
 use crate::rng::Stream;
 
@@ -40,8 +40,7 @@ impl Engine for CpuModel {
         for batch in batches {
             let step = plan.first_step + batch.index as u64;
             let noise = Noise { seed: plan.seed, stream: Stream::Reparam, step: step as u32 };
-            let input = batch.input.as_deref().unwrap_or(&batch.clean);
-            let loss = self.train_step(input, &batch.clean, batch.rows, noise, plan.beta);
+            let loss = self.train_step(&batch.clean, batch.input.as_deref(), batch.rows, noise, plan.beta);
             let total = (loss.recon + loss.kl) as f32;
             if !total.is_finite() {
                 return Err(Error::NonFiniteLoss { value: total, step: step + 1, epoch: 0 });
@@ -65,20 +64,18 @@ impl Engine for CpuModel {
             let rows = indices.len();
             let clean = &mut clean[..rows * dim];
             gather_batch(images, indices, clean);
-            let input: &[f32] = if plan.noise_std > 0.0 {
+            let noisy = (plan.noise_std > 0.0).then(|| {
                 let noisy = &mut noisy[..rows * dim];
                 add_input_noise(clean, noisy, plan.noise_std, plan.seed, Stream::EvalNoise, b as u32);
-                noisy
-            } else {
-                clean
-            };
+                &*noisy
+            });
             let noise = Noise { seed: plan.seed, stream: Stream::EvalReparam, step: b as u32 };
-            sums += self.forward(input, clean, rows, noise);
+            sums += self.forward(clean, noisy, rows, noise);
         }
         Ok(sums)
     }
 
     fn params(&mut self) -> Result<Vec<f32>> {
-        Ok(self.params.clone())
+        Ok(CpuModel::params(self).to_vec())
     }
 }

@@ -3,7 +3,7 @@
 //! objective (pytorch/examples), 1/(B·D) for the AE's mean (Keras).
 
 use super::activation::sigmoid;
-use super::fastmath;
+use crate::fastmath;
 
 /// Σ max(a,0) - a·x + ln(1 + e^-|a|): BCE of sigmoid(a) against x, stable for any a.
 pub fn bce_with_logits_forward(logits: &[f32], target: &[f32]) -> f64 {

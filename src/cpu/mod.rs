@@ -9,7 +9,7 @@ pub mod activation;
 pub mod adam;
 pub mod engine;
 mod epoch;
-pub mod fastmath;
+pub mod interpreter;
 pub mod loss;
 pub mod matmul;
 pub mod reparam;

@@ -18,7 +18,7 @@ use super::context::GpuContext;
 use super::program::{Program, Step, StepTable};
 use super::shaders::{Kernels, MAX_SPLIT};
 use super::steps::Dense;
-use crate::apps::Inference;
+use crate::engine::Inference;
 use crate::error::{Error, Result};
 use crate::model::{Architecture, Layer};
 

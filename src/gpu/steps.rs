@@ -10,7 +10,7 @@ use super::program::{Dims, Program, ProgramBuilder};
 use super::shaders::{
     Family, Kernel, Kernels, MAX_PARTS, MatmulVariant, column_sums_groups, flags, grid_1d, loss_parts,
 };
-use crate::cpu::adam::AdamConfig;
+use crate::engine::AdamConfig;
 use crate::model::{Activation, Architecture, Layer, ReconLoss};
 
 pub struct Recipe<'a> {

@@ -1,8 +1,11 @@
 //! What a model is: its configuration, its layers, and where each parameter
 //! lives in the one flat parameter buffer that both engines share.
 
+mod autodiff;
+mod graph;
 mod init;
 
+pub use graph::{Graph, LossTerm, Node, Op, TensorId, TensorInfo};
 pub use init::init_params;
 
 use serde::{Deserialize, Serialize};
@@ -47,6 +50,10 @@ pub struct ModelConfig {
     pub hidden: Vec<usize>,
     pub latent: usize,
     pub loss: ReconLoss,
+    /// Activation of the hidden layers (checkpoints from before it was a
+    /// choice used ReLU).
+    #[serde(default)]
+    pub activation: Activation,
 }
 
 impl ModelConfig {
@@ -68,15 +75,32 @@ impl ModelConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// An element-wise activation; its backward pass needs only its output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
 pub enum Activation {
+    /// No activation (output layers, the VAE head).
+    #[value(skip)]
     Identity,
+    /// max(x, 0).
+    #[default]
     Relu,
+    /// x for x > 0, else 0.01·x (PyTorch's default slope).
+    LeakyRelu,
+    /// tanh(x).
+    Tanh,
+}
+
+impl Activation {
+    /// The slope of `LeakyRelu` below zero.
+    pub const LEAKY_SLOPE: f32 = 0.01;
 }
 
 /// One dense layer `y = act(x·Wᵀ + b)`; W is [outputs, inputs] as in PyTorch.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Layer {
+    /// The checkpoint name stem (`encoder.0`); `mu|logvar` for the VAE head.
+    pub name: String,
     pub inputs: usize,
     pub outputs: usize,
     /// Offsets into the flat parameter buffer.
@@ -133,13 +157,13 @@ impl Architecture {
         let mut encoder = Vec::new();
         let mut width = dim;
         for (i, &h) in config.hidden.iter().enumerate() {
-            encoder.push(builder.dense(&format!("encoder.{i}"), width, h, Activation::Relu));
+            encoder.push(builder.dense(&format!("encoder.{i}"), width, h, config.activation));
             width = h;
         }
         let head = match config.kind {
             ModelKind::Ae => {
                 let name = format!("encoder.{}", config.hidden.len());
-                encoder.push(builder.dense(&name, width, latent, Activation::Relu));
+                encoder.push(builder.dense(&name, width, latent, config.activation));
                 None
             }
             ModelKind::Vae => Some(builder.mu_logvar(width, latent)),
@@ -148,7 +172,7 @@ impl Architecture {
         let mut decoder = Vec::new();
         let mut width = latent;
         for (i, &h) in config.hidden.iter().rev().enumerate() {
-            decoder.push(builder.dense(&format!("decoder.{i}"), width, h, Activation::Relu));
+            decoder.push(builder.dense(&format!("decoder.{i}"), width, h, config.activation));
             width = h;
         }
         let name = format!("decoder.{}", config.hidden.len());
@@ -199,7 +223,7 @@ impl LayoutBuilder {
     fn dense(&mut self, name: &str, inputs: usize, outputs: usize, activation: Activation) -> Layer {
         let weight = self.take(format!("{name}.weight"), vec![outputs, inputs]);
         let bias = self.take(format!("{name}.bias"), vec![outputs]);
-        Layer { inputs, outputs, weight, bias, activation }
+        Layer { name: name.to_string(), inputs, outputs, weight, bias, activation }
     }
 
     fn mu_logvar(&mut self, inputs: usize, latent: usize) -> Layer {
@@ -207,7 +231,7 @@ impl LayoutBuilder {
         self.take("logvar.weight".into(), vec![latent, inputs]);
         let bias = self.take("mu.bias".into(), vec![latent]);
         self.take("logvar.bias".into(), vec![latent]);
-        Layer { inputs, outputs: 2 * latent, weight, bias, activation: Activation::Identity }
+        Layer { name: "mu|logvar".into(), inputs, outputs: 2 * latent, weight, bias, activation: Activation::Identity }
     }
 }
 
@@ -223,6 +247,7 @@ mod tests {
             hidden: vec![400],
             latent: 20,
             loss: ReconLoss::Bce,
+            activation: Activation::Relu,
         }
     }
 

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::cpu::adam::AdamConfig;
+use crate::engine::AdamConfig;
 use crate::error::{Error, Result};
 use crate::model::{InitScheme, ModelConfig};
 

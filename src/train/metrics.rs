@@ -3,7 +3,7 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use crate::cpu::engine::LossSums;
+use crate::engine::LossSums;
 use crate::error::Result;
 use crate::fsutil::write_atomic;
 use crate::model::{Architecture, ModelKind};

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use crate::apps::{Inference, latent_means, pixels, reconstruct};
 use crate::cpu::CpuModel;
-use crate::cpu::adam::AdamConfig;
 use crate::data::Images;
+use crate::engine::AdamConfig;
 use crate::error::Result;
 use crate::model::{Architecture, ModelKind};
 use crate::rng::{self, Stream};

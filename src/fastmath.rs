@@ -99,3 +99,9 @@ mod tests {
         assert!((sum_zip(&v, &v, |x, _| x) - want).abs() < 1e-6 * want);
     }
 }
+
+/// 1 / (1 + e^-x), the twin of the WGSL `sigmoid`.
+#[inline(always)]
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}

@@ -1,0 +1,176 @@
+//! The CPU engine runs a `model::Graph` node by node, each op through the
+//! `cpu::` functions that are the GPU kernels' reference twins.
+
+use super::activation::{activation_backward, activation_forward, sigmoid_backward, sigmoid_forward};
+use super::adam::adam_update;
+use super::loss::{
+    bce_with_logits_backward, bce_with_logits_forward, kl_backward, kl_forward, mse_backward, mse_forward,
+};
+use super::matmul::{bias_add, column_sums, matmul_nn, matmul_nt, matmul_tn};
+use super::reparam::{reparameterize_backward, reparameterize_forward};
+use crate::engine::{AdamConfig, LossSums, Noise, Objective};
+use crate::model::{Graph, Layer, LossTerm, Op, TensorId};
+use crate::rng;
+
+/// Parameters with their gradients and Adam's moments, one flat buffer each
+/// (P), laid out by `Architecture::tensors`. Gradients and moments are
+/// allocated on first use, so a model used for inference holds only its weights.
+pub struct ParamState {
+    pub params: Vec<f32>,
+    pub grads: Vec<f32>,
+    pub adam_m: Vec<f32>,
+    pub adam_v: Vec<f32>,
+    pub adam: AdamConfig,
+    /// Adam steps taken so far.
+    pub steps: u64,
+}
+
+/// What one step reads besides the tensors: the interpreter's twin of the GPU's step row.
+#[derive(Clone, Copy, Debug)]
+pub struct StepInputs {
+    pub rows: usize,
+    pub reparam: Noise,
+    pub objective: Objective,
+}
+
+/// A graph and the values of its tensors for the current batch size.
+pub struct Interpreter {
+    pub graph: Graph,
+    values: Vec<Vec<f32>>,
+    rows: usize,
+    /// Whether the graph computes parameter gradients (they are cleared first).
+    has_backward: bool,
+}
+
+impl Interpreter {
+    pub fn new(graph: Graph) -> Interpreter {
+        let has_backward = graph.nodes.iter().any(|n| matches!(n.op, Op::DenseBackward { .. }));
+        let values = vec![Vec::new(); graph.tensors.len()];
+        Interpreter { graph, values, rows: 0, has_backward }
+    }
+
+    /// Sizes every tensor for `rows` images.
+    fn resize(&mut self, rows: usize) {
+        if self.rows != rows {
+            self.rows = rows;
+            for (v, t) in self.values.iter_mut().zip(&self.graph.tensors) {
+                v.resize(rows * t.width, 0.0);
+            }
+        }
+    }
+
+    /// Sets a source tensor (rows, width) before `run`; the CPU twins of
+    /// `Gather` and `InputNoise` run on the loader thread, ahead of the step,
+    /// and their outputs are fed here.
+    pub fn feed(&mut self, t: TensorId, rows: usize, data: &[f32]) {
+        self.resize(rows);
+        assert_eq!(data.len(), self.values[t.0].len(), "{}: fed {} values", self.graph.tensors[t.0].name, data.len());
+        self.values[t.0].copy_from_slice(data);
+    }
+
+    pub fn value(&self, t: TensorId) -> &[f32] {
+        &self.values[t.0]
+    }
+
+    /// Runs every node for the batch fed last; returns the loss sums.
+    pub fn run(&mut self, state: &mut ParamState, step: &StepInputs) -> LossSums {
+        self.resize(step.rows);
+        if self.has_backward {
+            state.grads.resize(state.params.len(), 0.0);
+            state.grads.fill(0.0);
+        }
+        let mut sums = LossSums::default();
+        let rows = step.rows;
+        for node in &self.graph.nodes {
+            let (ins, outs) = (&node.inputs, &node.outputs);
+            let mut out = outs.iter().map(|t| std::mem::take(&mut self.values[t.0])).collect::<Vec<_>>();
+            let v = &self.values;
+            let x = |i: usize| v[ins[i].0].as_slice();
+            let mut add = |term: LossTerm, s: f64| match term {
+                LossTerm::Recon => sums.recon += s,
+                LossTerm::Kl => sums.kl += s,
+            };
+            match &node.op {
+                Op::Gather | Op::InputNoise => {} // fed
+                Op::Dense(layer) => dense_forward(&mut out[0], x(0), &state.params, layer, rows),
+                &Op::Reparameterize { latent } => {
+                    let (z, eps) = out.split_at_mut(1);
+                    rng::fill_normal(&mut eps[0], step.reparam.seed, step.reparam.stream, step.reparam.step);
+                    reparameterize_forward(&mut z[0], x(0), &eps[0], latent);
+                }
+                Op::Sigmoid => sigmoid_forward(&mut out[0], x(0)),
+                &Op::BceWithLogits(term) => add(term, bce_with_logits_forward(x(0), x(1))),
+                &Op::Mse(term) => add(term, mse_forward(x(0), x(1))),
+                &Op::Kl { term, latent } => add(term, kl_forward(x(0), latent)),
+
+                &Op::BceWithLogitsBackward { accumulate } => {
+                    assert!(!accumulate, "BCE's gradient is written, not added");
+                    bce_with_logits_backward(&mut out[0], x(0), x(1), step.objective.recon_scale);
+                }
+                &Op::MseBackward { accumulate } => {
+                    assert!(!accumulate, "MSE's gradient is written, not added");
+                    mse_backward(&mut out[0], x(0), x(1), step.objective.recon_scale);
+                }
+                Op::SigmoidBackward => sigmoid_backward(&mut out[0], x(0)),
+                &Op::ActivationBackward(act) => activation_backward(&mut out[0], x(0), act),
+                Op::DenseBackward { layer, accumulate } => {
+                    let dx = out.first_mut().map(|d| d.as_mut_slice());
+                    dense_backward(dx, *accumulate, x(0), x(1), &state.params, &mut state.grads, layer, rows);
+                }
+                &Op::ReparameterizeBackward { latent, accumulate } => {
+                    if !accumulate {
+                        out[0].fill(0.0);
+                    }
+                    reparameterize_backward(&mut out[0], x(0), x(1), x(2), latent);
+                }
+                &Op::KlBackward { latent, accumulate } => {
+                    if !accumulate {
+                        out[0].fill(0.0);
+                    }
+                    kl_backward(&mut out[0], x(0), latent, step.objective.kl_scale);
+                }
+                Op::AdamUpdate => {
+                    let p = state.params.len();
+                    state.adam_m.resize(p, 0.0);
+                    state.adam_v.resize(p, 0.0);
+                    state.steps += 1;
+                    let s = &mut *state;
+                    adam_update(&mut s.params, &mut s.adam_m, &mut s.adam_v, &s.grads, &s.adam, s.steps);
+                }
+            }
+            for (t, value) in outs.iter().zip(out) {
+                self.values[t.0] = value;
+            }
+        }
+        sums
+    }
+}
+
+/// out (B,O) = act(x (B,I) · Wᵀ + b).
+fn dense_forward(out: &mut [f32], x: &[f32], params: &[f32], layer: &Layer, rows: usize) {
+    let (i, o) = (layer.inputs, layer.outputs);
+    matmul_nt(out, x, &params[layer.weight..layer.weight + o * i], rows, i, o, false);
+    bias_add(out, &params[layer.bias..layer.bias + o], rows, o);
+    activation_forward(out, layer.activation);
+}
+
+/// dW += dyᵀ·x, db += Σ dy, and dx (+)= dy·W when asked. dy is the gradient of
+/// the layer's pre-activation (the activation's backward has run).
+#[allow(clippy::too_many_arguments)]
+fn dense_backward(
+    dx: Option<&mut [f32]>,
+    accumulate: bool,
+    dy: &[f32],
+    x: &[f32],
+    params: &[f32],
+    grads: &mut [f32],
+    layer: &Layer,
+    rows: usize,
+) {
+    let (i, o) = (layer.inputs, layer.outputs);
+    matmul_tn(&mut grads[layer.weight..layer.weight + o * i], dy, x, o, rows, i, true);
+    column_sums(&mut grads[layer.bias..layer.bias + o], dy, rows, o);
+    if let Some(dx) = dx {
+        matmul_nn(dx, dy, &params[layer.weight..layer.weight + o * i], rows, o, i, accumulate);
+    }
+}
