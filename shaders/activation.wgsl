@@ -1,7 +1,8 @@
 // Element-wise activations, twins of src/cpu/activation.rs, over an M x N
 // block (M = this step's rows with FLAG_ROWS_M). Backward passes take the
 // forward output. Grid-stride loops: any dispatch size covers any length.
-// Dims: m, n; off_a (input), off_c (output / in-place operand).
+// Dims: m, n; off_a (input), off_c (output / in-place operand); u1 the
+// activation (ACT_*), as in the matmul epilogue.
 
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read> inp: array<f32>;
@@ -13,21 +14,31 @@ fn sigmoid(x: f32) -> f32 {
     return select(e * s, s, x >= 0.0);
 }
 
-// y = max(y, 0) in place on out.
+// y = act(y) in place on out: the unfused twin of the matmul epilogue.
 @compute @workgroup_size(WG)
-fn relu_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn activation_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let len = size_m() * dims.n;
     for (var i = gid.x; i < len; i += nwg.x * WG) {
-        out[dims.off_c + i] = max(out[dims.off_c + i], 0.0);
+        out[dims.off_c + i] = activate(out[dims.off_c + i], dims.u1);
     }
 }
 
-// d (out) = 0 where y (inp) <= 0.
+// d (out) *= act'(x), from y = act(x) (inp).
 @compute @workgroup_size(WG)
-fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn activation_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let len = size_m() * dims.n;
     for (var i = gid.x; i < len; i += nwg.x * WG) {
-        if (inp[dims.off_a + i] <= 0.0) { out[dims.off_c + i] = 0.0; }
+        out[dims.off_c + i] = activate_backward(out[dims.off_c + i], inp[dims.off_a + i], dims.u1);
+    }
+}
+
+// y (out, M x N) += bias (inp at off_a, N) on every row: the unfused twin of
+// the matmul epilogue's bias.
+@compute @workgroup_size(WG)
+fn bias_add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let len = size_m() * dims.n;
+    for (var i = gid.x; i < len; i += nwg.x * WG) {
+        out[dims.off_c + i] += inp[dims.off_a + i % dims.n];
     }
 }
 

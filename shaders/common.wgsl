@@ -36,3 +36,19 @@ fn size_k() -> u32 {
 fn has(flag: u32) -> bool {
     return (dims.flags & flag) != 0u;
 }
+
+// The hidden layers' activations (model::Activation), by ACT_* code.
+fn activate(x: f32, act: u32) -> f32 {
+    if (act == ACT_RELU) { return max(x, 0.0); }
+    if (act == ACT_LEAKY_RELU) { return select(LEAKY_SLOPE * x, x, x > 0.0); }
+    if (act == ACT_TANH) { return tanh(x); }
+    return x;
+}
+
+// d·act'(x) from the output y = act(x), as src/cpu/activation.rs.
+fn activate_backward(d: f32, y: f32, act: u32) -> f32 {
+    if (act == ACT_RELU) { return select(0.0, d, y > 0.0); }
+    if (act == ACT_LEAKY_RELU) { return select(d * LEAKY_SLOPE, d, y > 0.0); }
+    if (act == ACT_TANH) { return d * (1.0 - y * y); }
+    return d;
+}

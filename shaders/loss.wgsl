@@ -104,7 +104,7 @@ fn kl_forward(
     if (lid == 0u) { out[dims.off_c + wg.x] = total; }
 }
 
-// dmulv (out) += kl_scale · (mu, ½(e^lv - 1)).
+// dmulv (out) = [dmulv +] kl_scale · (mu, ½(e^lv - 1)); adds with FLAG_ACCUMULATE.
 @compute @workgroup_size(WG)
 fn kl_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let latent = dims.n;
@@ -113,8 +113,14 @@ fn kl_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
         let rel = (i / latent) * 2u * latent + i % latent;
         let mu = x0[dims.off_a + rel];
         let lv = x0[dims.off_a + rel + latent];
-        out[dims.off_c + rel] += st.kl_scale * mu;
-        out[dims.off_c + rel + latent] += st.kl_scale * 0.5 * (exp(lv) - 1.0);
+        var dmu = st.kl_scale * mu;
+        var dlv = st.kl_scale * 0.5 * (exp(lv) - 1.0);
+        if (has(FLAG_ACCUMULATE)) {
+            dmu = out[dims.off_c + rel] + dmu;
+            dlv = out[dims.off_c + rel + latent] + dlv;
+        }
+        out[dims.off_c + rel] = dmu;
+        out[dims.off_c + rel + latent] = dlv;
     }
 }
 

@@ -3,7 +3,8 @@
 //   matmul_tn  c (M,N) = a (K,M)ᵀ · b (K,N)   weight gradient dYᵀ·X
 //   matmul_nn  c (M,N) = a (M,K) · b (K,N)    input gradient dY·W
 // Dims: m, k, n; off_a, off_b, off_c into a, b, c; off_d into bias.
-// Flags: ACCUMULATE (c +=), BIAS (+ bias[n]), RELU (max(., 0)), ROWS_M/ROWS_K.
+// Flags: ACCUMULATE (c +=), BIAS (+ bias[n]), ROWS_M/ROWS_K; u1: the
+// epilogue's activation (ACT_*).
 // Split-K (u0 = S > 1 slices, tiled variants only): workgroup z sums its slice
 // of K into partial[z][M][N]; matmul_split_finish then adds the S slices in
 // order and applies the epilogue. Deterministic: no atomics.
@@ -33,13 +34,13 @@ fn load_b(form: u32, p: u32, j: u32, k: u32, k_end: u32, n: u32) -> f32 {
     return b[dims.off_b + p * n + j];
 }
 
-// The fused epilogue, in the CPU's order: (+c) + bias, then ReLU.
+// The fused epilogue, in the CPU's order: (+c) + bias, then the activation.
 fn store_c(row: u32, col: u32, n: u32, sum: f32) {
     let idx = dims.off_c + row * n + col;
     var v = sum;
     if (has(FLAG_ACCUMULATE)) { v += c[idx]; }
     if (has(FLAG_BIAS)) { v += bias[dims.off_d + col]; }
-    if (has(FLAG_RELU)) { v = max(v, 0.0); }
+    v = activate(v, dims.u1);
     c[idx] = v;
 }
 

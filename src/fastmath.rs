@@ -63,6 +63,12 @@ pub fn sum_zip(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
     total
 }
 
+/// 1 / (1 + e^-x), the twin of the WGSL `sigmoid`.
+#[inline(always)]
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,10 +104,4 @@ mod tests {
         let want: f64 = v.iter().map(|&x| x as f64).sum();
         assert!((sum_zip(&v, &v, |x, _| x) - want).abs() < 1e-6 * want);
     }
-}
-
-/// 1 / (1 + e^-x), the twin of the WGSL `sigmoid`.
-#[inline(always)]
-pub fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + exp(-x))
 }

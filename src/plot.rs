@@ -8,7 +8,6 @@ use image::{Rgb, RgbImage};
 use crate::error::{Error, Result};
 use crate::font::{self, GLYPH_H};
 use crate::fsutil::write_atomic;
-use crate::train::EpochRecord;
 
 /// Matplotlib's "tab10" colours, so that plots look familiar.
 pub const PALETTE: [[u8; 3]; 10] = [
@@ -70,24 +69,6 @@ pub fn write_chart(path: &Path, chart: &Chart) -> Result<()> {
         .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
         .map_err(|e| Error::bad_file(path, format!("PNG encoding failed: {e}")))?;
     write_atomic(path, &png)
-}
-
-/// Train and test loss per epoch (`loss.png` of a run).
-pub fn write_loss_plot(path: &Path, records: &[EpochRecord]) -> Result<()> {
-    let curve = |name: &str, color, f: fn(&EpochRecord) -> f64| Series {
-        name: name.into(),
-        color,
-        mark: Mark::LineDots,
-        points: records.iter().map(|r| (r.epoch as f64, f(r))).collect(),
-    };
-    let chart = Chart {
-        title: "Loss per epoch".into(),
-        x_label: "epoch".into(),
-        y_label: "loss".into(),
-        series: vec![curve("train", PALETTE[0], |r| r.train.total), curve("test", PALETTE[1], |r| r.test.total)],
-        ..Chart::default()
-    };
-    write_chart(path, &chart)
 }
 
 /// The chart's image: plot area, axes with ticks, title, labels, legend.

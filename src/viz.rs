@@ -5,6 +5,9 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 
+/// Columns of the runs' picture grids.
+pub const GRID_COLS: usize = 8;
+
 /// Pixels between tiles and around the border.
 pub const PAD: u32 = 2;
 

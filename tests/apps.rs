@@ -10,7 +10,7 @@ use gpu_vae::apps::{self, Inference, codes, eval};
 use gpu_vae::checkpoint;
 use gpu_vae::cpu::CpuModel;
 use gpu_vae::data::{self, DataSpec, Images, idx};
-use gpu_vae::plot::write_loss_plot;
+use gpu_vae::train::loss_plot::write_loss_plot;
 use gpu_vae::train::pictures::inference_model;
 use gpu_vae::train::{EpochRecord, Losses};
 use gpu_vae::viz::grid_size;

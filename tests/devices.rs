@@ -35,6 +35,7 @@ fn metrics(run: &Path) -> Vec<Vec<f64>> {
 #[test]
 fn gpu_and_cpu_runs_agree_and_load_on_either_device() {
     if let Err(why) = gpu_vae::gpu::gpu_available() {
+        assert!(std::env::var("GPU_VAE_REQUIRE_GPU").as_deref() != Ok("1"), "GPU_VAE_REQUIRE_GPU=1: {why}");
         // Straight to stderr, past the harness's capture: a skip must be seen.
         let _ = writeln!(std::io::stderr(), "gpu_and_cpu_runs_agree: skipped: no wgpu adapter ({why})");
         return;

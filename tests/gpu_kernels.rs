@@ -10,7 +10,10 @@ use gpu_vae::cpu::{activation, adam, loss, matmul, reparam};
 use gpu_vae::data::{Images, loader};
 use gpu_vae::gpu::ops::{Host, Launch, run_once};
 use gpu_vae::gpu::program::{Dims, Step};
-use gpu_vae::gpu::shaders::{Family, Kernel, MatmulVariant, column_sums_groups, flags, grid_1d, loss_parts};
+use gpu_vae::gpu::shaders::{
+    Kernel, MatmulForm, MatmulVariant, act_code, column_sums_groups, flags, grid_1d, loss_parts,
+};
+use gpu_vae::model::Activation;
 use gpu_vae::rng::{self, Stream};
 
 /// f32 unit roundoff.
@@ -33,7 +36,7 @@ fn run(
     groups: [u32; 3],
 ) -> Vec<Vec<f32>> {
     run_once(&mode.ctx, &mode.kernels, Launch { kernel, dims, step, groups }, rw, ro)
-        .unwrap_or_else(|e| panic!("{} ({}): {e}", kernel.entry, mode.name()))
+        .unwrap_or_else(|e| panic!("{} ({}): {e}", kernel.entry(), mode.name()))
 }
 
 fn rows_step(rows: usize) -> Step {
@@ -48,18 +51,12 @@ fn rng_uniform_bits_are_identical() {
             let n = 4099u32;
             let dims = Dims { m: n, u0: seed, u1: stream, k: step, ..Default::default() };
             let zeros = vec![0u32; 4 * n as usize];
-            let words = &run(
-                mode,
-                Kernel::new(Family::Random, "pcg4d_words"),
-                dims,
-                Step::default(),
-                &[Host::U32(&zeros)],
-                &[],
-                grid_1d(n as usize),
-            )[0];
+            let words =
+                &run(mode, Kernel::Pcg4dWords, dims, Step::default(), &[Host::U32(&zeros)], &[], grid_1d(n as usize))
+                    [0];
             let uniforms = &run(
                 mode,
-                Kernel::new(Family::Random, "fill_uniform"),
+                Kernel::FillUniform,
                 dims,
                 Step::default(),
                 &[Host::U32(&zeros[..n as usize])],
@@ -84,15 +81,8 @@ fn rng_normals_match_within_tolerance() {
         for (seed, stream, step) in [(1u32, Stream::Reparam, 0u32), (99, Stream::InputNoise, 4_000_000)] {
             let n = 100_003usize;
             let dims = Dims { m: n as u32, u0: seed, u1: stream as u32, k: step, ..Default::default() };
-            let out = &run(
-                mode,
-                Kernel::new(Family::Random, "fill_normal"),
-                dims,
-                Step::default(),
-                &[Host::U32(&vec![0; n])],
-                &[],
-                grid_1d(n),
-            )[0];
+            let out =
+                &run(mode, Kernel::FillNormal, dims, Step::default(), &[Host::U32(&vec![0; n])], &[], grid_1d(n))[0];
             let got: Vec<f32> = out.iter().map(|w| f32::from_bits(w.to_bits())).collect();
             let mut want = vec![0.0; n];
             rng::fill_normal(&mut want, seed, stream, step);
@@ -124,7 +114,7 @@ fn matmul_forms_match_cpu() {
 
 /// One product with operands at odd offsets inside larger buffers, batch-sized
 /// M (or K for the weight gradient) taken from the step, and the epilogue each
-/// form uses in training: nt with bias + ReLU, tn accumulating, nn plain.
+/// form uses in training: nt with bias + an activation, tn accumulating, nn plain.
 fn check_matmul(
     mode: &Mode,
     variant: MatmulVariant,
@@ -151,8 +141,11 @@ fn check_matmul(
         "matmul_nt" => {
             matmul::matmul_nt(&mut want, a_, b_, m, k, n, false);
             matmul::bias_add(&mut want, bias_, m, n);
-            activation::relu_forward(&mut want);
-            dims.flags = flags::BIAS | flags::RELU | flags::ROWS_M;
+            // Every activation the epilogue knows, in turn.
+            let act = [Activation::Relu, Activation::LeakyRelu, Activation::Tanh][salt as usize % 3];
+            activation::activation_forward(&mut want, act);
+            dims.u1 = act_code(act);
+            dims.flags = flags::BIAS | flags::ROWS_M;
             dims.m = 100_000; // ignored: M comes from the step
         }
         "matmul_tn" => {
@@ -163,7 +156,12 @@ fn check_matmul(
         }
         _ => matmul::matmul_nn(&mut want, a_, b_, m, k, n, false),
     }
-    let kernel = Kernel::new(Family::Matmul(variant), form);
+    let form_id = match form {
+        "matmul_nt" => MatmulForm::Nt,
+        "matmul_tn" => MatmulForm::Tn,
+        _ => MatmulForm::Nn,
+    };
+    let kernel = Kernel::Matmul(variant, form_id);
     let ro = [Host::F32(&a), Host::F32(&b), Host::F32(&bias)];
     let [x, y, _] = variant.workgroups(m, n);
     let out = if slices == 1 {
@@ -173,7 +171,7 @@ fn check_matmul(
         dims.u0 = slices;
         let scratch = vec![0.0f32; slices as usize * m * n];
         let sliced = run(mode, kernel, dims, step, &[Host::F32(&c0), Host::F32(&scratch)], &ro, [x, y, slices]);
-        let finish = Kernel::new(Family::Matmul(variant), "matmul_split_finish");
+        let finish = Kernel::MatmulSplitFinish(variant);
         run(mode, finish, dims, step, &[Host::F32(&c0), Host::F32(&sliced[1])], &ro, grid_1d(m * n))
     };
     assert_eq!(out[0][..oc], c0[..oc], "{form}: wrote before its output");
@@ -202,7 +200,7 @@ fn column_sums_match_cpu() {
                 flags: flags::ACCUMULATE | flags::ROWS_M,
                 ..Default::default()
             };
-            let kernel = Kernel::new(Family::Reduce, "column_sums");
+            let kernel = Kernel::ColumnSums;
             let groups = column_sums_groups(n);
             let out = run(mode, kernel, dims, rows_step(m), &[Host::F32(&out0)], &[Host::F32(&a)], groups);
             // The same m additions as the CPU's, grouped differently (8
@@ -219,7 +217,6 @@ const ELEMENTWISE_SHAPES: [(usize, usize); 5] = [(1, 1), (7, 63), (65, 129), (17
 #[test]
 fn activations_match_cpu() {
     let Some(gpu) = gpu("activations_match_cpu") else { return };
-    let fam = Family::Activation;
     for mode in &gpu.modes {
         for (m, n) in ELEMENTWISE_SHAPES {
             let len = m * n;
@@ -230,42 +227,56 @@ fn activations_match_cpu() {
             let g = grid_1d(len);
             let name = |e: &str| format!("{e} m={m} n={n} ({})", mode.name());
 
-            let mut want = x[1..].to_vec();
-            activation::relu_forward(&mut want);
-            let mut y0 = vec![0.0; 2];
-            y0.extend_from_slice(&x[1..]);
-            let out = run(mode, Kernel::new(fam, "relu_forward"), dims, step, &[Host::F32(&y0)], &[], g);
-            assert_close(&name("relu_forward"), &out[0][2..], &want, 0.0, 0.0);
+            for act in [Activation::Identity, Activation::Relu, Activation::LeakyRelu, Activation::Tanh] {
+                let dims = Dims { u1: act_code(act), ..dims };
+                // ReLU and leaky ReLU are exact; tanh is a few ulps of a value
+                // in [-1, 1] on either side, and its backward d·(1 - y²) may
+                // be one fused multiply-add on the GPU.
+                let (atol, rtol) = if act == Activation::Tanh { (1e-6, 8.0 * U) } else { (0.0, 0.0) };
+                let mut want = x[1..].to_vec();
+                activation::activation_forward(&mut want, act);
+                let mut y0 = vec![0.0; 2];
+                y0.extend_from_slice(&x[1..]);
+                let out = run(mode, Kernel::ActivationForward, dims, step, &[Host::F32(&y0)], &[], g);
+                assert_close(&name(&format!("{act:?} forward")), &out[0][2..], &want, atol, rtol);
 
+                let mut y = vec![0.0; 1];
+                y.extend_from_slice(&want);
+                let mut want = d0[2..].to_vec();
+                activation::activation_backward(&mut want, &y[1..], act);
+                let out = run(mode, Kernel::ActivationBackward, dims, step, &[Host::F32(&d0)], &[Host::F32(&y)], g);
+                assert_close(&name(&format!("{act:?} backward")), &out[0][2..], &want, atol, rtol);
+            }
+
+            // bias_add: the bias at off_a of a parameter-like buffer.
+            let bias = random(1 + n, 9, -1.0, 1.0);
             let mut want = d0[2..].to_vec();
-            activation::relu_backward(&mut want, &x[1..]);
-            let out = run(mode, Kernel::new(fam, "relu_backward"), dims, step, &[Host::F32(&d0)], &[Host::F32(&x)], g);
-            assert_close(&name("relu_backward"), &out[0][2..], &want, 0.0, 0.0);
+            matmul::bias_add(&mut want, &bias[1..], m, n);
+            let out = run(mode, Kernel::BiasAdd, dims, step, &[Host::F32(&d0)], &[Host::F32(&bias)], g);
+            assert_close(&name("bias_add"), &out[0][2..], &want, 0.0, 0.0);
 
             // exp differs by a few ulps between GPU and CPU, and the GPU
             // form avoids overflow for very negative x.
             let mut want = vec![0.0; len];
             activation::sigmoid_forward(&mut want, &x[1..]);
-            let out =
-                run(mode, Kernel::new(fam, "sigmoid_forward"), dims, step, &[Host::F32(&d0)], &[Host::F32(&x)], g);
+            let out = run(mode, Kernel::SigmoidForward, dims, step, &[Host::F32(&d0)], &[Host::F32(&x)], g);
             assert_close(&name("sigmoid_forward"), &out[0][2..], &want, 1e-7, 8.0 * U);
 
             let y: Vec<f32> = x.iter().map(|&v| activation::sigmoid(v)).collect();
             let mut want = d0[2..].to_vec();
             activation::sigmoid_backward(&mut want, &y[1..]);
-            let out =
-                run(mode, Kernel::new(fam, "sigmoid_backward"), dims, step, &[Host::F32(&d0)], &[Host::F32(&y)], g);
+            let out = run(mode, Kernel::SigmoidBackward, dims, step, &[Host::F32(&d0)], &[Host::F32(&y)], g);
             assert_close(&name("sigmoid_backward"), &out[0][2..], &want, 1e-8, 4.0 * U);
         }
     }
 }
 
 /// A forward loss kernel and `loss_finish`: the reduced sum, read from slot `which`.
-fn loss_sum(mode: &Mode, entry: &'static str, dims: Dims, step: Step, inputs: &[Host], len: usize) -> f32 {
+fn loss_sum(mode: &Mode, entry: Kernel, dims: Dims, step: Step, inputs: &[Host], len: usize) -> f32 {
     let parts = loss_parts(len);
     let partials = run(
         mode,
-        Kernel::new(Family::Loss, entry),
+        entry,
         Dims { off_c: 1, ..dims },
         step,
         &[Host::F32(&vec![0.0; parts as usize + 1])],
@@ -275,14 +286,14 @@ fn loss_sum(mode: &Mode, entry: &'static str, dims: Dims, step: Step, inputs: &[
     let finish = Dims { parts, off_a: 1, which: 1, ..Default::default() };
     let slots = run(
         mode,
-        Kernel::new(Family::Loss, "loss_finish"),
+        Kernel::LossFinish,
         finish,
         Step { slot: 1, ..step },
         &[Host::F32(&[9.0; 4])],
         &[Host::F32(&partials[0])],
         [1, 1, 1],
     );
-    assert_eq!([slots[0][0], slots[0][1], slots[0][2]], [9.0; 3], "{entry}: wrote outside its slot");
+    assert_eq!([slots[0][0], slots[0][1], slots[0][2]], [9.0; 3], "{entry:?}: wrote outside its slot");
     slots[0][3]
 }
 
@@ -307,13 +318,13 @@ fn reconstruction_losses_match_cpu() {
             let inputs = [Host::F32(&logits), Host::F32(&target)];
             let name = |e: &str| format!("{e} m={m} n={n} ({})", mode.name());
 
-            let got = loss_sum(mode, "bce_with_logits_forward", dims, step, &inputs, len);
+            let got = loss_sum(mode, Kernel::BceWithLogitsForward, dims, step, &inputs, len);
             let want = loss::bce_with_logits_forward(a, x) as f32;
             assert_close(&name("bce_with_logits_forward"), &[got], &[want], SUM_ATOL, SUM_RTOL);
 
             let mut want = vec![0.0; len];
             loss::bce_with_logits_backward(&mut want, a, x, scale);
-            let k = Kernel::new(Family::Loss, "bce_with_logits_backward");
+            let k = Kernel::BceWithLogitsBackward;
             let out =
                 run(mode, k, Dims { off_c: 3, ..dims }, step, &[Host::F32(&vec![0.0; len + 3])], &inputs, grid_1d(len));
             // sigmoid through exp: a few ulps of a value scaled by 0.37.
@@ -321,13 +332,13 @@ fn reconstruction_losses_match_cpu() {
 
             let y: Vec<f32> = logits.iter().map(|&v| activation::sigmoid(v)).collect();
             let inputs = [Host::F32(&y), Host::F32(&target)];
-            let got = loss_sum(mode, "mse_forward", dims, step, &inputs, len);
+            let got = loss_sum(mode, Kernel::MseForward, dims, step, &inputs, len);
             let want = loss::mse_forward(&y[1..], x) as f32;
             assert_close(&name("mse_forward"), &[got], &[want], SUM_ATOL, SUM_RTOL);
 
             let mut want = vec![0.0; len];
             loss::mse_backward(&mut want, &y[1..], x, scale);
-            let k = Kernel::new(Family::Loss, "mse_backward");
+            let k = Kernel::MseBackward;
             let out =
                 run(mode, k, Dims { off_c: 3, ..dims }, step, &[Host::F32(&vec![0.0; len + 3])], &inputs, grid_1d(len));
             assert_close(&name("mse_backward"), &out[0][3..], &want, 0.0, 2.0 * U);
@@ -347,18 +358,24 @@ fn kl_matches_cpu() {
             let dims = Dims { n: latent as u32, flags: flags::ROWS_M, off_a: 1, ..Default::default() };
             let name = |e: &str| format!("{e} m={m} L={latent} ({})", mode.name());
 
-            let got = loss_sum(mode, "kl_forward", dims, step, &[Host::F32(&mulv)], len);
+            let got = loss_sum(mode, Kernel::KlForward, dims, step, &[Host::F32(&mulv)], len);
             let want = loss::kl_forward(&mulv[1..], latent) as f32;
             assert_close(&name("kl_forward"), &[got], &[want], SUM_ATOL, SUM_RTOL);
 
             let d0 = random(2 + 2 * len, 10, -1.0, 1.0);
             let mut want = d0[2..].to_vec();
             loss::kl_backward(&mut want, &mulv[1..], latent, 0.8);
-            let k = Kernel::new(Family::Loss, "kl_backward");
-            let out =
-                run(mode, k, Dims { off_c: 2, ..dims }, step, &[Host::F32(&d0)], &[Host::F32(&mulv)], grid_1d(len));
+            let k = Kernel::KlBackward;
+            let acc = Dims { off_c: 2, flags: dims.flags | flags::ACCUMULATE, ..dims };
+            let out = run(mode, k, acc, step, &[Host::F32(&d0)], &[Host::F32(&mulv)], grid_1d(len));
             // exp(lv) to a few ulps, scaled and added to d.
             assert_close(&name("kl_backward"), &out[0][2..], &want, 1e-6, 8.0 * U);
+            // Without ACCUMULATE it writes: the CPU twin on a zeroed gradient.
+            let mut want = vec![0.0; 2 * len];
+            loss::kl_backward(&mut want, &mulv[1..], latent, 0.8);
+            let out =
+                run(mode, k, Dims { off_c: 2, ..dims }, step, &[Host::F32(&d0)], &[Host::F32(&mulv)], grid_1d(len));
+            assert_close(&name("kl_backward (write)"), &out[0][2..], &want, 1e-6, 8.0 * U);
         }
     }
 }
@@ -379,7 +396,7 @@ fn reparameterization_matches_cpu() {
             let mut z = vec![0.0; len];
             reparam::reparameterize_forward(&mut z, &mulv[1..], &eps, latent);
             let zeros = vec![0.0; len + 2];
-            let k = Kernel::new(Family::Reparam, "reparameterize_forward");
+            let k = Kernel::ReparameterizeForward;
             let out =
                 run(mode, k, dims, step, &[Host::F32(&zeros), Host::F32(&zeros)], &[Host::F32(&mulv)], grid_1d(len));
             assert_close(&name("eps"), &out[1][2..], &eps, NORMAL_ATOL, NORMAL_RTOL);
@@ -391,7 +408,7 @@ fn reparameterization_matches_cpu() {
             eps_buf.extend_from_slice(&eps);
             let dz = random(3 + len, 12, -1.0, 1.0);
             let d0 = random(2 + 2 * len, 13, -1.0, 1.0);
-            let k = Kernel::new(Family::Reparam, "reparameterize_backward");
+            let k = Kernel::ReparameterizeBackward;
             for accumulate in [false, true] {
                 let mut want = if accumulate { d0[2..].to_vec() } else { vec![0.0; 2 * len] };
                 reparam::reparameterize_backward(&mut want, &dz[3..], &mulv[1..], &eps, latent);
@@ -433,7 +450,7 @@ fn gather_and_noise_match_cpu() {
             ..rows_step(batch)
         };
         let dims = Dims { n: dim as u32, off_c: 1, ..Default::default() };
-        let k = Kernel::new(Family::Gather, "gather_batch");
+        let k = Kernel::GatherBatch;
         let out = run(
             mode,
             k,
@@ -449,7 +466,7 @@ fn gather_and_noise_match_cpu() {
         let mut noisy = vec![0.0; want.len()];
         loader::add_input_noise(&want, &mut noisy, 0.3, 17, Stream::InputNoise, 9);
         let d = Dims { n: dim as u32, flags: flags::ROWS_M, off_a: 1, ..Default::default() };
-        let k = Kernel::new(Family::Gather, "add_input_noise");
+        let k = Kernel::AddInputNoise;
         let zeros = vec![0.0; batch * dim];
         let out = run(mode, k, d, step, &[Host::F32(&zeros)], &[Host::F32(&out[0])], grid_1d(batch * dim));
         // Normals scaled by 0.3, then clamped.
@@ -473,7 +490,7 @@ fn adam_matches_cpu() {
             let dims =
                 Dims { m: p as u32, f0: cfg.lr, f1: cfg.beta1, f2: cfg.beta2, f3: cfg.eps, ..Default::default() };
             let step = Step { c1, c2, ..Default::default() };
-            let k = Kernel::new(Family::Adam, "adam_update");
+            let k = Kernel::AdamUpdate;
             let rw = [Host::F32(&params), Host::F32(&m), Host::F32(&v)];
             let out = run(mode, k, dims, step, &rw, &[Host::F32(&g)], grid_1d(p));
             let name = |e: &str| format!("{e} P={p} t={t} ({})", mode.name());

@@ -17,6 +17,7 @@ use gpu_vae::engine::{Engine, EpochPlan, EvalPlan};
 use gpu_vae::engine::{LossSums, Noise};
 use gpu_vae::error::Error;
 use gpu_vae::gpu::GpuEngine;
+use gpu_vae::gpu::fuse::Fusion;
 use gpu_vae::model::{Activation, Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
 use gpu_vae::rng::{self, Stream};
 
@@ -31,6 +32,10 @@ fn images() -> Arc<Images> {
 }
 
 fn arch(kind: ModelKind, loss: ReconLoss) -> Architecture {
+    arch_with(kind, loss, Activation::Relu)
+}
+
+fn arch_with(kind: ModelKind, loss: ReconLoss, activation: Activation) -> Architecture {
     Architecture::new(&ModelConfig {
         kind,
         image_rows: ROWS,
@@ -38,7 +43,7 @@ fn arch(kind: ModelKind, loss: ReconLoss) -> Architecture {
         hidden: vec![13],
         latent: 5,
         loss,
-        activation: Activation::Relu,
+        activation,
     })
     .unwrap()
 }
@@ -86,8 +91,20 @@ fn cpu_epoch(model: &mut CpuModel, images: &Images, plan: &EpochPlan) -> Vec<Los
 
 /// Trains `epochs` epochs on both engines and compares losses and parameters.
 fn compare(name: &str, kind: ModelKind, loss: ReconLoss, noise_std: f32, epochs: usize, steps_per_submit: usize) {
+    compare_with(name, arch(kind, loss), noise_std, epochs, steps_per_submit, Fusion::ALL);
+}
+
+/// `compare` for any architecture and set of rewrites.
+fn compare_with(
+    name: &str,
+    arch: Architecture,
+    noise_std: f32,
+    epochs: usize,
+    steps_per_submit: usize,
+    fusion: Fusion,
+) {
     let Some(gpu) = gpu(name) else { return };
-    let arch = arch(kind, loss);
+    let kind = arch.config.kind;
     let params = init_params(&arch, InitScheme::Torch, SEED);
     let images = images();
     let beta = if kind == ModelKind::Vae { 0.7 } else { 0.0 };
@@ -95,6 +112,7 @@ fn compare(name: &str, kind: ModelKind, loss: ReconLoss, noise_std: f32, epochs:
         let what = |s: &str| format!("{name} {s} ({})", mode.name());
         let mut cpu = CpuModel::new(arch.clone(), params.clone(), adam());
         let mut eng = GpuEngine::new(mode.ctx.clone(), arch.clone(), &params, adam(), BATCH).unwrap();
+        eng.set_fusion(fusion);
         eng.steps_per_submit = steps_per_submit;
         for epoch in 0..epochs {
             let plan = plan(epoch, noise_std, beta);
@@ -168,6 +186,25 @@ fn vae_bce_one_step_matches_cpu() {
 #[test]
 fn vae_bce_fifty_steps_match_cpu() {
     compare("vae_bce_fifty_steps_match_cpu", ModelKind::Vae, ReconLoss::Bce, 0.0, 17, 64);
+}
+
+#[test]
+fn vae_tanh_fifty_steps_match_cpu() {
+    let arch = arch_with(ModelKind::Vae, ReconLoss::Bce, Activation::Tanh);
+    compare_with("vae_tanh_fifty_steps_match_cpu", arch, 0.0, 17, 64, Fusion::ALL);
+}
+
+#[test]
+fn denoising_ae_leaky_relu_fifty_steps_match_cpu() {
+    let arch = arch_with(ModelKind::Ae, ReconLoss::Mse, Activation::LeakyRelu);
+    compare_with("denoising_ae_leaky_relu_fifty_steps_match_cpu", arch, 0.3, 17, 64, Fusion::ALL);
+}
+
+#[test]
+fn unfused_vae_fifty_steps_match_cpu() {
+    // The lowered calls before any rewrite: one dispatch per CPU function.
+    let arch = arch(ModelKind::Vae, ReconLoss::Mse);
+    compare_with("unfused_vae_fifty_steps_match_cpu", arch, 0.0, 17, 64, Fusion::NONE);
 }
 
 #[test]
@@ -273,4 +310,35 @@ fn vae_epoch_timing() {
             eng.stats()
         );
     }
+}
+
+#[test]
+fn default_vae_step_keeps_its_dispatch_count() {
+    // The fused default VAE step at batch 128: 36 dispatches before the
+    // graph (13 forward with the gather, 23 backward and Adam); the lowering
+    // and its rewrites must not add any.
+    let Some(gpu) = gpu("default_vae_step_keeps_its_dispatch_count") else { return };
+    let config = ModelConfig {
+        kind: ModelKind::Vae,
+        image_rows: 28,
+        image_cols: 28,
+        hidden: vec![400],
+        latent: 20,
+        loss: ReconLoss::Bce,
+        activation: Activation::Relu,
+    };
+    let arch = Architecture::new(&config).unwrap();
+    let params = init_params(&arch, InitScheme::Torch, SEED);
+    let mode = &gpu.modes[0];
+    let mut eng = GpuEngine::new(mode.ctx.clone(), arch, &params, adam(), 128).unwrap();
+    eng.set_fusion(Fusion::ALL);
+    let images = gpu_common::random_images(8, 28, 28);
+    let labels = eng.train_step_labels(&images, false, 128).unwrap();
+    assert!(labels.len() <= 36, "{} dispatches: {labels:#?}", labels.len());
+    let epilogue_ops = |l: &[String]| l.iter().filter(|l| *l == "bias_add" || *l == "activation_forward").count();
+    assert_eq!(epilogue_ops(&labels), 0, "bias and activation are in the products' epilogues: {labels:#?}");
+    eng.set_fusion(Fusion::NONE);
+    let unfused = eng.train_step_labels(&images, false, 128).unwrap();
+    assert_eq!(epilogue_ops(&unfused), 6, "unfused: one call per CPU function: {unfused:#?}");
+    assert!(!unfused.iter().any(|l| l.starts_with("matmul_split_finish")), "unfused: no split-K");
 }

@@ -7,7 +7,7 @@ use super::{Inference, per_image_mse, pixels, psnr};
 use crate::data::Images;
 use crate::error::Result;
 use crate::fsutil::write_atomic;
-use crate::train::pictures::GRID_COLS;
+use crate::viz::GRID_COLS;
 use crate::viz::{pair_rows, write_grid};
 
 /// The first `n` images of a split and their deterministic reconstructions.

@@ -1,40 +1,10 @@
-//! The device buffers of one model, sized for its largest batch. Parameters,
-//! gradients and Adam's moments are one flat buffer each, laid out by the
-//! architecture, so Adam is one dispatch. Each activation has its own buffer:
-//! a dispatch may not bind one buffer both read-only and read-write.
+//! Device buffers: the flat parameter buffers of a model (parameters,
+//! gradients and Adam's moments, laid out by the architecture, so Adam is one
+//! dispatch), and the one storage-buffer constructor that checks the
+//! adapter's limits.
 
 use super::context::GpuContext;
-use super::shaders::{MAX_PARTS, MAX_SPLIT};
 use crate::error::{Error, Result};
-use crate::model::Architecture;
-
-pub struct Buffers {
-    pub params: wgpu::Buffer,
-    pub grads: wgpu::Buffer,
-    pub adam_m: wgpu::Buffer,
-    pub adam_v: wgpu::Buffer,
-    /// The gathered batch (B, D): the target, and the input without noise.
-    pub clean: wgpu::Buffer,
-    /// The noisy input of a denoising model (B, D).
-    pub noisy: wgpu::Buffer,
-    /// Output of each encoder layer (B, O).
-    pub encoder: Vec<wgpu::Buffer>,
-    /// VAE head output [mu | logvar] (B, 2L), its noise and sample (B, L).
-    pub mulv: wgpu::Buffer,
-    pub eps: wgpu::Buffer,
-    pub z: wgpu::Buffer,
-    /// Output of each decoder layer (B, O); the last holds the logits.
-    pub decoder: Vec<wgpu::Buffer>,
-    /// sigmoid(logits) for the MSE loss (B, D).
-    pub probs: wgpu::Buffer,
-    /// Gradient ping-pong (B, max width).
-    pub grad_a: wgpu::Buffer,
-    pub grad_b: wgpu::Buffer,
-    /// Loss partial sums: recon at 0.., KL at MAX_PARTS...
-    pub partials: wgpu::Buffer,
-    /// Split-K slices (MAX_SPLIT, B, max width): only batch-row products split.
-    pub split: wgpu::Buffer,
-}
 
 /// A storage buffer of `bytes` (at least 16), refused with the sizes named
 /// when the device cannot bind it whole.
@@ -55,41 +25,23 @@ pub fn storage(ctx: &GpuContext, label: &str, bytes: usize, extra: wgpu::BufferU
     }))
 }
 
-impl Buffers {
-    pub fn new(ctx: &GpuContext, arch: &Architecture, params: &[f32], max_batch: usize) -> Result<Buffers> {
-        let f = |label: &str, len: usize| storage(ctx, label, len * 4, wgpu::BufferUsages::COPY_SRC);
-        let p = arch.param_count;
-        let b = max_batch;
-        let d = arch.config.input_dim();
-        let l = arch.config.latent;
-        let bufs = Buffers {
-            params: f("params", p)?,
-            grads: f("grads", p)?,
-            adam_m: f("adam m", p)?,
-            adam_v: f("adam v", p)?,
-            clean: f("clean batch", b * d)?,
-            noisy: f("noisy batch", b * d)?,
-            encoder: arch
-                .encoder
-                .iter()
-                .map(|layer| f("encoder activation", b * layer.outputs))
-                .collect::<Result<_>>()?,
-            mulv: f("mulv", b * 2 * l)?,
-            eps: f("eps", b * l)?,
-            z: f("z", b * l)?,
-            decoder: arch
-                .decoder
-                .iter()
-                .map(|layer| f("decoder activation", b * layer.outputs))
-                .collect::<Result<_>>()?,
-            probs: f("probs", b * d)?,
-            grad_a: f("grad a", b * arch.max_width())?,
-            grad_b: f("grad b", b * arch.max_width())?,
-            partials: f("loss partials", 2 * MAX_PARTS as usize)?,
-            split: f("split-k slices", MAX_SPLIT as usize * b * arch.max_width())?,
-        };
-        ctx.queue.write_buffer(&bufs.params, 0, bytemuck::cast_slice(params));
+/// Parameters (P) and, for training, their gradients and Adam's moments.
+pub struct ParamBuffers {
+    pub count: usize,
+    pub params: wgpu::Buffer,
+    pub grads: Option<wgpu::Buffer>,
+    pub adam_m: Option<wgpu::Buffer>,
+    pub adam_v: Option<wgpu::Buffer>,
+}
+
+impl ParamBuffers {
+    pub fn new(ctx: &GpuContext, params: &[f32], train: bool) -> Result<ParamBuffers> {
+        let f = |label: &str| storage(ctx, label, params.len() * 4, wgpu::BufferUsages::COPY_SRC);
+        let params_buffer = f("params")?;
+        ctx.queue.write_buffer(&params_buffer, 0, bytemuck::cast_slice(params));
         // Adam's moments start at zero; fresh buffers are zeroed by wgpu.
-        Ok(bufs)
+        let (grads, adam_m, adam_v) =
+            if train { (Some(f("grads")?), Some(f("adam m")?), Some(f("adam v")?)) } else { (None, None, None) };
+        Ok(ParamBuffers { count: params.len(), params: params_buffer, grads, adam_m, adam_v })
     }
 }

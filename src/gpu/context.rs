@@ -90,6 +90,9 @@ pub struct GpuContext {
     /// `TIMESTAMP_QUERY | TIMESTAMP_QUERY_INSIDE_PASSES` the adapter has), for
     /// `gpu::profile`. Enabling them costs nothing until a query is written.
     pub timestamps: wgpu::Features,
+    /// Every pipeline, compiled on first use and shared by training,
+    /// evaluation and inference on this context.
+    kernels: std::sync::OnceLock<std::sync::Arc<super::shaders::Kernels>>,
 }
 
 fn instance() -> wgpu::Instance {
@@ -165,6 +168,7 @@ impl GpuContext {
             is_software: info.device_type == wgpu::DeviceType::Cpu,
             checked_shaders: opts.checked_shaders,
             timestamps,
+            kernels: Default::default(),
             instance,
             adapter,
             device,
@@ -187,7 +191,17 @@ impl GpuContext {
             is_software: self.is_software,
             checked_shaders: checked,
             timestamps: self.timestamps,
+            kernels: Default::default(),
         }
+    }
+
+    /// The context's pipelines, built on the first call.
+    pub fn kernels(&self) -> Result<std::sync::Arc<super::shaders::Kernels>> {
+        if let Some(k) = self.kernels.get() {
+            return Ok(k.clone());
+        }
+        let built = std::sync::Arc::new(super::shaders::Kernels::new(self)?);
+        Ok(self.kernels.get_or_init(|| built).clone())
     }
 
     pub fn describe(&self) -> String {

@@ -14,18 +14,17 @@
 
 use std::sync::Arc;
 
-use super::buffers::{Buffers, storage};
+use super::buffers::{ParamBuffers, storage};
 use super::context::GpuContext;
+use super::fuse::{Fusion, fuse};
+use super::lower::{Bindings, Call, TensorPool, emit, lower};
 use super::profile::{self, Profile, TimestampMode};
 use super::program::{Program, Step, StepTable};
-use super::shaders::Kernels;
-use super::steps::{Recipe, build_program};
+use super::shaders::{Kernels, MAX_PARTS};
 use crate::data::Images;
-use crate::engine::AdamConfig;
-use crate::engine::{Engine, EngineStats, EpochPlan, EvalPlan};
-use crate::engine::{LossSums, Objective};
+use crate::engine::{AdamConfig, Engine, EngineStats, EpochPlan, EvalPlan, LossSums, Objective};
 use crate::error::{Error, Result};
-use crate::model::Architecture;
+use crate::model::{Architecture, Graph};
 use crate::rng::Stream;
 
 /// Steps recorded into one compute pass and submit, unless changed.
@@ -54,11 +53,17 @@ pub struct GpuStats {
 
 pub struct GpuEngine {
     ctx: Arc<GpuContext>,
-    kernels: Kernels,
+    kernels: Arc<Kernels>,
     arch: Architecture,
     adam: AdamConfig,
     max_batch: usize,
-    bufs: Buffers,
+    params: ParamBuffers,
+    /// The graph's tensors, shared by the training and evaluation programs.
+    pool: TensorPool,
+    /// Loss partial sums: recon at 0.., KL at MAX_PARTS...
+    partials: wgpu::Buffer,
+    /// Which rewrites the programs get (`set_fusion`).
+    fusion: Fusion,
     /// Programs by (training, noisy input).
     programs: Vec<((bool, bool), Program)>,
     table: StepTable,
@@ -90,8 +95,9 @@ impl GpuEngine {
             return Err(Error::invalid("--batch-size", "must be at least 1"));
         }
         let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let kernels = Kernels::new(&ctx)?;
-        let bufs = Buffers::new(&ctx, &arch, params, max_batch)?;
+        let kernels = ctx.kernels()?;
+        let param_buffers = ParamBuffers::new(&ctx, params, true)?;
+        let partials = storage(&ctx, "loss partials", 2 * MAX_PARTS as usize * 4, wgpu::BufferUsages::empty())?;
         let table = StepTable::new(&ctx.device, &kernels, 1);
         let (slots, readback) = slot_buffers(&ctx, 1)?;
         let mut engine = GpuEngine {
@@ -99,7 +105,10 @@ impl GpuEngine {
             arch,
             adam,
             max_batch,
-            bufs,
+            params: param_buffers,
+            pool: TensorPool::new(max_batch),
+            partials,
+            fusion: Fusion::from_env(),
             programs: Vec::new(),
             table,
             slots,
@@ -110,12 +119,18 @@ impl GpuEngine {
             stats: GpuStats { steps_per_submit: STEPS_PER_SUBMIT, ..Default::default() },
             ctx,
         };
-        engine.program(true, false);
-        engine.program(false, false);
+        engine.program(true, false)?;
+        engine.program(false, false)?;
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu(format!("building the training step: {e}")));
         }
         Ok(engine)
+    }
+
+    /// Rebuilds the step programs with other rewrites (`GPU_VAE_FUSE` sets the default).
+    pub fn set_fusion(&mut self, fusion: Fusion) {
+        self.fusion = fusion;
+        self.programs.clear();
     }
 
     pub fn context(&self) -> &Arc<GpuContext> {
@@ -126,18 +141,30 @@ impl GpuEngine {
         GpuStats { steps_per_submit: self.steps_per_submit, ..self.stats }
     }
 
-    /// The program for training or evaluation with clean or noisy input, built on first use.
-    fn program(&mut self, train: bool, noisy: bool) -> usize {
+    /// The program for training or evaluation with clean or noisy input,
+    /// built on first use: the graph lowered, fused and bound to buffers.
+    /// The gather is each data set's own program (`DataSet::gather`).
+    fn program(&mut self, train: bool, noisy: bool) -> Result<usize> {
         if let Some(i) = self.programs.iter().position(|(k, _)| *k == (train, noisy)) {
-            return i;
+            return Ok(i);
         }
-        let recipe = Recipe { arch: &self.arch, adam: &self.adam, max_batch: self.max_batch, train, noisy };
-        let program = build_program(&self.ctx.device, &self.kernels, &self.bufs, &self.slots, &recipe);
+        let graph = if train { Graph::training(&self.arch, noisy) } else { Graph::forward(&self.arch, noisy) };
+        let calls = fuse(lower(&graph, self.max_batch), self.fusion, self.max_batch);
+        let p = &self.params;
+        let bind = Bindings {
+            params: &p.params,
+            param_count: p.count,
+            grads: p.grads.as_ref(),
+            adam: p.adam_m.as_ref().zip(p.adam_v.as_ref()).map(|(m, v)| (m, v, &self.adam)),
+            losses: Some((&self.partials, &self.slots)),
+            data: None,
+        };
+        let program = emit(&self.ctx, &self.kernels, &graph, &calls, &mut self.pool, &bind)?;
         let key =
             if train { &mut self.stats.dispatches_per_train_step } else { &mut self.stats.dispatches_per_eval_step };
         *key = program.len() + 1; // + the gather
         self.programs.push(((train, noisy), program));
-        self.programs.len() - 1
+        Ok(self.programs.len() - 1)
     }
 
     /// Index of the data set in the cache, uploading it on first use.
@@ -155,7 +182,8 @@ impl GpuEngine {
                 if self.data.len() >= 2 {
                     self.data.remove(0);
                 }
-                self.data.push(self.upload(images, order_len.max(images.count))?);
+                let uploaded = self.upload(images, order_len.max(images.count))?;
+                self.data.push(uploaded);
                 self.data.len() - 1
             }
         };
@@ -166,7 +194,7 @@ impl GpuEngine {
         Ok(i)
     }
 
-    fn upload(&self, images: &Arc<Images>, order_len: usize) -> Result<DataSet> {
+    fn upload(&mut self, images: &Arc<Images>, order_len: usize) -> Result<DataSet> {
         let bytes = images.pixels.len();
         let limit = self.ctx.limits.max_storage_buffer_binding_size.min(self.ctx.limits.max_buffer_size);
         if bytes as u64 > limit || bytes as u64 >= 1 << 32 {
@@ -186,10 +214,19 @@ impl GpuEngine {
         self.upload_order(images.clone(), pixels, order_len)
     }
 
-    fn upload_order(&self, images: Arc<Images>, pixels: wgpu::Buffer, order_len: usize) -> Result<DataSet> {
+    fn upload_order(&mut self, images: Arc<Images>, pixels: wgpu::Buffer, order_len: usize) -> Result<DataSet> {
         let order = storage(&self.ctx, "order", order_len.max(1) * 4, wgpu::BufferUsages::empty())?;
-        let gather =
-            super::steps::build_gather(&self.ctx.device, &self.kernels, &self.bufs, &pixels, &order, &self.arch);
+        let graph = Graph::forward(&self.arch, false);
+        let gather = [Call::Gather { out: graph.clean, width: graph.width(graph.clean) }];
+        let bind = Bindings {
+            params: &self.params.params,
+            param_count: self.params.count,
+            grads: None,
+            adam: None,
+            losses: None,
+            data: Some((&pixels, &order)),
+        };
+        let gather = emit(&self.ctx, &self.kernels, &graph, &gather, &mut self.pool, &bind)?;
         Ok(DataSet { images, pixels, order, order_len, gather })
     }
 
@@ -223,7 +260,7 @@ impl GpuEngine {
         }
         self.ensure_steps(steps.len())?;
         let d = self.data_set(images, order.len())?;
-        let p = self.program(train, noisy);
+        let p = self.program(train, noisy)?;
         let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let queue = &self.ctx.queue;
         queue.write_buffer(&self.data[d].order, 0, bytemuck::cast_slice(order));
@@ -318,7 +355,7 @@ impl GpuEngine {
         rows.truncate(steps);
         self.ensure_steps(rows.len())?;
         let d = self.data_set(images, plan.order.len())?;
-        let p = self.program(true, plan.noise_std > 0.0);
+        let p = self.program(true, plan.noise_std > 0.0)?;
         let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
         self.ctx.queue.write_buffer(&self.data[d].order, 0, bytemuck::cast_slice(&plan.order));
         self.table.write(&self.ctx.queue, &rows);
@@ -337,7 +374,7 @@ impl GpuEngine {
     /// `images`, gather first, as `profile_train_steps` names them.
     pub fn train_step_labels(&mut self, images: &Arc<Images>, noisy: bool, rows: u32) -> Result<Vec<String>> {
         let d = self.data_set(images, images.count)?;
-        let p = self.program(true, noisy);
+        let p = self.program(true, noisy)?;
         Ok([self.data[d].gather.labels(rows), self.programs[p].1.labels(rows)].concat())
     }
 
@@ -433,7 +470,7 @@ impl Engine for GpuEngine {
     }
 
     fn params(&mut self) -> Result<Vec<f32>> {
-        self.ctx.read_f32(&self.bufs.params, 0, self.arch.param_count)
+        self.ctx.read_f32(&self.params.params, 0, self.arch.param_count)
     }
 
     fn stats(&self) -> EngineStats {

@@ -1,101 +1,53 @@
 //! `GpuInference`: a trained model's encoder and decoder on the device, the
-//! GPU implementation of `apps::Inference`.
+//! GPU implementation of `engine::Inference`.
 //!
-//! Parameters are uploaded once. Each half (encoder with the VAE head, and
-//! decoder) is a chain of dense layers from its own input buffer through one
-//! buffer per layer, recorded with the step programs' `Dense` builder (the
-//! same products, epilogues and split-K). A chain's dispatch list is built once
-//! per row bucket, the next power of two of a call's rows up to `max_rows`:
-//! the tiled products compute whole tiles even past the last row, so grids
-//! sized for 1024 rows would make every 10-row call cost a 1024-row one. A
-//! call writes its rows and the step row, records the program into one pass,
-//! copies the output to a staging buffer in the same submit, and maps it.
+//! Parameters are uploaded once. Each half is a slice of the model's graph
+//! (image -> code, code -> logits), lowered and fused as the training step
+//! is. A half's dispatch list is built once per row bucket, the next power
+//! of two of a call's rows up to `max_rows`: the tiled products compute whole
+//! tiles even past the last row, so grids sized for 1024 rows would make
+//! every 10-row call cost a 1024-row one. A call writes its rows and the step
+//! row, records the program into one pass, copies the output to a staging
+//! buffer in the same submit, and maps it.
 
 use std::sync::Arc;
 
-use super::buffers::storage;
+use super::buffers::ParamBuffers;
 use super::context::GpuContext;
+use super::fuse::{Fusion, fuse};
+use super::lower::{Bindings, TensorPool, emit, lower};
 use super::program::{Program, Step, StepTable};
-use super::shaders::{Kernels, MAX_SPLIT};
-use super::steps::Dense;
+use super::shaders::Kernels;
 use crate::engine::Inference;
 use crate::error::{Error, Result};
-use crate::model::{Architecture, Layer};
+use crate::model::{Architecture, Graph, TensorId};
 
 pub struct GpuInference {
     ctx: Arc<GpuContext>,
-    kernels: Kernels,
+    kernels: Arc<Kernels>,
     arch: Architecture,
     max_rows: usize,
-    params: wgpu::Buffer,
-    /// Split-K slices, shared by every product (one runs at a time).
-    split: wgpu::Buffer,
+    params: ParamBuffers,
     table: StepTable,
     /// MAP_READ staging for the widest output of `max_rows` rows.
     readback: wgpu::Buffer,
-    encoder: Chain,
-    decoder: Chain,
+    encoder: Half,
+    decoder: Half,
+    fusion: Fusion,
 }
 
-#[derive(Clone, Copy)]
-enum Half {
-    /// Encoder layers and the VAE head: x (B, D) to mulv (B, 2L) or z (B, L).
-    Encoder,
-    /// z (B, L) to logits (B, D).
-    Decoder,
+/// A slice of the graph from its input tensor to its output tensor.
+struct Half {
+    graph: Graph,
+    input: TensorId,
+    output: TensorId,
+    /// Tensors and programs by row bucket, built on first use.
+    programs: Vec<(usize, TensorPool, Program)>,
 }
 
-/// Dense layers from `input` through one output buffer per layer.
-struct Chain {
-    layers: Vec<Layer>,
-    input: wgpu::Buffer,
-    outputs: Vec<wgpu::Buffer>,
-    /// Programs by row bucket, built on first use.
-    programs: Vec<(usize, Program)>,
-}
-
-impl Chain {
-    fn new(ctx: &GpuContext, name: &str, layers: Vec<Layer>, max_rows: usize) -> Result<Chain> {
-        let f = |label: String, width: usize| storage(ctx, &label, max_rows * width * 4, wgpu::BufferUsages::COPY_SRC);
-        let input = f(format!("{name} input"), layers[0].inputs)?;
-        let outputs = layers.iter().map(|l| f(format!("{name} activation"), l.outputs)).collect::<Result<_>>()?;
-        Ok(Chain { layers, input, outputs, programs: Vec::new() })
-    }
-
-    fn in_width(&self) -> usize {
-        self.layers[0].inputs
-    }
-
-    fn out_width(&self) -> usize {
-        self.layers.last().expect("a chain has layers").outputs
-    }
-
-    fn output(&self) -> &wgpu::Buffer {
-        self.outputs.last().expect("a chain has layers")
-    }
-
-    fn program(
-        &mut self,
-        ctx: &GpuContext,
-        kernels: &Kernels,
-        params: &wgpu::Buffer,
-        split: &wgpu::Buffer,
-        bucket: usize,
-    ) -> &Program {
-        let i = match self.programs.iter().position(|(b, _)| *b == bucket) {
-            Some(i) => i,
-            None => {
-                let mut dense = Dense::new(params, split, bucket);
-                let mut x = &self.input;
-                for (layer, out) in self.layers.iter().zip(&self.outputs) {
-                    dense.forward(out, x, layer);
-                    x = out;
-                }
-                self.programs.push((bucket, dense.build(&ctx.device, kernels)));
-                self.programs.len() - 1
-            }
-        };
-        &self.programs[i].1
+impl Half {
+    fn new(graph: Graph, input: TensorId, output: TensorId) -> Half {
+        Half { graph: graph.slice(input, output), input, output, programs: Vec::new() }
     }
 }
 
@@ -112,30 +64,26 @@ impl GpuInference {
         if max_rows == 0 {
             return Err(Error::invalid("max_rows", "must be at least 1"));
         }
-        let kernels = Kernels::new(&ctx)?;
-        let bytes = |len: usize| len * 4;
-        let params_buffer = storage(&ctx, "params", bytes(params.len()), wgpu::BufferUsages::empty())?;
-        ctx.queue.write_buffer(&params_buffer, 0, bytemuck::cast_slice(params));
-        let split_len = MAX_SPLIT as usize * max_rows * arch.max_width();
-        let split = storage(&ctx, "split-k slices", bytes(split_len), wgpu::BufferUsages::empty())?;
-        let encoder =
-            Chain::new(&ctx, "encoder", arch.encoder.iter().chain(arch.head.iter()).cloned().collect(), max_rows)?;
-        let decoder = Chain::new(&ctx, "decoder", arch.decoder.clone(), max_rows)?;
-        let widest = encoder.out_width().max(decoder.out_width());
+        let kernels = ctx.kernels()?;
+        let params = ParamBuffers::new(&ctx, params, false)?;
+        let graph = Graph::forward(&arch, false);
+        let encoder = Half::new(graph.clone(), graph.input, graph.code);
+        let decoder = Half::new(graph.clone(), graph.latent, graph.logits);
+        let widest = [graph.code, graph.logits].iter().map(|&t| graph.width(t)).max().unwrap_or(1);
         let readback = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("inference readback"),
-            size: bytes(max_rows * widest) as u64,
+            size: (max_rows * widest * 4) as u64,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         let table = StepTable::new(&ctx.device, &kernels, 1);
         Ok(GpuInference {
+            fusion: Fusion::from_env(),
             ctx,
             kernels,
             arch,
             max_rows,
-            params: params_buffer,
-            split,
+            params,
             table,
             readback,
             encoder,
@@ -143,35 +91,49 @@ impl GpuInference {
         })
     }
 
-    /// The chain's output for x (rows, in width), `max_rows` rows per submit.
-    fn run(&mut self, half: Half, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-        let chain = match half {
-            Half::Encoder => &self.encoder,
-            Half::Decoder => &self.decoder,
-        };
-        let (width_in, width_out) = (chain.in_width(), chain.out_width());
+    /// The half's output for x (rows, in width), `max_rows` rows per submit.
+    fn run(&mut self, encoder: bool, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let half = if encoder { &self.encoder } else { &self.decoder };
+        let (width_in, width_out) = (half.graph.width(half.input), half.graph.width(half.output));
         if x.len() != rows * width_in {
             return Err(Error::invalid("rows", format!("{} values are not {rows} rows of {width_in}", x.len())));
         }
         let mut out = Vec::with_capacity(rows * width_out);
         for part in x.chunks(self.max_rows * width_in) {
-            out.extend(self.run_chunk(half, part, part.len() / width_in)?);
+            out.extend(self.run_chunk(encoder, part, part.len() / width_in)?);
         }
         Ok(out)
     }
 
-    fn run_chunk(&mut self, half: Half, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-        let GpuInference { ctx, kernels, params, split, table, readback, max_rows, encoder, decoder, .. } = self;
-        let chain = match half {
-            Half::Encoder => encoder,
-            Half::Decoder => decoder,
+    fn run_chunk(&mut self, encoder: bool, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let GpuInference { ctx, kernels, params, table, readback, max_rows, fusion, .. } = self;
+        let half = if encoder { &mut self.encoder } else { &mut self.decoder };
+        let bucket = rows.next_power_of_two().min(*max_rows);
+        let i = match half.programs.iter().position(|(b, ..)| *b == bucket) {
+            Some(i) => i,
+            None => {
+                let mut pool = TensorPool::new(bucket);
+                let calls = fuse(lower(&half.graph, bucket), *fusion, bucket);
+                let bind = Bindings {
+                    params: &params.params,
+                    param_count: params.count,
+                    grads: None,
+                    adam: None,
+                    losses: None,
+                    data: None,
+                };
+                let program = emit(ctx, kernels, &half.graph, &calls, &mut pool, &bind)?;
+                half.programs.push((bucket, pool, program));
+                half.programs.len() - 1
+            }
         };
+        let (_, pool, program) = &mut half.programs[i];
+        let input = pool.get(ctx, &half.graph, half.input)?;
+        let output = pool.get(ctx, &half.graph, half.output)?;
         let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
         // Queue writes land before the next submit.
-        ctx.queue.write_buffer(&chain.input, 0, bytemuck::cast_slice(x));
+        ctx.queue.write_buffer(&input, 0, bytemuck::cast_slice(x));
         table.write(&ctx.queue, &[Step { rows: rows as u32, ..Default::default() }]);
-        let bucket = rows.next_power_of_two().min(*max_rows);
-        let program = chain.program(ctx, kernels, params, split, bucket);
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc
@@ -179,8 +141,8 @@ impl GpuInference {
             pass.set_bind_group(1, &table.bind, &[table.offset(0)]);
             program.record(&mut pass);
         }
-        let bytes = (rows * chain.out_width() * 4) as u64;
-        enc.copy_buffer_to_buffer(chain.output(), 0, readback, 0, bytes);
+        let bytes = (rows * half.graph.width(half.output) * 4) as u64;
+        enc.copy_buffer_to_buffer(&output, 0, readback, 0, bytes);
         ctx.queue.submit([enc.finish()]);
         let out = ctx.map_read(readback, bytes)?;
         if let Some(e) = pollster::block_on(scope.pop()) {
@@ -200,10 +162,10 @@ impl Inference for GpuInference {
     }
 
     fn encode(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-        self.run(Half::Encoder, x, rows)
+        self.run(true, x, rows)
     }
 
     fn decode_logits(&mut self, z: &[f32], rows: usize) -> Result<Vec<f32>> {
-        self.run(Half::Decoder, z, rows)
+        self.run(false, z, rows)
     }
 }

@@ -3,9 +3,11 @@
 //!
 //! - `context`: the device, built once.
 //! - `shaders`: the kernel table, shared constants and pipelines.
+//! - `lower`: a `model::Graph` lowered to kernel calls and bound to buffers.
+//! - `fuse`: rewrites of the lowered calls (epilogues, split-K).
 //! - `program`: step programs (dispatch lists built once, replayed) and step tables.
 //! - `ops`: one kernel on host data, for tests and benchmarks.
-//! - `buffers`, `steps`: a model's device buffers and its step program.
+//! - `buffers`: storage buffers within the adapter's limits; the flat parameters.
 //! - `engine`: `GpuEngine`, the `Engine` for training.
 //! - `inference`: `GpuInference`, the `apps::Inference` for using a trained model.
 //! - `profile`: per-kernel GPU time of training steps from timestamp queries.
@@ -13,15 +15,16 @@
 pub mod buffers;
 pub mod context;
 pub mod engine;
+pub mod fuse;
 pub mod inference;
+pub mod lower;
 pub mod ops;
 pub mod profile;
 pub mod program;
 pub mod shaders;
-pub mod steps;
 
 pub use context::{AdapterSummary, GpuContext, GpuOptions, gpu_available, list_adapters};
 pub use engine::{GpuEngine, GpuStats};
 pub use inference::GpuInference;
 pub use profile::{Profile, TimestampMode};
-pub use shaders::{Family, Kernel, Kernels, MatmulVariant};
+pub use shaders::{Family, Kernel, Kernels, MatmulForm, MatmulVariant};

@@ -71,7 +71,7 @@ pub fn run_once(
     }
     ctx.queue.submit([enc.finish()]);
     if let Some(e) = pollster::block_on(scope.pop()) {
-        return Err(Error::Gpu(format!("{}: {e}", kernel.entry)));
+        return Err(Error::Gpu(format!("{}: {e}", kernel.entry())));
     }
     rw.iter().zip(&rw_buffers).map(|(d, b)| ctx.read_f32(b, 0, d.bytes().len() / 4)).collect()
 }

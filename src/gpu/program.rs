@@ -6,6 +6,8 @@
 use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
+#[cfg(test)]
+use super::shaders::MatmulForm;
 use super::shaders::{Family, Kernel, Kernels, flags};
 
 /// Sizes and offsets of one dispatch (`struct Dims` in shaders/common.wgsl).
@@ -98,13 +100,13 @@ impl Dispatch {
 /// shape, so the finishes of two products of one shape share a name. Other
 /// kernels are named by entry alone.
 pub fn dispatch_label(kernel: Kernel, dims: &Dims, rows: u32) -> String {
-    let Family::Matmul(variant) = kernel.family else {
-        return kernel.entry.to_string();
+    let Family::Matmul(variant) = kernel.family() else {
+        return kernel.entry().to_string();
     };
     let m = if dims.flags & flags::ROWS_M != 0 { rows } else { dims.m };
     let k = if dims.flags & flags::ROWS_K != 0 { rows } else { dims.k };
     let split = if dims.u0 > 1 { format!(" /{}", dims.u0) } else { String::new() };
-    format!("{} {variant:?} {m}x{k}x{}{split}", kernel.entry, dims.n)
+    format!("{} {variant:?} {m}x{k}x{}{split}", kernel.entry(), dims.n)
 }
 
 /// Collects dispatches; `build` packs their `Dims` into one uniform buffer.
@@ -160,7 +162,7 @@ impl ProgramBuilder {
                 let ro = |j: usize| p.ro.get(j).unwrap_or(&kernels.dummy_ro).as_entire_binding();
                 let entry = |binding, resource| wgpu::BindGroupEntry { binding, resource };
                 let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some(p.kernel.entry),
+                    label: Some(p.kernel.entry()),
                     layout: &kernels.dims_layout,
                     entries: &[
                         entry(0, wgpu::BindingResource::Buffer(dims)),
@@ -272,21 +274,22 @@ impl StepTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::shaders::MatmulVariant;
+    use crate::gpu::shaders::MatmulVariant::{Tile32, Tile64};
 
     #[test]
     fn labels_name_products_by_shape() {
-        let t32 = Family::Matmul(MatmulVariant::Tile32);
         let fwd = Dims { k: 784, n: 400, u0: 4, flags: flags::ROWS_M | flags::BIAS, ..Default::default() };
-        assert_eq!(dispatch_label(Kernel::new(t32, "matmul_nt"), &fwd, 128), "matmul_nt Tile32 128x784x400 /4");
         assert_eq!(
-            dispatch_label(Kernel::new(t32, "matmul_split_finish"), &fwd, 96),
+            dispatch_label(Kernel::Matmul(Tile32, MatmulForm::Nt), &fwd, 128),
+            "matmul_nt Tile32 128x784x400 /4"
+        );
+        assert_eq!(
+            dispatch_label(Kernel::MatmulSplitFinish(Tile32), &fwd, 96),
             "matmul_split_finish Tile32 96x784x400 /4"
         );
         let dw = Dims { m: 400, n: 784, flags: flags::ROWS_K, ..Default::default() };
-        let t64 = Family::Matmul(MatmulVariant::Tile64);
-        assert_eq!(dispatch_label(Kernel::new(t64, "matmul_tn"), &dw, 128), "matmul_tn Tile64 400x128x784");
+        assert_eq!(dispatch_label(Kernel::Matmul(Tile64, MatmulForm::Tn), &dw, 128), "matmul_tn Tile64 400x128x784");
         let relu = Dims { n: 400, flags: flags::ROWS_M, ..Default::default() };
-        assert_eq!(dispatch_label(Kernel::new(Family::Activation, "relu_backward"), &relu, 128), "relu_backward");
+        assert_eq!(dispatch_label(Kernel::ActivationBackward, &relu, 128), "activation_backward");
     }
 }

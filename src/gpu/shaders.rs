@@ -11,6 +11,7 @@ use std::fmt::Write;
 
 use super::context::GpuContext;
 use crate::error::{Error, Result};
+use crate::model::Activation;
 
 /// Threads per workgroup of the element-wise and reduction kernels.
 pub const WG: u32 = 256;
@@ -38,8 +39,6 @@ pub mod flags {
     pub const ACCUMULATE: u32 = 1;
     /// Add bias[col] (matmul epilogue).
     pub const BIAS: u32 = 2;
-    /// Apply ReLU (matmul epilogue).
-    pub const RELU: u32 = 4;
     /// The M size is this step's batch rows, not `Dims::m`.
     pub const ROWS_M: u32 = 8;
     /// The K size is this step's batch rows, not `Dims::k`.
@@ -122,16 +121,132 @@ pub enum Family {
     Random,
 }
 
-/// An entry point of a family.
+/// A matrix product's operand layout (see shaders/matmul_common.wgsl).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Kernel {
-    pub family: Family,
-    pub entry: &'static str,
+pub enum MatmulForm {
+    /// c = a·bᵀ: forward x·Wᵀ.
+    Nt,
+    /// c = aᵀ·b: weight gradient dYᵀ·X.
+    Tn,
+    /// c = a·b: input gradient dY·W.
+    Nn,
+}
+
+/// Every kernel, by name: an entry point of a family's module. Typed, so a
+/// misspelt kernel does not compile; `entry` names its WGSL function, and a
+/// test checks that each resolves in its module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    Matmul(MatmulVariant, MatmulForm),
+    MatmulSplitFinish(MatmulVariant),
+    ActivationForward,
+    ActivationBackward,
+    BiasAdd,
+    SigmoidForward,
+    SigmoidBackward,
+    ColumnSums,
+    BceWithLogitsForward,
+    BceWithLogitsBackward,
+    MseForward,
+    MseBackward,
+    KlForward,
+    KlBackward,
+    LossFinish,
+    ReparameterizeForward,
+    ReparameterizeBackward,
+    GatherBatch,
+    AddInputNoise,
+    AdamUpdate,
+    Pcg4dWords,
+    FillUniform,
+    FillNormal,
 }
 
 impl Kernel {
-    pub const fn new(family: Family, entry: &'static str) -> Kernel {
-        Kernel { family, entry }
+    pub fn family(self) -> Family {
+        use Kernel::*;
+        match self {
+            Matmul(v, _) | MatmulSplitFinish(v) => Family::Matmul(v),
+            ActivationForward | ActivationBackward | BiasAdd | SigmoidForward | SigmoidBackward => Family::Activation,
+            ColumnSums => Family::Reduce,
+            BceWithLogitsForward
+            | BceWithLogitsBackward
+            | MseForward
+            | MseBackward
+            | KlForward
+            | KlBackward
+            | LossFinish => Family::Loss,
+            ReparameterizeForward | ReparameterizeBackward => Family::Reparam,
+            GatherBatch | AddInputNoise => Family::Gather,
+            AdamUpdate => Family::Adam,
+            Pcg4dWords | FillUniform | FillNormal => Family::Random,
+        }
+    }
+
+    /// The WGSL entry point; the CPU twin has the same name.
+    pub fn entry(self) -> &'static str {
+        use Kernel::*;
+        match self {
+            Matmul(_, MatmulForm::Nt) => "matmul_nt",
+            Matmul(_, MatmulForm::Tn) => "matmul_tn",
+            Matmul(_, MatmulForm::Nn) => "matmul_nn",
+            MatmulSplitFinish(_) => "matmul_split_finish",
+            ActivationForward => "activation_forward",
+            ActivationBackward => "activation_backward",
+            BiasAdd => "bias_add",
+            SigmoidForward => "sigmoid_forward",
+            SigmoidBackward => "sigmoid_backward",
+            ColumnSums => "column_sums",
+            BceWithLogitsForward => "bce_with_logits_forward",
+            BceWithLogitsBackward => "bce_with_logits_backward",
+            MseForward => "mse_forward",
+            MseBackward => "mse_backward",
+            KlForward => "kl_forward",
+            KlBackward => "kl_backward",
+            LossFinish => "loss_finish",
+            ReparameterizeForward => "reparameterize_forward",
+            ReparameterizeBackward => "reparameterize_backward",
+            GatherBatch => "gather_batch",
+            AddInputNoise => "add_input_noise",
+            AdamUpdate => "adam_update",
+            Pcg4dWords => "pcg4d_words",
+            FillUniform => "fill_uniform",
+            FillNormal => "fill_normal",
+        }
+    }
+
+    /// Every kernel of every family.
+    pub fn all() -> Vec<Kernel> {
+        use Kernel::*;
+        let mut all = Vec::new();
+        for v in MatmulVariant::ALL {
+            all.extend([MatmulForm::Nt, MatmulForm::Tn, MatmulForm::Nn].map(|f| Matmul(v, f)));
+            all.push(MatmulSplitFinish(v));
+        }
+        all.extend([
+            ActivationForward,
+            ActivationBackward,
+            BiasAdd,
+            SigmoidForward,
+            SigmoidBackward,
+            ColumnSums,
+            BceWithLogitsForward,
+            BceWithLogitsBackward,
+            MseForward,
+            MseBackward,
+            KlForward,
+            KlBackward,
+            LossFinish,
+            ReparameterizeForward,
+            ReparameterizeBackward,
+            GatherBatch,
+            AddInputNoise,
+            AdamUpdate,
+            Pcg4dWords,
+            FillUniform,
+            FillNormal,
+        ]);
+        all
     }
 }
 
@@ -154,7 +269,7 @@ impl Family {
     ];
 
     /// The family's own file (after the prelude, common.wgsl and rng.wgsl).
-    fn body(self) -> (&'static str, &'static str) {
+    pub fn body(self) -> (&'static str, &'static str) {
         match self {
             Family::Matmul(MatmulVariant::Naive) => {
                 ("matmul_naive.wgsl", include_str!("../../shaders/matmul_naive.wgsl"))
@@ -170,27 +285,6 @@ impl Family {
         }
     }
 
-    pub fn entries(self) -> &'static [&'static str] {
-        match self {
-            Family::Matmul(_) => &["matmul_nt", "matmul_tn", "matmul_nn", "matmul_split_finish"],
-            Family::Activation => &["relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward"],
-            Family::Reduce => &["column_sums"],
-            Family::Loss => &[
-                "bce_with_logits_forward",
-                "bce_with_logits_backward",
-                "mse_forward",
-                "mse_backward",
-                "kl_forward",
-                "kl_backward",
-                "loss_finish",
-            ],
-            Family::Reparam => &["reparameterize_forward", "reparameterize_backward"],
-            Family::Gather => &["gather_batch", "add_input_noise"],
-            Family::Adam => &["adam_update"],
-            Family::Random => &["pcg4d_words", "fill_uniform", "fill_normal"],
-        }
-    }
-
     /// The complete WGSL source: generated constants, shared declarations, the body.
     pub fn source(self) -> String {
         let mut s = String::from("// Generated by gpu::shaders: constants defined once in Rust.\n");
@@ -200,7 +294,10 @@ impl Family {
         c("COLSUM_GROUPS", COLSUM_GROUPS);
         c("FLAG_ACCUMULATE", flags::ACCUMULATE);
         c("FLAG_BIAS", flags::BIAS);
-        c("FLAG_RELU", flags::RELU);
+        c("ACT_IDENTITY", act_code(Activation::Identity));
+        c("ACT_RELU", act_code(Activation::Relu));
+        c("ACT_LEAKY_RELU", act_code(Activation::LeakyRelu));
+        c("ACT_TANH", act_code(Activation::Tanh));
         c("FLAG_ROWS_M", flags::ROWS_M);
         c("FLAG_ROWS_K", flags::ROWS_K);
         if let Family::Matmul(v) = self {
@@ -216,6 +313,7 @@ impl Family {
             c("THREADS_N", t.tile_n / t.per_n);
             c("THREADS", (t.tile_m / t.per_m) * (t.tile_n / t.per_n));
         }
+        writeln!(s, "const LEAKY_SLOPE: f32 = {:?};", Activation::LEAKY_SLOPE).expect("write to String");
         s.push_str(COMMON);
         s.push_str(RNG);
         if let Family::Matmul(_) = self {
@@ -223,6 +321,17 @@ impl Family {
         }
         s.push_str(self.body().1);
         s
+    }
+}
+
+/// The `ACT_*` code of an activation (`Dims::u1` of the matmul epilogue and
+/// the activation kernels).
+pub fn act_code(act: Activation) -> u32 {
+    match act {
+        Activation::Identity => 0,
+        Activation::Relu => 1,
+        Activation::LeakyRelu => 2,
+        Activation::Tanh => 3,
     }
 }
 
@@ -308,7 +417,8 @@ impl Kernels {
         for family in Family::ALL {
             let label = format!("{family:?} ({})", family.body().0);
             let module = ctx.shader_module(&label, &family.source());
-            for &entry in family.entries() {
+            for kernel in Kernel::all().into_iter().filter(|k| k.family() == family) {
+                let entry = kernel.entry();
                 let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some(entry),
                     layout: Some(&layout),
@@ -321,7 +431,7 @@ impl Kernels {
                     },
                     cache: None,
                 });
-                pipelines.insert(Kernel::new(family, entry), pipeline);
+                pipelines.insert(kernel, pipeline);
             }
         }
         let dummy = |label, usage| {

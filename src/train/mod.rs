@@ -2,6 +2,7 @@
 //! checkpoint, `metrics.csv` and the pictures, all written atomically.
 
 mod config;
+pub mod loss_plot;
 mod metrics;
 pub mod pictures;
 
@@ -93,7 +94,7 @@ pub fn train(run: &Run, engine: &mut dyn Engine, progress: &mut dyn Progress) ->
         checkpoint::save(&run.out.join(MODEL_FILE), arch, &params)?;
         records.push(record);
         metrics::write_csv(&run.out.join(METRICS_FILE), &records)?;
-        crate::plot::write_loss_plot(&run.out.join(LOSS_PLOT_FILE), &records)?;
+        loss_plot::write_loss_plot(&run.out.join(LOSS_PLOT_FILE), &records)?;
         write_pictures(run, params, &run.out.join("epochs"), &format!("-{epoch:03}"))?;
         progress.epoch_done(records.last().expect("just pushed"));
     }

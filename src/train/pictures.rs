@@ -13,7 +13,7 @@ use crate::model::{Architecture, ModelKind};
 use crate::rng::{self, Stream};
 use crate::viz::{pair_rows, write_grid};
 
-pub const GRID_COLS: usize = 8;
+pub use crate::viz::GRID_COLS;
 
 /// A CPU model for inference only.
 pub fn inference_model(arch: &Architecture, params: Vec<f32>) -> CpuModel {

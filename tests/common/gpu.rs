@@ -13,7 +13,7 @@ use gpu_vae::rng::{self, Stream};
 pub struct Mode {
     pub checked: bool,
     pub ctx: Arc<GpuContext>,
-    pub kernels: Kernels,
+    pub kernels: Arc<Kernels>,
 }
 
 pub struct Gpu {
@@ -25,14 +25,15 @@ static GPU: OnceLock<Result<Gpu, String>> = OnceLock::new();
 
 /// The shared device, or `None` after printing why the test is skipped. The
 /// message goes straight to stderr, past the harness's capture, so that a
-/// skipped test never looks like a pass.
+/// skipped test never looks like a pass. With `GPU_VAE_REQUIRE_GPU=1` (set by
+/// `.ci/run`, where lavapipe is installed) a missing adapter fails the test.
 pub fn gpu(test: &str) -> Option<&'static Gpu> {
     let gpu = GPU.get_or_init(|| {
         let base = GpuContext::new(GpuOptions::default()).map_err(|e| e.to_string())?;
         let mut modes = Vec::new();
         for checked in [false, true] {
             let ctx = Arc::new(base.with_checked_shaders(checked));
-            let kernels = Kernels::new(&ctx).map_err(|e| e.to_string())?;
+            let kernels = ctx.kernels().map_err(|e| e.to_string())?;
             modes.push(Mode { checked, ctx, kernels });
         }
         Ok(Gpu { modes })
@@ -40,6 +41,9 @@ pub fn gpu(test: &str) -> Option<&'static Gpu> {
     match gpu {
         Ok(g) => Some(g),
         Err(why) => {
+            if std::env::var("GPU_VAE_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("{test}: GPU_VAE_REQUIRE_GPU=1 but there is no wgpu adapter ({why})");
+            }
             let _ = writeln!(std::io::stderr(), "{test}: skipped: no wgpu adapter ({why})");
             None
         }

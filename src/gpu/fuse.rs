@@ -1,0 +1,91 @@
+//! Rewrites of the lowered call list. Each keeps the results of the unfused
+//! list, whose calls are the CPU interpreter's functions one for one, so the
+//! CPU reference of a fused kernel is the sequence it replaced (the
+//! GPU-vs-CPU step tests run both, `tests/gpu_steps.rs`).
+//!
+//! A rewrite is a function `Vec<Call> -> Vec<Call>`; add one to `fuse`.
+
+use super::lower::{Call, Matmul, Size};
+use crate::model::Activation;
+
+/// Which rewrites run: all by default; `GPU_VAE_FUSE=0` turns them off (the
+/// unfused list, one dispatch per CPU function) for debugging and A/B runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Fusion {
+    pub epilogues: bool,
+    pub split_k: bool,
+}
+
+impl Fusion {
+    pub const ALL: Fusion = Fusion { epilogues: true, split_k: true };
+    pub const NONE: Fusion = Fusion { epilogues: false, split_k: false };
+
+    pub fn from_env() -> Fusion {
+        match std::env::var("GPU_VAE_FUSE").as_deref() {
+            Ok("0") => Fusion::NONE,
+            _ => Fusion::ALL,
+        }
+    }
+}
+
+pub fn fuse(calls: Vec<Call>, fusion: Fusion, max_rows: usize) -> Vec<Call> {
+    let mut calls = calls;
+    if fusion.epilogues {
+        calls = epilogues(calls);
+    }
+    if fusion.split_k {
+        calls = split_k(calls, max_rows);
+    }
+    calls
+}
+
+/// A product followed by a bias add and an activation of its output becomes
+/// one product with the bias and activation in its epilogue (the epilogue
+/// applies them in the CPU's order: sum, + bias, activation).
+fn epilogues(calls: Vec<Call>) -> Vec<Call> {
+    let mut out: Vec<Call> = Vec::with_capacity(calls.len());
+    for call in calls {
+        let Some(Call::Matmul(prev)) = out.last_mut() else {
+            out.push(call);
+            continue;
+        };
+        let plain_output = |y| !prev.accumulate && prev.c == (super::lower::Buf::Tensor(y), 0);
+        match call {
+            Call::BiasAdd { y, bias, .. }
+                if plain_output(y) && prev.bias.is_none() && prev.act == Activation::Identity =>
+            {
+                prev.bias = Some(bias);
+            }
+            Call::Activation { y, act, .. } if plain_output(y) && prev.act == Activation::Identity => prev.act = act,
+            call => out.push(call),
+        }
+    }
+    out
+}
+
+/// Products with too few output tiles to fill a GPU are split along K into
+/// slices, each a workgroup layer of the same dispatch, and a finish pass
+/// adds the slices in order (deterministic) and applies the epilogue.
+fn split_k(calls: Vec<Call>, max_rows: usize) -> Vec<Call> {
+    let mut out = Vec::with_capacity(calls.len());
+    for call in calls {
+        match call {
+            Call::Matmul(m) => {
+                let at = |s: Size| match s {
+                    Size::Rows => max_rows,
+                    Size::Fixed(n) => n,
+                };
+                let slices = m.variant.split_k(at(m.m), at(m.k), m.n);
+                if slices > 1 {
+                    let split = Matmul { slices, ..m };
+                    out.push(Call::Matmul(split));
+                    out.push(Call::SplitFinish(split));
+                } else {
+                    out.push(Call::Matmul(m));
+                }
+            }
+            call => out.push(call),
+        }
+    }
+    out
+}

@@ -1,0 +1,448 @@
+//! Graph -> kernel calls -> dispatches.
+//!
+//! `lower` turns each node of a `model::Graph` into kernel calls, one call
+//! per CPU function of the node (a dense layer is a product, a bias add and
+//! an activation), so that the unfused list is op for op the CPU
+//! interpreter's work. `fuse::fuse` then rewrites the list (epilogues,
+//! split-K), and `emit` binds each call to buffers: the graph's tensors get a
+//! buffer each from a `TensorPool` (by name, so that the training and
+//! evaluation programs of a model share them), parameters and their
+//! gradients live in the flat buffers.
+
+use std::collections::HashMap;
+
+use super::buffers::storage;
+use super::context::GpuContext;
+use super::program::{Dims, Program, ProgramBuilder};
+use super::shaders::{
+    Kernel, Kernels, MAX_PARTS, MatmulForm, MatmulVariant, act_code, column_sums_groups, flags, grid_1d, loss_parts,
+};
+use crate::engine::AdamConfig;
+use crate::error::Result;
+use crate::model::{Activation, Graph, LossTerm, Op, TensorId};
+
+/// A product's M or K: the step's batch rows, or fixed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Size {
+    Rows,
+    Fixed(usize),
+}
+
+/// Where a product's operand lives.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Buf {
+    Tensor(TensorId),
+    Params,
+    Grads,
+}
+
+/// c (M,N) = [c +] form(a, b) [+ bias] then act; the bias is at a parameter offset.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Matmul {
+    pub form: MatmulForm,
+    pub variant: MatmulVariant,
+    pub m: Size,
+    pub k: Size,
+    pub n: usize,
+    pub a: (Buf, usize),
+    pub b: (Buf, usize),
+    pub c: (Buf, usize),
+    pub bias: Option<usize>,
+    pub act: Activation,
+    pub accumulate: bool,
+    /// K slices (1: not split); each >1 product is followed by its finish.
+    pub slices: u32,
+}
+
+/// One kernel call on the graph's tensors. Element-wise calls cover (rows, width).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Call {
+    Gather {
+        out: TensorId,
+        width: usize,
+    },
+    InputNoise {
+        out: TensorId,
+        clean: TensorId,
+        width: usize,
+    },
+    Matmul(Matmul),
+    /// Sums a split product's slices and applies its epilogue.
+    SplitFinish(Matmul),
+    BiasAdd {
+        y: TensorId,
+        width: usize,
+        bias: usize,
+    },
+    Activation {
+        y: TensorId,
+        width: usize,
+        act: Activation,
+    },
+    ActivationBackward {
+        d: TensorId,
+        y: TensorId,
+        width: usize,
+        act: Activation,
+    },
+    /// grads[at..at + width] = Σ_rows a.
+    ColumnSums {
+        a: TensorId,
+        width: usize,
+        at: usize,
+    },
+    Sigmoid {
+        y: TensorId,
+        x: TensorId,
+        width: usize,
+    },
+    SigmoidBackward {
+        d: TensorId,
+        y: TensorId,
+        width: usize,
+    },
+    /// Partial sums of a loss (BCE, MSE or KL forward) into slot `which`'s partials.
+    LossPartials {
+        kernel: Kernel,
+        inputs: Vec<TensorId>,
+        width: usize,
+        which: u32,
+    },
+    /// The partials of slot `which` folded into the step's loss slot.
+    LossFinish {
+        width: usize,
+        which: u32,
+    },
+    /// BCE or MSE backward: out = recon_scale · (...).
+    LossBackward {
+        kernel: Kernel,
+        out: TensorId,
+        inputs: [TensorId; 2],
+        width: usize,
+    },
+    Reparameterize {
+        z: TensorId,
+        eps: TensorId,
+        mulv: TensorId,
+        latent: usize,
+    },
+    ReparameterizeBackward {
+        d: TensorId,
+        dz: TensorId,
+        mulv: TensorId,
+        eps: TensorId,
+        latent: usize,
+        accumulate: bool,
+    },
+    KlBackward {
+        d: TensorId,
+        mulv: TensorId,
+        latent: usize,
+        accumulate: bool,
+    },
+    Adam,
+}
+
+fn which(term: LossTerm) -> u32 {
+    match term {
+        LossTerm::Recon => 0,
+        LossTerm::Kl => 1,
+    }
+}
+
+/// The unfused calls of a graph, node for node as the CPU interpreter runs it.
+/// `max_rows` picks the products' tile variants.
+pub fn lower(graph: &Graph, max_rows: usize) -> Vec<Call> {
+    let mut calls = Vec::new();
+    let w = |t: TensorId| graph.width(t);
+    for node in &graph.nodes {
+        let (ins, outs) = (&node.inputs, &node.outputs);
+        match &node.op {
+            Op::Gather => calls.push(Call::Gather { out: outs[0], width: w(outs[0]) }),
+            Op::InputNoise => calls.push(Call::InputNoise { out: outs[0], clean: ins[0], width: w(outs[0]) }),
+            Op::Dense(l) => {
+                let y = outs[0];
+                calls.push(Call::Matmul(product(
+                    MatmulForm::Nt,
+                    (Size::Rows, Size::Fixed(l.inputs), l.outputs),
+                    [(Buf::Tensor(ins[0]), 0), (Buf::Params, l.weight), (Buf::Tensor(y), 0)],
+                    false,
+                    max_rows,
+                )));
+                calls.push(Call::BiasAdd { y, width: l.outputs, bias: l.bias });
+                if l.activation != Activation::Identity {
+                    calls.push(Call::Activation { y, width: l.outputs, act: l.activation });
+                }
+            }
+            &Op::Reparameterize { latent } => {
+                calls.push(Call::Reparameterize { z: outs[0], eps: outs[1], mulv: ins[0], latent })
+            }
+            Op::Sigmoid => calls.push(Call::Sigmoid { y: outs[0], x: ins[0], width: w(outs[0]) }),
+            &Op::BceWithLogits(term) => loss(&mut calls, Kernel::BceWithLogitsForward, ins, w(ins[0]), term),
+            &Op::Mse(term) => loss(&mut calls, Kernel::MseForward, ins, w(ins[0]), term),
+            &Op::Kl { term, latent } => loss(&mut calls, Kernel::KlForward, ins, latent, term),
+            Op::BceWithLogitsBackward { accumulate } | Op::MseBackward { accumulate } => {
+                assert!(!accumulate, "the loss kernels write their gradient");
+                let kernel = match node.op {
+                    Op::BceWithLogitsBackward { .. } => Kernel::BceWithLogitsBackward,
+                    _ => Kernel::MseBackward,
+                };
+                let width = w(outs[0]);
+                calls.push(Call::LossBackward { kernel, out: outs[0], inputs: [ins[0], ins[1]], width });
+            }
+            Op::SigmoidBackward => calls.push(Call::SigmoidBackward { d: outs[0], y: ins[0], width: w(outs[0]) }),
+            &Op::ActivationBackward(act) => {
+                calls.push(Call::ActivationBackward { d: outs[0], y: ins[0], width: w(outs[0]), act })
+            }
+            Op::DenseBackward { layer: l, accumulate } => {
+                let (dy, x) = (ins[0], ins[1]);
+                // Overwrites dW: each layer's parameters have one Dense node.
+                calls.push(Call::Matmul(product(
+                    MatmulForm::Tn,
+                    (Size::Fixed(l.outputs), Size::Rows, l.inputs),
+                    [(Buf::Tensor(dy), 0), (Buf::Tensor(x), 0), (Buf::Grads, l.weight)],
+                    false,
+                    max_rows,
+                )));
+                calls.push(Call::ColumnSums { a: dy, width: l.outputs, at: l.bias });
+                if let Some(&dx) = outs.first() {
+                    calls.push(Call::Matmul(product(
+                        MatmulForm::Nn,
+                        (Size::Rows, Size::Fixed(l.outputs), l.inputs),
+                        [(Buf::Tensor(dy), 0), (Buf::Params, l.weight), (Buf::Tensor(dx), 0)],
+                        *accumulate,
+                        max_rows,
+                    )));
+                }
+            }
+            &Op::ReparameterizeBackward { latent, accumulate } => calls.push(Call::ReparameterizeBackward {
+                d: outs[0],
+                dz: ins[0],
+                mulv: ins[1],
+                eps: ins[2],
+                latent,
+                accumulate,
+            }),
+            &Op::KlBackward { latent, accumulate } => {
+                calls.push(Call::KlBackward { d: outs[0], mulv: ins[0], latent, accumulate })
+            }
+            Op::AdamUpdate => calls.push(Call::Adam),
+        }
+    }
+    calls
+}
+
+fn product(
+    form: MatmulForm,
+    (m, k, n): (Size, Size, usize),
+    [a, b, c]: [(Buf, usize); 3],
+    accumulate: bool,
+    max_rows: usize,
+) -> Matmul {
+    let m_max = match m {
+        Size::Rows => max_rows,
+        Size::Fixed(m) => m,
+    };
+    let variant = MatmulVariant::for_shape(m_max, n);
+    Matmul { form, variant, m, k, n, a, b, c, bias: None, act: Activation::Identity, accumulate, slices: 1 }
+}
+
+fn loss(calls: &mut Vec<Call>, kernel: Kernel, ins: &[TensorId], width: usize, term: LossTerm) {
+    let which = which(term);
+    calls.push(Call::LossPartials { kernel, inputs: ins.to_vec(), width, which });
+    calls.push(Call::LossFinish { width, which });
+}
+
+/// A model's tensors on the device, sized for `rows` images, by name.
+pub struct TensorPool {
+    pub rows: usize,
+    buffers: HashMap<String, wgpu::Buffer>,
+}
+
+impl TensorPool {
+    pub fn new(rows: usize) -> TensorPool {
+        TensorPool { rows, buffers: HashMap::new() }
+    }
+
+    /// The buffer of `t`, made on first use.
+    pub fn get(&mut self, ctx: &GpuContext, graph: &Graph, t: TensorId) -> Result<wgpu::Buffer> {
+        let info = &graph.tensors[t.0];
+        if let Some(b) = self.buffers.get(&info.name) {
+            return Ok(b.clone());
+        }
+        let bytes = self.rows.checked_mul(info.width).and_then(|n| n.checked_mul(4)).unwrap_or(usize::MAX);
+        let b = storage(ctx, &info.name, bytes, wgpu::BufferUsages::COPY_SRC)?;
+        self.buffers.insert(info.name.clone(), b.clone());
+        Ok(b)
+    }
+}
+
+/// The buffers a program binds besides the graph's tensors.
+pub struct Bindings<'a> {
+    pub params: &'a wgpu::Buffer,
+    pub param_count: usize,
+    pub grads: Option<&'a wgpu::Buffer>,
+    pub adam: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer, &'a AdamConfig)>,
+    /// Loss partials (2 x MAX_PARTS) and the per-step loss slots.
+    pub losses: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
+    /// The data set's pixels and order, for `Gather`; without them gathers are skipped.
+    pub data: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
+}
+
+/// Binds the calls to buffers: one dispatch per call. The split-K scratch
+/// is sized here for the largest split product.
+pub fn emit(
+    ctx: &GpuContext,
+    kernels: &Kernels,
+    graph: &Graph,
+    calls: &[Call],
+    pool: &mut TensorPool,
+    bind: &Bindings,
+) -> Result<Program> {
+    let rows = pool.rows;
+    let split_len = calls
+        .iter()
+        .filter_map(|c| match c {
+            Call::Matmul(p) if p.slices > 1 => Some(p.slices as usize * size(p.m, rows) * p.n),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    let split = storage(ctx, "split-k slices", split_len * 4, wgpu::BufferUsages::empty())?;
+    let mut p = ProgramBuilder::default();
+    let mut t = |id: TensorId| pool.get(ctx, graph, id);
+    let need = |b: Option<&'_ wgpu::Buffer>, what: &str| b.cloned().unwrap_or_else(|| panic!("{what} not bound"));
+    let elementwise = |width: usize| Dims { n: width as u32, flags: flags::ROWS_M, ..Default::default() };
+    let grid = |width: usize| grid_1d(rows * width);
+    for call in calls {
+        match call {
+            &Call::Gather { out, width } => {
+                let Some((pixels, order)) = bind.data else { continue };
+                let dims = Dims { n: width as u32, ..Default::default() };
+                p.push(Kernel::GatherBatch, dims, &[&t(out)?], &[pixels, order], grid(width));
+            }
+            &Call::InputNoise { out, clean, width } => {
+                p.push(Kernel::AddInputNoise, elementwise(width), &[&t(out)?], &[&t(clean)?], grid(width))
+            }
+            Call::Matmul(m) | Call::SplitFinish(m) => {
+                let (a, b, c) =
+                    (resolve(&mut t, bind, m.a.0)?, resolve(&mut t, bind, m.b.0)?, resolve(&mut t, bind, m.c.0)?);
+                let mut fl = 0;
+                fl |= if m.m == Size::Rows { flags::ROWS_M } else { 0 };
+                fl |= if m.k == Size::Rows { flags::ROWS_K } else { 0 };
+                fl |= if m.bias.is_some() { flags::BIAS } else { 0 };
+                fl |= if m.accumulate { flags::ACCUMULATE } else { 0 };
+                let dims = Dims {
+                    m: fixed(m.m),
+                    k: fixed(m.k),
+                    n: m.n as u32,
+                    flags: fl,
+                    off_a: m.a.1 as u32,
+                    off_b: m.b.1 as u32,
+                    off_c: m.c.1 as u32,
+                    off_d: m.bias.unwrap_or(0) as u32,
+                    u0: if m.slices > 1 { m.slices } else { 0 },
+                    u1: act_code(m.act),
+                    ..Default::default()
+                };
+                let ro: Vec<&wgpu::Buffer> = if m.bias.is_some() { vec![&a, &b, bind.params] } else { vec![&a, &b] };
+                let m_max = size(m.m, rows);
+                if let Call::SplitFinish(_) = call {
+                    p.push(Kernel::MatmulSplitFinish(m.variant), dims, &[&c, &split], &ro, grid_1d(m_max * m.n));
+                } else {
+                    let [x, y, _] = m.variant.workgroups(m_max, m.n);
+                    let rw: Vec<&wgpu::Buffer> = if m.slices > 1 { vec![&c, &split] } else { vec![&c] };
+                    p.push(Kernel::Matmul(m.variant, m.form), dims, &rw, &ro, [x, y, m.slices.max(1)]);
+                }
+            }
+            &Call::BiasAdd { y, width, bias } => {
+                let dims = Dims { off_a: bias as u32, ..elementwise(width) };
+                p.push(Kernel::BiasAdd, dims, &[&t(y)?], &[bind.params], grid(width));
+            }
+            &Call::Activation { y, width, act } => {
+                let dims = Dims { u1: act_code(act), ..elementwise(width) };
+                p.push(Kernel::ActivationForward, dims, &[&t(y)?], &[], grid(width));
+            }
+            &Call::ActivationBackward { d, y, width, act } => {
+                let dims = Dims { u1: act_code(act), ..elementwise(width) };
+                p.push(Kernel::ActivationBackward, dims, &[&t(d)?], &[&t(y)?], grid(width));
+            }
+            &Call::ColumnSums { a, width, at } => {
+                let dims = Dims { off_c: at as u32, ..elementwise(width) };
+                let grads = need(bind.grads, "grads");
+                p.push(Kernel::ColumnSums, dims, &[&grads], &[&t(a)?], column_sums_groups(width));
+            }
+            &Call::Sigmoid { y, x, width } => {
+                p.push(Kernel::SigmoidForward, elementwise(width), &[&t(y)?], &[&t(x)?], grid(width))
+            }
+            &Call::SigmoidBackward { d, y, width } => {
+                p.push(Kernel::SigmoidBackward, elementwise(width), &[&t(d)?], &[&t(y)?], grid(width))
+            }
+            Call::LossPartials { kernel, inputs, width, which } => {
+                let (partials, _) = bind.losses.expect("losses bound");
+                let parts = loss_parts(rows * width);
+                let dims = Dims { off_c: which * MAX_PARTS, ..elementwise(*width) };
+                let ins = inputs.iter().map(|&i| t(i)).collect::<Result<Vec<_>>>()?;
+                p.push(*kernel, dims, &[partials], &ins.iter().collect::<Vec<_>>(), [parts, 1, 1]);
+            }
+            &Call::LossFinish { width, which } => {
+                let (partials, slots) = bind.losses.expect("losses bound");
+                let parts = loss_parts(rows * width);
+                let dims = Dims { parts, off_a: which * MAX_PARTS, which, ..Default::default() };
+                p.push(Kernel::LossFinish, dims, &[slots], &[partials], [1, 1, 1]);
+            }
+            &Call::LossBackward { kernel, out, inputs: [x0, x1], width } => {
+                p.push(kernel, elementwise(width), &[&t(out)?], &[&t(x0)?, &t(x1)?], grid(width))
+            }
+            &Call::Reparameterize { z, eps, mulv, latent } => {
+                let rw = [&t(z)?, &t(eps)?];
+                p.push(Kernel::ReparameterizeForward, elementwise(latent), &rw, &[&t(mulv)?], grid(latent));
+            }
+            &Call::ReparameterizeBackward { d, dz, mulv, eps, latent, accumulate } => {
+                let dims = Dims { flags: flags::ROWS_M | accumulate_flag(accumulate), ..elementwise(latent) };
+                let ro = [&t(dz)?, &t(mulv)?, &t(eps)?];
+                p.push(Kernel::ReparameterizeBackward, dims, &[&t(d)?], &ro, grid(latent));
+            }
+            &Call::KlBackward { d, mulv, latent, accumulate } => {
+                let dims = Dims { flags: flags::ROWS_M | accumulate_flag(accumulate), ..elementwise(latent) };
+                p.push(Kernel::KlBackward, dims, &[&t(d)?], &[&t(mulv)?], grid(latent));
+            }
+            Call::Adam => {
+                let (m, v, a) = bind.adam.expect("Adam's moments bound");
+                let grads = need(bind.grads, "grads");
+                let n = bind.param_count;
+                let dims = Dims { m: n as u32, f0: a.lr, f1: a.beta1, f2: a.beta2, f3: a.eps, ..Default::default() };
+                p.push(Kernel::AdamUpdate, dims, &[bind.params, m, v], &[&grads], grid_1d(n));
+            }
+        }
+    }
+    Ok(p.build(&ctx.device, kernels))
+}
+
+fn resolve(tensor: &mut impl FnMut(TensorId) -> Result<wgpu::Buffer>, bind: &Bindings, b: Buf) -> Result<wgpu::Buffer> {
+    Ok(match b {
+        Buf::Tensor(id) => tensor(id)?,
+        Buf::Params => bind.params.clone(),
+        Buf::Grads => bind.grads.expect("grads bound").clone(),
+    })
+}
+
+/// A size at the largest batch.
+fn size(s: Size, rows: usize) -> usize {
+    match s {
+        Size::Rows => rows,
+        Size::Fixed(n) => n,
+    }
+}
+
+/// A fixed size for `Dims` (0 when it comes from the step's rows).
+fn fixed(s: Size) -> u32 {
+    match s {
+        Size::Rows => 0,
+        Size::Fixed(n) => n as u32,
+    }
+}
+
+fn accumulate_flag(accumulate: bool) -> u32 {
+    if accumulate { flags::ACCUMULATE } else { 0 }
+}

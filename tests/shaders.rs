@@ -1,0 +1,50 @@
+//! Every WGSL module parsed and validated by naga, and translated to MSL
+//! (Metal) and HLSL (DX12) by naga's back ends, as wgpu does on those
+//! platforms: a kernel that Metal or DX12 would reject fails here, on any
+//! machine, with no GPU. And every typed kernel id names an entry point of
+//! its family's module, and every entry point has an id.
+
+use gpu_vae::gpu::{Family, Kernel};
+use naga::valid::{Capabilities, ValidationFlags, Validator};
+
+fn module(family: Family) -> (naga::Module, naga::valid::ModuleInfo) {
+    let source = family.source();
+    let module =
+        naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("{family:?}: {}", e.emit_to_string(&source)));
+    let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{family:?}: {}", e.emit_to_string(&source)));
+    (module, info)
+}
+
+#[test]
+fn every_module_validates_and_translates_to_msl_and_hlsl() {
+    for family in Family::ALL {
+        let (module, info) = module(family);
+        let msl = naga::back::msl::Options { lang_version: (2, 1), ..Default::default() };
+        naga::back::msl::write_string(&module, &info, &msl, &Default::default())
+            .unwrap_or_else(|e| panic!("{family:?} to MSL: {e}"));
+        let hlsl = naga::back::hlsl::Options::default();
+        let pipeline = naga::back::hlsl::PipelineOptions::default();
+        let mut out = String::new();
+        naga::back::hlsl::Writer::new(&mut out, &hlsl, &pipeline)
+            .write(&module, &info, None)
+            .unwrap_or_else(|e| panic!("{family:?} to HLSL: {e}"));
+        assert!(!out.is_empty());
+    }
+}
+
+#[test]
+fn every_kernel_id_is_an_entry_point_and_back() {
+    for family in Family::ALL {
+        let (module, _) = module(family);
+        let entries: Vec<&str> = module.entry_points.iter().map(|e| e.name.as_str()).collect();
+        let ids: Vec<Kernel> = Kernel::all().into_iter().filter(|k| k.family() == family).collect();
+        for id in &ids {
+            assert!(entries.contains(&id.entry()), "{id:?}: no entry point {} in {family:?}", id.entry());
+        }
+        for entry in &entries {
+            assert!(ids.iter().any(|id| id.entry() == *entry), "{family:?}: entry point {entry} has no Kernel id");
+        }
+    }
+}
