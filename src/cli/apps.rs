@@ -11,6 +11,7 @@ use super::DeviceArgs;
 use super::train::{load_data, load_run};
 use crate::apps::{self, Inference, anomaly, codes, denoise, eval, interpolate, latent_plot, manifold, reconstruct};
 use crate::data::{Images, idx};
+use crate::limits;
 use crate::model::{Architecture, ModelKind, ReconLoss};
 use crate::train::TrainConfig;
 use crate::viz::write_grid;
@@ -336,6 +337,7 @@ fn run_interpolate(a: InterpolateArgs) -> anyhow::Result<()> {
     if a.steps < 2 {
         bail!("invalid --steps: must be at least 2 (the two ends)");
     }
+    limits::at_most("--steps", a.steps, limits::MAX_STEPS)?;
     let mut loaded = open(&a.run.run, &a.run.device)?;
     if a.slerp {
         apps::require_vae(&loaded.arch, "--slerp")?;
@@ -480,7 +482,11 @@ fn run_decode(a: DecodeArgs) -> anyhow::Result<()> {
     let c = codes::read(&a.codes)?;
     let mut loaded = open(&a.run, &a.device)?;
     codes::check_model(&c, &loaded.arch, &a.codes)?;
-    let pixels = codes::to_u8(&apps::decode_all(loaded.model.as_mut(), &c.values, c.count)?);
+    // Chunk by chunk, so that only the bytes of the images are held, not their f32s.
+    let mut pixels = Vec::new();
+    for z in c.values.chunks(apps::CHUNK * c.latent) {
+        pixels.extend(codes::to_u8(&apps::decode_all(loaded.model.as_mut(), z, z.len() / c.latent)?));
+    }
     let decoded =
         Images { pixels, count: c.count, rows: c.image_rows, cols: c.image_cols, labels: None, class_names: None };
     match a.format {
@@ -626,6 +632,7 @@ fn run_eval(a: EvalArgs) -> anyhow::Result<()> {
     }
     if let Some(k) = a.k {
         at_least_one("--k", k)?;
+        limits::at_most("--k", k, limits::MAX_IWAE_K)?;
     }
     let mut loaded = open(&a.run.run, &a.run.device)?;
     let vae = loaded.arch.config.kind == ModelKind::Vae;
@@ -634,6 +641,9 @@ fn run_eval(a: EvalArgs) -> anyhow::Result<()> {
     }
     let images = split_images(&loaded, a.run.split)?;
     let (x, rows) = first(&images, a.n);
+    if vae {
+        eval::check_iwae(rows, a.k.unwrap_or(100), loaded.arch.config.latent)?;
+    }
     let (batch, seed, loss) = (loaded.config.batch_size, loaded.config.seed, loaded.arch.config.loss);
     let model = loaded.model.as_mut();
     let terms = eval::elbo_terms(model, &x, rows, batch, seed)?;
