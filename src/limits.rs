@@ -25,8 +25,9 @@ pub const MAX_SAMPLES: usize = 1 << 16;
 pub const MAX_STEPS: usize = 1000;
 /// Importance samples per image (`eval --k`); Burda et al. use 5,000.
 pub const MAX_IWAE_K: usize = 1 << 20;
-/// Importance samples over all images (`eval`: images · k).
-pub const MAX_IWAE_SAMPLES: u64 = 1 << 36;
+/// Importance samples over all images (`eval`: images · k), each one decode:
+/// a billion already takes hours.
+pub const MAX_IWAE_SAMPLES: u64 = 1 << 30;
 /// Pixels decoded from a codes file, stored one byte each.
 pub const MAX_DECODED_PIXELS: usize = 1 << 32;
 
