@@ -59,9 +59,7 @@ fn lock(dir: &Path) -> Result<RunDirLock> {
     let path = dir.join(LOCK_FILE);
     let pid = std::process::id();
     let staged = dir.join(format!("{LOCK_FILE}{}{pid}", crate::fsutil::TEMP_MARK));
-    std::fs::File::create(&staged)
-        .and_then(|mut f| writeln!(f, "{pid}"))
-        .map_err(|e| Error::io(&staged, e))?;
+    std::fs::File::create(&staged).and_then(|mut f| writeln!(f, "{pid}")).map_err(|e| Error::io(&staged, e))?;
     // Twice: a stale lock removed on the first try is replaced on the second.
     let mut result = Err(in_use(&path, None));
     for _ in 0..2 {

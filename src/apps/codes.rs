@@ -143,12 +143,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Codes> {
     // A NaN or infinite code (or an 8-bit range that makes one) decodes to
     // plausible grey images: refuse it, naming the first.
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(bad(format!(
-            "code {} of image {} is {}: codes must be finite",
-            i % latent,
-            i / latent,
-            values[i]
-        )));
+        return Err(bad(format!("code {} of image {} is {}: codes must be finite", i % latent, i / latent, values[i])));
     }
     Ok(Codes { bits, count, latent, image_rows, image_cols, values })
 }

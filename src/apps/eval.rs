@@ -135,7 +135,10 @@ pub fn iwae_nll(
 pub fn check_iwae(rows: usize, k: usize, latent: usize) -> Result<()> {
     limits::at_most("--k", k, limits::MAX_IWAE_K)?;
     if k.checked_mul(latent).is_none_or(|n| n > u32::MAX as usize) {
-        return Err(Error::invalid("--k", format!("{k} samples of {latent} latent values exceed 2^32 draws per image")));
+        return Err(Error::invalid(
+            "--k",
+            format!("{k} samples of {latent} latent values exceed 2^32 draws per image"),
+        ));
     }
     match rows.checked_mul(k) {
         Some(t) if t as u64 <= limits::MAX_IWAE_SAMPLES => Ok(()),

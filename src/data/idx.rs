@@ -333,6 +333,38 @@ mod tests {
         assert!(err(&b).starts_with("f.idx: truncated"));
     }
 
+    fn gzip(parts: &[&[u8]]) -> Vec<u8> {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        parts.iter().for_each(|p| gz.write_all(p).unwrap());
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn gzip_is_unpacked_only_as_far_as_the_header_declares() {
+        let head = header([0, 0, 8, 3], &[2, 1, 3]);
+        let gz = gzip(&[&head, &[1, 2, 3, 4, 5, 6]]);
+        assert_eq!(parse_idx_file(&gz, Path::new("f")).unwrap(), Idx { dims: vec![2, 1, 3], data: (1..7).collect() });
+        let gz_err = |gz: &[u8]| parse_idx_file(gz, Path::new("f.gz")).unwrap_err().to_string();
+        assert_eq!(
+            gz_err(&gzip(&[&head, &[1, 2]])),
+            "f.gz: truncated: header says 2x1x3 = 6 bytes of pixels, file has 2"
+        );
+        // One byte past the declared data is trailing data; a corrupt stream
+        // after it is never reached, which proves the rest stays packed.
+        let mut bomb = gzip(&[&head, &[0; 7]]);
+        bomb.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0xde, 0xad, 0xbe, 0xef]);
+        assert_eq!(
+            gz_err(&bomb),
+            "f.gz: trailing data: header says 2x1x3 = 6 bytes of pixels, the unpacked file holds more"
+        );
+        // More than deflate can expand the file to.
+        let e = gz_err(&gzip(&[&header([0, 0, 8, 3], &[60000, 280, 280])]));
+        assert!(e.contains("truncated") && e.contains("gzipped bytes can hold"), "{e}");
+        assert!(gz_err(&gzip(&[&[0, 0, 8]])).contains("truncated: 3 bytes"));
+        assert!(gz_err(&[0x1f, 0x8b, 8, 0, 1]).contains("gunzip failed"));
+    }
+
     #[test]
     fn kind_must_match_use() {
         let mut b = header([0, 0, 8, 1], &[1]);
