@@ -18,7 +18,7 @@ pub const MAX_PARAMS: usize = 1 << 28;
 /// Rows of a training or evaluation batch.
 pub const MAX_BATCH: usize = 1 << 16;
 /// Batch rows times the widest layer: the size of one activation buffer.
-pub const MAX_BATCH_VALUES: usize = 1 << 28;
+pub const MAX_BATCH_VALUES: usize = 1 << 26;
 /// Images decoded by `sample --n`.
 pub const MAX_SAMPLES: usize = 1 << 16;
 /// Points of one `interpolate` walk.
@@ -83,20 +83,25 @@ pub fn check_model(config: &ModelConfig) -> Result<usize> {
     Ok(total)
 }
 
-/// Errors unless a batch of `batch_size` rows fits the caps for this model:
-/// its widest activation buffer is `batch_size` times the widest layer.
+/// Errors unless a batch of `batch_size` rows fits the caps for this model.
 pub fn check_batch(batch_size: usize, config: &ModelConfig) -> Result<()> {
     if batch_size == 0 {
         return Err(Error::invalid("--batch-size", "must be at least 1"));
     }
     at_most("--batch-size", batch_size, MAX_BATCH)?;
+    check_rows("--batch-size", batch_size, config)
+}
+
+/// Errors unless `rows` rows of the model's widest layer fit one activation
+/// buffer of at most [`MAX_BATCH_VALUES`]; `name` is the flag that sets `rows`.
+pub fn check_rows(name: &'static str, rows: usize, config: &ModelConfig) -> Result<()> {
     let dim = config.image_rows.saturating_mul(config.image_cols);
     let widest = config.hidden.iter().copied().chain([dim, config.latent.saturating_mul(2)]).max().unwrap_or(0);
-    match batch_size.checked_mul(widest) {
+    match rows.checked_mul(widest) {
         Some(values) if values <= MAX_BATCH_VALUES => Ok(()),
         _ => Err(Error::invalid(
-            "--batch-size",
-            format!("{batch_size} rows of the widest layer ({widest}) exceed {MAX_BATCH_VALUES} values"),
+            name,
+            format!("{rows} rows of the widest layer ({widest}) exceed the limit of {MAX_BATCH_VALUES} values"),
         )),
     }
 }

@@ -14,6 +14,7 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     }
     limits::at_most("--n", args.n, limits::MAX_SAMPLES)?;
     let (config, arch, params) = load_run(&args.run)?;
+    limits::check_rows("--n", args.n, &arch.config)?;
     let mut model = super::device::open_inference(&args.device, &arch, params)?;
     // The AE has no prior: it samples around the codes of the run's test images.
     let reference = match arch.config.kind {
