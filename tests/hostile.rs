@@ -311,3 +311,38 @@ fn io_errors_are_printed_once() {
     let err = error_of(&["decode", "--run", s(&FIXTURE.run), "--codes", s(&file.join("c")), "--out", "x"]);
     assert_eq!(err.matches("os error").count(), 1, "{err}");
 }
+
+#[test]
+fn a_killed_writer_leaves_a_loadable_run_and_the_next_one_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("gpu-vae"))
+        .args(["train", "--device", "cpu", "--epochs", "1000", "--hidden", "8", "--latent", "2", "--quiet"])
+        .args(["--out", s(&out)])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !out.join(CONFIG_FILE).exists() {
+        assert!(started.elapsed().as_secs() < 60, "no first checkpoint within a minute");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap(); // SIGKILL: no destructor runs
+    child.wait().unwrap();
+    assert!(out.join(".lock").exists(), "a killed writer cannot remove its lock");
+
+    // The config and the last complete checkpoint load together.
+    let png = dir.path().join("s.png");
+    let sample = gpu_vae(&["sample", "--run", s(&out), "--out", s(&png)]);
+    assert!(sample.status.success(), "{}", stderr(&sample));
+    // The next writer takes the stale lock over and removes the leftovers.
+    let run = gpu_vae(&["train", "--force", "--epochs", "1", "--hidden", "8", "--quiet", "--out", s(&out)]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    for dir in [out.clone(), out.join("epochs")] {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            assert!(!name.contains(".tmp-") && name != ".lock", "{name} left behind");
+        }
+    }
+}
