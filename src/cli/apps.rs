@@ -362,6 +362,8 @@ fn run_interpolate(a: InterpolateArgs) -> anyhow::Result<()> {
     }
     let walks: &[interpolate::Walk] =
         if a.slerp { &[interpolate::Walk::Linear, interpolate::Walk::Spherical] } else { &[interpolate::Walk::Linear] };
+    // Every tile of the picture is one image of the model's size.
+    limits::check_rows("--steps", pairs.len() * walks.len() * (a.steps + 2), &cfg)?;
     let tiles = interpolate::interpolation_rows(loaded.model.as_mut(), &pairs, a.steps, walks)?;
     write_grid(&a.out, &tiles, cfg.image_rows, cfg.image_cols, a.steps + 2)?;
     println!(
@@ -386,6 +388,7 @@ fn run_manifold(a: ManifoldArgs) -> anyhow::Result<()> {
     }
     let mut loaded = open(&a.run.run, &a.run.device)?;
     let cfg = loaded.arch.config.clone();
+    limits::check_rows("--n", a.n * a.n, &cfg)?;
     let latent = cfg.latent;
     if latent < 2 {
         bail!("manifold needs a latent of at least 2 dimensions; this run's has {latent}");
