@@ -9,6 +9,7 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
+use crate::limits;
 use crate::model::{Architecture, ModelConfig};
 
 const CONFIG_KEY: &str = "gpu_vae.model";
@@ -29,12 +30,22 @@ pub fn save(path: &Path, arch: &Architecture, params: &[f32]) -> Result<()> {
     write_atomic(path, &file)
 }
 
-/// Reads a checkpoint back into its architecture and flat parameters,
-/// checking every tensor's name, type and shape.
+/// Reads a checkpoint back into its architecture and flat parameters.
 pub fn load(path: &Path) -> Result<(Architecture, Vec<f32>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    parse(&bytes, path)
+}
+
+/// Parses a checkpoint's bytes; `path` only names the file in errors.
+///
+/// Nothing is sized from the file before it is checked: the metadata's model
+/// must pass `limits::check_model` (checked arithmetic) before its layout is
+/// built, and every tensor must be present with its exact type and shape (so
+/// the file holds every parameter it declares) and hold finite values before
+/// the parameter buffer is allocated.
+pub fn parse(bytes: &[u8], path: &Path) -> Result<(Architecture, Vec<f32>)> {
     let bad = |what: String| Error::bad_file(path, what);
-    let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
     let config_json = metadata
         .metadata()
         .as_ref()
@@ -42,13 +53,15 @@ pub fn load(path: &Path) -> Result<(Architecture, Vec<f32>)> {
         .ok_or_else(|| bad(format!("no `{CONFIG_KEY}` metadata: not written by gpu-vae")))?;
     let config: ModelConfig =
         serde_json::from_str(config_json).map_err(|e| bad(format!("bad `{CONFIG_KEY}` metadata: {e}")))?;
+    let declared = limits::check_model(&config).map_err(|e| bad(format!("bad model config: {e}")))?;
     let arch = Architecture::new(&config).map_err(|e| bad(format!("bad model config: {e}")))?;
+    debug_assert_eq!(declared, arch.param_count, "limits::check_model mirrors the layout");
 
-    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
-    let mut params = vec![0.0f32; arch.param_count];
+    let tensors = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let mut views = Vec::with_capacity(arch.tensors.len());
     for spec in &arch.tensors {
         let view = tensors.tensor(&spec.name).map_err(|_| bad(format!("tensor `{}` is missing", spec.name)))?;
-        if view.dtype() != Dtype::F32 || view.shape() != spec.shape.as_slice() {
+        if view.dtype() != Dtype::F32 || view.shape() != spec.shape.as_slice() || view.data().len() != 4 * spec.len() {
             return Err(bad(format!(
                 "tensor `{}` is {:?} {:?}, expected F32 {:?}",
                 spec.name,
@@ -57,6 +70,16 @@ pub fn load(path: &Path) -> Result<(Architecture, Vec<f32>)> {
                 spec.shape
             )));
         }
+        let values = view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")));
+        if let Some((i, v)) = values.enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(bad(format!("tensor `{}` holds a non-finite value: {v} at index {i}", spec.name)));
+        }
+        views.push(view);
+    }
+    // Every tensor matched its spec, and the specs tile `param_count`: the file
+    // holds all of them, so this allocation is bounded by its size.
+    let mut params = vec![0.0f32; arch.param_count];
+    for (spec, view) in arch.tensors.iter().zip(&views) {
         let out = &mut params[spec.offset..spec.offset + spec.len()];
         for (o, chunk) in out.iter_mut().zip(view.data().chunks_exact(4)) {
             *o = f32::from_le_bytes(chunk.try_into().expect("4 bytes"));

@@ -8,10 +8,10 @@ pub enum Error {
     /// A file exists but its contents are not what they should be.
     #[error("{path}: {what}")]
     BadFile { path: PathBuf, what: String },
-    /// Reading or writing a file failed.
-    /// (The source is shown in the message, not chained, so it is printed once.)
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    /// Reading or writing a file failed. The field is not called `source`:
+    /// thiserror would chain it, and `{:#}` would print the OS error twice.
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     /// A command-line or configuration value is out of range.
     #[error("invalid {name}: {why}")]
     InvalidArg { name: &'static str, why: String },
@@ -27,8 +27,8 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+    pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
+        Error::Io { path: path.into(), error }
     }
 
     pub fn bad_file(path: impl Into<PathBuf>, what: impl Into<String>) -> Self {
@@ -37,5 +37,18 @@ impl Error {
 
     pub fn invalid(name: &'static str, why: impl Into<String>) -> Self {
         Error::InvalidArg { name, why: why.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// anyhow's `{:#}` prints the chain of sources: the OS error must not be one.
+    #[test]
+    fn io_errors_print_once() {
+        let e = Error::io("out", std::io::Error::from(std::io::ErrorKind::AlreadyExists));
+        let text = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(text.matches("exists").count(), 1, "{text}");
     }
 }

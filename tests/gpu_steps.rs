@@ -335,6 +335,7 @@ fn default_vae_step_keeps_its_dispatch_count() {
     let images = gpu_common::random_images(8, 28, 28);
     let labels = eng.train_step_labels(&images, false, 128).unwrap();
     assert!(labels.len() <= 36, "{} dispatches: {labels:#?}", labels.len());
+    eprintln!("default VAE step at batch 128: {} dispatches", labels.len());
     let epilogue_ops = |l: &[String]| l.iter().filter(|l| *l == "bias_add" || *l == "activation_forward").count();
     assert_eq!(epilogue_ops(&labels), 0, "bias and activation are in the products' epilogues: {labels:#?}");
     eng.set_fusion(Fusion::NONE);

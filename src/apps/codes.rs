@@ -28,6 +28,7 @@ use half::f16;
 
 use crate::data::Images;
 use crate::error::{Error, Result};
+use crate::limits;
 use crate::model::Architecture;
 
 pub const MAGIC: &[u8; 8] = b"GVAECODE";
@@ -128,7 +129,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Codes> {
         )));
     }
     let body = &bytes[HEADER_BYTES + table..];
-    let values = match bits {
+    let values: Vec<f32> = match bits {
         Bits::Sixteen => body.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
         Bits::Eight => {
             let f32_at = |at: usize| f32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
@@ -139,6 +140,11 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Codes> {
                 .collect()
         }
     };
+    // A NaN or infinite code (or an 8-bit range that makes one) decodes to
+    // plausible grey images: refuse it, naming the first.
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(bad(format!("code {} of image {} is {}: codes must be finite", i % latent, i / latent, values[i])));
+    }
     Ok(Codes { bits, count, latent, image_rows, image_cols, values })
 }
 
@@ -155,6 +161,18 @@ pub fn check_model(codes: &Codes, arch: &Architecture, path: &Path) -> Result<()
         return Err(Error::bad_file(
             path,
             format!("codes have {} latent dimensions, the run's model has {}", codes.latent, cfg.latent),
+        ));
+    }
+    let pixels = codes.count.checked_mul(cfg.input_dim()).filter(|&p| p <= limits::MAX_DECODED_PIXELS);
+    if pixels.is_none() {
+        return Err(Error::bad_file(
+            path,
+            format!(
+                "{} images of {} pixels exceed the limit of {} decoded pixels",
+                codes.count,
+                cfg.input_dim(),
+                limits::MAX_DECODED_PIXELS
+            ),
         ));
     }
     if (codes.image_rows, codes.image_cols) != (cfg.image_rows, cfg.image_cols) {
@@ -233,8 +251,23 @@ mod tests {
         wrong = bytes.clone();
         wrong[8] = 9;
         assert!(err(&wrong).contains("version 9"));
-        wrong = bytes;
+        wrong = bytes.clone();
         wrong.push(0);
         assert!(err(&wrong).contains("trailing data"));
+    }
+
+    #[test]
+    fn non_finite_codes_are_refused() {
+        let err = |b: &[u8]| parse(b, Path::new("x.codes")).unwrap_err().to_string();
+        let mut bytes = to_bytes(&codes(), 3, 28, 28, Bits::Sixteen);
+        // Image 1, code 2: value 5, at 2 bytes each.
+        bytes[HEADER_BYTES + 2 * 5..HEADER_BYTES + 2 * 6].copy_from_slice(&f16::NAN.to_le_bytes());
+        assert_eq!(err(&bytes), "x.codes: code 2 of image 1 is NaN: codes must be finite");
+        bytes[HEADER_BYTES + 2 * 5..HEADER_BYTES + 2 * 6].copy_from_slice(&f16::INFINITY.to_le_bytes());
+        assert!(err(&bytes).contains("is inf"));
+        let mut bytes = to_bytes(&codes(), 3, 28, 28, Bits::Eight);
+        // Dimension 1's minimum.
+        bytes[HEADER_BYTES + 8..HEADER_BYTES + 12].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert_eq!(err(&bytes), "x.codes: code 1 of image 0 is NaN: codes must be finite");
     }
 }

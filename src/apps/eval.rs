@@ -10,8 +10,9 @@
 
 use super::{CHUNK, Inference, sample_steps};
 use crate::cpu::loss::{bce_with_logits_forward, kl_forward, mse_forward};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fastmath::sigmoid;
+use crate::limits;
 use crate::model::{ModelKind, ReconLoss};
 use crate::rng::{self, Stream};
 
@@ -89,8 +90,10 @@ pub fn iwae_nll(
     let (dim, latent) = (cfg.input_dim(), cfg.latent);
     let mulv = super::encode_all(model, x, rows)?;
     // Running log-sum-exp per image: (max, Σ exp(w - max)).
-    let mut acc = vec![(f64::NEG_INFINITY, 0.0f64); rows];
+    // Checked first: a wrapped rows·k of 0 printed a bound of inf and succeeded.
+    check_iwae(rows, k, latent)?;
     let total = rows * k;
+    let mut acc = vec![(f64::NEG_INFINITY, 0.0f64); rows];
     let mut start = 0;
     while start < total {
         let end = (start + CHUNK).min(total);
@@ -124,4 +127,28 @@ pub fn iwae_nll(
         start = end;
     }
     Ok(acc.into_iter().map(|(m, s)| -(m + s.ln() - (k as f64).ln())).collect())
+}
+
+/// Errors unless `k` importance samples for each of `rows` images and a
+/// latent of `latent` values fit the caps: each image draws k·L normals,
+/// indexed by a u32, and all of them are decoded.
+pub fn check_iwae(rows: usize, k: usize, latent: usize) -> Result<()> {
+    limits::at_most("--k", k, limits::MAX_IWAE_K)?;
+    if k.checked_mul(latent).is_none_or(|n| n > u32::MAX as usize) {
+        return Err(Error::invalid(
+            "--k",
+            format!("{k} samples of {latent} latent values exceed 2^32 draws per image"),
+        ));
+    }
+    match rows.checked_mul(k) {
+        Some(t) if t as u64 <= limits::MAX_IWAE_SAMPLES => Ok(()),
+        _ => Err(too_many_samples(rows, k)),
+    }
+}
+
+fn too_many_samples(rows: usize, k: usize) -> Error {
+    Error::invalid(
+        "--k",
+        format!("{rows} images x {k} samples exceed the limit of {} importance samples", limits::MAX_IWAE_SAMPLES),
+    )
 }

@@ -11,6 +11,7 @@ use super::DeviceArgs;
 use super::train::{load_data, load_run};
 use crate::apps::{self, Inference, anomaly, codes, denoise, eval, interpolate, latent_plot, manifold, reconstruct};
 use crate::data::{Images, idx};
+use crate::limits;
 use crate::model::{Architecture, ModelKind, ReconLoss};
 use crate::train::TrainConfig;
 use crate::viz::write_grid;
@@ -336,6 +337,7 @@ fn run_interpolate(a: InterpolateArgs) -> anyhow::Result<()> {
     if a.steps < 2 {
         bail!("invalid --steps: must be at least 2 (the two ends)");
     }
+    limits::at_most("--steps", a.steps, limits::MAX_STEPS)?;
     let mut loaded = open(&a.run.run, &a.run.device)?;
     if a.slerp {
         apps::require_vae(&loaded.arch, "--slerp")?;
@@ -360,6 +362,8 @@ fn run_interpolate(a: InterpolateArgs) -> anyhow::Result<()> {
     }
     let walks: &[interpolate::Walk] =
         if a.slerp { &[interpolate::Walk::Linear, interpolate::Walk::Spherical] } else { &[interpolate::Walk::Linear] };
+    // Every tile of the picture is one image of the model's size.
+    limits::check_rows("--steps", pairs.len() * walks.len() * (a.steps + 2), &cfg)?;
     let tiles = interpolate::interpolation_rows(loaded.model.as_mut(), &pairs, a.steps, walks)?;
     write_grid(&a.out, &tiles, cfg.image_rows, cfg.image_cols, a.steps + 2)?;
     println!(
@@ -384,6 +388,7 @@ fn run_manifold(a: ManifoldArgs) -> anyhow::Result<()> {
     }
     let mut loaded = open(&a.run.run, &a.run.device)?;
     let cfg = loaded.arch.config.clone();
+    limits::check_rows("--n", a.n * a.n, &cfg)?;
     let latent = cfg.latent;
     if latent < 2 {
         bail!("manifold needs a latent of at least 2 dimensions; this run's has {latent}");
@@ -480,7 +485,11 @@ fn run_decode(a: DecodeArgs) -> anyhow::Result<()> {
     let c = codes::read(&a.codes)?;
     let mut loaded = open(&a.run, &a.device)?;
     codes::check_model(&c, &loaded.arch, &a.codes)?;
-    let pixels = codes::to_u8(&apps::decode_all(loaded.model.as_mut(), &c.values, c.count)?);
+    // Chunk by chunk, so that only the bytes of the images are held, not their f32s.
+    let mut pixels = Vec::new();
+    for z in c.values.chunks(apps::CHUNK * c.latent) {
+        pixels.extend(codes::to_u8(&apps::decode_all(loaded.model.as_mut(), z, z.len() / c.latent)?));
+    }
     let decoded =
         Images { pixels, count: c.count, rows: c.image_rows, cols: c.image_cols, labels: None, class_names: None };
     match a.format {
@@ -626,6 +635,7 @@ fn run_eval(a: EvalArgs) -> anyhow::Result<()> {
     }
     if let Some(k) = a.k {
         at_least_one("--k", k)?;
+        limits::at_most("--k", k, limits::MAX_IWAE_K)?;
     }
     let mut loaded = open(&a.run.run, &a.run.device)?;
     let vae = loaded.arch.config.kind == ModelKind::Vae;
@@ -634,6 +644,9 @@ fn run_eval(a: EvalArgs) -> anyhow::Result<()> {
     }
     let images = split_images(&loaded, a.run.split)?;
     let (x, rows) = first(&images, a.n);
+    if vae {
+        eval::check_iwae(rows, a.k.unwrap_or(100), loaded.arch.config.latent)?;
+    }
     let (batch, seed, loss) = (loaded.config.batch_size, loaded.config.seed, loaded.arch.config.loss);
     let model = loaded.model.as_mut();
     let terms = eval::elbo_terms(model, &x, rows, batch, seed)?;

@@ -118,6 +118,9 @@ pub struct TrainArgs {
     /// Output directory [default: runs/<model>-<timestamp>].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace the run already in --out; its files go when the new run's first checkpoint is written.
+    #[arg(long)]
+    pub force: bool,
     /// Plain per-epoch lines even on a terminal.
     #[arg(long)]
     pub quiet: bool,

@@ -4,6 +4,7 @@ use anyhow::{Context, bail};
 
 use super::SampleArgs;
 use super::train::{load_data, load_run};
+use crate::limits;
 use crate::model::ModelKind;
 use crate::train::pictures;
 
@@ -11,7 +12,9 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     if args.n == 0 {
         bail!("invalid --n: must be at least 1");
     }
+    limits::at_most("--n", args.n, limits::MAX_SAMPLES)?;
     let (config, arch, params) = load_run(&args.run)?;
+    limits::check_rows("--n", args.n, &arch.config)?;
     let mut model = super::device::open_inference(&args.device, &arch, params)?;
     // The AE has no prior: it samples around the codes of the run's test images.
     let reference = match arch.config.kind {

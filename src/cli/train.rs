@@ -10,7 +10,9 @@ use super::progress::ConsoleProgress;
 use crate::checkpoint;
 use crate::data::{self, DataSet, FolderOptions};
 use crate::engine::AdamConfig;
+use crate::limits;
 use crate::model::{Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
+use crate::run_dir;
 use crate::train::{self, CONFIG_FILE, MODEL_FILE, Run, TrainConfig};
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
@@ -18,10 +20,14 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     config.validate()?;
     let out = args.out.clone().unwrap_or_else(|| default_out_dir(config.model.kind));
     train::prepare_out_dir(&out)?;
+    // Held until training ends: a second writer into `out` stops here.
+    let _owner = run_dir::claim(&out, args.force)?;
 
     let data = load_data(&config)?;
     config.model.image_rows = data.train.rows;
     config.model.image_cols = data.train.cols;
+    // Again with the data's image size, which IDX files choose.
+    config.validate().with_context(|| format!("data {}", config.data))?;
     let mut train_images = data.train;
     if let Some(class) = config.normal_class {
         train_images = train_images.with_label(class);
@@ -58,6 +64,7 @@ pub(super) fn config_from_args(args: &TrainArgs) -> anyhow::Result<TrainConfig> 
     if args.image_size == 0 {
         bail!("invalid --image-size: must be at least 1");
     }
+    limits::at_most("--image-size", args.image_size, limits::MAX_IMAGE_SIDE)?;
     Ok(TrainConfig {
         model: ModelConfig {
             kind: args.model,
@@ -99,7 +106,17 @@ pub fn load_data(config: &TrainConfig) -> anyhow::Result<DataSet> {
         test_fraction: config.test_fraction,
         seed: config.seed,
     };
-    Ok(data::load(&spec, &folder)?)
+    let set = data::load(&spec, &folder)?;
+    // Every use needs test images (training reports test losses): without
+    // any, the test loss was 0/0 and reported as a NaN loss at step 1.
+    if set.test.count == 0 {
+        bail!(
+            "{}: the test split is empty ({} image(s) in all); a folder of pictures needs at least 2",
+            set.name,
+            set.train.count
+        );
+    }
+    Ok(set)
 }
 
 /// A run directory's configuration, architecture and parameters.
@@ -111,6 +128,7 @@ pub fn load_run(dir: &Path) -> anyhow::Result<(TrainConfig, Architecture, Vec<f3
     let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
     let config: TrainConfig =
         serde_json::from_str(&text).with_context(|| format!("{}: not a gpu-vae run configuration", path.display()))?;
+    config.validate().with_context(|| format!("{}: not a valid run configuration", path.display()))?;
     let (arch, params) = checkpoint::load(&dir.join(MODEL_FILE))?;
     if arch.config != config.model {
         bail!("{}: the checkpoint's model differs from {CONFIG_FILE}", dir.join(MODEL_FILE).display());

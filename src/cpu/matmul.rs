@@ -6,8 +6,10 @@
 pub fn matmul_nt(c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
     check(c, a, b, m, k, n);
     let k_ = k as isize;
-    // SAFETY: the slices hold m·k, n·k and m·n elements (checked above) and the
-    // strides walk exactly those row-major shapes.
+    // SAFETY: `check` proved, without overflow, that the slices hold exactly
+    // m·k, n·k and m·n elements and that every dimension fits an isize stride;
+    // the strides walk exactly those row-major shapes, so the largest index
+    // read or written is (rows - 1)·cols + cols - 1 < len.
     unsafe {
         matrixmultiply::sgemm(
             m,
@@ -100,9 +102,14 @@ fn beta(accumulate: bool) -> f32 {
     if accumulate { 1.0 } else { 0.0 }
 }
 
+/// The precondition of the unsafe `sgemm` calls. The products are checked:
+/// wrapping ones let m = 2^62 give m·k = 0, which empty slices match, and
+/// sgemm would then walk far outside them.
 fn check(c: &[f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
+    let holds = |len: usize, rows: usize, cols: usize| rows.checked_mul(cols) == Some(len);
+    let strides_fit = [m, k, n].iter().all(|&d| isize::try_from(d).is_ok());
     assert!(
-        a.len() == m * k && b.len() == k * n && c.len() == m * n,
+        strides_fit && holds(a.len(), m, k) && holds(b.len(), k, n) && holds(c.len(), m, n),
         "matmul shapes: a {} b {} c {} for m={m} k={k} n={n}",
         a.len(),
         b.len(),
@@ -160,5 +167,12 @@ mod tests {
         let mut want = naive(|i, p| a[i * k + p], |p, j| b[p * n + j], m, k, n);
         want.iter_mut().zip(&before).for_each(|(w, b)| *w += b);
         close(&c, &want);
+    }
+
+    /// m = 2^62 wraps m·k to 0 in unchecked arithmetic; the check must not.
+    #[test]
+    #[should_panic(expected = "matmul shapes")]
+    fn wrapping_shapes_are_refused() {
+        matmul_nt(&mut [], &[], &[], 1 << 62, 4, 0, false);
     }
 }

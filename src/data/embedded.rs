@@ -28,7 +28,7 @@ pub fn load() -> Result<DataSet> {
 fn split(images: Asset, labels: Asset) -> Result<Images> {
     let parse = |(name, gz): Asset| {
         let path = Path::new(name);
-        idx::gunzip_if_gzip(gz, path).and_then(|raw| idx::parse_idx(&raw, path))
+        idx::parse_idx_file(gz, path)
     };
     let (images_path, labels_path) = (Path::new(images.0), Path::new(labels.0));
     let pixels = parse(images)?.into_images(images_path)?;

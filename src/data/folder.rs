@@ -8,6 +8,7 @@ use image::imageops::{self, FilterType};
 
 use super::{DataSet, FolderOptions, Images};
 use crate::error::{Error, Result};
+use crate::limits;
 use crate::rng;
 
 pub fn load(dir: &Path, options: &FolderOptions) -> Result<DataSet> {
@@ -17,6 +18,9 @@ pub fn load(dir: &Path, options: &FolderOptions) -> Result<DataSet> {
     }
     if options.image_size == Some(0) {
         return Err(Error::invalid("image size", "must be at least 1"));
+    }
+    if let Some(n) = options.image_size {
+        limits::at_most("image size", n, limits::MAX_IMAGE_SIDE)?;
     }
     let (files, class_names) = list(dir)?;
     if files.is_empty() {

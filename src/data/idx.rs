@@ -2,12 +2,12 @@
 //! `NN` dimensions), `NN` big-endian u32 sizes, then the elements row-major.
 //! Files may be gzipped.
 
-use std::borrow::Cow;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::{DataSet, Images};
 use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
 
 /// The element-type byte for unsigned bytes, the only type images use.
 const U8: u8 = 0x08;
@@ -38,8 +38,31 @@ impl Idx {
     }
 }
 
-/// Parses raw (not gzipped) IDX bytes; `path` only names the file in errors.
-pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<Idx> {
+/// What an IDX header says: the sizes, the header's length and the element
+/// bytes that must follow it.
+struct Header {
+    dims: Vec<usize>,
+    len: usize,
+    /// The product of `dims`, in u128: up to three u32 sizes cannot overflow it.
+    data_len: u128,
+}
+
+impl Header {
+    /// "60000x28x28".
+    fn shape(&self) -> String {
+        self.dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x")
+    }
+
+    /// "60000x28x28 = 47040000 bytes of pixels", for messages.
+    fn describe(&self) -> String {
+        let noun = if self.dims.len() == 1 { "labels" } else { "pixels" };
+        format!("{} = {} bytes of {noun}", self.shape(), self.data_len)
+    }
+}
+
+/// Parses the header at the start of `bytes`, which hold at least all of it
+/// when the file does; `path` only names the file in errors.
+fn parse_header(bytes: &[u8], path: &Path) -> Result<Header> {
     let bad = |what: String| Error::bad_file(path, what);
     let Some(magic) = bytes.first_chunk::<4>() else {
         return Err(bad(format!("truncated: {} bytes, an IDX header needs at least 4", bytes.len())));
@@ -52,31 +75,36 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<Idx> {
         )));
     }
     let ndim = magic[3] as usize;
-    let header = 4 + 4 * ndim;
-    if bytes.len() < header {
+    let len = 4 + 4 * ndim;
+    if bytes.len() < len {
         return Err(bad(format!(
-            "truncated: the header of a {ndim}-dimensional IDX file takes {header} bytes, file has {}",
+            "truncated: the header of a {ndim}-dimensional IDX file takes {len} bytes, file has {}",
             bytes.len()
         )));
     }
     let dims: Vec<usize> =
-        bytes[4..header].chunks_exact(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).collect();
-    let (kind, noun) = if ndim == 1 { ("labels", "labels") } else { ("images", "pixels") };
-    let shape = dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+        bytes[4..len].chunks_exact(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).collect();
+    let kind = if ndim == 1 { "labels" } else { "images" };
     if dims[0] == 0 {
         return Err(bad(format!("header says zero {kind}")));
     }
-    if dims.contains(&0) {
-        return Err(bad(format!("header says {shape}: images of zero size")));
+    let data_len = dims.iter().map(|&d| d as u128).product::<u128>();
+    let header = Header { dims, len, data_len };
+    if header.dims.contains(&0) {
+        return Err(bad(format!("header says {}: images of zero size", header.shape())));
     }
-    // u128: three u32 sizes cannot overflow it.
-    let want = dims.iter().map(|&d| d as u128).product::<u128>();
-    let have = bytes.len() - header;
-    if want != have as u128 {
-        let problem = if want > have as u128 { "truncated" } else { "trailing data" };
-        return Err(bad(format!("{problem}: header says {shape} = {want} bytes of {noun}, file has {have}")));
+    Ok(header)
+}
+
+/// Parses raw (not gzipped) IDX bytes; `path` only names the file in errors.
+pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<Idx> {
+    let header = parse_header(bytes, path)?;
+    let have = bytes.len() - header.len;
+    if header.data_len != have as u128 {
+        let problem = if header.data_len > have as u128 { "truncated" } else { "trailing data" };
+        return Err(Error::bad_file(path, format!("{problem}: header says {}, file has {have}", header.describe())));
     }
-    Ok(Idx { dims, data: bytes[header..].to_vec() })
+    Ok(Idx { dims: header.dims, data: bytes[header.len..].to_vec() })
 }
 
 /// Reads and parses an IDX file, gunzipping it when it starts with the gzip
@@ -84,19 +112,63 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<Idx> {
 /// the name: a raw file called `.gz` still loads.
 pub fn read_idx(path: &Path) -> Result<Idx> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    parse_idx(&gunzip_if_gzip(&bytes, path)?, path)
+    parse_idx_file(&bytes, path)
 }
 
-/// The bytes unpacked when they are gzip, else as they are.
-pub(crate) fn gunzip_if_gzip<'a>(bytes: &'a [u8], path: &Path) -> Result<Cow<'a, [u8]>> {
-    if !bytes.starts_with(&GZIP_MAGIC) {
-        return Ok(Cow::Borrowed(bytes));
+/// Parses the bytes of an IDX file, raw or gzipped.
+pub fn parse_idx_file(bytes: &[u8], path: &Path) -> Result<Idx> {
+    if bytes.starts_with(&GZIP_MAGIC) { parse_idx_gz(bytes, path) } else { parse_idx(bytes, path) }
+}
+
+/// Deflate expands at most 1032-fold; a header declaring more than that
+/// of its file is truncated, whatever the stream holds.
+const MAX_GZIP_RATIO: u128 = 1032;
+
+/// Parses gzipped IDX bytes, unpacking incrementally: the header first, then
+/// exactly the bytes it declares, then one byte more to detect trailing data.
+/// A small file of gigabytes of zeros (a gzip bomb) is refused after
+/// unpacking what the header declares, not all of it.
+pub fn parse_idx_gz(gz: &[u8], path: &Path) -> Result<Idx> {
+    let mut unpacked = flate2::read::MultiGzDecoder::new(gz);
+    let mut read = |n: u128, into: &mut Vec<u8>| -> Result<()> {
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        (&mut unpacked)
+            .take(n)
+            .read_to_end(into)
+            .map(|_| ())
+            .map_err(|e| Error::bad_file(path, format!("gunzip failed: {e}")))
+    };
+    let mut head = Vec::new();
+    read(4, &mut head)?;
+    // The magic's last byte is the dimension count (up to 255; a wrong magic
+    // is refused by `parse_header` whatever follows it).
+    if let Some(&ndim) = head.get(3) {
+        read(4 * ndim as u128, &mut head)?;
     }
-    let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(bytes)
-        .read_to_end(&mut out)
-        .map_err(|e| Error::bad_file(path, format!("gunzip failed: {e}")))?;
-    Ok(Cow::Owned(out))
+    let header = parse_header(&head, path)?;
+    let truncated =
+        |have: usize| Error::bad_file(path, format!("truncated: header says {}, file has {have}", header.describe()));
+    if header.data_len > MAX_GZIP_RATIO * gz.len() as u128 {
+        return Err(Error::bad_file(
+            path,
+            format!("truncated: header says {}, more than {} gzipped bytes can hold", header.describe(), gz.len()),
+        ));
+    }
+    // No capacity from the header: the buffer grows only as data arrives.
+    let mut data = Vec::new();
+    read(header.data_len, &mut data)?;
+    if (data.len() as u128) < header.data_len {
+        return Err(truncated(data.len()));
+    }
+    let mut extra = Vec::new();
+    read(1, &mut extra)?;
+    if !extra.is_empty() {
+        return Err(Error::bad_file(
+            path,
+            format!("trailing data: header says {}, the unpacked file holds more", header.describe()),
+        ));
+    }
+    Ok(Idx { dims: header.dims, data })
 }
 
 /// Writes images as a raw IDX file (magic 00 00 08 03).
@@ -115,7 +187,7 @@ pub fn write_idx_labels(path: &Path, labels: &[u8]) -> Result<()> {
     write_idx(path, &[labels.len()], labels)
 }
 
-/// Writes to a temporary file and renames it, so a reader never sees half a file.
+/// Writes atomically, so a reader never sees half a file.
 fn write_idx(path: &Path, dims: &[usize], data: &[u8]) -> Result<()> {
     if dims.contains(&0) {
         return Err(Error::invalid("IDX data", format!("{path:?}: nothing to write (a size is zero)")));
@@ -128,14 +200,7 @@ fn write_idx(path: &Path, dims: &[usize], data: &[u8]) -> Result<()> {
         bytes.extend_from_slice(&d.to_be_bytes());
     }
     bytes.extend_from_slice(data);
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, &bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
+    write_atomic(path, &bytes)
 }
 
 /// The four standard MNIST file names, each raw or `.gz`.
@@ -266,6 +331,38 @@ mod tests {
         // Sizes whose product overflows u64 are still just "truncated".
         let b = header([0, 0, 8, 3], &[u32::MAX; 3]);
         assert!(err(&b).starts_with("f.idx: truncated"));
+    }
+
+    fn gzip(parts: &[&[u8]]) -> Vec<u8> {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        parts.iter().for_each(|p| gz.write_all(p).unwrap());
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn gzip_is_unpacked_only_as_far_as_the_header_declares() {
+        let head = header([0, 0, 8, 3], &[2, 1, 3]);
+        let gz = gzip(&[&head, &[1, 2, 3, 4, 5, 6]]);
+        assert_eq!(parse_idx_file(&gz, Path::new("f")).unwrap(), Idx { dims: vec![2, 1, 3], data: (1..7).collect() });
+        let gz_err = |gz: &[u8]| parse_idx_file(gz, Path::new("f.gz")).unwrap_err().to_string();
+        assert_eq!(
+            gz_err(&gzip(&[&head, &[1, 2]])),
+            "f.gz: truncated: header says 2x1x3 = 6 bytes of pixels, file has 2"
+        );
+        // One byte past the declared data is trailing data; a corrupt stream
+        // after it is never reached, which proves the rest stays packed.
+        let mut bomb = gzip(&[&head, &[0; 7]]);
+        bomb.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0xde, 0xad, 0xbe, 0xef]);
+        assert_eq!(
+            gz_err(&bomb),
+            "f.gz: trailing data: header says 2x1x3 = 6 bytes of pixels, the unpacked file holds more"
+        );
+        // More than deflate can expand the file to.
+        let e = gz_err(&gzip(&[&header([0, 0, 8, 3], &[60000, 280, 280])]));
+        assert!(e.contains("truncated") && e.contains("gzipped bytes can hold"), "{e}");
+        assert!(gz_err(&gzip(&[&[0, 0, 8]])).contains("truncated: 3 bytes"));
+        assert!(gz_err(&[0x1f, 0x8b, 8, 0, 1]).contains("gunzip failed"));
     }
 
     #[test]

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::AdamConfig;
 use crate::error::{Error, Result};
+use crate::limits;
 use crate::model::{InitScheme, ModelConfig};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -29,11 +30,11 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// Checks every field, with sizes capped (`crate::limits`): a run's
+    /// config.json is validated like the command line that wrote it.
     pub fn validate(&self) -> Result<()> {
-        self.model.validate()?;
-        if self.batch_size == 0 {
-            return Err(Error::invalid("--batch-size", "must be at least 1"));
-        }
+        limits::check_model(&self.model)?;
+        limits::check_batch(self.batch_size, &self.model)?;
         let lr = self.adam.lr;
         if !lr.is_finite() || lr <= 0.0 {
             return Err(Error::invalid("--lr", format!("{lr} is not a positive finite number")));
@@ -46,6 +47,10 @@ impl TrainConfig {
         }
         if !self.noise_std.is_finite() || self.noise_std < 0.0 {
             return Err(Error::invalid("--noise", format!("{} is not a finite number >= 0", self.noise_std)));
+        }
+        let f = self.test_fraction;
+        if !(0.0..1.0).contains(&f) {
+            return Err(Error::invalid("--test-fraction", format!("{f} is not in [0, 1)")));
         }
         Ok(())
     }

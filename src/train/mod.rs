@@ -17,7 +17,6 @@ use crate::checkpoint;
 use crate::data::Images;
 use crate::engine::{Engine, EpochPlan, EvalPlan};
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
 use crate::model::Architecture;
 use crate::rng;
 
@@ -49,8 +48,8 @@ pub struct Run<'a> {
 pub fn train(run: &Run, engine: &mut dyn Engine, progress: &mut dyn Progress) -> Result<Vec<EpochRecord>> {
     let (cfg, arch) = (run.config, run.arch);
     prepare_out_dir(run.out)?;
-    let json = serde_json::to_string_pretty(cfg).expect("config serializes");
-    write_atomic(&run.out.join(CONFIG_FILE), json.as_bytes())?;
+    // config.json is written with the first checkpoint (below), so that an older
+    // run in `out` stays whole until then.
     std::fs::create_dir_all(run.out.join("epochs")).map_err(|e| Error::io(run.out.join("epochs"), e))?;
 
     let n = run.train.count;
@@ -91,7 +90,13 @@ pub fn train(run: &Run, engine: &mut dyn Engine, progress: &mut dyn Progress) ->
             return Err(Error::NonFiniteLoss { value: record.test.total as f32, step, epoch });
         }
         let params = engine.params()?;
+        if epoch == 1 {
+            crate::run_dir::clear_old_run(run.out)?;
+        }
         checkpoint::save(&run.out.join(MODEL_FILE), arch, &params)?;
+        if epoch == 1 {
+            crate::run_dir::write_config(run.out, cfg)?;
+        }
         records.push(record);
         metrics::write_csv(&run.out.join(METRICS_FILE), &records)?;
         loss_plot::write_loss_plot(&run.out.join(LOSS_PLOT_FILE), &records)?;

@@ -1,0 +1,267 @@
+//! Seeded mutation fuzzing of every reader of outside bytes: IDX files (raw
+//! and gzipped), folders of images, checkpoints and codes files. A case may
+//! load or be refused; it must never panic or abort, and what loads must be
+//! consistent (sizes that match, finite values).
+//!
+//! Each test runs a few thousand cases in seconds. A longer run:
+//!
+//! ```sh
+//! FUZZ_CASES=1000000 cargo test --release --test fuzz   # FUZZ_SEED=N for another sequence
+//! ```
+//!
+//! A failing case prints its seed and index; the same seed reproduces it.
+
+use std::io::Write;
+use std::path::Path;
+
+use gpu_vae::apps::codes;
+use gpu_vae::checkpoint;
+use gpu_vae::data::idx::parse_idx_file;
+use gpu_vae::data::{self, DataSpec, FolderOptions};
+use gpu_vae::model::{Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
+
+/// xorshift64*: tiny, seeded, and the same everywhere.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    /// A size that breaks naive arithmetic more often than a random one does.
+    fn extreme(&mut self) -> u64 {
+        const VALUES: [u64; 10] = [0, 1, 2, 255, 1 << 16, (1 << 31) - 1, 1 << 31, u32::MAX as u64, 1 << 62, u64::MAX];
+        if self.below(4) == 0 { self.next() } else { VALUES[self.below(VALUES.len())] }
+    }
+}
+
+fn cases(default: usize) -> usize {
+    std::env::var("FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn seed() -> u64 {
+    std::env::var("FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
+}
+
+/// Runs `case` on `n` seeded generators, naming the failing case on a panic.
+fn fuzz(name: &str, default_cases: usize, mut case: impl FnMut(&mut Rng)) {
+    let (n, seed) = (cases(default_cases), seed());
+    for i in 0..n {
+        let mut rng = Rng::new(seed.wrapping_mul(1_000_003).wrapping_add(i as u64));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(&mut rng)));
+        if let Err(panic) = outcome {
+            panic!("{name}: case {i} of seed {seed} panicked: {:?}", panic.downcast_ref::<String>());
+        }
+    }
+}
+
+/// 1 to 4 random edits: bit flips, byte sets, truncations, insertions,
+/// deletions, and `fields` (offset, width) overwritten with extreme values.
+fn mutate(rng: &mut Rng, base: &[u8], fields: &[(usize, usize)]) -> Vec<u8> {
+    let mut b = base.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        let at = rng.below(b.len() + 1);
+        match rng.below(7) {
+            0 if !b.is_empty() => {
+                let (i, bit) = (at.min(b.len() - 1), rng.below(8));
+                b[i] ^= 1 << bit;
+            }
+            1 if !b.is_empty() => {
+                let i = at.min(b.len() - 1);
+                b[i] = rng.next() as u8;
+            }
+            2 => b.truncate(at),
+            3 => {
+                let extra: Vec<u8> = (0..1 + rng.below(16)).map(|_| rng.next() as u8).collect();
+                b.splice(at..at, extra);
+            }
+            4 => {
+                let end = (at + 1 + rng.below(16)).min(b.len());
+                b.drain(at.min(end)..end);
+            }
+            _ if !fields.is_empty() => {
+                let (offset, width) = fields[rng.below(fields.len())];
+                let value = rng.extreme().to_le_bytes();
+                let big_endian = rng.below(2) == 0;
+                for k in 0..width {
+                    if let Some(byte) = b.get_mut(offset + k) {
+                        *byte = if big_endian { value[width - 1 - k] } else { value[k] };
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    b
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+#[test]
+fn idx_reader() {
+    let mut images = vec![0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0, 5];
+    images.extend((0..60).map(|i| i as u8));
+    let labels = vec![0, 0, 8, 1, 0, 0, 0, 3, 7, 8, 9];
+    let fields = [(2, 1), (3, 1), (4, 4), (8, 4), (12, 4)];
+    let path = Path::new("fuzz.idx");
+    fuzz("idx", 5000, |rng| {
+        let base = if rng.below(2) == 0 { &images } else { &labels };
+        let raw = mutate(rng, base, &fields);
+        // Raw, the mutated contents gzipped, or the gzip stream itself mutated.
+        let bytes = match rng.below(3) {
+            0 => raw,
+            1 => gzip(&raw),
+            _ => mutate(rng, &gzip(base), &[]),
+        };
+        if let Ok(idx) = parse_idx_file(&bytes, path) {
+            assert_eq!(idx.data.len(), idx.dims.iter().product::<usize>());
+            let _ = idx.clone().into_images(path);
+            let _ = idx.into_labels(path);
+        }
+    });
+}
+
+fn png_bytes(w: u32, h: u32, seed: u8) -> Vec<u8> {
+    let img = image::GrayImage::from_fn(w, h, |x, y| image::Luma([(x * 7 + y * 3) as u8 ^ seed]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+fn jpeg_bytes(w: u32, h: u32) -> Vec<u8> {
+    let img = image::GrayImage::from_fn(w, h, |x, y| image::Luma([(x * 11 + y * 5) as u8]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+    out.into_inner()
+}
+
+/// PNG width and height overwritten, with the chunk's CRC fixed so that the
+/// decoder reads them rather than stopping at the checksum.
+fn png_with_size(png: &[u8], w: u32, h: u32) -> Vec<u8> {
+    let mut b = png.to_vec();
+    b[16..20].copy_from_slice(&w.to_be_bytes());
+    b[20..24].copy_from_slice(&h.to_be_bytes());
+    let mut crc = flate2::Crc::new();
+    crc.update(&b[12..29]);
+    b[29..33].copy_from_slice(&crc.sum().to_be_bytes());
+    b
+}
+
+#[test]
+fn image_folder_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.png"), png_bytes(6, 5, 0)).unwrap();
+    let (png, jpeg) = (png_bytes(6, 5, 1), jpeg_bytes(6, 5));
+    let spec = DataSpec::Path(dir.path().to_path_buf());
+    fuzz("image folder", 2000, |rng| {
+        let (name, bytes) = match rng.below(3) {
+            0 => ("b.png", mutate(rng, &png, &[(16, 4), (20, 4), (24, 1), (25, 1)])),
+            1 => ("b.png", png_with_size(&png, rng.extreme() as u32, rng.extreme() as u32)),
+            _ => ("b.jpg", mutate(rng, &jpeg, &[])),
+        };
+        for stale in ["b.png", "b.jpg"] {
+            let _ = std::fs::remove_file(dir.path().join(stale));
+        }
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+        let image_size = match rng.below(8) {
+            0 => Some(rng.extreme() as usize),
+            1..3 => None,
+            _ => Some(1 + rng.below(12)),
+        };
+        let options = FolderOptions { image_size, test_fraction: 0.5, seed: rng.next() as u32 };
+        if let Ok(set) = data::load(&spec, &options) {
+            for split in [&set.train, &set.test] {
+                assert_eq!(split.pixels.len(), split.count * split.dim());
+            }
+            assert_eq!(set.train.count + set.test.count, 2);
+        }
+    });
+}
+
+fn small_model() -> (Architecture, Vec<f32>) {
+    let config = ModelConfig {
+        kind: ModelKind::Vae,
+        image_rows: 4,
+        image_cols: 3,
+        hidden: vec![3],
+        latent: 2,
+        loss: ReconLoss::Bce,
+        activation: gpu_vae::model::Activation::Relu,
+    };
+    let arch = Architecture::new(&config).unwrap();
+    let params = init_params(&arch, InitScheme::Torch, 1);
+    (arch, params)
+}
+
+/// The checkpoint with one number of its header (tensor offsets and shapes,
+/// or a size in the model's metadata) replaced by an extreme value, and the
+/// header's length prefix fixed: the reader then has to check the number itself.
+fn with_extreme_header_number(rng: &mut Rng, file: &[u8]) -> Vec<u8> {
+    let n = u64::from_le_bytes(file[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&file[8..8 + n]).unwrap();
+    let digits: Vec<(usize, usize)> = header
+        .char_indices()
+        .filter(|&(i, c)| c.is_ascii_digit() && !header[..i].ends_with(|p: char| p.is_ascii_digit()))
+        .map(|(i, _)| (i, header[i..].find(|c: char| !c.is_ascii_digit()).map_or(header.len(), |l| i + l)))
+        .collect();
+    let (start, end) = digits[rng.below(digits.len())];
+    let new_header = format!("{}{}{}", &header[..start], rng.extreme(), &header[end..]);
+    let mut out = (new_header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(new_header.as_bytes());
+    out.extend_from_slice(&file[8 + n..]);
+    out
+}
+
+#[test]
+fn checkpoint_reader() {
+    let (arch, params) = small_model();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    checkpoint::save(&path, &arch, &params).unwrap();
+    let file = std::fs::read(&path).unwrap();
+    checkpoint::parse(&file, &path).unwrap();
+    fuzz("checkpoint", 5000, |rng| {
+        let bytes = match rng.below(2) {
+            0 => mutate(rng, &file, &[(0, 8)]),
+            _ => with_extreme_header_number(rng, &file),
+        };
+        if let Ok((arch, params)) = checkpoint::parse(&bytes, &path) {
+            assert_eq!(params.len(), arch.param_count);
+            assert!(params.iter().all(|v| v.is_finite()));
+        }
+    });
+}
+
+#[test]
+fn codes_reader() {
+    let z: Vec<f32> = (0..15).map(|i| (i as f32 - 7.0) * 0.3).collect();
+    let bases =
+        [codes::to_bytes(&z, 3, 28, 28, codes::Bits::Sixteen), codes::to_bytes(&z, 3, 28, 28, codes::Bits::Eight)];
+    let fields = [(8, 2), (10, 1), (12, 4), (16, 4), (20, 4), (24, 4), (28, 4), (32, 4), (36, 4)];
+    let (arch, _) = small_model();
+    let path = Path::new("fuzz.codes");
+    fuzz("codes", 5000, |rng| {
+        let base = &bases[rng.below(2)];
+        let bytes = mutate(rng, base, &fields);
+        if let Ok(c) = codes::parse(&bytes, path) {
+            assert_eq!(c.values.len(), c.count * c.latent);
+            assert!(c.values.iter().all(|v| v.is_finite()));
+            let _ = codes::check_model(&c, &arch, path);
+        }
+    });
+}
