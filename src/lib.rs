@@ -16,6 +16,5 @@ pub mod limits;
 pub mod model;
 pub mod plot;
 pub mod rng;
-pub mod run_dir;
 pub mod train;
 pub mod viz;

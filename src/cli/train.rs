@@ -12,7 +12,7 @@ use crate::data::{self, DataSet, FolderOptions};
 use crate::engine::AdamConfig;
 use crate::limits;
 use crate::model::{Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
-use crate::run_dir;
+use crate::train::run_dir;
 use crate::train::{self, CONFIG_FILE, MODEL_FILE, Run, TrainConfig};
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {

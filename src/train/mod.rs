@@ -5,6 +5,7 @@ mod config;
 pub mod loss_plot;
 mod metrics;
 pub mod pictures;
+pub mod run_dir;
 
 pub use config::TrainConfig;
 pub use metrics::{EpochRecord, Losses};
@@ -91,11 +92,11 @@ pub fn train(run: &Run, engine: &mut dyn Engine, progress: &mut dyn Progress) ->
         }
         let params = engine.params()?;
         if epoch == 1 {
-            crate::run_dir::clear_old_run(run.out)?;
+            run_dir::clear_old_run(run.out)?;
         }
         checkpoint::save(&run.out.join(MODEL_FILE), arch, &params)?;
         if epoch == 1 {
-            crate::run_dir::write_config(run.out, cfg)?;
+            run_dir::write_config(run.out, cfg)?;
         }
         records.push(record);
         metrics::write_csv(&run.out.join(METRICS_FILE), &records)?;

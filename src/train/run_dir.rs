@@ -11,9 +11,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::{CONFIG_FILE, MODEL_FILE, RECONSTRUCTIONS_FILE, SAMPLES_FILE, TrainConfig};
 use crate::error::{Error, Result};
 use crate::fsutil::{process_alive, temp_file_owner, write_atomic};
-use crate::train::{CONFIG_FILE, MODEL_FILE, RECONSTRUCTIONS_FILE, SAMPLES_FILE, TrainConfig};
 
 pub const LOCK_FILE: &str = ".lock";
 /// The folder of per-epoch pictures inside a run.
