@@ -11,13 +11,13 @@ var<workgroup> tile_b: array<f32, BK * TILE_N>; // [p][j]
 fn matmul_tiled(form: u32, wg: vec3<u32>, lid: u32) {
     let m = size_m();
     let k = size_k();
-    let n = dims.n;
+    let n = args.n;
     let row0 = wg.y * TILE_M;
     let col0 = wg.x * TILE_N;
     let tx = lid % THREADS_N;
     let ty = lid / THREADS_N;
-    // This workgroup's K slice: all of K unless split (dims.u0 > 1), BK-aligned.
-    let slices = max(dims.u0, 1u);
+    // This workgroup's K slice: all of K unless split (args.slices > 1), BK-aligned.
+    let slices = max(args.slices, 1u);
     let span = ((k + slices - 1u) / slices + BK - 1u) / BK * BK;
     let k_begin = wg.z * span;
     let k_end = min(k, k_begin + span);

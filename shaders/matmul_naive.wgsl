@@ -4,7 +4,7 @@
 fn matmul_naive(form: u32, gid: vec3<u32>) {
     let m = size_m();
     let k = size_k();
-    let n = dims.n;
+    let n = args.n;
     let row = gid.y;
     let col = gid.x;
     if (row >= m || col >= n) { return; }

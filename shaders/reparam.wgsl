@@ -1,44 +1,40 @@
 // The reparameterization trick, twin of src/cpu/reparam.rs: z = mu + e^(lv/2)·eps,
 // with eps drawn here from (seed, reparam_stream, rng_step, i), i the flat
 // index in (M, L), exactly as rng::fill_normal does on the CPU.
-// Dims: m (or FLAG_ROWS_M), n = L; mulv (M, 2L) at off_a; z, eps at off_c.
+// Parameters: ReparamParams (latent L; mulv (rows, 2L) at off_mulv, the
+// (rows, L) tensors at off_rows; flags ACCUMULATE); rows from the step.
 
-@group(0) @binding(1) var<storage, read_write> out0: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out1: array<f32>;
-@group(0) @binding(4) var<storage, read> in0: array<f32>;
-@group(0) @binding(5) var<storage, read> in1: array<f32>;
-@group(0) @binding(6) var<storage, read> in2: array<f32>;
-
-// z (out0), eps (out1) from mulv (in0).
+// z, eps from mulv.
 @compute @workgroup_size(WG)
 fn reparameterize_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let latent = dims.n;
-    let len = size_m() * latent;
+    let latent = args.latent;
+    let len = st.rows * latent;
     for (var i = gid.x; i < len; i += nwg.x * WG) {
-        let base = dims.off_a + (i / latent) * 2u * latent + i % latent;
+        let base = args.off_mulv + (i / latent) * 2u * latent + i % latent;
         let e = normal(st.seed, st.reparam_stream, st.rng_step, i);
-        out1[dims.off_c + i] = e;
-        out0[dims.off_c + i] = in0[base] + exp(0.5 * in0[base + latent]) * e;
+        eps[args.off_rows + i] = e;
+        z[args.off_rows + i] = mulv[base] + exp(0.5 * mulv[base + latent]) * e;
     }
 }
 
-// dmulv (out0, at off_c) from dz (in0, at off_b), mulv (in1, at off_a), eps
-// (in2, at off_b). Writes, or adds with FLAG_ACCUMULATE (the CPU twin adds).
+// dmulv (at off_mulv) from dz and noise (the forward's eps, both at
+// off_rows) and mulv (at off_mulv). Writes, or adds with FLAG_ACCUMULATE
+// (the CPU twin adds).
 @compute @workgroup_size(WG)
 fn reparameterize_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let latent = dims.n;
-    let len = size_m() * latent;
-    let acc = has(FLAG_ACCUMULATE);
+    let latent = args.latent;
+    let len = st.rows * latent;
+    let acc = (args.flags & FLAG_ACCUMULATE) != 0u;
     for (var i = gid.x; i < len; i += nwg.x * WG) {
         let rel = (i / latent) * 2u * latent + i % latent;
-        let dz = in0[dims.off_b + i];
-        var dmu = dz;
-        var dlv = dz * in2[dims.off_b + i] * 0.5 * exp(0.5 * in1[dims.off_a + rel + latent]);
+        let g = dz[args.off_rows + i];
+        var dmu = g;
+        var dlv = g * noise[args.off_rows + i] * 0.5 * exp(0.5 * mulv[args.off_mulv + rel + latent]);
         if (acc) {
-            dmu += out0[dims.off_c + rel];
-            dlv += out0[dims.off_c + rel + latent];
+            dmu += dmulv[args.off_mulv + rel];
+            dlv += dmulv[args.off_mulv + rel + latent];
         }
-        out0[dims.off_c + rel] = dmu;
-        out0[dims.off_c + rel + latent] = dlv;
+        dmulv[args.off_mulv + rel] = dmu;
+        dmulv[args.off_mulv + rel + latent] = dlv;
     }
 }

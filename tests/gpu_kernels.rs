@@ -9,7 +9,11 @@ use gpu_common::{Mode, assert_close, gpu, random};
 use gpu_vae::cpu::{activation, adam, loss, matmul, reparam};
 use gpu_vae::data::{Images, loader};
 use gpu_vae::gpu::ops::{Host, Launch, run_once};
-use gpu_vae::gpu::program::{Dims, Step};
+use gpu_vae::gpu::params::{
+    AdamParams, ElementwiseParams, GatherParams, KernelParams, LossParams, MatmulParams, RandomParams, ReduceParams,
+    ReparamParams, Slot,
+};
+use gpu_vae::gpu::program::Step;
 use gpu_vae::gpu::shaders::{
     Kernel, MatmulForm, MatmulVariant, act_code, column_sums_groups, flags, grid_1d, loss_parts,
 };
@@ -26,16 +30,17 @@ const U: f32 = f32::EPSILON / 2.0;
 const NORMAL_ATOL: f32 = 2e-5;
 const NORMAL_RTOL: f32 = 2e-5;
 
-fn run(
+/// One dispatch on buffers bound by name; every bound buffer's contents
+/// come back in the order given.
+fn run<P: KernelParams>(
     mode: &Mode,
     kernel: Kernel,
-    dims: Dims,
+    params: P,
     step: Step,
-    rw: &[Host],
-    ro: &[Host],
+    bindings: &[(Slot, Host)],
     groups: [u32; 3],
 ) -> Vec<Vec<f32>> {
-    run_once(&mode.ctx, &mode.kernels, Launch { kernel, dims, step, groups }, rw, ro)
+    run_once(&mode.ctx, &mode.kernels, Launch { kernel, params, step, groups }, bindings)
         .unwrap_or_else(|e| panic!("{} ({}): {e}", kernel.entry(), mode.name()))
 }
 
@@ -49,18 +54,22 @@ fn rng_uniform_bits_are_identical() {
     for mode in &gpu.modes {
         for (seed, stream, step) in [(0u32, 0u32, 0u32), (7, 3, 12_345), (u32::MAX, 5, u32::MAX - 1)] {
             let n = 4099u32;
-            let dims = Dims { m: n, u0: seed, u1: stream, k: step, ..Default::default() };
+            let params = RandomParams { count: n, seed, stream, step };
             let zeros = vec![0u32; 4 * n as usize];
-            let words =
-                &run(mode, Kernel::Pcg4dWords, dims, Step::default(), &[Host::U32(&zeros)], &[], grid_1d(n as usize))
-                    [0];
+            let words = &run(
+                mode,
+                Kernel::Pcg4dWords,
+                params,
+                Step::default(),
+                &[(Slot::Words, Host::U32(&zeros))],
+                grid_1d(n as usize),
+            )[0];
             let uniforms = &run(
                 mode,
                 Kernel::FillUniform,
-                dims,
+                params,
                 Step::default(),
-                &[Host::U32(&zeros[..n as usize])],
-                &[],
+                &[(Slot::Words, Host::U32(&zeros[..n as usize]))],
                 grid_1d(n as usize),
             )[0];
             for i in 0..n {
@@ -80,9 +89,16 @@ fn rng_normals_match_within_tolerance() {
     for mode in &gpu.modes {
         for (seed, stream, step) in [(1u32, Stream::Reparam, 0u32), (99, Stream::InputNoise, 4_000_000)] {
             let n = 100_003usize;
-            let dims = Dims { m: n as u32, u0: seed, u1: stream as u32, k: step, ..Default::default() };
-            let out =
-                &run(mode, Kernel::FillNormal, dims, Step::default(), &[Host::U32(&vec![0; n])], &[], grid_1d(n))[0];
+            let params = RandomParams { count: n as u32, seed, stream: stream as u32, step };
+            let zeros = vec![0; n];
+            let out = &run(
+                mode,
+                Kernel::FillNormal,
+                params,
+                Step::default(),
+                &[(Slot::Words, Host::U32(&zeros))],
+                grid_1d(n),
+            )[0];
             let got: Vec<f32> = out.iter().map(|w| f32::from_bits(w.to_bits())).collect();
             let mut want = vec![0.0; n];
             rng::fill_normal(&mut want, seed, stream, step);
@@ -131,11 +147,11 @@ fn check_matmul(
     let c0 = random(oc + m * n, 40 + salt, -1.0, 1.0);
     let (a_, b_, bias_) = (&a[oa..], &b[ob..], &bias[od..]);
     let mut want = c0[oc..].to_vec();
-    let (mut dims, step) = (Dims { m: m as u32, k: k as u32, n: n as u32, ..Default::default() }, rows_step(m));
+    let (mut dims, step) = (MatmulParams { m: m as u32, k: k as u32, n: n as u32, ..Default::default() }, rows_step(m));
     dims.off_a = oa as u32;
     dims.off_b = ob as u32;
     dims.off_c = oc as u32;
-    dims.off_d = od as u32;
+    dims.off_bias = od as u32;
     let mut step = step;
     match form {
         "matmul_nt" => {
@@ -144,7 +160,7 @@ fn check_matmul(
             // Every activation the epilogue knows, in turn.
             let act = [Activation::Relu, Activation::LeakyRelu, Activation::Tanh][salt as usize % 3];
             activation::activation_forward(&mut want, act);
-            dims.u1 = act_code(act);
+            dims.act = act_code(act);
             dims.flags = flags::BIAS | flags::ROWS_M;
             dims.m = 100_000; // ignored: M comes from the step
         }
@@ -162,17 +178,19 @@ fn check_matmul(
         _ => MatmulForm::Nn,
     };
     let kernel = Kernel::Matmul(variant, form_id);
-    let ro = [Host::F32(&a), Host::F32(&b), Host::F32(&bias)];
+    let ro = [(Slot::A, Host::F32(&a)), (Slot::B, Host::F32(&b)), (Slot::Bias, Host::F32(&bias))];
     let [x, y, _] = variant.workgroups(m, n);
     let out = if slices == 1 {
-        run(mode, kernel, dims, step, &[Host::F32(&c0)], &ro, [x, y, 1])
+        run(mode, kernel, dims, step, &[&[(Slot::C, Host::F32(&c0))], &ro[..]].concat(), [x, y, 1])
     } else {
         // The slices into scratch, then their ordered sum and the epilogue.
-        dims.u0 = slices;
+        dims.slices = slices;
         let scratch = vec![0.0f32; slices as usize * m * n];
-        let sliced = run(mode, kernel, dims, step, &[Host::F32(&c0), Host::F32(&scratch)], &ro, [x, y, slices]);
+        let rw = [(Slot::C, Host::F32(&c0)), (Slot::Partial, Host::F32(&scratch))];
+        let sliced = run(mode, kernel, dims, step, &[&rw[..], &ro[..]].concat(), [x, y, slices]);
         let finish = Kernel::MatmulSplitFinish(variant);
-        run(mode, finish, dims, step, &[Host::F32(&c0), Host::F32(&sliced[1])], &ro, grid_1d(m * n))
+        let rw = [(Slot::C, Host::F32(&c0)), (Slot::Partial, Host::F32(&sliced[1]))];
+        run(mode, finish, dims, step, &[&rw[..], &ro[..]].concat(), grid_1d(m * n))
     };
     assert_eq!(out[0][..oc], c0[..oc], "{form}: wrote before its output");
     // Rounding noise of a length-k f32 dot product in two summation orders
@@ -192,17 +210,11 @@ fn column_sums_match_cpu() {
             let out0 = random(n + 1, 2, -1.0, 1.0);
             let mut want = out0[1..].to_vec();
             matmul::column_sums(&mut want, &a[2..], m, n);
-            let dims = Dims {
-                m: 0,
-                n: n as u32,
-                off_a: 2,
-                off_c: 1,
-                flags: flags::ACCUMULATE | flags::ROWS_M,
-                ..Default::default()
-            };
+            let params = ReduceParams { n: n as u32, off_in: 2, off_out: 1, flags: flags::ACCUMULATE };
             let kernel = Kernel::ColumnSums;
             let groups = column_sums_groups(n);
-            let out = run(mode, kernel, dims, rows_step(m), &[Host::F32(&out0)], &[Host::F32(&a)], groups);
+            let b = [(Slot::Out, Host::F32(&out0)), (Slot::A, Host::F32(&a))];
+            let out = run(mode, kernel, params, rows_step(m), &b, groups);
             // The same m additions as the CPU's, grouped differently (8
             // strided partial sums): rounding differences of at most a few
             // ulps of partial sums bounded by m for terms in [-1, 1].
@@ -220,7 +232,7 @@ fn activations_match_cpu() {
     for mode in &gpu.modes {
         for (m, n) in ELEMENTWISE_SHAPES {
             let len = m * n;
-            let dims = Dims { n: n as u32, flags: flags::ROWS_M, off_a: 1, off_c: 2, ..Default::default() };
+            let dims = ElementwiseParams { n: n as u32, off_in: 1, off_out: 2, act: 0 };
             let x = random(len + 1, 5, -6.0, 6.0);
             let d0 = random(len + 2, 6, -1.0, 1.0);
             let step = rows_step(m);
@@ -228,7 +240,7 @@ fn activations_match_cpu() {
             let name = |e: &str| format!("{e} m={m} n={n} ({})", mode.name());
 
             for act in [Activation::Identity, Activation::Relu, Activation::LeakyRelu, Activation::Tanh] {
-                let dims = Dims { u1: act_code(act), ..dims };
+                let dims = ElementwiseParams { act: act_code(act), ..dims };
                 // ReLU and leaky ReLU are exact; tanh is a few ulps of a value
                 // in [-1, 1] on either side, and its backward d·(1 - y²) may
                 // be one fused multiply-add on the GPU.
@@ -237,62 +249,53 @@ fn activations_match_cpu() {
                 activation::activation_forward(&mut want, act);
                 let mut y0 = vec![0.0; 2];
                 y0.extend_from_slice(&x[1..]);
-                let out = run(mode, Kernel::ActivationForward, dims, step, &[Host::F32(&y0)], &[], g);
+                let out = run(mode, Kernel::ActivationForward, dims, step, &[(Slot::Out, Host::F32(&y0))], g);
                 assert_close(&name(&format!("{act:?} forward")), &out[0][2..], &want, atol, rtol);
 
                 let mut y = vec![0.0; 1];
                 y.extend_from_slice(&want);
                 let mut want = d0[2..].to_vec();
                 activation::activation_backward(&mut want, &y[1..], act);
-                let out = run(mode, Kernel::ActivationBackward, dims, step, &[Host::F32(&d0)], &[Host::F32(&y)], g);
+                let b = [(Slot::Out, Host::F32(&d0)), (Slot::Inp, Host::F32(&y))];
+                let out = run(mode, Kernel::ActivationBackward, dims, step, &b, g);
                 assert_close(&name(&format!("{act:?} backward")), &out[0][2..], &want, atol, rtol);
             }
 
-            // bias_add: the bias at off_a of a parameter-like buffer.
+            // bias_add: the bias at off_in of a parameter-like buffer.
             let bias = random(1 + n, 9, -1.0, 1.0);
             let mut want = d0[2..].to_vec();
             matmul::bias_add(&mut want, &bias[1..], m, n);
-            let out = run(mode, Kernel::BiasAdd, dims, step, &[Host::F32(&d0)], &[Host::F32(&bias)], g);
+            let b = [(Slot::Out, Host::F32(&d0)), (Slot::Inp, Host::F32(&bias))];
+            let out = run(mode, Kernel::BiasAdd, dims, step, &b, g);
             assert_close(&name("bias_add"), &out[0][2..], &want, 0.0, 0.0);
 
             // exp differs by a few ulps between GPU and CPU, and the GPU
             // form avoids overflow for very negative x.
             let mut want = vec![0.0; len];
             activation::sigmoid_forward(&mut want, &x[1..]);
-            let out = run(mode, Kernel::SigmoidForward, dims, step, &[Host::F32(&d0)], &[Host::F32(&x)], g);
+            let b = [(Slot::Out, Host::F32(&d0)), (Slot::Inp, Host::F32(&x))];
+            let out = run(mode, Kernel::SigmoidForward, dims, step, &b, g);
             assert_close(&name("sigmoid_forward"), &out[0][2..], &want, 1e-7, 8.0 * U);
 
             let y: Vec<f32> = x.iter().map(|&v| activation::sigmoid(v)).collect();
             let mut want = d0[2..].to_vec();
             activation::sigmoid_backward(&mut want, &y[1..]);
-            let out = run(mode, Kernel::SigmoidBackward, dims, step, &[Host::F32(&d0)], &[Host::F32(&y)], g);
+            let b = [(Slot::Out, Host::F32(&d0)), (Slot::Inp, Host::F32(&y))];
+            let out = run(mode, Kernel::SigmoidBackward, dims, step, &b, g);
             assert_close(&name("sigmoid_backward"), &out[0][2..], &want, 1e-8, 4.0 * U);
         }
     }
 }
 
 /// A forward loss kernel and `loss_finish`: the reduced sum, read from slot `which`.
-fn loss_sum(mode: &Mode, entry: Kernel, dims: Dims, step: Step, inputs: &[Host], len: usize) -> f32 {
+fn loss_sum(mode: &Mode, entry: Kernel, dims: LossParams, step: Step, inputs: &[(Slot, Host)], len: usize) -> f32 {
     let parts = loss_parts(len);
-    let partials = run(
-        mode,
-        entry,
-        Dims { off_c: 1, ..dims },
-        step,
-        &[Host::F32(&vec![0.0; parts as usize + 1])],
-        inputs,
-        [parts, 1, 1],
-    );
-    let finish = Dims { parts, off_a: 1, which: 1, ..Default::default() };
-    let slots = run(
-        mode,
-        Kernel::LossFinish,
-        finish,
-        Step { slot: 1, ..step },
-        &[Host::F32(&[9.0; 4])],
-        &[Host::F32(&partials[0])],
-        [1, 1, 1],
-    );
+    let zeros = vec![0.0; parts as usize + 1];
+    let bound = [&[(Slot::Out, Host::F32(&zeros))], inputs].concat();
+    let partials = run(mode, entry, LossParams { off_out: 1, ..dims }, step, &bound, [parts, 1, 1]);
+    let finish = LossParams { parts, off_x: 1, which: 1, ..Default::default() };
+    let bound = [(Slot::Out, Host::F32(&[9.0; 4])), (Slot::X, Host::F32(&partials[0]))];
+    let slots = run(mode, Kernel::LossFinish, finish, Step { slot: 1, ..step }, &bound, [1, 1, 1]);
     assert_eq!([slots[0][0], slots[0][1], slots[0][2]], [9.0; 3], "{entry:?}: wrote outside its slot");
     slots[0][3]
 }
@@ -314,8 +317,8 @@ fn reconstruction_losses_match_cpu() {
             let (a, x) = (&logits[1..], &target[2..]);
             let scale = 0.37;
             let step = Step { recon_scale: scale, ..rows_step(m) };
-            let dims = Dims { n: n as u32, flags: flags::ROWS_M, off_a: 1, off_b: 2, ..Default::default() };
-            let inputs = [Host::F32(&logits), Host::F32(&target)];
+            let dims = LossParams { n: n as u32, off_x: 1, off_target: 2, ..Default::default() };
+            let inputs = [(Slot::X, Host::F32(&logits)), (Slot::Target, Host::F32(&target))];
             let name = |e: &str| format!("{e} m={m} n={n} ({})", mode.name());
 
             let got = loss_sum(mode, Kernel::BceWithLogitsForward, dims, step, &inputs, len);
@@ -325,13 +328,14 @@ fn reconstruction_losses_match_cpu() {
             let mut want = vec![0.0; len];
             loss::bce_with_logits_backward(&mut want, a, x, scale);
             let k = Kernel::BceWithLogitsBackward;
-            let out =
-                run(mode, k, Dims { off_c: 3, ..dims }, step, &[Host::F32(&vec![0.0; len + 3])], &inputs, grid_1d(len));
+            let zeros = vec![0.0; len + 3];
+            let bound = [&[(Slot::Out, Host::F32(&zeros))], &inputs[..]].concat();
+            let out = run(mode, k, LossParams { off_out: 3, ..dims }, step, &bound, grid_1d(len));
             // sigmoid through exp: a few ulps of a value scaled by 0.37.
             assert_close(&name("bce_with_logits_backward"), &out[0][3..], &want, 1e-7, 8.0 * U);
 
             let y: Vec<f32> = logits.iter().map(|&v| activation::sigmoid(v)).collect();
-            let inputs = [Host::F32(&y), Host::F32(&target)];
+            let inputs = [(Slot::X, Host::F32(&y)), (Slot::Target, Host::F32(&target))];
             let got = loss_sum(mode, Kernel::MseForward, dims, step, &inputs, len);
             let want = loss::mse_forward(&y[1..], x) as f32;
             assert_close(&name("mse_forward"), &[got], &[want], SUM_ATOL, SUM_RTOL);
@@ -339,8 +343,8 @@ fn reconstruction_losses_match_cpu() {
             let mut want = vec![0.0; len];
             loss::mse_backward(&mut want, &y[1..], x, scale);
             let k = Kernel::MseBackward;
-            let out =
-                run(mode, k, Dims { off_c: 3, ..dims }, step, &[Host::F32(&vec![0.0; len + 3])], &inputs, grid_1d(len));
+            let bound = [&[(Slot::Out, Host::F32(&zeros))], &inputs[..]].concat();
+            let out = run(mode, k, LossParams { off_out: 3, ..dims }, step, &bound, grid_1d(len));
             assert_close(&name("mse_backward"), &out[0][3..], &want, 0.0, 2.0 * U);
         }
     }
@@ -355,10 +359,10 @@ fn kl_matches_cpu() {
             let mut mulv = random(1 + 2 * len, 9, -2.0, 2.0);
             mulv[1..].chunks_exact_mut(2 * latent).for_each(|r| r[latent..].iter_mut().for_each(|v| *v *= 1.5));
             let step = Step { kl_scale: 0.8, ..rows_step(m) };
-            let dims = Dims { n: latent as u32, flags: flags::ROWS_M, off_a: 1, ..Default::default() };
+            let dims = LossParams { n: latent as u32, off_x: 1, ..Default::default() };
             let name = |e: &str| format!("{e} m={m} L={latent} ({})", mode.name());
 
-            let got = loss_sum(mode, Kernel::KlForward, dims, step, &[Host::F32(&mulv)], len);
+            let got = loss_sum(mode, Kernel::KlForward, dims, step, &[(Slot::X, Host::F32(&mulv))], len);
             let want = loss::kl_forward(&mulv[1..], latent) as f32;
             assert_close(&name("kl_forward"), &[got], &[want], SUM_ATOL, SUM_RTOL);
 
@@ -366,15 +370,15 @@ fn kl_matches_cpu() {
             let mut want = d0[2..].to_vec();
             loss::kl_backward(&mut want, &mulv[1..], latent, 0.8);
             let k = Kernel::KlBackward;
-            let acc = Dims { off_c: 2, flags: dims.flags | flags::ACCUMULATE, ..dims };
-            let out = run(mode, k, acc, step, &[Host::F32(&d0)], &[Host::F32(&mulv)], grid_1d(len));
+            let acc = LossParams { off_out: 2, flags: flags::ACCUMULATE, ..dims };
+            let bound = [(Slot::Out, Host::F32(&d0)), (Slot::X, Host::F32(&mulv))];
+            let out = run(mode, k, acc, step, &bound, grid_1d(len));
             // exp(lv) to a few ulps, scaled and added to d.
             assert_close(&name("kl_backward"), &out[0][2..], &want, 1e-6, 8.0 * U);
             // Without ACCUMULATE it writes: the CPU twin on a zeroed gradient.
             let mut want = vec![0.0; 2 * len];
             loss::kl_backward(&mut want, &mulv[1..], latent, 0.8);
-            let out =
-                run(mode, k, Dims { off_c: 2, ..dims }, step, &[Host::F32(&d0)], &[Host::F32(&mulv)], grid_1d(len));
+            let out = run(mode, k, LossParams { off_out: 2, ..dims }, step, &bound, grid_1d(len));
             assert_close(&name("kl_backward (write)"), &out[0][2..], &want, 1e-6, 8.0 * U);
         }
     }
@@ -388,7 +392,7 @@ fn reparameterization_matches_cpu() {
             let len = m * latent;
             let mulv = random(1 + 2 * len, 11, -2.0, 2.0);
             let step = Step { seed: 42, reparam_stream: Stream::Reparam as u32, rng_step: 1234, ..rows_step(m) };
-            let dims = Dims { n: latent as u32, flags: flags::ROWS_M, off_a: 1, off_c: 2, ..Default::default() };
+            let dims = ReparamParams { latent: latent as u32, flags: 0, off_mulv: 1, off_rows: 2 };
             let name = |e: &str| format!("{e} m={m} L={latent} ({})", mode.name());
 
             let mut eps = vec![0.0; len];
@@ -397,28 +401,36 @@ fn reparameterization_matches_cpu() {
             reparam::reparameterize_forward(&mut z, &mulv[1..], &eps, latent);
             let zeros = vec![0.0; len + 2];
             let k = Kernel::ReparameterizeForward;
-            let out =
-                run(mode, k, dims, step, &[Host::F32(&zeros), Host::F32(&zeros)], &[Host::F32(&mulv)], grid_1d(len));
+            let bound = [(Slot::Z, Host::F32(&zeros)), (Slot::Eps, Host::F32(&zeros)), (Slot::Mulv, Host::F32(&mulv))];
+            let out = run(mode, k, dims, step, &bound, grid_1d(len));
             assert_close(&name("eps"), &out[1][2..], &eps, NORMAL_ATOL, NORMAL_RTOL);
             // z = mu + e^(lv/2)·eps with e^(lv/2) ≤ 2.7: eps's tolerance scaled.
             assert_close(&name("reparameterize_forward"), &out[0][2..], &z, 3.0 * NORMAL_ATOL, NORMAL_RTOL);
 
-            // Backward from the CPU's eps, both writing and accumulating.
+            // Backward from the CPU's eps, both writing and accumulating; dz
+            // and eps at off_rows, dmulv and mulv at off_mulv.
             let mut eps_buf = vec![0.0; 3];
             eps_buf.extend_from_slice(&eps);
             let dz = random(3 + len, 12, -1.0, 1.0);
-            let d0 = random(2 + 2 * len, 13, -1.0, 1.0);
+            let mut d0 = random(1 + 2 * len, 13, -1.0, 1.0);
+            d0[0] = 7.0;
             let k = Kernel::ReparameterizeBackward;
             for accumulate in [false, true] {
-                let mut want = if accumulate { d0[2..].to_vec() } else { vec![0.0; 2 * len] };
+                let mut want = if accumulate { d0[1..].to_vec() } else { vec![0.0; 2 * len] };
                 reparam::reparameterize_backward(&mut want, &dz[3..], &mulv[1..], &eps, latent);
-                let flags = flags::ROWS_M | if accumulate { flags::ACCUMULATE } else { 0 };
-                let d = Dims { off_b: 3, flags, ..dims };
-                let ro = [Host::F32(&dz), Host::F32(&mulv), Host::F32(&eps_buf)];
-                let out = run(mode, k, d, step, &[Host::F32(&d0)], &ro, grid_1d(len));
+                let flags = if accumulate { flags::ACCUMULATE } else { 0 };
+                let d = ReparamParams { off_rows: 3, flags, ..dims };
+                let bound = [
+                    (Slot::Dmulv, Host::F32(&d0)),
+                    (Slot::Dz, Host::F32(&dz)),
+                    (Slot::Mulv, Host::F32(&mulv)),
+                    (Slot::Noise, Host::F32(&eps_buf)),
+                ];
+                let out = run(mode, k, d, step, &bound, grid_1d(len));
                 let what = name(&format!("reparameterize_backward accumulate={accumulate}"));
+                assert_eq!(out[0][0], 7.0, "{what}: wrote before its output");
                 // Terms up to |dz·eps·½e^(lv/2)| ≈ 5, so a few ulps of 5 absolute.
-                assert_close(&what, &out[0][2..], &want, 2e-6, 8.0 * U);
+                assert_close(&what, &out[0][1..], &want, 2e-6, 8.0 * U);
             }
         }
     }
@@ -449,26 +461,22 @@ fn gather_and_noise_match_cpu() {
             rng_step: 9,
             ..rows_step(batch)
         };
-        let dims = Dims { n: dim as u32, off_c: 1, ..Default::default() };
+        let params = GatherParams { n: dim as u32, off_out: 1, off_in: 0 };
         let k = Kernel::GatherBatch;
-        let out = run(
-            mode,
-            k,
-            dims,
-            step,
-            &[Host::F32(&vec![0.0; 1 + batch * dim])],
-            &[Host::U32(&words), Host::U32(&order)],
-            grid_1d(batch * dim),
-        );
+        let zeros = vec![0.0; 1 + batch * dim];
+        let bound =
+            [(Slot::Out, Host::F32(&zeros)), (Slot::Pixels, Host::U32(&words)), (Slot::Order, Host::U32(&order))];
+        let out = run(mode, k, params, step, &bound, grid_1d(batch * dim));
         // p / 255 in f32; a GPU division may be off by an ulp or two.
         assert_close(&format!("gather_batch ({})", mode.name()), &out[0][1..], &want, 0.0, 4.0 * U);
 
         let mut noisy = vec![0.0; want.len()];
         loader::add_input_noise(&want, &mut noisy, 0.3, 17, Stream::InputNoise, 9);
-        let d = Dims { n: dim as u32, flags: flags::ROWS_M, off_a: 1, ..Default::default() };
+        let d = GatherParams { n: dim as u32, off_in: 1, off_out: 0 };
         let k = Kernel::AddInputNoise;
         let zeros = vec![0.0; batch * dim];
-        let out = run(mode, k, d, step, &[Host::F32(&zeros)], &[Host::F32(&out[0])], grid_1d(batch * dim));
+        let bound = [(Slot::Out, Host::F32(&zeros)), (Slot::Clean, Host::F32(&out[0]))];
+        let out = run(mode, k, d, step, &bound, grid_1d(batch * dim));
         // Normals scaled by 0.3, then clamped.
         assert_close(&format!("add_input_noise ({})", mode.name()), &out[0], &noisy, NORMAL_ATOL, NORMAL_RTOL);
     }
@@ -487,12 +495,16 @@ fn adam_matches_cpu() {
             let (mut wp, mut wm, mut wv) = (params.clone(), m.clone(), v.clone());
             adam::adam_update(&mut wp, &mut wm, &mut wv, &g, &cfg, t);
             let (c1, c2) = cfg.corrections(t);
-            let dims =
-                Dims { m: p as u32, f0: cfg.lr, f1: cfg.beta1, f2: cfg.beta2, f3: cfg.eps, ..Default::default() };
+            let dims = AdamParams { count: p as u32, lr: cfg.lr, beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps };
             let step = Step { c1, c2, ..Default::default() };
             let k = Kernel::AdamUpdate;
-            let rw = [Host::F32(&params), Host::F32(&m), Host::F32(&v)];
-            let out = run(mode, k, dims, step, &rw, &[Host::F32(&g)], grid_1d(p));
+            let bound = [
+                (Slot::Params, Host::F32(&params)),
+                (Slot::AdamM, Host::F32(&m)),
+                (Slot::AdamV, Host::F32(&v)),
+                (Slot::Grads, Host::F32(&g)),
+            ];
+            let out = run(mode, k, dims, step, &bound, grid_1d(p));
             let name = |e: &str| format!("{e} P={p} t={t} ({})", mode.name());
             // Moments: b·m + (1-b)·g may cancel, and a GPU contracts it into
             // an FMA, so the error is a couple of ulps of the terms (|terms| ≤

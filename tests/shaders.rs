@@ -35,6 +35,23 @@ fn every_module_validates_and_translates_to_msl_and_hlsl() {
 }
 
 #[test]
+fn every_generated_interface_matches_its_rust_twin() {
+    for family in Family::ALL {
+        let (module, _) = module(family);
+        let (name, _, size) = family.params();
+        let args = module.global_variables.iter().find(|(_, g)| g.name.as_deref() == Some("args")).expect("args");
+        let ty = &module.types[args.1.ty];
+        assert_eq!(ty.name.as_deref(), Some(name), "{family:?}");
+        assert_eq!(ty.inner.size(module.to_ctx()) as usize, size, "{family:?}: {name} differs in size from Rust's");
+        for (i, b) in family.bindings().iter().enumerate() {
+            let var = module.global_variables.iter().find(|(_, g)| g.name.as_deref() == Some(b.slot.wgsl()));
+            let binding = var.and_then(|(_, g)| g.binding).expect("declared");
+            assert_eq!((binding.group, binding.binding), (0, i as u32 + 1), "{family:?}: {:?}", b.slot);
+        }
+    }
+}
+
+#[test]
 fn every_kernel_id_is_an_entry_point_and_back() {
     for family in Family::ALL {
         let (module, _) = module(family);

@@ -149,7 +149,7 @@ impl GpuEngine {
             return Ok(i);
         }
         let graph = if train { Graph::training(&self.arch, noisy) } else { Graph::forward(&self.arch, noisy) };
-        let calls = fuse(lower(&graph, self.max_batch), self.fusion, self.max_batch);
+        let calls = fuse(lower(&graph), self.fusion, self.max_batch, &self.ctx.limits);
         let p = &self.params;
         let bind = Bindings {
             params: &p.params,

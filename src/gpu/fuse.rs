@@ -5,20 +5,23 @@
 //!
 //! A rewrite is a function `Vec<Call> -> Vec<Call>`; add one to `fuse`.
 
-use super::lower::{Call, Matmul, Size};
+use super::lower::{Call, Matmul, size};
+use super::shaders::MatmulVariant;
 use crate::model::Activation;
 
 /// Which rewrites run: all by default; `GPU_VAE_FUSE=0` turns them off (the
-/// unfused list, one dispatch per CPU function) for debugging and A/B runs.
+/// unfused list, one dispatch per CPU function, products on the naive
+/// variant) for debugging and A/B runs.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Fusion {
     pub epilogues: bool,
+    pub tiles: bool,
     pub split_k: bool,
 }
 
 impl Fusion {
-    pub const ALL: Fusion = Fusion { epilogues: true, split_k: true };
-    pub const NONE: Fusion = Fusion { epilogues: false, split_k: false };
+    pub const ALL: Fusion = Fusion { epilogues: true, tiles: true, split_k: true };
+    pub const NONE: Fusion = Fusion { epilogues: false, tiles: false, split_k: false };
 
     pub fn from_env() -> Fusion {
         match std::env::var("GPU_VAE_FUSE").as_deref() {
@@ -28,10 +31,15 @@ impl Fusion {
     }
 }
 
-pub fn fuse(calls: Vec<Call>, fusion: Fusion, max_rows: usize) -> Vec<Call> {
+/// The rewrites of `fusion` for a program of at most `max_rows` rows on an
+/// adapter with `limits`.
+pub fn fuse(calls: Vec<Call>, fusion: Fusion, max_rows: usize, limits: &wgpu::Limits) -> Vec<Call> {
     let mut calls = calls;
     if fusion.epilogues {
         calls = epilogues(calls);
+    }
+    if fusion.tiles {
+        calls = tiles(calls, max_rows, limits);
     }
     if fusion.split_k {
         calls = split_k(calls, max_rows);
@@ -63,6 +71,20 @@ fn epilogues(calls: Vec<Call>) -> Vec<Call> {
     out
 }
 
+/// Each product gets the tiled variant its shape and the adapter's limits
+/// call for (`MatmulVariant::for_shape`).
+fn tiles(calls: Vec<Call>, max_rows: usize, limits: &wgpu::Limits) -> Vec<Call> {
+    calls
+        .into_iter()
+        .map(|call| match call {
+            Call::Matmul(m) => {
+                Call::Matmul(Matmul { variant: MatmulVariant::for_shape(size(m.m, max_rows), m.n, limits), ..m })
+            }
+            call => call,
+        })
+        .collect()
+}
+
 /// Products with too few output tiles to fill a GPU are split along K into
 /// slices, each a workgroup layer of the same dispatch, and a finish pass
 /// adds the slices in order (deterministic) and applies the epilogue.
@@ -71,11 +93,7 @@ fn split_k(calls: Vec<Call>, max_rows: usize) -> Vec<Call> {
     for call in calls {
         match call {
             Call::Matmul(m) => {
-                let at = |s: Size| match s {
-                    Size::Rows => max_rows,
-                    Size::Fixed(n) => n,
-                };
-                let slices = m.variant.split_k(at(m.m), at(m.k), m.n);
+                let slices = m.variant.split_k(size(m.m, max_rows), size(m.k, max_rows), m.n);
                 if slices > 1 {
                     let split = Matmul { slices, ..m };
                     out.push(Call::Matmul(split));

@@ -113,7 +113,7 @@ impl GpuInference {
             Some(i) => i,
             None => {
                 let mut pool = TensorPool::new(bucket);
-                let calls = fuse(lower(&half.graph, bucket), *fusion, bucket);
+                let calls = fuse(lower(&half.graph), *fusion, bucket, &ctx.limits);
                 let bind = Bindings {
                     params: &params.params,
                     param_count: params.count,

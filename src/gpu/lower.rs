@@ -13,7 +13,10 @@ use std::collections::HashMap;
 
 use super::buffers::storage;
 use super::context::GpuContext;
-use super::program::{Dims, Program, ProgramBuilder};
+use super::params::{
+    AdamParams, ElementwiseParams, GatherParams, LossParams, MatmulParams, ReduceParams, ReparamParams, Slot,
+};
+use super::program::{Program, ProgramBuilder};
 use super::shaders::{
     Kernel, Kernels, MAX_PARTS, MatmulForm, MatmulVariant, act_code, column_sums_groups, flags, grid_1d, loss_parts,
 };
@@ -150,9 +153,9 @@ fn which(term: LossTerm) -> u32 {
     }
 }
 
-/// The unfused calls of a graph, node for node as the CPU interpreter runs it.
-/// `max_rows` picks the products' tile variants.
-pub fn lower(graph: &Graph, max_rows: usize) -> Vec<Call> {
+/// The unfused calls of a graph, node for node as the CPU interpreter runs
+/// it; products start as the naive variant (`fuse` picks tiles).
+pub fn lower(graph: &Graph) -> Vec<Call> {
     let mut calls = Vec::new();
     let w = |t: TensorId| graph.width(t);
     for node in &graph.nodes {
@@ -167,7 +170,6 @@ pub fn lower(graph: &Graph, max_rows: usize) -> Vec<Call> {
                     (Size::Rows, Size::Fixed(l.inputs), l.outputs),
                     [(Buf::Tensor(ins[0]), 0), (Buf::Params, l.weight), (Buf::Tensor(y), 0)],
                     false,
-                    max_rows,
                 )));
                 calls.push(Call::BiasAdd { y, width: l.outputs, bias: l.bias });
                 if l.activation != Activation::Identity {
@@ -202,7 +204,6 @@ pub fn lower(graph: &Graph, max_rows: usize) -> Vec<Call> {
                     (Size::Fixed(l.outputs), Size::Rows, l.inputs),
                     [(Buf::Tensor(dy), 0), (Buf::Tensor(x), 0), (Buf::Grads, l.weight)],
                     false,
-                    max_rows,
                 )));
                 calls.push(Call::ColumnSums { a: dy, width: l.outputs, at: l.bias });
                 if let Some(&dx) = outs.first() {
@@ -211,7 +212,6 @@ pub fn lower(graph: &Graph, max_rows: usize) -> Vec<Call> {
                         (Size::Rows, Size::Fixed(l.outputs), l.inputs),
                         [(Buf::Tensor(dy), 0), (Buf::Params, l.weight), (Buf::Tensor(dx), 0)],
                         *accumulate,
-                        max_rows,
                     )));
                 }
             }
@@ -232,18 +232,8 @@ pub fn lower(graph: &Graph, max_rows: usize) -> Vec<Call> {
     calls
 }
 
-fn product(
-    form: MatmulForm,
-    (m, k, n): (Size, Size, usize),
-    [a, b, c]: [(Buf, usize); 3],
-    accumulate: bool,
-    max_rows: usize,
-) -> Matmul {
-    let m_max = match m {
-        Size::Rows => max_rows,
-        Size::Fixed(m) => m,
-    };
-    let variant = MatmulVariant::for_shape(m_max, n);
+fn product(form: MatmulForm, (m, k, n): (Size, Size, usize), [a, b, c]: [(Buf, usize); 3], accumulate: bool) -> Matmul {
+    let variant = MatmulVariant::Naive;
     Matmul { form, variant, m, k, n, a, b, c, bias: None, act: Activation::Identity, accumulate, slices: 1 }
 }
 
@@ -311,18 +301,24 @@ pub fn emit(
     let split = storage(ctx, "split-k slices", split_len * 4, wgpu::BufferUsages::empty())?;
     let mut p = ProgramBuilder::default();
     let mut t = |id: TensorId| pool.get(ctx, graph, id);
-    let need = |b: Option<&'_ wgpu::Buffer>, what: &str| b.cloned().unwrap_or_else(|| panic!("{what} not bound"));
-    let elementwise = |width: usize| Dims { n: width as u32, flags: flags::ROWS_M, ..Default::default() };
     let grid = |width: usize| grid_1d(rows * width);
+    let ew = |n: usize, off_in: usize, act: Activation| ElementwiseParams {
+        n: n as u32,
+        off_in: off_in as u32,
+        off_out: 0,
+        act: act_code(act),
+    };
     for call in calls {
         match call {
             &Call::Gather { out, width } => {
                 let Some((pixels, order)) = bind.data else { continue };
-                let dims = Dims { n: width as u32, ..Default::default() };
-                p.push(Kernel::GatherBatch, dims, &[&t(out)?], &[pixels, order], grid(width));
+                let params = GatherParams { n: width as u32, ..Default::default() };
+                let b = [(Slot::Out, &t(out)?), (Slot::Pixels, pixels), (Slot::Order, order)];
+                p.push(Kernel::GatherBatch, params, &b, grid(width));
             }
             &Call::InputNoise { out, clean, width } => {
-                p.push(Kernel::AddInputNoise, elementwise(width), &[&t(out)?], &[&t(clean)?], grid(width))
+                let params = GatherParams { n: width as u32, ..Default::default() };
+                p.push(Kernel::AddInputNoise, params, &[(Slot::Out, &t(out)?), (Slot::Clean, &t(clean)?)], grid(width))
             }
             Call::Matmul(m) | Call::SplitFinish(m) => {
                 let (a, b, c) =
@@ -332,7 +328,7 @@ pub fn emit(
                 fl |= if m.k == Size::Rows { flags::ROWS_K } else { 0 };
                 fl |= if m.bias.is_some() { flags::BIAS } else { 0 };
                 fl |= if m.accumulate { flags::ACCUMULATE } else { 0 };
-                let dims = Dims {
+                let params = MatmulParams {
                     m: fixed(m.m),
                     k: fixed(m.k),
                     n: m.n as u32,
@@ -340,79 +336,99 @@ pub fn emit(
                     off_a: m.a.1 as u32,
                     off_b: m.b.1 as u32,
                     off_c: m.c.1 as u32,
-                    off_d: m.bias.unwrap_or(0) as u32,
-                    u0: if m.slices > 1 { m.slices } else { 0 },
-                    u1: act_code(m.act),
-                    ..Default::default()
+                    off_bias: m.bias.unwrap_or(0) as u32,
+                    slices: if m.slices > 1 { m.slices } else { 0 },
+                    act: act_code(m.act),
                 };
-                let ro: Vec<&wgpu::Buffer> = if m.bias.is_some() { vec![&a, &b, bind.params] } else { vec![&a, &b] };
+                let mut bound = vec![(Slot::C, &c), (Slot::A, &a), (Slot::B, &b)];
+                if m.bias.is_some() {
+                    bound.push((Slot::Bias, bind.params));
+                }
+                if m.slices > 1 {
+                    bound.push((Slot::Partial, &split));
+                }
                 let m_max = size(m.m, rows);
                 if let Call::SplitFinish(_) = call {
-                    p.push(Kernel::MatmulSplitFinish(m.variant), dims, &[&c, &split], &ro, grid_1d(m_max * m.n));
+                    p.push(Kernel::MatmulSplitFinish(m.variant), params, &bound, grid_1d(m_max * m.n));
                 } else {
                     let [x, y, _] = m.variant.workgroups(m_max, m.n);
-                    let rw: Vec<&wgpu::Buffer> = if m.slices > 1 { vec![&c, &split] } else { vec![&c] };
-                    p.push(Kernel::Matmul(m.variant, m.form), dims, &rw, &ro, [x, y, m.slices.max(1)]);
+                    p.push(Kernel::Matmul(m.variant, m.form), params, &bound, [x, y, m.slices.max(1)]);
                 }
             }
             &Call::BiasAdd { y, width, bias } => {
-                let dims = Dims { off_a: bias as u32, ..elementwise(width) };
-                p.push(Kernel::BiasAdd, dims, &[&t(y)?], &[bind.params], grid(width));
+                let params = ew(width, bias, Activation::Identity);
+                p.push(Kernel::BiasAdd, params, &[(Slot::Out, &t(y)?), (Slot::Inp, bind.params)], grid(width));
             }
             &Call::Activation { y, width, act } => {
-                let dims = Dims { u1: act_code(act), ..elementwise(width) };
-                p.push(Kernel::ActivationForward, dims, &[&t(y)?], &[], grid(width));
+                p.push(Kernel::ActivationForward, ew(width, 0, act), &[(Slot::Out, &t(y)?)], grid(width));
             }
             &Call::ActivationBackward { d, y, width, act } => {
-                let dims = Dims { u1: act_code(act), ..elementwise(width) };
-                p.push(Kernel::ActivationBackward, dims, &[&t(d)?], &[&t(y)?], grid(width));
+                let b = [(Slot::Out, &t(d)?), (Slot::Inp, &t(y)?)];
+                p.push(Kernel::ActivationBackward, ew(width, 0, act), &b, grid(width));
             }
             &Call::ColumnSums { a, width, at } => {
-                let dims = Dims { off_c: at as u32, ..elementwise(width) };
+                let params = ReduceParams { n: width as u32, off_out: at as u32, ..Default::default() };
                 let grads = need(bind.grads, "grads");
-                p.push(Kernel::ColumnSums, dims, &[&grads], &[&t(a)?], column_sums_groups(width));
+                p.push(
+                    Kernel::ColumnSums,
+                    params,
+                    &[(Slot::Out, &grads), (Slot::A, &t(a)?)],
+                    column_sums_groups(width),
+                );
             }
             &Call::Sigmoid { y, x, width } => {
-                p.push(Kernel::SigmoidForward, elementwise(width), &[&t(y)?], &[&t(x)?], grid(width))
+                let b = [(Slot::Out, &t(y)?), (Slot::Inp, &t(x)?)];
+                p.push(Kernel::SigmoidForward, ew(width, 0, Activation::Identity), &b, grid(width))
             }
             &Call::SigmoidBackward { d, y, width } => {
-                p.push(Kernel::SigmoidBackward, elementwise(width), &[&t(d)?], &[&t(y)?], grid(width))
+                let b = [(Slot::Out, &t(d)?), (Slot::Inp, &t(y)?)];
+                p.push(Kernel::SigmoidBackward, ew(width, 0, Activation::Identity), &b, grid(width))
             }
             Call::LossPartials { kernel, inputs, width, which } => {
                 let (partials, _) = bind.losses.expect("losses bound");
                 let parts = loss_parts(rows * width);
-                let dims = Dims { off_c: which * MAX_PARTS, ..elementwise(*width) };
-                let ins = inputs.iter().map(|&i| t(i)).collect::<Result<Vec<_>>>()?;
-                p.push(*kernel, dims, &[partials], &ins.iter().collect::<Vec<_>>(), [parts, 1, 1]);
+                let params = LossParams { n: *width as u32, off_out: which * MAX_PARTS, ..Default::default() };
+                let x = t(inputs[0])?;
+                let target = inputs.get(1).map(|&i| t(i)).transpose()?;
+                let mut b = vec![(Slot::Out, partials), (Slot::X, &x)];
+                if let Some(target) = &target {
+                    b.push((Slot::Target, target));
+                }
+                p.push(*kernel, params, &b, [parts, 1, 1]);
             }
             &Call::LossFinish { width, which } => {
                 let (partials, slots) = bind.losses.expect("losses bound");
                 let parts = loss_parts(rows * width);
-                let dims = Dims { parts, off_a: which * MAX_PARTS, which, ..Default::default() };
-                p.push(Kernel::LossFinish, dims, &[slots], &[partials], [1, 1, 1]);
+                let params = LossParams { parts, off_x: which * MAX_PARTS, which, ..Default::default() };
+                p.push(Kernel::LossFinish, params, &[(Slot::Out, slots), (Slot::X, partials)], [1, 1, 1]);
             }
-            &Call::LossBackward { kernel, out, inputs: [x0, x1], width } => {
-                p.push(kernel, elementwise(width), &[&t(out)?], &[&t(x0)?, &t(x1)?], grid(width))
+            &Call::LossBackward { kernel, out, inputs: [x, target], width } => {
+                let params = LossParams { n: width as u32, ..Default::default() };
+                let b = [(Slot::Out, &t(out)?), (Slot::X, &t(x)?), (Slot::Target, &t(target)?)];
+                p.push(kernel, params, &b, grid(width))
             }
             &Call::Reparameterize { z, eps, mulv, latent } => {
-                let rw = [&t(z)?, &t(eps)?];
-                p.push(Kernel::ReparameterizeForward, elementwise(latent), &rw, &[&t(mulv)?], grid(latent));
+                let params = ReparamParams { latent: latent as u32, ..Default::default() };
+                let b = [(Slot::Z, &t(z)?), (Slot::Eps, &t(eps)?), (Slot::Mulv, &t(mulv)?)];
+                p.push(Kernel::ReparameterizeForward, params, &b, grid(latent));
             }
             &Call::ReparameterizeBackward { d, dz, mulv, eps, latent, accumulate } => {
-                let dims = Dims { flags: flags::ROWS_M | accumulate_flag(accumulate), ..elementwise(latent) };
-                let ro = [&t(dz)?, &t(mulv)?, &t(eps)?];
-                p.push(Kernel::ReparameterizeBackward, dims, &[&t(d)?], &ro, grid(latent));
+                let params =
+                    ReparamParams { latent: latent as u32, flags: accumulate_flag(accumulate), ..Default::default() };
+                let b = [(Slot::Dmulv, &t(d)?), (Slot::Dz, &t(dz)?), (Slot::Mulv, &t(mulv)?), (Slot::Noise, &t(eps)?)];
+                p.push(Kernel::ReparameterizeBackward, params, &b, grid(latent));
             }
             &Call::KlBackward { d, mulv, latent, accumulate } => {
-                let dims = Dims { flags: flags::ROWS_M | accumulate_flag(accumulate), ..elementwise(latent) };
-                p.push(Kernel::KlBackward, dims, &[&t(d)?], &[&t(mulv)?], grid(latent));
+                let params = LossParams { n: latent as u32, flags: accumulate_flag(accumulate), ..Default::default() };
+                p.push(Kernel::KlBackward, params, &[(Slot::Out, &t(d)?), (Slot::X, &t(mulv)?)], grid(latent));
             }
             Call::Adam => {
                 let (m, v, a) = bind.adam.expect("Adam's moments bound");
                 let grads = need(bind.grads, "grads");
                 let n = bind.param_count;
-                let dims = Dims { m: n as u32, f0: a.lr, f1: a.beta1, f2: a.beta2, f3: a.eps, ..Default::default() };
-                p.push(Kernel::AdamUpdate, dims, &[bind.params, m, v], &[&grads], grid_1d(n));
+                let params = AdamParams { count: n as u32, lr: a.lr, beta1: a.beta1, beta2: a.beta2, eps: a.eps };
+                let b = [(Slot::Params, bind.params), (Slot::AdamM, m), (Slot::AdamV, v), (Slot::Grads, &grads)];
+                p.push(Kernel::AdamUpdate, params, &b, grid_1d(n));
             }
         }
     }
@@ -428,7 +444,7 @@ fn resolve(tensor: &mut impl FnMut(TensorId) -> Result<wgpu::Buffer>, bind: &Bin
 }
 
 /// A size at the largest batch.
-fn size(s: Size, rows: usize) -> usize {
+pub fn size(s: Size, rows: usize) -> usize {
     match s {
         Size::Rows => rows,
         Size::Fixed(n) => n,
@@ -445,4 +461,8 @@ fn fixed(s: Size) -> u32 {
 
 fn accumulate_flag(accumulate: bool) -> u32 {
     if accumulate { flags::ACCUMULATE } else { 0 }
+}
+
+fn need(b: Option<&wgpu::Buffer>, what: &str) -> wgpu::Buffer {
+    b.cloned().unwrap_or_else(|| panic!("{what} not bound"))
 }

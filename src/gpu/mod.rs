@@ -3,6 +3,7 @@
 //!
 //! - `context`: the device, built once.
 //! - `shaders`: the kernel table, shared constants and pipelines.
+//! - `params`: each family's parameter struct and bindings (WGSL generated from them).
 //! - `lower`: a `model::Graph` lowered to kernel calls and bound to buffers.
 //! - `fuse`: rewrites of the lowered calls (epilogues, split-K).
 //! - `program`: step programs (dispatch lists built once, replayed) and step tables.
@@ -19,6 +20,7 @@ pub mod fuse;
 pub mod inference;
 pub mod lower;
 pub mod ops;
+pub mod params;
 pub mod profile;
 pub mod program;
 pub mod shaders;

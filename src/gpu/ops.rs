@@ -4,7 +4,8 @@
 use wgpu::util::DeviceExt;
 
 use super::context::GpuContext;
-use super::program::{Dims, ProgramBuilder, Step, StepTable};
+use super::params::{KernelParams, Slot};
+use super::program::{ProgramBuilder, Step, StepTable};
 use super::shaders::{Kernel, Kernels};
 use crate::error::{Error, Result};
 
@@ -35,31 +36,30 @@ fn upload(ctx: &GpuContext, data: Host<'_>) -> wgpu::Buffer {
     })
 }
 
-/// One dispatch: the kernel, its sizes, the step row it sees, its grid.
+/// One dispatch: the kernel, its parameters, the step row it sees, its grid.
 #[derive(Clone, Copy, Debug)]
-pub struct Launch {
+pub struct Launch<P: KernelParams> {
     pub kernel: Kernel,
-    pub dims: Dims,
+    pub params: P,
     pub step: Step,
     pub groups: [u32; 3],
 }
 
-/// Runs a launch on buffers initialised from `rw` (bindings 1..) and `ro`
-/// (bindings 4..), and returns the `rw` buffers' contents as f32
+/// Runs a launch on buffers initialised from `bindings` (by name) and
+/// returns every bound buffer's contents, in the order given, as f32
 /// (reinterpret with `to_bits` for u32 results).
-pub fn run_once(
+pub fn run_once<P: KernelParams>(
     ctx: &GpuContext,
     kernels: &Kernels,
-    launch: Launch,
-    rw: &[Host<'_>],
-    ro: &[Host<'_>],
+    launch: Launch<P>,
+    bindings: &[(Slot, Host<'_>)],
 ) -> Result<Vec<Vec<f32>>> {
-    let Launch { kernel, dims, step, groups } = launch;
+    let Launch { kernel, params, step, groups } = launch;
     let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let rw_buffers: Vec<wgpu::Buffer> = rw.iter().map(|&d| upload(ctx, d)).collect();
-    let ro_buffers: Vec<wgpu::Buffer> = ro.iter().map(|&d| upload(ctx, d)).collect();
+    let buffers: Vec<wgpu::Buffer> = bindings.iter().map(|&(_, d)| upload(ctx, d)).collect();
+    let named: Vec<(Slot, &wgpu::Buffer)> = bindings.iter().zip(&buffers).map(|(&(s, _), b)| (s, b)).collect();
     let mut builder = ProgramBuilder::default();
-    builder.push(kernel, dims, &rw_buffers.iter().collect::<Vec<_>>(), &ro_buffers.iter().collect::<Vec<_>>(), groups);
+    builder.push(kernel, params, &named, groups);
     let program = builder.build(&ctx.device, kernels);
     let table = StepTable::new(&ctx.device, kernels, 1);
     table.write(&ctx.queue, &[step]);
@@ -73,5 +73,5 @@ pub fn run_once(
     if let Some(e) = pollster::block_on(scope.pop()) {
         return Err(Error::Gpu(format!("{}: {e}", kernel.entry())));
     }
-    rw.iter().zip(&rw_buffers).map(|(d, b)| ctx.read_f32(b, 0, d.bytes().len() / 4)).collect()
+    bindings.iter().zip(&buffers).map(|(&(_, d), b)| ctx.read_f32(b, 0, d.bytes().len() / 4)).collect()
 }

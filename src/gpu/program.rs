@@ -3,76 +3,27 @@
 //! one compute pass. What differs between steps lives in a `StepTable`: one
 //! `Step` row per step, selected with a dynamic offset on bind group 1.
 
-use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
-#[cfg(test)]
-use super::shaders::MatmulForm;
+use super::params::{KernelParams, MatmulParams, PARAMS_SLOT, Slot};
 use super::shaders::{Family, Kernel, Kernels, flags};
 
-/// Sizes and offsets of one dispatch (`struct Dims` in shaders/common.wgsl).
-/// Offsets are in elements; each kernel family documents the fields it reads.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct Dims {
-    pub m: u32,
-    pub k: u32,
-    pub n: u32,
-    pub flags: u32,
-    pub off_a: u32,
-    pub off_b: u32,
-    pub off_c: u32,
-    pub off_d: u32,
-    pub parts: u32,
-    pub which: u32,
-    pub u0: u32,
-    pub u1: u32,
-    pub f0: f32,
-    pub f1: f32,
-    pub f2: f32,
-    pub f3: f32,
-}
+pub use super::params::Step;
 
-/// What changes from one step to the next (`struct Step` in shaders/common.wgsl).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct Step {
-    /// Images in this batch (the last of an epoch may be short).
-    pub rows: u32,
-    /// Index of the batch's first image in the order buffer.
-    pub row_offset: u32,
-    /// RNG step counter: the global step (training) or batch index (evaluation).
-    pub rng_step: u32,
-    /// Loss slot: the step's index within the epoch.
-    pub slot: u32,
-    pub seed: u32,
-    pub reparam_stream: u32,
-    pub noise_stream: u32,
-    pub pad0: u32,
-    pub noise_std: f32,
-    /// Adam bias corrections from `AdamConfig::corrections(t)`.
-    pub c1: f32,
-    pub c2: f32,
-    /// Objective weights from `Objective::for_batch`.
-    pub recon_scale: f32,
-    pub kl_scale: f32,
-    pub pad1: f32,
-    pub pad2: f32,
-    pub pad3: f32,
-}
-
+/// One dispatch before its bind group exists.
 struct Pending {
     kernel: Kernel,
-    dims: Dims,
-    rw: Vec<wgpu::Buffer>,
-    ro: Vec<wgpu::Buffer>,
+    /// The parameters' bytes, in the dispatch's uniform slot.
+    params: Vec<u8>,
+    matmul: Option<MatmulParams>,
+    bindings: Vec<(Slot, wgpu::Buffer)>,
     groups: [u32; 3],
 }
 
 pub struct Dispatch {
     pub kernel: Kernel,
-    /// A copy of what the uniform holds, so profiles can name the dispatch.
-    pub dims: Dims,
+    /// A product's parameters, so profiles can name it by shape.
+    pub matmul: Option<MatmulParams>,
     pipeline: wgpu::ComputePipeline,
     bind: wgpu::BindGroup,
     pub groups: [u32; 3],
@@ -90,7 +41,7 @@ impl Dispatch {
 
     /// This dispatch's `dispatch_label`.
     pub fn label(&self, rows: u32) -> String {
-        dispatch_label(self.kernel, &self.dims, rows)
+        dispatch_label(self.kernel, self.matmul.as_ref(), rows)
     }
 }
 
@@ -99,31 +50,53 @@ impl Dispatch {
 /// `matmul_nt Tile32 128x784x400 /4`; a split-K finish carries its product's
 /// shape, so the finishes of two products of one shape share a name. Other
 /// kernels are named by entry alone.
-pub fn dispatch_label(kernel: Kernel, dims: &Dims, rows: u32) -> String {
-    let Family::Matmul(variant) = kernel.family() else {
+pub fn dispatch_label(kernel: Kernel, matmul: Option<&MatmulParams>, rows: u32) -> String {
+    let (Family::Matmul(variant), Some(p)) = (kernel.family(), matmul) else {
         return kernel.entry().to_string();
     };
-    let m = if dims.flags & flags::ROWS_M != 0 { rows } else { dims.m };
-    let k = if dims.flags & flags::ROWS_K != 0 { rows } else { dims.k };
-    let split = if dims.u0 > 1 { format!(" /{}", dims.u0) } else { String::new() };
-    format!("{} {variant:?} {m}x{k}x{}{split}", kernel.entry(), dims.n)
+    let m = if p.flags & flags::ROWS_M != 0 { rows } else { p.m };
+    let k = if p.flags & flags::ROWS_K != 0 { rows } else { p.k };
+    let split = if p.slices > 1 { format!(" /{}", p.slices) } else { String::new() };
+    format!("{} {variant:?} {m}x{k}x{}{split}", kernel.entry(), p.n)
 }
 
-/// Collects dispatches; `build` packs their `Dims` into one uniform buffer.
+/// Collects dispatches; `build` packs their parameters into one uniform
+/// buffer and makes their bind groups.
 #[derive(Default)]
 pub struct ProgramBuilder {
-    dims: Vec<Dims>,
     pending: Vec<Pending>,
 }
 
 impl ProgramBuilder {
-    /// Adds a dispatch. `rw` go to bindings 1.., `ro` to bindings 4...
-    pub fn push(&mut self, kernel: Kernel, dims: Dims, rw: &[&wgpu::Buffer], ro: &[&wgpu::Buffer], groups: [u32; 3]) {
-        assert!(rw.len() <= 3 && ro.len() <= 3, "{kernel:?}: too many bindings");
-        self.dims.push(dims);
-        let rw = rw.iter().map(|&b| b.clone()).collect();
-        let ro = ro.iter().map(|&b| b.clone()).collect();
-        self.pending.push(Pending { kernel, dims, rw, ro, groups });
+    /// Adds a dispatch of `kernel` with its family's parameter struct and
+    /// buffers bound by name; bindings the kernel does not use may be left
+    /// out. A parameter type or binding name foreign to the family panics,
+    /// naming the kernel: the programs of every model are built in the tests.
+    pub fn push<P: KernelParams>(
+        &mut self,
+        kernel: Kernel,
+        params: P,
+        bindings: &[(Slot, &wgpu::Buffer)],
+        groups: [u32; 3],
+    ) {
+        let family = kernel.family();
+        assert_eq!(P::NAME, family.params().0, "{kernel:?} takes {}", family.params().0);
+        for (slot, _) in bindings {
+            assert!(
+                family.bindings().iter().any(|b| b.slot == *slot),
+                "{kernel:?} has no binding {slot:?}; it has {:?}",
+                family.bindings().iter().map(|b| b.slot).collect::<Vec<_>>()
+            );
+        }
+        let bytes = bytemuck::bytes_of(&params).to_vec();
+        let matmul = (P::NAME == MatmulParams::NAME).then(|| bytemuck::pod_read_unaligned(&bytes));
+        self.pending.push(Pending {
+            kernel,
+            params: bytes,
+            matmul,
+            bindings: bindings.iter().map(|&(s, b)| (s, b.clone())).collect(),
+            groups,
+        });
     }
 
     pub fn len(&self) -> usize {
@@ -135,15 +108,14 @@ impl ProgramBuilder {
     }
 
     pub fn build(self, device: &wgpu::Device, kernels: &Kernels) -> Program {
-        let size = std::mem::size_of::<Dims>() as u64;
-        let stride = size.next_multiple_of(kernels.uniform_align);
-        let mut bytes = vec![0u8; (stride * self.dims.len().max(1) as u64) as usize];
-        for (i, d) in self.dims.iter().enumerate() {
+        let stride = (PARAMS_SLOT as u64).next_multiple_of(kernels.uniform_align);
+        let mut bytes = vec![0u8; (stride * self.pending.len().max(1) as u64) as usize];
+        for (i, d) in self.pending.iter().enumerate() {
             let at = i * stride as usize;
-            bytes[at..at + size as usize].copy_from_slice(bytemuck::bytes_of(d));
+            bytes[at..at + d.params.len()].copy_from_slice(&d.params);
         }
-        let dims_buffer = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("dims"),
+        let params_buffer = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("kernel parameters"),
             contents: &bytes,
             usage: wgpu::BufferUsages::UNIFORM,
         });
@@ -152,44 +124,42 @@ impl ProgramBuilder {
             .pending
             .into_iter()
             .enumerate()
-            .map(|(i, p)| {
-                let dims = wgpu::BufferBinding {
-                    buffer: &dims_buffer,
-                    offset: i as u64 * stride,
-                    size: wgpu::BufferSize::new(size),
-                };
-                let rw = |j: usize| p.rw.get(j).unwrap_or(&kernels.dummy_rw[j]).as_entire_binding();
-                let ro = |j: usize| p.ro.get(j).unwrap_or(&kernels.dummy_ro).as_entire_binding();
-                let entry = |binding, resource| wgpu::BindGroupEntry { binding, resource };
+            .map(|(i, d)| {
+                let family = d.kernel.family();
+                let mut entries = vec![wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &params_buffer,
+                        offset: i as u64 * stride,
+                        size: wgpu::BufferSize::new(PARAMS_SLOT as u64),
+                    }),
+                }];
+                for (j, b) in family.bindings().iter().enumerate() {
+                    let bound = d.bindings.iter().find(|(s, _)| *s == b.slot).map(|(_, buf)| buf);
+                    let buffer = bound.unwrap_or(&kernels.dummies[j]);
+                    entries.push(wgpu::BindGroupEntry { binding: j as u32 + 1, resource: buffer.as_entire_binding() });
+                }
                 let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some(p.kernel.entry()),
-                    layout: &kernels.dims_layout,
-                    entries: &[
-                        entry(0, wgpu::BindingResource::Buffer(dims)),
-                        entry(1, rw(0)),
-                        entry(2, rw(1)),
-                        entry(3, rw(2)),
-                        entry(4, ro(0)),
-                        entry(5, ro(1)),
-                        entry(6, ro(2)),
-                    ],
+                    label: Some(d.kernel.entry()),
+                    layout: kernels.layout(family),
+                    entries: &entries,
                 });
                 Dispatch {
-                    kernel: p.kernel,
-                    dims: p.dims,
-                    pipeline: kernels.pipeline(p.kernel).clone(),
+                    kernel: d.kernel,
+                    matmul: d.matmul,
+                    pipeline: kernels.pipeline(d.kernel).clone(),
                     bind,
-                    groups: p.groups,
+                    groups: d.groups,
                 }
             })
             .collect();
-        Program { _dims: dims_buffer, dispatches }
+        Program { _params: params_buffer, dispatches }
     }
 }
 
 /// Dispatches built once, recorded again for each step.
 pub struct Program {
-    _dims: wgpu::Buffer,
+    _params: wgpu::Buffer,
     pub dispatches: Vec<Dispatch>,
 }
 
@@ -274,22 +244,19 @@ impl StepTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gpu::shaders::MatmulForm;
     use crate::gpu::shaders::MatmulVariant::{Tile32, Tile64};
 
     #[test]
     fn labels_name_products_by_shape() {
-        let fwd = Dims { k: 784, n: 400, u0: 4, flags: flags::ROWS_M | flags::BIAS, ..Default::default() };
-        assert_eq!(
-            dispatch_label(Kernel::Matmul(Tile32, MatmulForm::Nt), &fwd, 128),
-            "matmul_nt Tile32 128x784x400 /4"
-        );
-        assert_eq!(
-            dispatch_label(Kernel::MatmulSplitFinish(Tile32), &fwd, 96),
-            "matmul_split_finish Tile32 96x784x400 /4"
-        );
-        let dw = Dims { m: 400, n: 784, flags: flags::ROWS_K, ..Default::default() };
-        assert_eq!(dispatch_label(Kernel::Matmul(Tile64, MatmulForm::Tn), &dw, 128), "matmul_tn Tile64 400x128x784");
-        let relu = Dims { n: 400, flags: flags::ROWS_M, ..Default::default() };
-        assert_eq!(dispatch_label(Kernel::ActivationBackward, &relu, 128), "activation_backward");
+        let fwd = MatmulParams { k: 784, n: 400, slices: 4, flags: flags::ROWS_M | flags::BIAS, ..Default::default() };
+        let nt = Kernel::Matmul(Tile32, MatmulForm::Nt);
+        assert_eq!(dispatch_label(nt, Some(&fwd), 128), "matmul_nt Tile32 128x784x400 /4");
+        let finish = Kernel::MatmulSplitFinish(Tile32);
+        assert_eq!(dispatch_label(finish, Some(&fwd), 96), "matmul_split_finish Tile32 96x784x400 /4");
+        let dw = MatmulParams { m: 400, n: 784, flags: flags::ROWS_K, ..Default::default() };
+        let tn = Kernel::Matmul(Tile64, MatmulForm::Tn);
+        assert_eq!(dispatch_label(tn, Some(&dw), 128), "matmul_tn Tile64 400x128x784");
+        assert_eq!(dispatch_label(Kernel::ActivationBackward, None, 128), "activation_backward");
     }
 }
