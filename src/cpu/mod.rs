@@ -7,6 +7,7 @@
 
 pub mod activation;
 pub mod adam;
+pub mod conv;
 pub mod engine;
 mod epoch;
 pub mod interpreter;
