@@ -19,6 +19,14 @@ pub enum Error {
     /// whole run); the last checkpoint on disk is left as it was.
     #[error("loss became {value} at step {step} (epoch {epoch}); stopped, the last good checkpoint is kept")]
     NonFiniteLoss { value: f32, step: u64, epoch: usize },
+    /// A run's `config.json` parses but fails validation; `error` says why.
+    /// (Not `source`, for the reason given at `Io`.)
+    #[error("{path}: not a valid run configuration: {error}")]
+    BadRunConfig { path: PathBuf, error: Box<Error> },
+    /// A use (`what`: a subcommand or an option) that this run or its data
+    /// cannot serve.
+    #[error("{what} needs {needs}")]
+    Unsupported { what: &'static str, needs: String },
     /// The GPU path could not be set up or failed.
     #[error("gpu: {0}")]
     Gpu(String),
@@ -37,6 +45,10 @@ impl Error {
 
     pub fn invalid(name: &'static str, why: impl Into<String>) -> Self {
         Error::InvalidArg { name, why: why.into() }
+    }
+
+    pub fn unsupported(what: &'static str, needs: impl Into<String>) -> Self {
+        Error::Unsupported { what, needs: needs.into() }
     }
 }
 

@@ -1,10 +1,13 @@
 //! `denoise`: corrupt clean images, reconstruct them, and measure the gain.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::{Inference, mean, per_image_mse, psnr, sample_steps};
+use super::reconstruct::grid_cols;
+use super::{Inference, Split, at_least_one, first_pixels, mean, per_image_mse, psnr, sample_steps};
+use super::{split_images, wrote};
+use crate::data::DataSet;
 use crate::data::loader::add_input_noise;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::rng::{self, Stream};
 use crate::viz::write_grid;
 
@@ -22,6 +25,77 @@ impl std::fmt::Display for Corruption {
             Corruption::Gaussian { std } => write!(f, "Gaussian noise of std {std}"),
             Corruption::SaltPepper { p } => write!(f, "salt-and-pepper noise on {p} of the pixels"),
         }
+    }
+}
+
+impl Corruption {
+    /// Errors unless the noise is of a positive finite std, or a probability in (0, 1].
+    pub fn check(&self) -> Result<()> {
+        match *self {
+            Corruption::Gaussian { std } if !std.is_finite() || std <= 0.0 => {
+                Err(Error::invalid("--std", format!("{std} is not a positive finite number")))
+            }
+            Corruption::SaltPepper { p } if !(p > 0.0 && p <= 1.0) => {
+                Err(Error::invalid("--salt-pepper", format!("{p} is not a probability in (0, 1]")))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+pub struct DenoiseOptions {
+    pub split: Split,
+    pub corruption: Corruption,
+    /// The first `n` images of the split, 8 per grid row.
+    pub n: usize,
+    /// Seed of the noise.
+    pub seed: u32,
+    /// The PNG of noisy / denoised / clean rows.
+    pub out: PathBuf,
+}
+
+impl DenoiseOptions {
+    pub fn check(&self) -> Result<()> {
+        at_least_one("--n", self.n)?;
+        self.corruption.check()
+    }
+}
+
+pub struct DenoiseReport {
+    pub split: Split,
+    pub corruption: Corruption,
+    pub count: usize,
+    /// Mean per-image PSNR against the clean images, in dB.
+    pub psnr_noisy: f64,
+    pub psnr_denoised: f64,
+    pub out: PathBuf,
+}
+
+/// Corrupts the first images of a split, reconstructs them, writes the picture.
+pub fn run(model: &mut dyn Inference, data: &DataSet, o: &DenoiseOptions) -> Result<DenoiseReport> {
+    o.check()?;
+    let images = split_images(model.arch(), data, o.split)?;
+    let (clean, rows) = first_pixels(images, Some(o.n));
+    let d = denoise(model, &clean, rows, o.corruption, o.seed)?;
+    write_triples(&o.out, &d, &clean, images.rows, images.cols, grid_cols(rows))?;
+    Ok(DenoiseReport {
+        split: o.split,
+        corruption: o.corruption,
+        count: rows,
+        psnr_noisy: d.psnr_noisy,
+        psnr_denoised: d.psnr_denoised,
+        out: o.out.clone(),
+    })
+}
+
+impl std::fmt::Display for DenoiseReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} {} images, {}: PSNR {:.2} dB noisy, {:.2} dB denoised",
+            self.count, self.split, self.corruption, self.psnr_noisy, self.psnr_denoised
+        )?;
+        wrote(f, &self.out)
     }
 }
 

@@ -8,13 +8,89 @@
 //! Σ(y − x)² + (D/2)·ln π is the training loss plus a constant, so that the
 //! ELBO and the IWAE bound of such a model are comparable nats.
 
-use super::{CHUNK, Inference, sample_steps};
+use super::{
+    CHUNK, Draws, Inference, Split, at_least_one, first_pixels, mean, require_vae, sample_steps, split_images,
+};
 use crate::cpu::loss::{bce_with_logits_forward, kl_forward, mse_forward};
+use crate::data::DataSet;
 use crate::error::{Error, Result};
 use crate::fastmath::sigmoid;
 use crate::limits;
 use crate::model::{ModelKind, ReconLoss};
 use crate::rng::{self, Stream};
+
+/// Importance samples per image of the IWAE bound when none are asked for.
+pub const DEFAULT_K: usize = 100;
+
+pub struct EvalOptions {
+    pub split: Split,
+    /// Evaluate only the first n images [default: all].
+    pub n: Option<usize>,
+    /// Importance samples per image (VAE) [default: [`DEFAULT_K`]].
+    pub k: Option<usize>,
+}
+
+impl EvalOptions {
+    pub fn check(&self) -> Result<()> {
+        self.n.map_or(Ok(()), |n| at_least_one("--n", n))?;
+        if let Some(k) = self.k {
+            at_least_one("--k", k)?;
+            limits::at_most("--k", k, limits::MAX_IWAE_K)?;
+        }
+        Ok(())
+    }
+}
+
+pub struct EvalReport {
+    pub split: Split,
+    pub count: usize,
+    pub loss: ReconLoss,
+    /// Means over the images, in nats.
+    pub recon: f64,
+    pub kl: f64,
+    /// A VAE's importance samples per image and mean bound on −log p(x);
+    /// `None` for an AE, which has no prior.
+    pub iwae: Option<(usize, f64)>,
+}
+
+/// The ELBO's terms and (VAE) the IWAE bound of the first images of a split.
+pub fn run(model: &mut dyn Inference, data: &DataSet, o: &EvalOptions, draws: Draws) -> Result<EvalReport> {
+    o.check()?;
+    draws.check()?;
+    let vae = model.arch().config.kind == ModelKind::Vae;
+    if o.k.is_some() {
+        require_vae(model.arch(), "--k")?;
+    }
+    let images = split_images(model.arch(), data, o.split)?;
+    let (x, rows) = first_pixels(images, o.n);
+    let k = o.k.unwrap_or(DEFAULT_K);
+    if vae {
+        check_iwae(rows, k, model.arch().config.latent)?;
+    }
+    let terms = elbo_terms(model, &x, rows, draws.batch_size, draws.seed)?;
+    let recon = mean(&terms.iter().map(|t| t.recon).collect::<Vec<_>>());
+    let kl = mean(&terms.iter().map(|t| t.kl).collect::<Vec<_>>());
+    let iwae = if vae { Some((k, mean(&iwae_nll(model, &x, rows, k, draws.seed, 0)?))) } else { None };
+    Ok(EvalReport { split: o.split, count: rows, loss: model.arch().config.loss, recon, kl, iwae })
+}
+
+impl std::fmt::Display for EvalReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let likelihood = match self.loss {
+            ReconLoss::Bce => "Bernoulli",
+            ReconLoss::Mse => "Gaussian (variance 1/2)",
+        };
+        let (recon, kl) = (self.recon, self.kl);
+        writeln!(f, "{} {} images, {likelihood} likelihood, nats per image:", self.count, self.split)?;
+        match self.iwae {
+            None => writeln!(f, "  -log p(x|z) at the code: {recon:.3} (an AE has no prior: no ELBO)"),
+            Some((k, nll)) => {
+                writeln!(f, "  ELBO {:.3} = -(reconstruction {recon:.3} + KL {kl:.3})", -(recon + kl))?;
+                writeln!(f, "  IWAE bound, k = {k}: log p(x) >= {:.3}, NLL <= {nll:.3}", -nll)
+            }
+        }
+    }
+}
 
 /// One image's negative ELBO = recon + kl, in nats (an AE: recon only, kl 0).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

@@ -1,10 +1,99 @@
 //! `interpolate`: decode the walk between the posterior means of two images.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::{Inference, decode_all, latent_means};
+use super::{Inference, Split, decode_all, latent_means, pixels, require_vae, split_images, wrote};
+use crate::data::DataSet;
 use crate::data::folder::{read_gray, resize_gray};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::limits;
+use crate::viz::write_grid;
+
+/// The pairs walked when none are given.
+pub const DEFAULT_PAIRS: [(usize, usize); 4] = [(0, 1), (2, 3), (4, 5), (6, 7)];
+
+pub struct InterpolateOptions {
+    pub split: Split,
+    /// Pairs of image indices in the split; [`DEFAULT_PAIRS`] when empty and
+    /// there are no `files`.
+    pub pairs: Vec<(usize, usize)>,
+    /// Two PNG/JPEG files, resized to the model's size: the first pair.
+    pub files: Option<(PathBuf, PathBuf)>,
+    /// Decoded points per walk, both ends included.
+    pub steps: usize,
+    /// Also walk the great circle (VAE): a second row per pair.
+    pub slerp: bool,
+    pub out: PathBuf,
+}
+
+impl InterpolateOptions {
+    pub fn check(&self) -> Result<()> {
+        if self.steps < 2 {
+            return Err(Error::invalid("--steps", "must be at least 2 (the two ends)"));
+        }
+        limits::at_most("--steps", self.steps, limits::MAX_STEPS)
+    }
+
+    /// The index pairs walked: the given ones, or the default ones without files.
+    pub fn index_pairs(&self) -> Vec<(usize, usize)> {
+        if self.pairs.is_empty() && self.files.is_none() { DEFAULT_PAIRS.to_vec() } else { self.pairs.clone() }
+    }
+
+    /// Whether `run` reads images of the data set (not only files).
+    pub fn needs_data(&self) -> bool {
+        !self.index_pairs().is_empty()
+    }
+}
+
+pub struct InterpolateReport {
+    pub pairs: usize,
+    pub steps: usize,
+    pub slerp: bool,
+    pub out: PathBuf,
+}
+
+/// Writes one row per pair and walk. `data` is needed when
+/// [`InterpolateOptions::needs_data`].
+pub fn run(model: &mut dyn Inference, data: Option<&DataSet>, o: &InterpolateOptions) -> Result<InterpolateReport> {
+    o.check()?;
+    if o.slerp {
+        require_vae(model.arch(), "--slerp")?;
+    }
+    let cfg = model.arch().config.clone();
+    let mut pairs = Vec::new();
+    if let Some((from, to)) = &o.files {
+        pairs.push((
+            load_picture(from, cfg.image_rows, cfg.image_cols)?,
+            load_picture(to, cfg.image_rows, cfg.image_cols)?,
+        ));
+    }
+    let index_pairs = o.index_pairs();
+    if !index_pairs.is_empty() {
+        let data = data.ok_or_else(|| Error::unsupported("interpolate", "the run's data for image indices"))?;
+        let images = split_images(model.arch(), data, o.split)?;
+        for &(i, j) in &index_pairs {
+            if let Some(&bad) = [i, j].iter().find(|&&k| k >= images.count) {
+                let why = format!("{bad}: the {} split has {} images", o.split, images.count);
+                return Err(Error::invalid("image index", why));
+            }
+            pairs.push((pixels(images, &[i]), pixels(images, &[j])));
+        }
+    }
+    let walks: &[Walk] = if o.slerp { &[Walk::Linear, Walk::Spherical] } else { &[Walk::Linear] };
+    // Every tile of the picture is one image of the model's size.
+    limits::check_rows("--steps", pairs.len() * walks.len() * (o.steps + 2), &cfg)?;
+    let tiles = interpolation_rows(model, &pairs, o.steps, walks)?;
+    write_grid(&o.out, &tiles, cfg.image_rows, cfg.image_cols, o.steps + 2)?;
+    Ok(InterpolateReport { pairs: pairs.len(), steps: o.steps, slerp: o.slerp, out: o.out.clone() })
+}
+
+impl std::fmt::Display for InterpolateReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let walks = if self.slerp { "linear then spherical rows" } else { "linear" };
+        writeln!(f, "{} pair(s), {} steps between the posterior means, {walks}", self.pairs, self.steps)?;
+        wrote(f, &self.out)
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Walk {

@@ -1,10 +1,66 @@
 //! `latent-plot`: the latent means of a labeled split, coloured by class.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::pca;
-use crate::error::Result;
+use super::{Inference, Split, at_least_one, first_pixels, latent_means, pca, split_images, wrote};
+use crate::data::DataSet;
+use crate::error::{Error, Result};
+use crate::model::ModelKind;
 use crate::plot::{Chart, Mark, PALETTE, Series, write_chart};
+
+pub struct LatentPlotOptions {
+    pub split: Split,
+    /// Plot only the first n images [default: all].
+    pub n: Option<usize>,
+    pub out: PathBuf,
+}
+
+impl LatentPlotOptions {
+    pub fn check(&self) -> Result<()> {
+        self.n.map_or(Ok(()), |n| at_least_one("--n", n))
+    }
+}
+
+pub struct LatentPlotReport {
+    /// Images plotted.
+    pub count: usize,
+    /// Whether the means were projected on their first two principal directions.
+    pub projected: bool,
+    pub out: PathBuf,
+}
+
+/// Plots the latent means of a labeled split.
+pub fn run(model: &mut dyn Inference, data: &DataSet, o: &LatentPlotOptions) -> Result<LatentPlotReport> {
+    o.check()?;
+    let (latent, kind) = (model.arch().config.latent, model.arch().config.kind);
+    if latent < 2 {
+        return Err(Error::unsupported(
+            "latent-plot",
+            format!("a latent of at least 2 dimensions; this run's has {latent}"),
+        ));
+    }
+    let images = split_images(model.arch(), data, o.split)?;
+    let Some(labels) = &images.labels else {
+        return Err(Error::unsupported(
+            "latent-plot",
+            format!("labels to colour by, and the data {} has none", data.name),
+        ));
+    };
+    let (x, rows) = first_pixels(images, o.n);
+    let means = latent_means(model, &x, rows)?;
+    let what = if kind == ModelKind::Vae { "posterior means" } else { "codes" };
+    let title = format!("Latent {what}, {rows} {} images", o.split);
+    write_latent_plot(&o.out, &means, latent, &labels[..rows], images.class_names.as_deref(), &title)?;
+    Ok(LatentPlotReport { count: rows, projected: latent > 2, out: o.out.clone() })
+}
+
+impl std::fmt::Display for LatentPlotReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let projected = if self.projected { ", projected on their first two principal directions" } else { "" };
+        writeln!(f, "{} images{projected}", self.count)?;
+        wrote(f, &self.out)
+    }
+}
 
 /// Scatter of the means (N, L), L ≥ 2, projected on their first two principal
 /// directions when L > 2; one colour and legend entry per label present,

@@ -1,7 +1,99 @@
 //! `manifold`: decode a grid of latent points spanning a plane of the latent
 //! space, as the Keras VAE example draws its digit manifold.
 
-use super::pca;
+use std::path::PathBuf;
+
+use super::{Inference, Split, at_least_one, decode_all, first_pixels, latent_means, pca, split_images, wrote};
+use crate::data::DataSet;
+use crate::error::{Error, Result};
+use crate::limits;
+use crate::model::{Architecture, ModelKind};
+use crate::viz::write_grid;
+
+/// Beyond this a manifold's PNG runs into hundreds of megapixels.
+pub const MAX_GRID_SIDE: usize = 200;
+
+pub struct ManifoldOptions {
+    /// The split whose codes span the plane (see [`ManifoldOptions::needs_data`]).
+    pub split: Split,
+    /// Tiles per side of the grid.
+    pub n: usize,
+    /// Two latent dimensions to span [default: a 2-D latent's own, else the
+    /// split's first two principal directions].
+    pub dims: Option<(usize, usize)>,
+    pub out: PathBuf,
+}
+
+impl ManifoldOptions {
+    pub fn check(&self) -> Result<()> {
+        at_least_one("--n", self.n)?;
+        if self.n > MAX_GRID_SIDE {
+            return Err(Error::invalid("--n", format!("at most {MAX_GRID_SIDE} tiles per side")));
+        }
+        if let Some((a, b)) = self.dims
+            && a == b
+        {
+            return Err(Error::invalid("--dims", format!("two different dimensions a,b are needed, got {a},{b}")));
+        }
+        Ok(())
+    }
+
+    /// Whether the plane comes from the codes of the data (an AE's, or a
+    /// VAE's principal directions) rather than the prior.
+    pub fn needs_data(&self, arch: &Architecture) -> bool {
+        arch.config.kind == ModelKind::Ae || (self.dims.is_none() && arch.config.latent != 2)
+    }
+}
+
+pub struct ManifoldReport {
+    pub n: usize,
+    /// What the grid's axes are.
+    pub plane: String,
+    pub out: PathBuf,
+}
+
+/// Decodes an n x n grid over a plane of the latent space. `data` is needed
+/// when [`ManifoldOptions::needs_data`].
+pub fn run(model: &mut dyn Inference, data: Option<&DataSet>, o: &ManifoldOptions) -> Result<ManifoldReport> {
+    o.check()?;
+    let cfg = model.arch().config.clone();
+    limits::check_rows("--n", o.n * o.n, &cfg)?;
+    let latent = cfg.latent;
+    if latent < 2 {
+        return Err(Error::unsupported(
+            "manifold",
+            format!("a latent of at least 2 dimensions; this run's has {latent}"),
+        ));
+    }
+    if let Some((x, y)) = o.dims
+        && x.max(y) >= latent
+    {
+        return Err(Error::invalid("--dims", format!("the latent has dimensions 0..{}, got {x},{y}", latent - 1)));
+    }
+    let plane = if o.needs_data(model.arch()) {
+        let data = data.ok_or_else(|| Error::unsupported("manifold", "the run's data for this plane"))?;
+        let images = split_images(model.arch(), data, o.split)?;
+        let (x, rows) = first_pixels(images, None);
+        let means = latent_means(model, &x, rows)?;
+        match o.dims {
+            Some(d) => Plane::code_dims(&means, latent, d, o.n),
+            None if latent == 2 => Plane::code_dims(&means, latent, (0, 1), o.n),
+            None => Plane::principal(&means, latent, o.n),
+        }
+    } else {
+        Plane::prior_quantiles(latent, o.dims.unwrap_or((0, 1)), o.n)
+    };
+    let pictures = decode_all(model, &plane.latents(), o.n * o.n)?;
+    write_grid(&o.out, &pictures, cfg.image_rows, cfg.image_cols, o.n)?;
+    Ok(ManifoldReport { n: o.n, plane: plane.description, out: o.out.clone() })
+}
+
+impl std::fmt::Display for ManifoldReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{}x{} grid: {}", self.n, self.n, self.plane)?;
+        wrote(f, &self.out)
+    }
+}
 
 /// Φ⁻¹(p), the standard normal quantile, for p in (0, 1), by Acklam's rational
 /// approximations (central region and two tails): relative error below

@@ -2,10 +2,14 @@
 //! latent plots, compression, denoising, anomaly detection and evaluation.
 //!
 //! Every use goes through [`Inference`], so a GPU implementation can replace
-//! the CPU one without touching the uses.
+//! the CPU one without touching the uses. Each use has a `run` taking the
+//! opened model, the run's data and its options, writing its files and
+//! returning a report that prints as the command line shows it
+//! (`train::run_dir::RunDir` opens a run).
 
 pub mod anomaly;
 pub mod codes;
+pub mod compress;
 pub mod denoise;
 pub mod eval;
 pub mod interpolate;
@@ -16,8 +20,14 @@ pub mod reconstruct;
 
 pub use crate::engine::Inference;
 
-use crate::data::Images;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::cpu::CpuModel;
+use crate::data::{DataSet, Images};
+use crate::engine::AdamConfig;
 use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, GpuInference};
 use crate::model::{Architecture, ModelKind};
 
 /// Rows per encoder or decoder call, so that activations stay a few MB
@@ -31,6 +41,78 @@ pub mod sample_steps {
     pub const DENOISE_SALT_PEPPER: u32 = 2;
     /// Plus the image's index in its split.
     pub const IWAE: u32 = 1 << 24;
+}
+
+/// Which split of a run's data a use reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Split {
+    Train,
+    Test,
+}
+
+impl std::fmt::Display for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Split::Train => "train",
+            Split::Test => "test",
+        })
+    }
+}
+
+/// A run's batch size and seed: the ELBO's draws (`eval`, `anomaly`) are
+/// then the trainer's test-loss draws.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Draws {
+    pub batch_size: usize,
+    pub seed: u32,
+}
+
+impl Draws {
+    pub fn check(&self) -> Result<()> {
+        at_least_one("--batch-size", self.batch_size)
+    }
+}
+
+/// The images of `split`, checked against the model's image size.
+pub fn split_images<'a>(arch: &Architecture, data: &'a DataSet, split: Split) -> Result<&'a Images> {
+    let images = match split {
+        Split::Train => &data.train,
+        Split::Test => &data.test,
+    };
+    check_image_size(arch, images, &data.name)?;
+    Ok(images)
+}
+
+/// The pixels of the first `n` images (all when `None`) and how many there are.
+pub fn first_pixels(images: &Images, n: Option<usize>) -> (Vec<f32>, usize) {
+    let indices: Vec<usize> = (0..n.unwrap_or(images.count).min(images.count)).collect();
+    (pixels(images, &indices), indices.len())
+}
+
+/// A trained model for inference: on the GPU of `gpu`, or the CPU path when `None`.
+pub fn open_model(arch: &Architecture, params: Vec<f32>, gpu: Option<Arc<GpuContext>>) -> Result<Box<dyn Inference>> {
+    Ok(match gpu {
+        Some(ctx) => Box::new(GpuInference::new(ctx, arch.clone(), &params, CHUNK)?),
+        None => Box::new(cpu_model(arch, params)),
+    })
+}
+
+/// A CPU model for inference only (its optimizer is never used).
+fn cpu_model(arch: &Architecture, params: Vec<f32>) -> CpuModel {
+    CpuModel::new(arch.clone(), params, AdamConfig { lr: 0.0, beta1: 0.9, beta2: 0.999, eps: 1e-8 })
+}
+
+/// Errors unless a count option (`name`) is at least 1.
+pub fn at_least_one(name: &'static str, n: usize) -> Result<()> {
+    if n == 0 {
+        return Err(Error::invalid(name, "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// The report line of a file a use wrote.
+pub(crate) fn wrote(f: &mut std::fmt::Formatter<'_>, path: &Path) -> std::fmt::Result {
+    writeln!(f, "wrote {}", path.display())
 }
 
 /// Errors unless the run is a VAE: `what` names the option or use that needs one.

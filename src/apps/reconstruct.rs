@@ -1,14 +1,74 @@
 //! `reconstruct`: inputs above their reconstructions, with the error of each.
 
 use std::fmt::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::{Inference, per_image_mse, pixels, psnr};
-use crate::data::Images;
+use super::{Inference, Split, at_least_one, mean, per_image_mse, pixels, psnr, split_images, wrote};
+use crate::data::{DataSet, Images};
 use crate::error::Result;
 use crate::fsutil::write_atomic;
 use crate::viz::GRID_COLS;
 use crate::viz::{pair_rows, write_grid};
+
+pub struct ReconstructOptions {
+    pub split: Split,
+    /// The first `n` images of the split, 8 per grid row.
+    pub n: usize,
+    /// The PNG of inputs above their reconstructions.
+    pub out: PathBuf,
+    /// Per-image MSE and PSNR go here instead of into the report's lines.
+    pub csv: Option<PathBuf>,
+}
+
+impl ReconstructOptions {
+    pub fn check(&self) -> Result<()> {
+        at_least_one("--n", self.n)
+    }
+}
+
+pub struct ReconstructReport {
+    pub split: Split,
+    /// Mean squared error per pixel of each image.
+    pub mse: Vec<f64>,
+    pub out: PathBuf,
+    pub csv: Option<PathBuf>,
+}
+
+/// Reconstructs the first images of a split: writes the picture (and the CSV).
+pub fn run(model: &mut dyn Inference, data: &DataSet, o: &ReconstructOptions) -> Result<ReconstructReport> {
+    o.check()?;
+    let images = split_images(model.arch(), data, o.split)?;
+    let r = reconstruct_first(model, images, o.n)?;
+    if let Some(path) = &o.csv {
+        write_csv(path, &r.mse)?;
+    }
+    write_pairs(&o.out, &r, images.rows, images.cols)?;
+    Ok(ReconstructReport { split: o.split, mse: r.mse, out: o.out.clone(), csv: o.csv.clone() })
+}
+
+impl std::fmt::Display for ReconstructReport {
+    /// Per-image lines (or where the CSV went), the means, the picture.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.csv {
+            Some(path) => wrote(f, path)?,
+            None => {
+                for (i, &m) in self.mse.iter().enumerate() {
+                    writeln!(f, "image {i}: MSE {m:.6}, PSNR {:.2} dB", psnr(m))?;
+                }
+            }
+        }
+        let psnrs: Vec<f64> = self.mse.iter().map(|&m| psnr(m)).collect();
+        writeln!(
+            f,
+            "{} {} images: mean MSE {:.6}, mean PSNR {:.2} dB",
+            self.mse.len(),
+            self.split,
+            mean(&self.mse),
+            mean(&psnrs)
+        )?;
+        wrote(f, &self.out)
+    }
+}
 
 /// The first `n` images of a split and their deterministic reconstructions.
 pub struct Reconstruction {

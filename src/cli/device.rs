@@ -2,13 +2,12 @@
 
 use std::sync::Arc;
 
-use crate::apps::{CHUNK, Inference};
+use crate::apps::{self, Inference};
 use crate::cpu::CpuModel;
 use crate::engine::Engine;
-use crate::gpu::{GpuContext, GpuEngine, GpuInference, GpuOptions};
+use crate::gpu::{GpuContext, GpuEngine, GpuOptions};
 use crate::model::Architecture;
 use crate::train::TrainConfig;
-use crate::train::pictures::inference_model;
 
 use super::{DeviceArgs, DeviceChoice};
 
@@ -57,8 +56,5 @@ pub fn open_inference(
     arch: &Architecture,
     params: Vec<f32>,
 ) -> anyhow::Result<Box<dyn Inference>> {
-    Ok(match open_gpu(device)? {
-        Some(ctx) => Box::new(GpuInference::new(ctx, arch.clone(), &params, CHUNK)?),
-        None => Box::new(inference_model(arch, params)),
-    })
+    Ok(apps::open_model(arch, params, open_gpu(device)?)?)
 }

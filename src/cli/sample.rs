@@ -3,22 +3,22 @@
 use anyhow::{Context, bail};
 
 use super::SampleArgs;
-use super::train::{load_data, load_run};
 use crate::limits;
 use crate::model::ModelKind;
 use crate::train::pictures;
+use crate::train::run_dir::RunDir;
 
 pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     if args.n == 0 {
         bail!("invalid --n: must be at least 1");
     }
     limits::at_most("--n", args.n, limits::MAX_SAMPLES)?;
-    let (config, arch, params) = load_run(&args.run)?;
-    limits::check_rows("--n", args.n, &arch.config)?;
-    let mut model = super::device::open_inference(&args.device, &arch, params)?;
+    let run = RunDir::open(&args.run)?;
+    limits::check_rows("--n", args.n, &run.arch().config)?;
+    let mut model = super::device::open_inference(&args.device, run.arch(), run.params().to_vec())?;
     // The AE has no prior: it samples around the codes of the run's test images.
-    let reference = match arch.config.kind {
-        ModelKind::Ae => Some(load_data(&config)?.test),
+    let reference = match run.arch().config.kind {
+        ModelKind::Ae => Some(run.load_data()?.test),
         ModelKind::Vae => None,
     };
     println!("device: {}", model.device());

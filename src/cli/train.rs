@@ -1,19 +1,18 @@
 //! `gpu-vae train`, and loading a saved run back.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 
 use super::TrainArgs;
 use super::progress::ConsoleProgress;
-use crate::checkpoint;
-use crate::data::{self, DataSet, FolderOptions};
+use crate::data::DataSet;
 use crate::engine::AdamConfig;
 use crate::limits;
 use crate::model::{Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
 use crate::train::run_dir;
-use crate::train::{self, CONFIG_FILE, MODEL_FILE, Run, TrainConfig};
+use crate::train::{self, Run, TrainConfig};
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let mut config = config_from_args(&args)?;
@@ -98,40 +97,7 @@ fn default_out_dir(kind: ModelKind) -> PathBuf {
     PathBuf::from("runs").join(format!("{name}-{secs}"))
 }
 
-/// The data set a configuration names.
+/// The data set a configuration names (`train::run_dir::load_data`).
 pub fn load_data(config: &TrainConfig) -> anyhow::Result<DataSet> {
-    let spec = data::parse_data_arg(Some(&config.data));
-    let folder = FolderOptions {
-        image_size: Some(config.model.image_rows),
-        test_fraction: config.test_fraction,
-        seed: config.seed,
-    };
-    let set = data::load(&spec, &folder)?;
-    // Every use needs test images (training reports test losses): without
-    // any, the test loss was 0/0 and reported as a NaN loss at step 1.
-    if set.test.count == 0 {
-        bail!(
-            "{}: the test split is empty ({} image(s) in all); a folder of pictures needs at least 2",
-            set.name,
-            set.train.count
-        );
-    }
-    Ok(set)
-}
-
-/// A run directory's configuration, architecture and parameters.
-pub fn load_run(dir: &Path) -> anyhow::Result<(TrainConfig, Architecture, Vec<f32>)> {
-    if !dir.is_dir() {
-        bail!("{}: not a run directory (it does not exist)", dir.display());
-    }
-    let path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let config: TrainConfig =
-        serde_json::from_str(&text).with_context(|| format!("{}: not a gpu-vae run configuration", path.display()))?;
-    config.validate().with_context(|| format!("{}: not a valid run configuration", path.display()))?;
-    let (arch, params) = checkpoint::load(&dir.join(MODEL_FILE))?;
-    if arch.config != config.model {
-        bail!("{}: the checkpoint's model differs from {CONFIG_FILE}", dir.join(MODEL_FILE).display());
-    }
-    Ok((config, arch, params))
+    Ok(run_dir::load_data(config)?)
 }

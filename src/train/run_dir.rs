@@ -1,4 +1,8 @@
-//! A run folder has one writer and one run.
+//! A run folder: one writer while it trains, then opened to be used.
+//!
+//! [`RunDir::open`] reads a trained run back: `config.json` validated like
+//! the command line that wrote it, the checkpoint, and the two checked
+//! against each other; every error is one line naming the file.
 //!
 //! `train --out DIR` takes `DIR/.lock` (holding its process id) for as long
 //! as it trains, so a second writer stops with an error instead of mixing its
@@ -12,8 +16,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::{CONFIG_FILE, MODEL_FILE, RECONSTRUCTIONS_FILE, SAMPLES_FILE, TrainConfig};
+use crate::apps::{Draws, check_image_size};
+use crate::checkpoint;
+use crate::data::{self, DataSet, FolderOptions};
 use crate::error::{Error, Result};
 use crate::fsutil::{process_alive, temp_file_owner, write_atomic};
+use crate::model::Architecture;
 
 pub const LOCK_FILE: &str = ".lock";
 /// The folder of per-epoch pictures inside a run.
@@ -148,6 +156,101 @@ pub fn clear_old_run(out: &Path) -> Result<()> {
 pub fn write_config(out: &Path, config: &TrainConfig) -> Result<()> {
     let json = serde_json::to_string_pretty(config).expect("config serializes");
     write_atomic(&out.join(CONFIG_FILE), json.as_bytes())
+}
+
+/// A trained run: its configuration, architecture and parameters.
+#[derive(Clone, Debug)]
+pub struct RunDir {
+    path: PathBuf,
+    config: TrainConfig,
+    arch: Architecture,
+    params: Vec<f32>,
+}
+
+impl RunDir {
+    /// Reads and checks the run in `dir`: `config.json` must parse and pass
+    /// [`TrainConfig::validate`] (the caps of `crate::limits` included), the
+    /// checkpoint must load, and its model must be the configuration's.
+    pub fn open(dir: &Path) -> Result<RunDir> {
+        if !dir.is_dir() {
+            return Err(Error::bad_file(dir, "not a run directory (it does not exist)"));
+        }
+        let config = read_config(&dir.join(CONFIG_FILE))?;
+        let model_path = dir.join(MODEL_FILE);
+        let (arch, params) = checkpoint::load(&model_path)?;
+        if arch.config != config.model {
+            return Err(Error::bad_file(model_path, format!("the checkpoint's model differs from {CONFIG_FILE}")));
+        }
+        Ok(RunDir { path: dir.to_path_buf(), config, arch, params })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    pub fn arch(&self) -> &Architecture {
+        &self.arch
+    }
+
+    /// The flat parameters (`arch`'s layout).
+    pub fn params(&self) -> &[f32] {
+        &self.params
+    }
+
+    /// The batch size and seed the ELBO's draws follow.
+    pub fn draws(&self) -> Draws {
+        Draws { batch_size: self.config.batch_size, seed: self.config.seed }
+    }
+
+    pub fn into_parts(self) -> (TrainConfig, Architecture, Vec<f32>) {
+        (self.config, self.arch, self.params)
+    }
+
+    /// The data set the run was trained on ([`load_data`]), its images
+    /// checked against the model's size.
+    pub fn load_data(&self) -> Result<DataSet> {
+        let set = load_data(&self.config)?;
+        check_image_size(&self.arch, &set.test, &set.name)?;
+        check_image_size(&self.arch, &set.train, &set.name)?;
+        Ok(set)
+    }
+}
+
+/// Reads a run's `config.json` and validates it; errors name the file.
+pub fn read_config(path: &Path) -> Result<TrainConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let config: TrainConfig = serde_json::from_str(&text)
+        .map_err(|e| Error::bad_file(path, format!("not a gpu-vae run configuration: {e}")))?;
+    config.validate().map_err(|e| Error::BadRunConfig { path: path.to_path_buf(), error: Box::new(e) })?;
+    Ok(config)
+}
+
+/// The data set a configuration names (`data`, with its image size, test
+/// fraction and seed for a folder of pictures). Every use needs test images
+/// (training reports test losses), so an empty test split is an error.
+pub fn load_data(config: &TrainConfig) -> Result<DataSet> {
+    let spec = data::parse_data_arg(Some(&config.data));
+    let folder = FolderOptions {
+        image_size: Some(config.model.image_rows),
+        test_fraction: config.test_fraction,
+        seed: config.seed,
+    };
+    let set = data::load(&spec, &folder)?;
+    // Without test images the test loss was 0/0, reported as a NaN loss at step 1.
+    if set.test.count == 0 {
+        return Err(Error::bad_file(
+            &set.name,
+            format!(
+                "the test split is empty ({} image(s) in all); a folder of pictures needs at least 2",
+                set.train.count
+            ),
+        ));
+    }
+    Ok(set)
 }
 
 #[cfg(test)]

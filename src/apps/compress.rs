@@ -1,0 +1,154 @@
+//! `encode` and `decode`: a split compressed into a codes file (the format is
+//! in [`super::codes`]) with what it saves, and a codes file back to images.
+
+use std::path::PathBuf;
+
+use super::codes::{self, Bits};
+use super::{CHUNK, Inference, Split, at_least_one, decode_all, first_pixels, latent_means, split_images, wrote};
+use super::{mean, per_image_mse, psnr};
+use crate::data::{DataSet, Images, idx};
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+
+pub struct EncodeOptions {
+    pub split: Split,
+    pub bits: Bits,
+    /// Encode only the first n images [default: all].
+    pub n: Option<usize>,
+    /// The codes file.
+    pub out: PathBuf,
+}
+
+impl EncodeOptions {
+    pub fn check(&self) -> Result<()> {
+        self.n.map_or(Ok(()), |n| at_least_one("--n", n))
+    }
+}
+
+pub struct EncodeReport {
+    pub split: Split,
+    pub bits: Bits,
+    pub count: usize,
+    pub latent: usize,
+    /// Pixels per image (a byte each, raw).
+    pub dim: usize,
+    /// Size of the codes file.
+    pub bytes: usize,
+    /// Size of the same images as an IDX file gzipped at level 9.
+    pub gzip_bytes: usize,
+    /// Mean PSNR of the decoded codes read back from the file, and of the
+    /// unquantized codes, in dB.
+    pub psnr_quantized: f64,
+    pub psnr_exact: f64,
+    pub out: PathBuf,
+}
+
+/// Writes the codes of the first images of a split and measures the round trip.
+pub fn encode(model: &mut dyn Inference, data: &DataSet, o: &EncodeOptions) -> Result<EncodeReport> {
+    o.check()?;
+    let cfg = model.arch().config.clone();
+    let images = split_images(model.arch(), data, o.split)?;
+    let (x, rows) = first_pixels(images, o.n);
+    let means = latent_means(model, &x, rows)?;
+    let bytes = codes::to_bytes(&means, cfg.latent, cfg.image_rows, cfg.image_cols, o.bits);
+    write_atomic(&o.out, &bytes)?;
+
+    let back = codes::parse(&bytes, &o.out)?;
+    let dim = cfg.input_dim();
+    let mut mean_psnr = |z: &[f32]| -> Result<f64> {
+        let y = decode_all(model, z, rows)?;
+        Ok(mean(&per_image_mse(&x, &y, dim).into_iter().map(psnr).collect::<Vec<_>>()))
+    };
+    let (psnr_quantized, psnr_exact) = (mean_psnr(&back.values)?, mean_psnr(&means)?);
+    let gzip_bytes = codes::gzip_idx_bytes(&images.select(&(0..rows).collect::<Vec<_>>()));
+    Ok(EncodeReport {
+        split: o.split,
+        bits: o.bits,
+        count: rows,
+        latent: cfg.latent,
+        dim,
+        bytes: bytes.len(),
+        gzip_bytes,
+        psnr_quantized,
+        psnr_exact,
+        out: o.out.clone(),
+    })
+}
+
+impl std::fmt::Display for EncodeReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (rows, bytes, gz) = (self.count, self.bytes, self.gzip_bytes);
+        let per_image = bytes as f64 / rows as f64;
+        writeln!(f, "{rows} {} images, {}-bit codes of {} values:", self.split, self.bits as u8, self.latent)?;
+        writeln!(f, "  {per_image:.1} B per image ({bytes} B file)")?;
+        writeln!(f, "  {:.1}x smaller than raw pixels ({} B per image)", self.dim as f64 / per_image, self.dim)?;
+        writeln!(
+            f,
+            "  {:.1}x smaller than the gzip -9 IDX file ({gz} B, {:.1} B per image)",
+            gz as f64 / bytes as f64,
+            gz as f64 / rows as f64
+        )?;
+        writeln!(f, "  round trip PSNR {:.2} dB (unquantized codes: {:.2} dB)", self.psnr_quantized, self.psnr_exact)?;
+        wrote(f, &self.out)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImageFormat {
+    /// One IDX image file (MNIST format).
+    Idx,
+    /// A folder of PNGs, 00000.png, 00001.png, ...
+    Png,
+}
+
+pub struct DecodeOptions {
+    /// A codes file written by `encode`.
+    pub codes: PathBuf,
+    pub format: ImageFormat,
+    /// The IDX file or PNG folder.
+    pub out: PathBuf,
+}
+
+pub struct DecodeReport {
+    pub count: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub out: PathBuf,
+}
+
+/// Decodes a codes file made by a model of this shape into images.
+pub fn decode(model: &mut dyn Inference, o: &DecodeOptions) -> Result<DecodeReport> {
+    let c = codes::read(&o.codes)?;
+    codes::check_model(&c, model.arch(), &o.codes)?;
+    // Chunk by chunk, so that only the bytes of the images are held, not their f32s.
+    let mut pixels = Vec::new();
+    for z in c.values.chunks(CHUNK * c.latent) {
+        pixels.extend(codes::to_u8(&decode_all(model, z, z.len() / c.latent)?));
+    }
+    let decoded =
+        Images { pixels, count: c.count, rows: c.image_rows, cols: c.image_cols, labels: None, class_names: None };
+    match o.format {
+        ImageFormat::Idx => idx::write_idx_images(&o.out, &decoded)?,
+        ImageFormat::Png => write_pngs(&o.out, &decoded)?,
+    }
+    Ok(DecodeReport { count: c.count, rows: c.image_rows, cols: c.image_cols, out: o.out.clone() })
+}
+
+/// The images as `dir/00000.png`, `dir/00001.png`, ...
+fn write_pngs(dir: &std::path::Path, images: &Images) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    for i in 0..images.count {
+        let path = dir.join(format!("{i:05}.png"));
+        let tile = image::GrayImage::from_raw(images.cols as u32, images.rows as u32, images.image(i).to_vec())
+            .expect("one image's pixels");
+        tile.save(&path).map_err(|e| Error::bad_file(&path, format!("cannot write: {e}")))?;
+    }
+    Ok(())
+}
+
+impl std::fmt::Display for DecodeReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "decoded {} images of {}x{}", self.count, self.rows, self.cols)?;
+        wrote(f, &self.out)
+    }
+}
