@@ -43,6 +43,7 @@ impl ConvGeom {
 
     /// The convolution whose adjoint is `ConvTranspose2d(in_c, out_c, kernel,
     /// stride, padding, output_padding)` on `in_c x in_h x in_w` images.
+    #[allow(clippy::too_many_arguments)]
     pub fn transposed(
         in_c: usize,
         in_h: usize,
@@ -53,7 +54,7 @@ impl ConvGeom {
         padding: usize,
         output_padding: usize,
     ) -> Option<ConvGeom> {
-        let side = |n: usize| ((n.checked_sub(1)? * stride + kernel + output_padding).checked_sub(2 * padding));
+        let side = |n: usize| (n.checked_sub(1)? * stride + kernel + output_padding).checked_sub(2 * padding);
         let (h, w) = (side(in_h)?, side(in_w)?);
         // The convolution from the transposed one's output maps h back to in_h.
         let g = ConvGeom::conv(out_c, h, w, in_c, kernel, stride, padding)?;
