@@ -7,12 +7,15 @@
 //! would take a machine's memory.
 
 use crate::error::{Error, Result};
-use crate::model::{ModelConfig, ModelKind};
+use crate::model::{Arch, ModelConfig, ModelKind};
 
 /// Side of a square image, in pixels (`--image-size`, a model's image size).
 pub const MAX_IMAGE_SIDE: usize = 1024;
 /// Hidden layers of an encoder (the decoder mirrors them).
 pub const MAX_HIDDEN_LAYERS: usize = 64;
+/// Most convolutions of `--arch conv`, and the widest.
+pub const MAX_CONV_LAYERS: usize = 8;
+pub const MAX_CONV_WIDTH: usize = 4096;
 /// Parameters of a model: 1 GiB of f32, 4 GiB with gradients and Adam moments.
 pub const MAX_PARAMS: usize = 1 << 28;
 /// Rows of a training or evaluation batch.
@@ -59,6 +62,27 @@ pub fn check_model(config: &ModelConfig) -> Result<usize> {
     let dim = config.input_dim();
     let mut layers = Vec::new();
     let mut width = dim;
+    // The convolutions of `--arch conv` (3x3): their weights, then the flattened width.
+    let mut convs = 0usize;
+    if config.arch == Arch::Conv {
+        at_most("number of --conv layers", config.conv.len(), MAX_CONV_LAYERS)?;
+        let mut channels = 1usize;
+        for &c in &config.conv {
+            at_most("--conv width", c, MAX_CONV_WIDTH)?;
+            // Encoder conv and its mirror in the decoder, 9 weights per channel pair, plus biases.
+            convs = channels
+                .checked_mul(c)
+                .and_then(|n| n.checked_mul(18))
+                .and_then(|n| n.checked_add(channels + c))
+                .and_then(|n| n.checked_add(convs))
+                .ok_or_else(too_many)?;
+            channels = c;
+        }
+        let shrink = 1usize << config.conv.len();
+        width = channels * (config.image_rows / shrink) * (config.image_cols / shrink);
+    }
+    let mut total = convs;
+    let dim_out = width;
     for &h in &config.hidden {
         layers.push((width, h));
         width = h;
@@ -72,8 +96,7 @@ pub fn check_model(config: &ModelConfig) -> Result<usize> {
         layers.push((width, h));
         width = h;
     }
-    layers.push((width, dim));
-    let mut total = 0usize;
+    layers.push((width, if config.arch == Arch::Conv { dim_out } else { dim }));
     for (inputs, outputs) in layers {
         total = dense(inputs, outputs).and_then(|n| total.checked_add(n)).ok_or_else(too_many)?;
     }
@@ -120,6 +143,8 @@ mod tests {
             latent: 5,
             loss: ReconLoss::Bce,
             activation: crate::model::Activation::Relu,
+            arch: crate::model::Arch::Mlp,
+            conv: vec![],
         }
     }
 

@@ -202,6 +202,8 @@ fn small_model() -> (Architecture, Vec<f32>) {
         latent: 2,
         loss: ReconLoss::Bce,
         activation: gpu_vae::model::Activation::Relu,
+        arch: gpu_vae::model::Arch::Mlp,
+        conv: vec![],
     };
     let arch = Architecture::new(&config).unwrap();
     let params = init_params(&arch, InitScheme::Torch, 1);

@@ -46,6 +46,8 @@ fn arch(kind: ModelKind, hidden: &[usize]) -> Architecture {
         latent: LATENT,
         loss: ReconLoss::Bce,
         activation: Activation::Relu,
+        arch: gpu_vae::model::Arch::Mlp,
+        conv: vec![],
     };
     Architecture::new(&config).unwrap()
 }

@@ -38,6 +38,8 @@ fn arch() -> Architecture {
         latent: 5,
         loss: ReconLoss::Bce,
         activation: Activation::Relu,
+        arch: gpu_vae::model::Arch::Mlp,
+        conv: vec![],
     };
     Architecture::new(&config).unwrap()
 }

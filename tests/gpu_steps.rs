@@ -44,6 +44,8 @@ fn arch_with(kind: ModelKind, loss: ReconLoss, activation: Activation) -> Archit
         latent: 5,
         loss,
         activation,
+        arch: gpu_vae::model::Arch::Mlp,
+        conv: vec![],
     })
     .unwrap()
 }
@@ -284,6 +286,8 @@ fn vae_epoch_timing() {
         latent: 20,
         loss: ReconLoss::Bce,
         activation: Activation::Relu,
+        arch: gpu_vae::model::Arch::Mlp,
+        conv: vec![],
     };
     let arch = Architecture::new(&config).unwrap();
     let params = init_params(&arch, InitScheme::Torch, SEED);
@@ -326,6 +330,8 @@ fn default_vae_step_keeps_its_dispatch_count() {
         latent: 20,
         loss: ReconLoss::Bce,
         activation: Activation::Relu,
+        arch: gpu_vae::model::Arch::Mlp,
+        conv: vec![],
     };
     let arch = Architecture::new(&config).unwrap();
     let params = init_params(&arch, InitScheme::Torch, SEED);

@@ -178,7 +178,17 @@ fn check_model(kind: ModelKind, loss: ReconLoss, hidden: Vec<usize>) {
 }
 
 fn check_model_with(kind: ModelKind, loss: ReconLoss, hidden: Vec<usize>, activation: Activation) {
-    let config = ModelConfig { kind, image_rows: 5, image_cols: 7, hidden, latent: 3, loss, activation };
+    let config = ModelConfig {
+        kind,
+        image_rows: 5,
+        image_cols: 7,
+        hidden,
+        latent: 3,
+        loss,
+        activation,
+        arch: gpu_vae::model::Arch::Mlp,
+        conv: vec![],
+    };
     let arch = Architecture::new(&config).unwrap();
     let params = init_params(&arch, InitScheme::Torch, 3);
     let rows = 4;

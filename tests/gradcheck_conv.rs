@@ -7,9 +7,8 @@
 //! 1e-2·|numeric| with h = 1e-2 (the objectives are linear in each argument,
 //! so only f32 rounding of sums of at most a few hundred terms remains).
 
-use gpu_vae::cpu::conv::{
-    ConvGeom, conv_transpose2d_backward, conv_transpose2d_forward, conv2d_backward, conv2d_forward,
-};
+use gpu_vae::cpu::conv::{conv_transpose2d_backward, conv_transpose2d_forward, conv2d_backward, conv2d_forward};
+use gpu_vae::model::ConvGeom;
 use gpu_vae::rng::{Stream, normal};
 
 const H: f32 = 1e-2;
@@ -103,4 +102,47 @@ fn transposed_convolution_is_the_adjoint() {
     conv_transpose2d_forward(&mut ty, &y, &w, &[0.0; 3], &g, 1);
     let (a, b) = (dot(&cx, &y), dot(&x, &ty));
     assert!((a - b).abs() < 1e-4 * a.abs().max(1.0), "{a} vs {b}");
+}
+
+/// The whole objective of a small convolutional model against its analytic gradient.
+fn check_conv_model(kind: gpu_vae::model::ModelKind, hidden: Vec<usize>) {
+    use gpu_vae::cpu::CpuModel;
+    use gpu_vae::engine::{AdamConfig, Noise, Objective};
+    use gpu_vae::model::{Activation, Arch, Architecture, InitScheme, ModelConfig, ReconLoss, init_params};
+    let config = ModelConfig {
+        kind,
+        image_rows: 8,
+        image_cols: 4,
+        hidden,
+        latent: 2,
+        loss: ReconLoss::Bce,
+        activation: Activation::Tanh,
+        arch: Arch::Conv,
+        conv: vec![2, 3],
+    };
+    let arch = Architecture::new(&config).unwrap();
+    let params = init_params(&arch, InitScheme::Torch, 3);
+    let rows = 2;
+    let target: Vec<f32> = (0..rows as u32 * 32).map(|i| gpu_vae::rng::uniform(4, Stream::Sample, 5, i)).collect();
+    let noise = Noise { seed: 5, stream: Stream::Reparam, step: 0 };
+    let objective = Objective::for_batch(&arch, rows, 0.7);
+    let adam = AdamConfig { lr: 0.0, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+    let mut model = CpuModel::new(arch.clone(), params.clone(), adam);
+    model.gradients(&target, None, rows, noise, objective);
+    let analytic = model.grads().to_vec();
+    check(&format!("conv {kind:?} {:?}", config.hidden), &params, &analytic, |p| {
+        let mut m = CpuModel::new(arch.clone(), p.to_vec(), adam);
+        let s = m.forward(&target, None, rows, noise);
+        objective.recon_scale as f64 * s.recon + objective.kl_scale as f64 * s.kl
+    });
+}
+
+#[test]
+fn whole_conv_vae() {
+    check_conv_model(gpu_vae::model::ModelKind::Vae, vec![]);
+}
+
+#[test]
+fn whole_conv_ae_with_a_dense_layer() {
+    check_conv_model(gpu_vae::model::ModelKind::Ae, vec![3]);
 }

@@ -27,6 +27,8 @@ fn small_config(kind: ModelKind) -> TrainConfig {
             latent: 4,
             loss: if vae { ReconLoss::Bce } else { ReconLoss::Mse },
             activation: Activation::Relu,
+            arch: gpu_vae::model::Arch::Mlp,
+            conv: vec![],
         },
         init: InitScheme::Torch,
         adam: AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 },

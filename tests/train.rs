@@ -31,6 +31,8 @@ fn config(kind: ModelKind, epochs: usize) -> TrainConfig {
             latent: if vae { 20 } else { 64 },
             loss: if vae { ReconLoss::Bce } else { ReconLoss::Mse },
             activation: Activation::Relu,
+            arch: gpu_vae::model::Arch::Mlp,
+            conv: vec![],
         },
         init: if vae { InitScheme::Torch } else { InitScheme::Glorot },
         adam: AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: if vae { 1e-8 } else { 1e-7 } },

@@ -225,6 +225,8 @@ mod tests {
             latent: 2,
             loss: ReconLoss::Bce,
             activation: Activation::Relu,
+            arch: crate::model::Arch::Mlp,
+            conv: vec![],
         };
         let arch = Architecture::new(&config).unwrap();
         let mut model = inference_model(&arch, init_params(&arch, InitScheme::Torch, 3));

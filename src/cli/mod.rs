@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::model::{Activation, InitScheme, ModelKind, ReconLoss};
+use crate::model::{Activation, Arch, InitScheme, ModelKind, ReconLoss};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -68,10 +68,16 @@ pub struct TrainArgs {
     /// Model family.
     #[arg(long, value_enum, default_value_t = ModelKind::Vae)]
     pub model: ModelKind,
-    /// Encoder hidden widths, mirrored by the decoder [default: vae 400, ae none].
+    /// Encoder and decoder: dense layers, or convolutions (CPU only for now).
+    #[arg(long, value_enum, default_value = "mlp")]
+    pub arch: Arch,
+    /// Channels of the stride-2 3x3 convolutions of `--arch conv`, mirrored by the decoder.
+    #[arg(long, num_args = 1.., value_delimiter = ',', default_value = "32,64")]
+    pub conv: Vec<usize>,
+    /// Encoder hidden widths, mirrored by the decoder [default: vae 400, ae none; none with --arch conv].
     #[arg(long, num_args = 0.., value_delimiter = ',')]
     pub hidden: Option<Vec<usize>>,
-    /// Latent width [default: vae 20, ae 64].
+    /// Latent width [default: vae 20, ae 64; 16 with --arch conv].
     #[arg(long)]
     pub latent: Option<usize>,
     /// Reconstruction loss [default: vae bce, ae mse].

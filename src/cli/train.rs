@@ -10,7 +10,7 @@ use super::progress::ConsoleProgress;
 use crate::data::DataSet;
 use crate::engine::AdamConfig;
 use crate::limits;
-use crate::model::{Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
+use crate::model::{Arch, Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
 use crate::train::run_dir;
 use crate::train::{self, Run, TrainConfig};
 
@@ -58,6 +58,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
 /// Resolves the per-model defaults (pytorch/examples VAE, the seed article's AE).
 pub(super) fn config_from_args(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
     let vae = args.model == ModelKind::Vae;
+    let conv = args.arch == Arch::Conv;
     let init = args.init.unwrap_or(if vae { InitScheme::Torch } else { InitScheme::Glorot });
     let default_eps = if init == InitScheme::Glorot { 1e-7 } else { 1e-8 };
     if args.image_size == 0 {
@@ -69,10 +70,16 @@ pub(super) fn config_from_args(args: &TrainArgs) -> anyhow::Result<TrainConfig> 
             kind: args.model,
             image_rows: args.image_size,
             image_cols: args.image_size,
-            hidden: args.hidden.clone().unwrap_or(if vae { vec![400] } else { vec![] }),
-            latent: args.latent.unwrap_or(if vae { 20 } else { 64 }),
+            hidden: args.hidden.clone().unwrap_or(if vae && !conv { vec![400] } else { vec![] }),
+            latent: args.latent.unwrap_or(match (conv, vae) {
+                (true, _) => 16,
+                (false, true) => 20,
+                (false, false) => 64,
+            }),
             loss: args.loss.unwrap_or(if vae { ReconLoss::Bce } else { ReconLoss::Mse }),
             activation: args.activation,
+            arch: args.arch,
+            conv: if conv { args.conv.clone() } else { vec![] },
         },
         init,
         adam: AdamConfig { lr: args.lr, beta1: 0.9, beta2: 0.999, eps: args.adam_eps.unwrap_or(default_eps) },

@@ -3,13 +3,14 @@
 
 use super::activation::{activation_backward, activation_forward, sigmoid_backward, sigmoid_forward};
 use super::adam::adam_update;
+use super::conv::{conv_transpose2d_backward, conv_transpose2d_forward, conv2d_backward, conv2d_forward};
 use super::loss::{
     bce_with_logits_backward, bce_with_logits_forward, kl_backward, kl_forward, mse_backward, mse_forward,
 };
 use super::matmul::{bias_add, column_sums, matmul_nn, matmul_nt, matmul_tn};
 use super::reparam::{reparameterize_backward, reparameterize_forward};
 use crate::engine::{AdamConfig, LossSums, Noise, Objective};
-use crate::model::{Graph, Layer, LossTerm, Op, TensorId};
+use crate::model::{Graph, Layer, LayerKind, LossTerm, Op, TensorId};
 use crate::rng;
 
 /// Parameters with their gradients and Adam's moments, one flat buffer each
@@ -44,7 +45,8 @@ pub struct Interpreter {
 
 impl Interpreter {
     pub fn new(graph: Graph) -> Interpreter {
-        let has_backward = graph.nodes.iter().any(|n| matches!(n.op, Op::DenseBackward { .. }));
+        let has_backward =
+            graph.nodes.iter().any(|n| matches!(n.op, Op::DenseBackward { .. } | Op::ConvBackward { .. }));
         let values = vec![Vec::new(); graph.tensors.len()];
         Interpreter { graph, values, rows: 0, has_backward }
     }
@@ -93,6 +95,7 @@ impl Interpreter {
             match &node.op {
                 Op::Gather | Op::InputNoise => {} // fed
                 Op::Dense(layer) => dense_forward(&mut out[0], x(0), &state.params, layer, rows),
+                Op::Conv(layer) => conv_forward(&mut out[0], x(0), &state.params, layer, rows),
                 &Op::Reparameterize { latent } => {
                     let (z, eps) = out.split_at_mut(1);
                     rng::fill_normal(&mut eps[0], step.reparam.seed, step.reparam.stream, step.reparam.step);
@@ -116,6 +119,11 @@ impl Interpreter {
                 Op::DenseBackward { layer, accumulate } => {
                     let dx = out.first_mut().map(|d| d.as_mut_slice());
                     dense_backward(dx, *accumulate, x(0), x(1), &state.params, &mut state.grads, layer, rows);
+                }
+                Op::ConvBackward { layer, accumulate } => {
+                    assert!(!accumulate, "a convolution's input gradient is written");
+                    let dx = out.first_mut().map(|d| d.as_mut_slice());
+                    conv_backward(dx, x(0), x(1), &state.params, &mut state.grads, layer, rows);
                 }
                 &Op::ReparameterizeBackward { latent, accumulate } => {
                     if !accumulate {
@@ -172,5 +180,41 @@ fn dense_backward(
     column_sums(&mut grads[layer.bias..layer.bias + o], dy, rows, o);
     if let Some(dx) = dx {
         matmul_nn(dx, dy, &params[layer.weight..layer.weight + o * i], rows, o, i, accumulate);
+    }
+}
+
+/// out (B, O) = act(conv(x (B, I)) + b), either kind of convolution.
+fn conv_forward(out: &mut [f32], x: &[f32], params: &[f32], layer: &Layer, rows: usize) {
+    let w = &params[layer.weight..layer.bias];
+    let b_len = match layer.kind {
+        LayerKind::Conv2d(g) => g.out_c,
+        LayerKind::ConvTranspose2d(g) => g.in_c,
+        LayerKind::Dense => unreachable!("a Conv node holds a convolution"),
+    };
+    let b = &params[layer.bias..layer.bias + b_len];
+    match layer.kind {
+        LayerKind::Conv2d(g) => conv2d_forward(out, x, w, b, &g, rows),
+        LayerKind::ConvTranspose2d(g) => conv_transpose2d_forward(out, x, w, b, &g, rows),
+        LayerKind::Dense => unreachable!(),
+    }
+    activation_forward(out, layer.activation);
+}
+
+/// dW += .., db += .., dx = .. when asked, from dy (the pre-activation's gradient).
+fn conv_backward(
+    dx: Option<&mut [f32]>,
+    dy: &[f32],
+    x: &[f32],
+    params: &[f32],
+    grads: &mut [f32],
+    layer: &Layer,
+    rows: usize,
+) {
+    let w = &params[layer.weight..layer.bias];
+    let (dw, db) = grads[layer.weight..].split_at_mut(layer.bias - layer.weight);
+    match layer.kind {
+        LayerKind::Conv2d(g) => conv2d_backward(dx, dw, &mut db[..g.out_c], dy, x, w, &g, rows),
+        LayerKind::ConvTranspose2d(g) => conv_transpose2d_backward(dx, dw, &mut db[..g.in_c], dy, x, w, &g, rows),
+        LayerKind::Dense => unreachable!("a Conv node holds a convolution"),
     }
 }

@@ -94,6 +94,7 @@ impl GpuEngine {
         if max_batch == 0 {
             return Err(Error::invalid("--batch-size", "must be at least 1"));
         }
+        super::lower::supported(&arch)?;
         let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let kernels = ctx.kernels()?;
         let param_buffers = ParamBuffers::new(&ctx, params, true)?;

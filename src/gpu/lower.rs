@@ -21,8 +21,8 @@ use super::shaders::{
     Kernel, Kernels, MAX_PARTS, MatmulForm, MatmulVariant, act_code, column_sums_groups, flags, grid_1d, loss_parts,
 };
 use crate::engine::AdamConfig;
-use crate::error::Result;
-use crate::model::{Activation, Graph, LossTerm, Op, TensorId};
+use crate::error::{Error, Result};
+use crate::model::{Activation, Architecture, Graph, LayerKind, LossTerm, Op, TensorId};
 
 /// A product's M or K: the step's batch rows, or fixed.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -153,6 +153,17 @@ fn which(term: LossTerm) -> u32 {
     }
 }
 
+/// Errors unless every layer of `arch` has GPU kernels.
+pub fn supported(arch: &Architecture) -> Result<()> {
+    match arch.layers().find(|l| l.kind != LayerKind::Dense) {
+        Some(l) => Err(Error::Gpu(format!(
+            "{} is a convolution, and convolutions have no GPU kernels yet: use --device cpu",
+            l.name
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The unfused calls of a graph, node for node as the CPU interpreter runs
 /// it; products start as the naive variant (`fuse` picks tiles).
 pub fn lower(graph: &Graph) -> Vec<Call> {
@@ -227,6 +238,7 @@ pub fn lower(graph: &Graph) -> Vec<Call> {
                 calls.push(Call::KlBackward { d: outs[0], mulv: ins[0], latent, accumulate })
             }
             Op::AdamUpdate => calls.push(Call::Adam),
+            Op::Conv(_) | Op::ConvBackward { .. } => unreachable!("refused by `supported`"),
         }
     }
     calls

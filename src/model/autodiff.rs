@@ -15,7 +15,7 @@ pub(super) fn append_backward(g: &mut Graph) {
     // A tensor needs a gradient when it depends on parameters.
     let mut needs = vec![false; b.tensors.len()];
     for node in &forward {
-        if matches!(node.op, Op::Dense(_)) || node.inputs.iter().any(|t| needs[t.0]) {
+        if matches!(node.op, Op::Dense(_) | Op::Conv(_)) || node.inputs.iter().any(|t| needs[t.0]) {
             node.outputs.iter().for_each(|t| needs[t.0] = true);
         }
     }
@@ -47,7 +47,7 @@ pub(super) fn append_backward(g: &mut Graph) {
                     push(&mut b, Op::SigmoidBackward, vec![y], vec![dy]);
                 }
             }
-            Op::Dense(layer) => {
+            Op::Dense(layer) | Op::Conv(layer) => {
                 let (x, y) = (ins[0], node.outputs[0]);
                 let Some(dy) = grad[y.0] else { continue };
                 if layer.activation != Activation::Identity {
@@ -59,7 +59,11 @@ pub(super) fn append_backward(g: &mut Graph) {
                 } else {
                     (vec![], false)
                 };
-                push(&mut b, Op::DenseBackward { layer: layer.clone(), accumulate }, vec![dy, x], dx);
+                let op = match node.op {
+                    Op::Dense(_) => Op::DenseBackward { layer: layer.clone(), accumulate },
+                    _ => Op::ConvBackward { layer: layer.clone(), accumulate },
+                };
+                push(&mut b, op, vec![dy, x], dx);
             }
             &Op::Reparameterize { latent } => {
                 let (z, eps) = (node.outputs[0], node.outputs[1]);

@@ -9,7 +9,7 @@
 //! images; parameters are not tensors of the graph but ranges of the one
 //! flat parameter buffer (`Architecture::tensors`), named by the ops.
 
-use super::{Activation, Architecture, Layer, ModelKind, ReconLoss};
+use super::{Activation, Architecture, Layer, LayerKind, ModelKind, ReconLoss};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TensorId(pub usize);
@@ -39,6 +39,8 @@ pub enum Op {
     InputNoise,
     /// [x] -> [y]: y = act(x·Wᵀ + b).
     Dense(Layer),
+    /// [x] -> [y]: y = act(conv(x) + b), a `Conv2d` or `ConvTranspose2d` layer.
+    Conv(Layer),
     /// [mulv] -> [z, eps]: z = mu + e^(logvar/2)·eps, eps ~ N(0, 1) from the step.
     Reparameterize { latent: usize },
     /// [x] -> [y]: y = sigmoid(x).
@@ -61,6 +63,8 @@ pub enum Op {
     /// [dy, x] -> [dx] (or [] when x needs no gradient): dW += dyᵀ·x and
     /// db += Σ dy into the flat gradient buffer, dx = dy·W.
     DenseBackward { layer: Layer, accumulate: bool },
+    /// [dy, x] -> [dx] (or []): a convolution's dW, db and dx, as `DenseBackward`.
+    ConvBackward { layer: Layer, accumulate: bool },
     /// [dz, mulv, eps] -> [dmulv].
     ReparameterizeBackward { latent: usize, accumulate: bool },
     /// [mulv] -> [dmulv]: kl_scale·(mu, ½(e^logvar - 1)).
@@ -205,9 +209,14 @@ impl Builder {
         outputs
     }
 
+    /// A layer of any kind: `Dense` or `Conv`.
     fn dense(&mut self, layer: &Layer, x: TensorId) -> TensorId {
         let name = layer.name.clone();
-        self.node(Op::Dense(layer.clone()), &[x], &[(&name, layer.outputs)])[0]
+        let op = match layer.kind {
+            LayerKind::Dense => Op::Dense(layer.clone()),
+            LayerKind::Conv2d(_) | LayerKind::ConvTranspose2d(_) => Op::Conv(layer.clone()),
+        };
+        self.node(op, &[x], &[(&name, layer.outputs)])[0]
     }
 }
 
@@ -225,6 +234,8 @@ mod tests {
             latent: 2,
             loss,
             activation: Activation::Tanh,
+            arch: crate::model::Arch::Mlp,
+            conv: vec![],
         })
         .unwrap()
     }

@@ -2,9 +2,11 @@
 //! lives in the one flat parameter buffer that both engines share.
 
 mod autodiff;
+mod conv;
 mod graph;
 mod init;
 
+pub use conv::ConvGeom;
 pub use graph::{Graph, LossTerm, Node, Op, TensorId, TensorInfo};
 pub use init::init_params;
 
@@ -40,6 +42,18 @@ pub enum InitScheme {
     Glorot,
 }
 
+/// The encoder and decoder's kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// Dense layers (`--hidden`).
+    #[default]
+    Mlp,
+    /// Stride-2 3x3 convolutions (`--conv`), mirrored by transposed ones
+    /// (the TensorFlow CVAE tutorial's shape).
+    Conv,
+}
+
 /// The architecture; everything needed to rebuild the model from a checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -54,6 +68,12 @@ pub struct ModelConfig {
     /// choice used ReLU).
     #[serde(default)]
     pub activation: Activation,
+    #[serde(default)]
+    pub arch: Arch,
+    /// Channels of the stride-2 convolutions (`Arch::Conv`); `hidden` then
+    /// adds dense layers between the last one and the latent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conv: Vec<usize>,
 }
 
 impl ModelConfig {
@@ -70,6 +90,23 @@ impl ModelConfig {
         }
         if self.input_dim() == 0 {
             return Err(Error::invalid("image size", "images have no pixels"));
+        }
+        if self.arch == Arch::Conv {
+            if self.conv.is_empty() || self.conv.contains(&0) {
+                return Err(Error::invalid("--conv", "needs at least one width, each at least 1"));
+            }
+            let halvings = 1usize.checked_shl(self.conv.len() as u32).unwrap_or(0);
+            let (r, c) = (self.image_rows, self.image_cols);
+            if halvings == 0 || r % halvings != 0 || c % halvings != 0 {
+                return Err(Error::invalid(
+                    "image size",
+                    format!(
+                        "{r}x{c} images cannot be halved {} times by the stride-2 convolutions (--conv {:?}): the sides must be multiples of {halvings}",
+                        self.conv.len(),
+                        self.conv
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -97,10 +134,24 @@ impl Activation {
 }
 
 /// One dense layer `y = act(x·Wᵀ + b)`; W is [outputs, inputs] as in PyTorch.
+/// What a layer computes; its weights are shaped as PyTorch's module's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LayerKind {
+    /// `nn.Linear`: weight [outputs, inputs].
+    Dense,
+    /// `nn.Conv2d`: weight [out_c, in_c, k, k].
+    Conv2d(ConvGeom),
+    /// `nn.ConvTranspose2d`, the adjoint of the convolution `ConvGeom`
+    /// (from this layer's output shape to its input shape): weight [in, out, k, k].
+    ConvTranspose2d(ConvGeom),
+}
+
+/// One layer `y = act(layer(x) + b)` on flattened (C·H·W) rows.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Layer {
     /// The checkpoint name stem (`encoder.0`); `mu|logvar` for the VAE head.
     pub name: String,
+    pub kind: LayerKind,
     pub inputs: usize,
     pub outputs: usize,
     /// Offsets into the flat parameter buffer.
@@ -129,7 +180,7 @@ impl TensorSpec {
 
 /// The layers in execution order and the parameter layout.
 ///
-/// AE:  x ─encoder (ReLU each, the last one is the code z)─► z ─decoder─► logits
+/// AE:  x ─encoder (act each, the last one is the code z)─► z ─decoder─► logits
 /// VAE: x ─encoder (ReLU)─► h ─head─► [mu | logvar] (B, 2L) ─reparam─► z ─decoder─► logits
 ///
 /// The VAE's mu and logvar layers are stored back to back (both weights, then
@@ -150,6 +201,13 @@ pub struct Architecture {
 impl Architecture {
     pub fn new(config: &ModelConfig) -> Result<Architecture> {
         config.validate()?;
+        match config.arch {
+            Arch::Mlp => Architecture::mlp(config),
+            Arch::Conv => Architecture::conv(config),
+        }
+    }
+
+    fn mlp(config: &ModelConfig) -> Result<Architecture> {
         let mut builder = LayoutBuilder::default();
         let dim = config.input_dim();
         let latent = config.latent;
@@ -160,14 +218,7 @@ impl Architecture {
             encoder.push(builder.dense(&format!("encoder.{i}"), width, h, config.activation));
             width = h;
         }
-        let head = match config.kind {
-            ModelKind::Ae => {
-                let name = format!("encoder.{}", config.hidden.len());
-                encoder.push(builder.dense(&name, width, latent, config.activation));
-                None
-            }
-            ModelKind::Vae => Some(builder.mu_logvar(width, latent)),
-        };
+        let head = builder.code(config, &mut encoder, width);
 
         let mut decoder = Vec::new();
         let mut width = latent;
@@ -177,15 +228,44 @@ impl Architecture {
         }
         let name = format!("decoder.{}", config.hidden.len());
         decoder.push(builder.dense(&name, width, dim, Activation::Identity));
+        Ok(builder.finish(config, encoder, head, decoder))
+    }
 
-        Ok(Architecture {
-            config: config.clone(),
-            encoder,
-            head,
-            decoder,
-            param_count: builder.next,
-            tensors: builder.tensors,
-        })
+    /// `torch_vae.py --model convvae`: stride-2 3x3 convolutions (padding 1)
+    /// to C x H/2^n x W/2^n, flattened into the dense layers (`hidden`) and
+    /// the code; the decoder a dense layer back to that shape, transposed
+    /// convolutions (stride 2, padding 1, output padding 1) through the
+    /// widths in reverse, and a stride-1 transposed convolution to the image's
+    /// channels, giving the logits.
+    fn conv(config: &ModelConfig) -> Result<Architecture> {
+        let mut builder = LayoutBuilder::default();
+        let act = config.activation;
+        let (mut c, mut h, mut w) = (1, config.image_rows, config.image_cols);
+        let mut encoder = Vec::new();
+        for (i, &out) in config.conv.iter().enumerate() {
+            let g = ConvGeom::conv(c, h, w, out, 3, 2, 1).expect("validated sizes");
+            encoder.push(builder.conv2d(&format!("encoder.{i}"), g, act));
+            (c, h, w) = (out, g.out_h, g.out_w);
+        }
+        let (flat_c, flat_h, flat_w) = (c, h, w);
+        let mut width = c * h * w;
+        for &hidden in &config.hidden {
+            let name = format!("encoder.{}", encoder.len());
+            encoder.push(builder.dense(&name, width, hidden, act));
+            width = hidden;
+        }
+        let head = builder.code(config, &mut encoder, width);
+
+        let mut decoder = vec![builder.dense("decoder.0", config.latent, flat_c * flat_h * flat_w, act)];
+        let (mut c, mut h, mut w) = (flat_c, flat_h, flat_w);
+        for &out in config.conv.iter().rev() {
+            let g = ConvGeom::transposed(c, h, w, out, 3, 2, 1, 1).expect("validated sizes");
+            decoder.push(builder.conv_transpose2d(&format!("decoder.{}", decoder.len()), g, act));
+            (c, h, w) = (out, g.in_h, g.in_w);
+        }
+        let g = ConvGeom::transposed(c, h, w, 1, 3, 1, 1, 0).expect("same size");
+        decoder.push(builder.conv_transpose2d(&format!("decoder.{}", decoder.len()), g, Activation::Identity));
+        Ok(builder.finish(config, encoder, head, decoder))
     }
 
     /// Width of the encoder's output: 2L (mu, logvar) for a VAE, L for an AE.
@@ -223,7 +303,44 @@ impl LayoutBuilder {
     fn dense(&mut self, name: &str, inputs: usize, outputs: usize, activation: Activation) -> Layer {
         let weight = self.take(format!("{name}.weight"), vec![outputs, inputs]);
         let bias = self.take(format!("{name}.bias"), vec![outputs]);
-        Layer { name: name.to_string(), inputs, outputs, weight, bias, activation }
+        Layer { name: name.to_string(), kind: LayerKind::Dense, inputs, outputs, weight, bias, activation }
+    }
+
+    fn conv2d(&mut self, name: &str, g: ConvGeom, activation: Activation) -> Layer {
+        let weight = self.take(format!("{name}.weight"), vec![g.out_c, g.in_c, g.kernel, g.kernel]);
+        let bias = self.take(format!("{name}.bias"), vec![g.out_c]);
+        let (inputs, outputs) = (g.in_len(), g.out_len());
+        Layer { name: name.to_string(), kind: LayerKind::Conv2d(g), inputs, outputs, weight, bias, activation }
+    }
+
+    /// The adjoint of the convolution `g`: from g's output shape to its input shape.
+    fn conv_transpose2d(&mut self, name: &str, g: ConvGeom, activation: Activation) -> Layer {
+        let weight = self.take(format!("{name}.weight"), vec![g.out_c, g.in_c, g.kernel, g.kernel]);
+        let bias = self.take(format!("{name}.bias"), vec![g.in_c]);
+        let (inputs, outputs) = (g.out_len(), g.in_len());
+        Layer { name: name.to_string(), kind: LayerKind::ConvTranspose2d(g), inputs, outputs, weight, bias, activation }
+    }
+
+    /// The AE's code layer (pushed onto the encoder) or the VAE's head.
+    fn code(&mut self, config: &ModelConfig, encoder: &mut Vec<Layer>, width: usize) -> Option<Layer> {
+        match config.kind {
+            ModelKind::Ae => {
+                let name = format!("encoder.{}", encoder.len());
+                encoder.push(self.dense(&name, width, config.latent, config.activation));
+                None
+            }
+            ModelKind::Vae => Some(self.mu_logvar(width, config.latent)),
+        }
+    }
+
+    fn finish(
+        self,
+        config: &ModelConfig,
+        encoder: Vec<Layer>,
+        head: Option<Layer>,
+        decoder: Vec<Layer>,
+    ) -> Architecture {
+        Architecture { config: config.clone(), encoder, head, decoder, param_count: self.next, tensors: self.tensors }
     }
 
     fn mu_logvar(&mut self, inputs: usize, latent: usize) -> Layer {
@@ -231,7 +348,8 @@ impl LayoutBuilder {
         self.take("logvar.weight".into(), vec![latent, inputs]);
         let bias = self.take("mu.bias".into(), vec![latent]);
         self.take("logvar.bias".into(), vec![latent]);
-        Layer { name: "mu|logvar".into(), inputs, outputs: 2 * latent, weight, bias, activation: Activation::Identity }
+        let (outputs, activation) = (2 * latent, Activation::Identity);
+        Layer { name: "mu|logvar".into(), kind: LayerKind::Dense, inputs, outputs, weight, bias, activation }
     }
 }
 
@@ -248,6 +366,8 @@ mod tests {
             latent: 20,
             loss: ReconLoss::Bce,
             activation: Activation::Relu,
+            arch: Arch::Mlp,
+            conv: vec![],
         }
     }
 
@@ -291,5 +411,62 @@ mod tests {
     fn zero_latent_is_rejected() {
         let err = Architecture::new(&ModelConfig { latent: 0, ..vae() }).unwrap_err();
         assert!(err.to_string().contains("--latent"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod conv_tests {
+    use super::*;
+
+    fn conv_vae(latent: usize, hidden: Vec<usize>) -> ModelConfig {
+        ModelConfig {
+            kind: ModelKind::Vae,
+            image_rows: 28,
+            image_cols: 28,
+            hidden,
+            latent,
+            loss: ReconLoss::Bce,
+            activation: Activation::Relu,
+            arch: Arch::Conv,
+            conv: vec![32, 64],
+        }
+    }
+
+    #[test]
+    fn the_conv_vae_is_the_references_by_name_and_shape() {
+        let arch = Architecture::new(&conv_vae(16, vec![])).unwrap();
+        let shapes: Vec<(&str, Vec<usize>)> = arch.tensors.iter().map(|t| (t.name.as_str(), t.shape.clone())).collect();
+        let want: Vec<(&str, Vec<usize>)> = vec![
+            ("encoder.0.weight", vec![32, 1, 3, 3]),
+            ("encoder.0.bias", vec![32]),
+            ("encoder.1.weight", vec![64, 32, 3, 3]),
+            ("encoder.1.bias", vec![64]),
+            ("mu.weight", vec![16, 64 * 7 * 7]),
+            ("logvar.weight", vec![16, 64 * 7 * 7]),
+            ("mu.bias", vec![16]),
+            ("logvar.bias", vec![16]),
+            ("decoder.0.weight", vec![64 * 7 * 7, 16]),
+            ("decoder.0.bias", vec![64 * 7 * 7]),
+            ("decoder.1.weight", vec![64, 64, 3, 3]),
+            ("decoder.1.bias", vec![64]),
+            ("decoder.2.weight", vec![64, 32, 3, 3]),
+            ("decoder.2.bias", vec![32]),
+            ("decoder.3.weight", vec![32, 1, 3, 3]),
+            ("decoder.3.bias", vec![1]),
+        ];
+        assert_eq!(shapes, want);
+        // The reference's parameter count (torch_vae.py --model convvae --latent 16).
+        assert_eq!(arch.param_count, 320 + 18_496 + 2 * (3136 * 16 + 16) + (16 * 3136 + 3136) + 36_928 + 18_464 + 289);
+        assert_eq!(arch.decoder.last().unwrap().outputs, 784);
+        // --hidden 16: the keras-io layer before mu and logvar.
+        let keras = Architecture::new(&conv_vae(2, vec![16])).unwrap();
+        assert_eq!(keras.encoder[2].name, "encoder.2");
+        assert_eq!((keras.encoder[2].inputs, keras.encoder[2].outputs), (3136, 16));
+    }
+
+    #[test]
+    fn sizes_the_strides_cannot_halve_are_refused_by_name() {
+        let err = Architecture::new(&ModelConfig { image_rows: 30, ..conv_vae(16, vec![]) }).unwrap_err().to_string();
+        assert!(err.contains("30x28") && err.contains("multiples of 4"), "{err}");
     }
 }
