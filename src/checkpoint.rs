@@ -13,9 +13,18 @@ use crate::limits;
 use crate::model::{Architecture, ModelConfig};
 
 const CONFIG_KEY: &str = "gpu_vae.model";
+/// Where in its run a training checkpoint was written (`train::state::Position`),
+/// also stored in the optimizer state written with it, so that a pair from
+/// two different moments is recognized.
+pub const POSITION_KEY: &str = "gpu_vae.position";
 
 /// Writes the parameters atomically: the previous checkpoint survives a crash.
 pub fn save(path: &Path, arch: &Architecture, params: &[f32]) -> Result<()> {
+    save_at(path, arch, params, None)
+}
+
+/// `save`, with the run's position in the metadata (`POSITION_KEY`).
+pub fn save_at(path: &Path, arch: &Architecture, params: &[f32], position: Option<&str>) -> Result<()> {
     assert_eq!(params.len(), arch.param_count);
     let bytes: &[u8] = bytemuck::cast_slice(params);
     let views = arch.tensors.iter().map(|t| {
@@ -24,7 +33,10 @@ pub fn save(path: &Path, arch: &Architecture, params: &[f32]) -> Result<()> {
         (t.name.clone(), view)
     });
     let config = serde_json::to_string(&arch.config).expect("config serializes");
-    let metadata = HashMap::from([(CONFIG_KEY.to_string(), config)]);
+    let mut metadata = HashMap::from([(CONFIG_KEY.to_string(), config)]);
+    if let Some(position) = position {
+        metadata.insert(POSITION_KEY.to_string(), position.to_string());
+    }
     let file = safetensors::serialize(views, Some(metadata))
         .map_err(|e| Error::bad_file(path, format!("cannot serialize checkpoint: {e}")))?;
     write_atomic(path, &file)
@@ -34,6 +46,14 @@ pub fn save(path: &Path, arch: &Architecture, params: &[f32]) -> Result<()> {
 pub fn load(path: &Path) -> Result<(Architecture, Vec<f32>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     parse(&bytes, path)
+}
+
+/// The position a training checkpoint was written at (`POSITION_KEY`), if any.
+pub fn position(path: &Path) -> Result<Option<String>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (_, metadata) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::bad_file(path, format!("not a safetensors file: {e}")))?;
+    Ok(metadata.metadata().as_ref().and_then(|m| m.get(POSITION_KEY)).cloned())
 }
 
 /// Parses a checkpoint's bytes; `path` only names the file in errors.

@@ -12,7 +12,8 @@
 //! step counter: no extra dispatch per step to advance a counter, no atomics,
 //! and every row can be checked on the host before it is uploaded.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::buffers::{ParamBuffers, storage};
 use super::context::GpuContext;
@@ -22,7 +23,7 @@ use super::profile::{self, Profile, TimestampMode};
 use super::program::{Program, Step, StepTable};
 use super::shaders::{Kernels, MAX_PARTS};
 use crate::data::Images;
-use crate::engine::{AdamConfig, Engine, EngineStats, EpochPlan, EvalPlan, LossSums, Objective};
+use crate::engine::{AdamConfig, AdamState, Engine, EngineStats, EpochPlan, EpochStart, EvalPlan, LossSums, Objective};
 use crate::error::{Error, Result};
 use crate::model::{Architecture, Graph};
 use crate::rng::Stream;
@@ -75,6 +76,10 @@ pub struct GpuEngine {
     data: Vec<DataSet>,
     pub steps_per_submit: usize,
     stats: GpuStats,
+    /// Adam steps taken (the next step's bias corrections come from the plan).
+    adam_steps: u64,
+    /// Why the device was lost, once it is (`set_device_lost_callback`).
+    lost: Arc<Mutex<Option<String>>>,
 }
 
 impl GpuEngine {
@@ -94,6 +99,18 @@ impl GpuEngine {
         if max_batch == 0 {
             return Err(Error::invalid("--batch-size", "must be at least 1"));
         }
+        // A lost device (driver reset, GPU removed, a watchdog) fails every
+        // later call; the callback keeps the reason so that errors name it.
+        // One callback per device: the engine built last on a context owns it.
+        let lost = Arc::new(Mutex::new(None));
+        let slot = lost.clone();
+        ctx.device.set_device_lost_callback(move |reason, message| {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{reason:?}: {message}"));
+        });
+        // Out-of-memory is its own error filter: without this scope an
+        // allocation the driver refuses would reach wgpu's default handler,
+        // which panics.
+        let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let kernels = ctx.kernels()?;
         let param_buffers = ParamBuffers::new(&ctx, params, true)?;
@@ -117,13 +134,18 @@ impl GpuEngine {
             data: Vec::new(),
             steps_per_submit: STEPS_PER_SUBMIT,
             stats: GpuStats { steps_per_submit: STEPS_PER_SUBMIT, ..Default::default() },
+            adam_steps: 0,
+            lost,
             ctx,
         };
+        // Building both programs allocates every activation buffer of
+        // `max_batch` rows through `storage`, which refuses one beyond the
+        // adapter's binding limit with the sizes: before any training.
         engine.program(true, false)?;
         engine.program(false, false)?;
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu(format!("building the training step: {e}")));
-        }
+        let validation = pollster::block_on(scope.pop());
+        let out_of_memory = pollster::block_on(oom.pop());
+        engine.check_errors("building the training step", validation, out_of_memory)?;
         Ok(engine)
     }
 
@@ -253,14 +275,16 @@ impl GpuEngine {
         steps: &[Step],
         train: bool,
         noisy: bool,
+        stop: Option<&AtomicBool>,
         mut on_tick: impl FnMut(usize, &[f32]) -> Result<()>,
-    ) -> Result<()> {
+    ) -> Result<usize> {
         if let Some(&bad) = order.iter().find(|&&i| i as usize >= images.count) {
             return Err(Error::invalid("order", format!("names image {bad}, but there are {} images", images.count)));
         }
         self.ensure_steps(steps.len())?;
         let d = self.data_set(images, order.len())?;
         let p = self.program(train, noisy)?;
+        let oom = self.ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let queue = &self.ctx.queue;
         queue.write_buffer(&self.data[d].order, 0, bytemuck::cast_slice(order));
@@ -269,7 +293,13 @@ impl GpuEngine {
         let mut submits = 0;
         let mut next_tick = every;
         let mut done = 0;
+        let mut read = 0;
         while done < steps.len() {
+            // A stop request ends the epoch at a submit boundary: the steps
+            // submitted are complete, and their losses are read below.
+            if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+                break;
+            }
             let end = (done + self.steps_per_submit).min(steps.len());
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
             if done == 0 {
@@ -293,18 +323,57 @@ impl GpuEngine {
             submits += 1;
             done = end;
             if tick {
-                let sums = self.ctx.map_read(&self.readback, bytes)?;
+                let sums = self.map_read(&self.readback, bytes)?;
                 on_tick(done, &sums)?;
+                read = done;
                 while next_tick <= done {
                     next_tick += every;
                 }
             }
         }
+        if read < done {
+            // Stopped between ticks: the losses of the steps since the last one.
+            let bytes = (done * 2 * 4) as u64;
+            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+            enc.copy_buffer_to_buffer(&self.slots, 0, &self.readback, 0, bytes);
+            queue.submit([enc.finish()]);
+            let sums = self.map_read(&self.readback, bytes)?;
+            on_tick(done, &sums)?;
+        }
         if train {
             self.stats.submits_last_epoch = submits;
         }
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu(format!("running the steps: {e}")));
+        let validation = pollster::block_on(scope.pop());
+        let out_of_memory = pollster::block_on(oom.pop());
+        self.check_errors("running the steps", validation, out_of_memory)?;
+        Ok(done)
+    }
+
+    /// `GpuContext::map_read`, its failure named as a lost device when it was one.
+    fn map_read(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<f32>> {
+        self.ctx.map_read(buffer, bytes).map_err(|e| self.lost_or(e))
+    }
+
+    /// `e`, or the device loss that caused it: after a loss every call fails,
+    /// and the loss is what the user must hear about.
+    fn lost_or(&self, e: Error) -> Error {
+        match self.lost.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some(why) => Error::Gpu(format!("the device was lost ({why}); the last checkpoint is kept")),
+            None => e,
+        }
+    }
+
+    /// The errors of a popped validation scope and out-of-memory scope, named.
+    fn check_errors(&self, doing: &str, validation: Option<wgpu::Error>, oom: Option<wgpu::Error>) -> Result<()> {
+        if let Some(e) = oom {
+            let limit = self.ctx.limits.max_buffer_size;
+            return Err(self.lost_or(Error::Gpu(format!(
+                "{doing}: out of device memory on {} (largest buffer allowed {limit} bytes): {e}",
+                self.ctx.info.name
+            ))));
+        }
+        if let Some(e) = validation {
+            return Err(self.lost_or(Error::Gpu(format!("{doing}: {e}"))));
         }
         Ok(())
     }
@@ -425,18 +494,84 @@ impl Engine for GpuEngine {
         plan: &EpochPlan,
         tick: &mut dyn FnMut(usize, LossSums),
     ) -> Result<LossSums> {
+        self.train_epoch_at(images, plan, &EpochStart::default(), tick)
+    }
+
+    /// The plan's rows from `start.batches_done` on (row offsets into the
+    /// whole order, loss slots from 0); a stop ends it at a submit boundary.
+    fn train_epoch_at(
+        &mut self,
+        images: &Arc<Images>,
+        plan: &EpochPlan,
+        start: &EpochStart,
+        tick: &mut dyn FnMut(usize, LossSums),
+    ) -> Result<LossSums> {
         self.check_batch(plan.batch_size)?;
-        let steps = self.train_rows(plan);
-        let mut sums = LossSums::default();
+        let skip = start.batches_done;
+        let mut steps = self.train_rows(plan);
+        if skip > steps.len() {
+            return Err(Error::invalid("resume", format!("{skip} batches done of an epoch of {}", steps.len())));
+        }
+        steps.drain(..skip);
+        steps.iter_mut().enumerate().for_each(|(i, s)| s.slot = i as u32);
+        let mut sums = start.sums;
         let mut read = 0;
         let noisy = plan.noise_std > 0.0;
-        self.run_steps(images, &plan.order, &steps, true, noisy, |done, slots| {
-            add_slots(&mut sums, slots, read, done, plan.first_step)?;
+        let first = plan.first_step + skip as u64;
+        let done = self.run_steps(images, &plan.order, &steps, true, noisy, start.stop, |done, slots| {
+            add_slots(&mut sums, slots, read, done, first)?;
             read = done;
-            tick(done, sums);
+            tick(skip + done, sums);
             Ok(())
         })?;
+        self.adam_steps = first + done as u64;
+        if done < steps.len() {
+            return Err(start.interrupted(plan, skip + done, sums));
+        }
         Ok(sums)
+    }
+
+    fn prepare(&mut self, train: &Arc<Images>, test: &Arc<Images>, batch_size: usize, noisy: bool) -> Result<()> {
+        self.check_batch(batch_size)?;
+        let oom = self.ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let result = (|| {
+            self.ensure_steps(train.count.max(test.count).div_ceil(batch_size))?;
+            self.data_set(train, train.count)?;
+            self.data_set(test, test.count)?;
+            self.program(true, noisy)?;
+            self.program(false, noisy)?;
+            Ok(())
+        })();
+        let validation = pollster::block_on(scope.pop());
+        let out_of_memory = pollster::block_on(oom.pop());
+        result?;
+        self.check_errors("preparing training", validation, out_of_memory)
+    }
+
+    fn adam_state(&mut self) -> Result<Option<AdamState>> {
+        let p = &self.params;
+        let (Some(m), Some(v)) = (&p.adam_m, &p.adam_v) else { return Ok(None) };
+        let m = self.ctx.read_f32(m, 0, p.count).map_err(|e| self.lost_or(e))?;
+        let v = self.ctx.read_f32(v, 0, p.count).map_err(|e| self.lost_or(e))?;
+        Ok(Some(AdamState { m, v, steps: self.adam_steps }))
+    }
+
+    fn restore_adam(&mut self, state: &AdamState) -> Result<()> {
+        let p = &self.params;
+        let (Some(m), Some(v)) = (&p.adam_m, &p.adam_v) else {
+            return Err(Error::invalid("resume", "the engine was built without Adam's buffers"));
+        };
+        if state.m.len() != p.count || state.v.len() != p.count {
+            return Err(Error::invalid(
+                "adam state",
+                format!("moments of {} and {} values for {} parameters", state.m.len(), state.v.len(), p.count),
+            ));
+        }
+        self.ctx.queue.write_buffer(m, 0, bytemuck::cast_slice(&state.m));
+        self.ctx.queue.write_buffer(v, 0, bytemuck::cast_slice(&state.v));
+        self.adam_steps = state.steps;
+        self.ctx.wait().map_err(|e| self.lost_or(e))
     }
 
     fn evaluate(&mut self, images: &Arc<Images>, plan: &EvalPlan) -> Result<LossSums> {
@@ -458,7 +593,7 @@ impl Engine for GpuEngine {
             .collect();
         let mut sums = LossSums::default();
         let mut read = 0;
-        self.run_steps(images, &order, &steps, false, plan.noise_std > 0.0, |done, slots| {
+        self.run_steps(images, &order, &steps, false, plan.noise_std > 0.0, None, |done, slots| {
             // Evaluation reports sums; a non-finite one is the trainer's to judge.
             for s in read..done {
                 sums += LossSums { recon: slots[2 * s] as f64, kl: slots[2 * s + 1] as f64 };
@@ -470,7 +605,7 @@ impl Engine for GpuEngine {
     }
 
     fn params(&mut self) -> Result<Vec<f32>> {
-        self.ctx.read_f32(&self.params.params, 0, self.arch.param_count)
+        self.ctx.read_f32(&self.params.params, 0, self.arch.param_count).map_err(|e| self.lost_or(e))
     }
 
     fn stats(&self) -> EngineStats {
