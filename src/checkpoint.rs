@@ -39,7 +39,30 @@ pub fn save_at(path: &Path, arch: &Architecture, params: &[f32], position: Optio
     }
     let file = safetensors::serialize(views, Some(metadata))
         .map_err(|e| Error::bad_file(path, format!("cannot serialize checkpoint: {e}")))?;
-    write_atomic(path, &file)
+    write_atomic(path, &canonical(file))
+}
+
+/// A safetensors file with the keys of its header sorted. The library writes
+/// its metadata map in hash order, which differs from one process to the
+/// next, and the same parameters must give the same bytes (a resumed run is
+/// compared with an uninterrupted one byte for byte). Only the header
+/// changes: tensor offsets count from the end of the header.
+pub(crate) fn canonical(file: Vec<u8>) -> Vec<u8> {
+    type Sorted = std::collections::BTreeMap<String, serde_json::Value>;
+    let n = u64::from_le_bytes(file[..8].try_into().expect("8 bytes")) as usize;
+    let mut header: Sorted = serde_json::from_slice(&file[8..8 + n]).expect("safetensors writes a JSON object");
+    if let Some(meta) = header.get_mut("__metadata__") {
+        let sorted: Sorted = serde_json::from_value(meta.take()).expect("metadata is an object");
+        *meta = serde_json::to_value(sorted).expect("strings serialize");
+    }
+    let mut json = serde_json::to_vec(&header).expect("a header serializes");
+    // safetensors pads the header with spaces so that the data stays 8-aligned.
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + json.len() + file.len() - 8 - n);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&file[8 + n..]);
+    out
 }
 
 /// Reads a checkpoint back into its architecture and flat parameters.
@@ -106,4 +129,36 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<(Architecture, Vec<f32>)> {
         }
     }
     Ok((arch, params))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Activation, ModelKind, ReconLoss};
+
+    /// The metadata map's hash order changes from map to map; the bytes must not.
+    #[test]
+    fn the_same_checkpoint_is_the_same_bytes() {
+        let config = ModelConfig {
+            kind: ModelKind::Vae,
+            image_rows: 3,
+            image_cols: 5,
+            hidden: vec![4],
+            latent: 2,
+            loss: ReconLoss::Bce,
+            activation: Activation::Relu,
+        };
+        let arch = Architecture::new(&config).unwrap();
+        let params: Vec<f32> = (0..arch.param_count).map(|i| i as f32 / 7.0).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let mut files = Vec::new();
+        for _ in 0..8 {
+            save_at(&path, &arch, &params, Some("{\"step\":3}")).unwrap();
+            files.push(std::fs::read(&path).unwrap());
+        }
+        assert!(files.iter().all(|f| *f == files[0]), "checkpoints of the same parameters differ");
+        assert_eq!(load(&path).unwrap().1, params);
+        assert_eq!(position(&path).unwrap().as_deref(), Some("{\"step\":3}"));
+    }
 }

@@ -89,7 +89,7 @@ pub fn save(path: &Path, state: &TrainState) -> Result<()> {
     ]);
     let file = safetensors::serialize(views, Some(metadata))
         .map_err(|e| Error::bad_file(path, format!("cannot serialize the optimizer state: {e}")))?;
-    write_atomic(path, &file)
+    write_atomic(path, &checkpoint::canonical(file))
 }
 
 /// Reads the state of the run in `dir` for a model of `params` parameters,
