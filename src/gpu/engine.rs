@@ -141,8 +141,13 @@ impl GpuEngine {
         // Building both programs allocates every activation buffer of
         // `max_batch` rows through `storage`, which refuses one beyond the
         // adapter's binding limit with the sizes: before any training.
-        engine.program(true, false)?;
-        engine.program(false, false)?;
+        let built = engine.program(true, false).and_then(|_| engine.program(false, false));
+        if let Err(Error::Gpu(why)) = &built
+            && why.contains("storage binding")
+        {
+            return Err(Error::Gpu(format!("a batch of {max_batch} images: {why}; use a smaller --batch-size")));
+        }
+        built?;
         let validation = pollster::block_on(scope.pop());
         let out_of_memory = pollster::block_on(oom.pop());
         engine.check_errors("building the training step", validation, out_of_memory)?;
