@@ -77,7 +77,10 @@ impl Progress for StopAt<'_> {
 /// The losses of metrics.csv (epochs 1..) as numbers.
 fn losses(run: &Path) -> Vec<f32> {
     let text = std::fs::read_to_string(run.join(train::METRICS_FILE)).unwrap();
-    text.lines().skip(1).flat_map(|l| l.split(',').skip(1).take(6).map(|v| v.parse::<f32>().unwrap()).collect::<Vec<_>>()).collect()
+    text.lines()
+        .skip(1)
+        .flat_map(|l| l.split(',').skip(1).take(6).map(|v| v.parse::<f32>().unwrap()).collect::<Vec<_>>())
+        .collect()
 }
 
 fn params(run: &Path) -> Vec<f32> {
@@ -94,8 +97,7 @@ fn gpu_run_stopped_and_resumed_on_cpu_and_back_matches_an_uninterrupted_one() {
     let split = |from: usize, to: usize| Arc::new(images.select(&(from..to).collect::<Vec<_>>()));
     let (train_images, test_images) = (split(0, TRAIN), split(TRAIN, TRAIN + 16));
     let dir = tempfile::tempdir().unwrap();
-    let run_in =
-        |out| Run { config: &cfg, arch: &arch, train: train_images.clone(), test: test_images.clone(), out };
+    let run_in = |out| Run { config: &cfg, arch: &arch, train: train_images.clone(), test: test_images.clone(), out };
     let init = init_params(&arch, cfg.init, cfg.seed);
     let gpu_engine = |params: &[f32]| {
         let mut e = GpuEngine::new(ctx.clone(), arch.clone(), params, cfg.adam, BATCH).unwrap();
@@ -169,7 +171,8 @@ fn resume_switches_devices_on_the_command_line() {
     let (straight, resumed) = (s(&dir.path().join("straight")), s(&dir.path().join("resumed")));
     let new_run = |out: &str, device: &str, epochs: &str| {
         let data = s(&pictures);
-        let args = ["train", "--data", &data, "--image-size", "8", "--hidden", "8", "--latent", "2", "--batch-size", "8"];
+        let args =
+            ["train", "--data", &data, "--image-size", "8", "--hidden", "8", "--latent", "2", "--batch-size", "8"];
         run(&[&args[..], &["--epochs", epochs, "--device", device, "--quiet", "--out", out]].concat());
     };
     new_run(&straight, "gpu", "3");

@@ -196,7 +196,8 @@ fn sigint_and_sigterm_checkpoint_and_resume_exactly() {
     assert!(!err.contains("Error:"), "{err}");
     assert!(!run.join(".lock").exists(), "the lock goes with its writer");
     let state = train::state::load(&run, checkpoint::load(&run.join(MODEL_FILE)).unwrap().1.len()).unwrap();
-    let (epoch, step) = line["interrupted at epoch ".len()..line.len() - continue_with.len()].split_once(", step ").unwrap();
+    let (epoch, step) =
+        line["interrupted at epoch ".len()..line.len() - continue_with.len()].split_once(", step ").unwrap();
     assert_eq!(state.position.epochs_done + 1, epoch.parse::<usize>().unwrap(), "{line}");
     assert_eq!(state.position.step, step.parse::<u64>().unwrap(), "{line}");
     assert!(state.position.epochs_done < 3, "{line}");

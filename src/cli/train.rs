@@ -117,7 +117,10 @@ fn fit(
             if step == 0 && args.resume.is_none() {
                 eprintln!("interrupted before the first step; nothing was written");
             } else {
-                eprintln!("interrupted at epoch {epoch}, step {step}; continue with: gpu-vae train --resume {}", out.display());
+                eprintln!(
+                    "interrupted at epoch {epoch}, step {step}; continue with: gpu-vae train --resume {}",
+                    out.display()
+                );
             }
             Err(e.into())
         }

@@ -67,7 +67,7 @@ impl Engine for CpuModel {
                 return Err(Error::NonFiniteLoss { value: total, step: step + 1, epoch: 0 });
             }
             sums += loss;
-            if (index + 1) % every == 0 {
+            if (index + 1).is_multiple_of(every) {
                 tick(index + 1, sums);
             }
         }

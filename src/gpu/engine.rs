@@ -271,15 +271,16 @@ impl GpuEngine {
         Ok(())
     }
 
-    /// Runs `rows.len()` steps over `order`, reading the slots back at the
-    /// given step counts; returns per-step (recon, kl) sums.
+    /// Runs `steps` over `order` with the program of (training, noisy input),
+    /// handing the per-step (recon, kl) slots to `on_tick` a few times. When
+    /// `stop` is raised it ends at the next submit boundary, after reading
+    /// the slots of the steps done; returns how many steps ran.
     fn run_steps(
         &mut self,
         images: &Arc<Images>,
         order: &[u32],
         steps: &[Step],
-        train: bool,
-        noisy: bool,
+        (train, noisy): (bool, bool),
         stop: Option<&AtomicBool>,
         mut on_tick: impl FnMut(usize, &[f32]) -> Result<()>,
     ) -> Result<usize> {
@@ -523,7 +524,7 @@ impl Engine for GpuEngine {
         let mut read = 0;
         let noisy = plan.noise_std > 0.0;
         let first = plan.first_step + skip as u64;
-        let done = self.run_steps(images, &plan.order, &steps, true, noisy, start.stop, |done, slots| {
+        let done = self.run_steps(images, &plan.order, &steps, (true, noisy), start.stop, |done, slots| {
             add_slots(&mut sums, slots, read, done, first)?;
             read = done;
             tick(skip + done, sums);
@@ -598,7 +599,7 @@ impl Engine for GpuEngine {
             .collect();
         let mut sums = LossSums::default();
         let mut read = 0;
-        self.run_steps(images, &order, &steps, false, plan.noise_std > 0.0, None, |done, slots| {
+        self.run_steps(images, &order, &steps, (false, plan.noise_std > 0.0), None, |done, slots| {
             // Evaluation reports sums; a non-finite one is the trainer's to judge.
             for s in read..done {
                 sums += LossSums { recon: slots[2 * s] as f64, kl: slots[2 * s + 1] as f64 };

@@ -140,12 +140,8 @@ fn remove_leftovers(dir: &Path) -> Result<()> {
 /// at once: its configuration and optimizer state (so that they never sit
 /// beside the new model) and its pictures. Called just before a run's first checkpoint.
 pub fn clear_old_run(out: &Path) -> Result<()> {
-    let mut stale = vec![
-        out.join(CONFIG_FILE),
-        out.join(OPTIMIZER_FILE),
-        out.join(SAMPLES_FILE),
-        out.join(RECONSTRUCTIONS_FILE),
-    ];
+    let mut stale =
+        vec![out.join(CONFIG_FILE), out.join(OPTIMIZER_FILE), out.join(SAMPLES_FILE), out.join(RECONSTRUCTIONS_FILE)];
     let epochs = out.join(EPOCHS_DIR);
     if let Ok(entries) = std::fs::read_dir(&epochs) {
         for entry in entries.flatten() {

@@ -108,8 +108,9 @@ pub fn load(dir: &Path, params: usize) -> Result<TrainState> {
         Err(e) => return Err(Error::io(&path, e)),
     };
     let state = parse(&bytes, &path, params)?;
-    let model_position = checkpoint::position(&model)?
-        .ok_or_else(|| Error::bad_file(&model, "no training position in its metadata: written before --resume existed"))?;
+    let model_position = checkpoint::position(&model)?.ok_or_else(|| {
+        Error::bad_file(&model, "no training position in its metadata: written before --resume existed")
+    })?;
     let model_position: Position = serde_json::from_str(&model_position)
         .map_err(|e| Error::bad_file(&model, format!("bad `{POSITION_KEY}` metadata: {e}")))?;
     if model_position != state.position {
@@ -151,21 +152,29 @@ pub fn parse(bytes: &[u8], path: &Path, params: usize) -> Result<TrainState> {
     let tensor = |name: &str, dtype: Dtype, len: usize| -> Result<Vec<u8>> {
         let view = tensors.tensor(name).map_err(|_| bad(format!("tensor `{name}` is missing")))?;
         if view.dtype() != dtype || view.shape() != [len] || view.data().len() != len * dtype.bitsize() / 8 {
-            return Err(bad(format!("tensor `{name}` is {:?} {:?}, expected {dtype:?} [{len}]", view.dtype(), view.shape())));
+            return Err(bad(format!(
+                "tensor `{name}` is {:?} {:?}, expected {dtype:?} [{len}]",
+                view.dtype(),
+                view.shape()
+            )));
         }
         Ok(view.data().to_vec())
     };
     let moment = |name: &str| -> Result<Vec<f32>> {
-        let values: Vec<f32> =
-            tensor(name, Dtype::F32, params)?.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4"))).collect();
+        let values: Vec<f32> = tensor(name, Dtype::F32, params)?
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().expect("4")))
+            .collect();
         match values.iter().position(|v| !v.is_finite()) {
             Some(i) => Err(bad(format!("tensor `{name}` holds a non-finite value at index {i}"))),
             None => Ok(values),
         }
     };
     let (m, v) = (moment("adam.m")?, moment("adam.v")?);
-    let sums: Vec<f64> =
-        tensor("epoch.sums", Dtype::F64, 2)?.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8"))).collect();
+    let sums: Vec<f64> = tensor("epoch.sums", Dtype::F64, 2)?
+        .chunks_exact(8)
+        .map(|b| f64::from_le_bytes(b.try_into().expect("8")))
+        .collect();
     Ok(TrainState {
         position,
         adam: AdamState { m, v, steps: position.step },
