@@ -8,6 +8,22 @@
 //! program. Loss sums stay in per-step slots on the device and are read back a
 //! few times per epoch (the trainer's ticks), never per step.
 //!
+//! Failures end in an error that names them, before anything is written,
+//! so the trainer keeps the last checkpoint:
+//! - sizes beyond the adapter's limits (a batch's activations, the model's
+//!   parameters, the data set, the loss slots: `buffers::storage`; the step
+//!   table: `ensure_steps`) are refused with the sizes and the limit when the
+//!   engine is built or in `Engine::prepare`, before the first step;
+//! - an allocation the driver refuses (out of memory) is caught by an
+//!   `ErrorFilter::OutOfMemory` scope around building, preparing and every
+//!   epoch's submits, and reported as such with the device named;
+//! - a lost device fails the next poll or map; the loss callback keeps its
+//!   reason, and errors after it say "the device was lost (...)";
+//! - a failed buffer map (`GpuContext::map_read`) is an error, not a panic.
+//!
+//! Lavapipe lets the tests provoke the first (tests/gpu_resume.rs); an
+//! out-of-memory or a lost device cannot be caused on purpose there.
+//!
 //! Per-step values come through a dynamic offset rather than a device-side
 //! step counter: no extra dispatch per step to advance a counter, no atomics,
 //! and every row can be checked on the host before it is uploaded.
@@ -257,9 +273,18 @@ impl GpuEngine {
         Ok(DataSet { images, pixels, order, order_len, gather })
     }
 
-    /// Makes room for `steps` rows in the step table and loss slots.
+    /// Makes room for `steps` rows in the step table and loss slots, or says
+    /// why the device cannot hold them (the loss slots are checked by `storage`).
     fn ensure_steps(&mut self, steps: usize) -> Result<()> {
         if self.table.capacity() < steps {
+            let stride = (std::mem::size_of::<Step>() as u64).next_multiple_of(self.kernels.uniform_align);
+            let bytes = (steps.next_power_of_two() as u64).saturating_mul(stride);
+            if bytes > self.ctx.limits.max_buffer_size {
+                return Err(Error::Gpu(format!(
+                    "an epoch of {steps} steps needs a step table of {bytes} bytes, more than {}'s largest buffer ({} bytes); use a larger --batch-size",
+                    self.ctx.info.name, self.ctx.limits.max_buffer_size
+                )));
+            }
             self.table = StepTable::new(&self.ctx.device, &self.kernels, steps.next_power_of_two());
         }
         if self.slot_capacity < steps {
@@ -287,11 +312,14 @@ impl GpuEngine {
         if let Some(&bad) = order.iter().find(|&&i| i as usize >= images.count) {
             return Err(Error::invalid("order", format!("names image {bad}, but there are {} images", images.count)));
         }
+        // Scopes first: the buffers made below on first use (usually made
+        // already by `prepare`) report a refused allocation here, not to
+        // wgpu's default handler, which panics.
+        let oom = self.ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
         self.ensure_steps(steps.len())?;
         let d = self.data_set(images, order.len())?;
         let p = self.program(train, noisy)?;
-        let oom = self.ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let queue = &self.ctx.queue;
         queue.write_buffer(&self.data[d].order, 0, bytemuck::cast_slice(order));
         self.table.write(queue, steps);
