@@ -49,10 +49,12 @@ fn resume(args: &TrainArgs, dir: &Path) -> anyhow::Result<()> {
     let p = state.position;
     if config.epochs <= p.epochs_done {
         bail!(
-            "invalid --epochs: {} has trained {} epoch(s) of {}; pass --epochs with a larger total to go on",
+            "invalid --epochs: {} has trained {} epoch(s) already, a total of {} leaves nothing to do; \
+             pass a larger total (--epochs {} or more)",
             dir.display(),
             p.epochs_done,
-            config.epochs
+            config.epochs,
+            p.epochs_done + 1
         );
     }
     let data = load_data(&config)?;

@@ -93,8 +93,15 @@ pub fn train_from(
                 ),
             ));
         }
-        records = metrics::parse_csv(&state.metrics, &run.out.join(state::OPTIMIZER_FILE))?;
-        records.truncate(p.epochs_done);
+        let file = run.out.join(state::OPTIMIZER_FILE);
+        records = metrics::parse_csv(&state.metrics, &file)?;
+        if records.len() != p.epochs_done {
+            let rows = records.len();
+            return Err(Error::bad_file(
+                file,
+                format!("its metrics hold {rows} epochs, its position {}", p.epochs_done),
+            ));
+        }
         engine.restore_adam(&state.adam)?;
         (first_epoch, batches_done, partial, partial_seconds) =
             (p.epochs_done + 1, p.batches_done, state.partial, state.partial_seconds);
