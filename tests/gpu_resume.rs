@@ -138,9 +138,20 @@ fn gpu_run_stopped_and_resumed_on_cpu_and_back_matches_an_uninterrupted_one() {
         }
         state = Some(train::state::load(&run, arch.param_count).unwrap());
     }
+    // GPU only: two epochs, then resumed to four (between epochs).
+    let two = dir.path().join("two");
+    let cfg2 = TrainConfig { epochs: 2, ..cfg.clone() };
+    let run2 = Run { config: &cfg2, ..run_in(two.as_path()) };
+    train::train_from(&run2, &mut gpu_engine(&init), &mut never, None, None).unwrap();
+    let state2 = train::state::load(&two, arch.param_count).unwrap();
+    assert_eq!((state2.position.epochs_done, state2.position.batches_done), (2, 0));
+    train::train_from(&run_in(two.as_path()), &mut gpu_engine(&params(&two)), &mut never, Some(state2), None).unwrap();
+
     // As tests/gpu_steps.rs: 4e-8 per step on the parameters; losses as
     // metrics.csv prints them (6 decimals), relative 1e-4.
     let steps = (EPOCHS * TRAIN.div_ceil(BATCH)) as f32;
+    assert_close("GPU 2 + 2 vs 4 epochs params", &params(&two), &params(&straight), 4e-8 * steps, 1e-5);
+    assert_close("GPU 2 + 2 vs 4 epochs losses", &losses(&two), &losses(&straight), 1e-5, 1e-4);
     assert_close("resumed vs straight GPU params", &params(&run), &params(&straight), 4e-8 * steps, 1e-5);
     assert_close("resumed vs CPU params", &params(&run), &params(&cpu_only), 4e-8 * steps, 1e-5);
     assert_close("resumed vs straight GPU losses", &losses(&run), &losses(&straight), 1e-5, 1e-4);
