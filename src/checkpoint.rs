@@ -13,9 +13,18 @@ use crate::limits;
 use crate::model::{Architecture, ModelConfig};
 
 const CONFIG_KEY: &str = "gpu_vae.model";
+/// Where in its run a training checkpoint was written (`train::state::Position`),
+/// also stored in the optimizer state written with it, so that a pair from
+/// two different moments is recognized.
+pub const POSITION_KEY: &str = "gpu_vae.position";
 
 /// Writes the parameters atomically: the previous checkpoint survives a crash.
 pub fn save(path: &Path, arch: &Architecture, params: &[f32]) -> Result<()> {
+    save_at(path, arch, params, None)
+}
+
+/// `save`, with the run's position in the metadata (`POSITION_KEY`).
+pub fn save_at(path: &Path, arch: &Architecture, params: &[f32], position: Option<&str>) -> Result<()> {
     assert_eq!(params.len(), arch.param_count);
     let bytes: &[u8] = bytemuck::cast_slice(params);
     let views = arch.tensors.iter().map(|t| {
@@ -24,16 +33,50 @@ pub fn save(path: &Path, arch: &Architecture, params: &[f32]) -> Result<()> {
         (t.name.clone(), view)
     });
     let config = serde_json::to_string(&arch.config).expect("config serializes");
-    let metadata = HashMap::from([(CONFIG_KEY.to_string(), config)]);
+    let mut metadata = HashMap::from([(CONFIG_KEY.to_string(), config)]);
+    if let Some(position) = position {
+        metadata.insert(POSITION_KEY.to_string(), position.to_string());
+    }
     let file = safetensors::serialize(views, Some(metadata))
         .map_err(|e| Error::bad_file(path, format!("cannot serialize checkpoint: {e}")))?;
-    write_atomic(path, &file)
+    write_atomic(path, &canonical(file))
+}
+
+/// A safetensors file with the keys of its header sorted. The library writes
+/// its metadata map in hash order, which differs from one process to the
+/// next, and the same parameters must give the same bytes (a resumed run is
+/// compared with an uninterrupted one byte for byte). Only the header
+/// changes: tensor offsets count from the end of the header.
+pub(crate) fn canonical(file: Vec<u8>) -> Vec<u8> {
+    type Sorted = std::collections::BTreeMap<String, serde_json::Value>;
+    let n = u64::from_le_bytes(file[..8].try_into().expect("8 bytes")) as usize;
+    let mut header: Sorted = serde_json::from_slice(&file[8..8 + n]).expect("safetensors writes a JSON object");
+    if let Some(meta) = header.get_mut("__metadata__") {
+        let sorted: Sorted = serde_json::from_value(meta.take()).expect("metadata is an object");
+        *meta = serde_json::to_value(sorted).expect("strings serialize");
+    }
+    let mut json = serde_json::to_vec(&header).expect("a header serializes");
+    // safetensors pads the header with spaces so that the data stays 8-aligned.
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + json.len() + file.len() - 8 - n);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&file[8 + n..]);
+    out
 }
 
 /// Reads a checkpoint back into its architecture and flat parameters.
 pub fn load(path: &Path) -> Result<(Architecture, Vec<f32>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     parse(&bytes, path)
+}
+
+/// The position a training checkpoint was written at (`POSITION_KEY`), if any.
+pub fn position(path: &Path) -> Result<Option<String>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (_, metadata) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::bad_file(path, format!("not a safetensors file: {e}")))?;
+    Ok(metadata.metadata().as_ref().and_then(|m| m.get(POSITION_KEY)).cloned())
 }
 
 /// Parses a checkpoint's bytes; `path` only names the file in errors.
@@ -86,4 +129,38 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<(Architecture, Vec<f32>)> {
         }
     }
     Ok((arch, params))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Activation, ModelKind, ReconLoss};
+
+    /// The metadata map's hash order changes from map to map; the bytes must not.
+    #[test]
+    fn the_same_checkpoint_is_the_same_bytes() {
+        let config = ModelConfig {
+            kind: ModelKind::Vae,
+            image_rows: 3,
+            image_cols: 5,
+            hidden: vec![4],
+            latent: 2,
+            loss: ReconLoss::Bce,
+            activation: Activation::Relu,
+            arch: crate::model::Arch::Mlp,
+            conv: vec![],
+        };
+        let arch = Architecture::new(&config).unwrap();
+        let params: Vec<f32> = (0..arch.param_count).map(|i| i as f32 / 7.0).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let mut files = Vec::new();
+        for _ in 0..8 {
+            save_at(&path, &arch, &params, Some("{\"step\":3}")).unwrap();
+            files.push(std::fs::read(&path).unwrap());
+        }
+        assert!(files.iter().all(|f| *f == files[0]), "checkpoints of the same parameters differ");
+        assert_eq!(load(&path).unwrap().1, params);
+        assert_eq!(position(&path).unwrap().as_deref(), Some("{\"step\":3}"));
+    }
 }

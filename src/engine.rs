@@ -4,9 +4,10 @@
 //! noise, Adam settings, loss sums).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::data::Images;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{Architecture, ModelKind};
 use crate::rng::Stream;
 
@@ -121,6 +122,42 @@ pub struct EvalPlan {
     pub noise_std: f32,
 }
 
+/// Where an epoch starts and what may stop it: a resumed run skips the
+/// batches its checkpoint has trained and continues their loss sums, so the
+/// epoch's numbers equal those of an uninterrupted one.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EpochStart<'a> {
+    /// Batches of the epoch already trained; batch b of the plan is skipped for b < this.
+    pub batches_done: usize,
+    /// Their loss sums, which this epoch's sums continue (in the same order of additions).
+    pub sums: LossSums,
+    /// Checked between steps: once set, the epoch stops after the step in
+    /// flight with `Error::Interrupted`.
+    pub stop: Option<&'a AtomicBool>,
+}
+
+impl EpochStart<'_> {
+    /// Whether a stop was requested.
+    pub fn stopping(&self) -> bool {
+        self.stop.is_some_and(|s| s.load(Ordering::SeqCst))
+    }
+
+    /// The error an engine returns when it stops after `batches_done` of the plan's batches.
+    pub fn interrupted(&self, plan: &EpochPlan, batches_done: usize, sums: LossSums) -> Error {
+        let step = plan.first_step + batches_done as u64;
+        Error::Interrupted { epoch: 0, batches_done, step, recon: sums.recon, kl: sums.kl }
+    }
+}
+
+/// Adam's state besides the parameters: both moments (P each) and the number
+/// of steps taken, which sets the bias corrections of the next step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdamState {
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+    pub steps: u64,
+}
+
 pub trait Engine {
     /// The adapter or path in use, for the user.
     fn describe(&self) -> String;
@@ -134,6 +171,44 @@ pub trait Engine {
         plan: &EpochPlan,
         tick: &mut dyn FnMut(usize, LossSums),
     ) -> Result<LossSums>;
+
+    /// `train_epoch` from a point within the epoch, stoppable between steps
+    /// (see `EpochStart`); `tick` gets batch counts of the whole epoch. The
+    /// default serves engines that only train whole epochs.
+    fn train_epoch_at(
+        &mut self,
+        images: &Arc<Images>,
+        plan: &EpochPlan,
+        start: &EpochStart,
+        tick: &mut dyn FnMut(usize, LossSums),
+    ) -> Result<LossSums> {
+        if start.batches_done != 0 {
+            return Err(Error::invalid("resume", format!("{} cannot start an epoch mid-way", self.describe())));
+        }
+        if start.stopping() {
+            return Err(start.interrupted(plan, 0, LossSums::default()));
+        }
+        self.train_epoch(images, plan, tick)
+    }
+
+    /// Allocates and checks everything training on these data sets will use
+    /// (data on the device, programs, buffers), so that a batch, model or
+    /// data set beyond the device's limits is refused before the first step.
+    fn prepare(&mut self, _train: &Arc<Images>, _test: &Arc<Images>, _batch_size: usize, _noisy: bool) -> Result<()> {
+        Ok(())
+    }
+
+    /// Adam's moments and step count, for a checkpoint that can be resumed;
+    /// `None` from engines that cannot give them.
+    fn adam_state(&mut self) -> Result<Option<AdamState>> {
+        Ok(None)
+    }
+
+    /// Continues from a checkpoint's Adam state (the parameters are given
+    /// when the engine is built).
+    fn restore_adam(&mut self, _state: &AdamState) -> Result<()> {
+        Err(Error::invalid("resume", format!("{} cannot restore Adam's state", self.describe())))
+    }
 
     /// Loss sums over a whole data set, without training.
     fn evaluate(&mut self, images: &Arc<Images>, plan: &EvalPlan) -> Result<LossSums>;

@@ -30,6 +30,13 @@ pub enum Error {
     /// The GPU path could not be set up or failed.
     #[error("gpu: {0}")]
     Gpu(String),
+    /// Training stopped on request (SIGINT, SIGTERM) between two steps:
+    /// `batches_done` batches of epoch `epoch` (1-based) were trained, `step`
+    /// steps in all, with loss sums `recon` and `kl` over that epoch's
+    /// batches so far. Engines report `epoch` 0; the trainer fills it in and
+    /// writes a checkpoint that `--resume` continues from exactly there.
+    #[error("interrupted at epoch {epoch}, step {step}")]
+    Interrupted { epoch: usize, batches_done: usize, step: u64, recon: f64, kl: f64 },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -7,7 +7,7 @@
 //! would take a machine's memory.
 
 use crate::error::{Error, Result};
-use crate::model::{Arch, ModelConfig, ModelKind};
+use crate::model::{Arch, Architecture, ModelConfig, ModelKind};
 
 /// Side of a square image, in pixels (`--image-size`, a model's image size).
 pub const MAX_IMAGE_SIDE: usize = 1024;
@@ -62,27 +62,30 @@ pub fn check_model(config: &ModelConfig) -> Result<usize> {
     let dim = config.input_dim();
     let mut layers = Vec::new();
     let mut width = dim;
-    // The convolutions of `--arch conv` (3x3): their weights, then the flattened width.
-    let mut convs = 0usize;
-    if config.arch == Arch::Conv {
+    let conv = config.arch == Arch::Conv;
+    // The 3x3 convolutions of `--arch conv`: each encoder one (c_prev -> c)
+    // and the transposed one mirroring it in the decoder (c -> c_prev), plus
+    // the decoder's first transposed one (last -> last).
+    let mut total = 0usize;
+    if conv {
         at_most("number of --conv layers", config.conv.len(), MAX_CONV_LAYERS)?;
         let mut channels = 1usize;
+        let mut pairs = Vec::new();
         for &c in &config.conv {
             at_most("--conv width", c, MAX_CONV_WIDTH)?;
-            // Encoder conv and its mirror in the decoder, 9 weights per channel pair, plus biases.
-            convs = channels
-                .checked_mul(c)
-                .and_then(|n| n.checked_mul(18))
-                .and_then(|n| n.checked_add(channels + c))
-                .and_then(|n| n.checked_add(convs))
-                .ok_or_else(too_many)?;
+            pairs.push((channels, c, c)); // encoder conv: bias per output channel
+            pairs.push((c, channels, channels)); // decoder transposed conv: bias per its output
             channels = c;
+        }
+        pairs.push((channels, channels, channels));
+        for (a, b, bias) in pairs {
+            let n = a.checked_mul(b).and_then(|n| n.checked_mul(9)).and_then(|n| n.checked_add(bias));
+            total = n.and_then(|n| total.checked_add(n)).ok_or_else(too_many)?;
         }
         let shrink = 1usize << config.conv.len();
         width = channels * (config.image_rows / shrink) * (config.image_cols / shrink);
     }
-    let mut total = convs;
-    let dim_out = width;
+    let flat = width;
     for &h in &config.hidden {
         layers.push((width, h));
         width = h;
@@ -91,12 +94,17 @@ pub fn check_model(config: &ModelConfig) -> Result<usize> {
         ModelKind::Ae => layers.push((width, config.latent)),
         ModelKind::Vae => layers.push((width, config.latent.checked_mul(2).ok_or_else(too_many)?)),
     }
-    let mut width = config.latent;
-    for &h in config.hidden.iter().rev() {
-        layers.push((width, h));
-        width = h;
+    if conv {
+        // The decoder's dense layer back to the flattened shape; `hidden` is not mirrored.
+        layers.push((config.latent, flat));
+    } else {
+        let mut width = config.latent;
+        for &h in config.hidden.iter().rev() {
+            layers.push((width, h));
+            width = h;
+        }
+        layers.push((width, dim));
     }
-    layers.push((width, if config.arch == Arch::Conv { dim_out } else { dim }));
     for (inputs, outputs) in layers {
         total = dense(inputs, outputs).and_then(|n| total.checked_add(n)).ok_or_else(too_many)?;
     }
@@ -119,7 +127,12 @@ pub fn check_batch(batch_size: usize, config: &ModelConfig) -> Result<()> {
 /// buffer of at most [`MAX_BATCH_VALUES`]; `name` is the flag that sets `rows`.
 pub fn check_rows(name: &'static str, rows: usize, config: &ModelConfig) -> Result<()> {
     let dim = config.image_rows.saturating_mul(config.image_cols);
-    let widest = config.hidden.iter().copied().chain([dim, config.latent.saturating_mul(2)]).max().unwrap_or(0);
+    let widest = if config.arch == Arch::Conv {
+        // The layout is metadata only, and `check_model` has bounded it.
+        Architecture::new(config).map_or(usize::MAX, |a| a.max_width())
+    } else {
+        config.hidden.iter().copied().chain([dim, config.latent.saturating_mul(2)]).max().unwrap_or(0)
+    };
     match rows.checked_mul(widest) {
         Some(values) if values <= MAX_BATCH_VALUES => Ok(()),
         _ => Err(Error::invalid(

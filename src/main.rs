@@ -16,6 +16,10 @@ fn main() -> std::process::ExitCode {
     }
     match gpu_vae::cli::run(gpu_vae::cli::Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // Stopped by SIGINT or SIGTERM: the trainer has said where and how to go on.
+        Err(e) if matches!(e.downcast_ref(), Some(gpu_vae::error::Error::Interrupted { .. })) => {
+            std::process::ExitCode::from(gpu_vae::train::interrupt::EXIT_STATUS)
+        }
         Err(e) => {
             eprintln!("Error: {e:#}");
             std::process::ExitCode::FAILURE

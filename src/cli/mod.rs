@@ -89,8 +89,10 @@ pub struct TrainArgs {
     /// Weight initialization [default: vae torch, ae glorot].
     #[arg(long, value_enum)]
     pub init: Option<InitScheme>,
-    #[arg(long, default_value_t = 10)]
-    pub epochs: usize,
+    /// Epochs to train [default: 10]; with --resume, the run's total (its
+    /// config's when not given).
+    #[arg(long)]
+    pub epochs: Option<usize>,
     /// Batch size [default: vae 128, ae 256].
     #[arg(long)]
     pub batch_size: Option<usize>,
@@ -130,9 +132,40 @@ pub struct TrainArgs {
     /// Plain per-epoch lines even on a terminal.
     #[arg(long)]
     pub quiet: bool,
+    /// Continue the run in this folder from its last checkpoint, exactly as if
+    /// it had not stopped; every setting but --epochs (the new total),
+    /// --device, --checked-shaders and --quiet comes from its config.json.
+    #[arg(long, value_name = "RUN", conflicts_with_all = RESUME_CONFLICTS)]
+    pub resume: Option<PathBuf>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
+
+/// The `train` flags a run's config.json sets: `--resume` refuses them rather
+/// than ignore them or train a run whose config.json no longer describes it.
+const RESUME_CONFLICTS: [&str; 21] = [
+    "data",
+    "model",
+    "arch",
+    "conv",
+    "hidden",
+    "latent",
+    "loss",
+    "activation",
+    "init",
+    "batch_size",
+    "lr",
+    "adam_eps",
+    "beta",
+    "kl_warmup",
+    "noise",
+    "normal_class",
+    "seed",
+    "image_size",
+    "test_fraction",
+    "out",
+    "force",
+];
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {

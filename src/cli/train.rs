@@ -1,6 +1,6 @@
 //! `gpu-vae train`, and loading a saved run back.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -9,12 +9,16 @@ use super::TrainArgs;
 use super::progress::ConsoleProgress;
 use crate::data::DataSet;
 use crate::engine::AdamConfig;
+use crate::error::Error;
 use crate::limits;
 use crate::model::{Arch, Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
 use crate::train::run_dir;
 use crate::train::{self, Run, TrainConfig};
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    if let Some(dir) = &args.resume {
+        return resume(&args, dir);
+    }
     let mut config = config_from_args(&args)?;
     config.validate()?;
     let out = args.out.clone().unwrap_or_else(|| default_out_dir(config.model.kind));
@@ -27,6 +31,62 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     config.model.image_cols = data.train.cols;
     // Again with the data's image size, which IDX files choose.
     config.validate().with_context(|| format!("data {}", config.data))?;
+    let arch = Architecture::new(&config.model)?;
+    let params = init_params(&arch, config.init, config.seed);
+    fit(&args, &config, &arch, &params, data, &out, None)
+}
+
+/// `train --resume DIR`: the run's settings, parameters and optimizer state,
+/// trained on to `--epochs` epochs in all (the config's total without it).
+fn resume(args: &TrainArgs, dir: &Path) -> anyhow::Result<()> {
+    let _owner = run_dir::reopen(dir)?;
+    let (mut config, arch, params) = run_dir::RunDir::open(dir)?.into_parts();
+    let state = train::state::load(dir, arch.param_count)?;
+    if let Some(epochs) = args.epochs {
+        config.epochs = epochs;
+    }
+    let p = state.position;
+    if config.epochs <= p.epochs_done {
+        bail!(
+            "invalid --epochs: {} has trained {} epoch(s) already, a total of {} leaves nothing to do; \
+             pass a larger total (--epochs {} or more)",
+            dir.display(),
+            p.epochs_done,
+            config.epochs,
+            p.epochs_done + 1
+        );
+    }
+    let data = load_data(&config)?;
+    if (data.train.rows, data.train.cols) != (config.model.image_rows, config.model.image_cols) {
+        bail!(
+            "data {}: its images are {}x{} now, the run's model was trained on {}x{}",
+            config.data,
+            data.train.rows,
+            data.train.cols,
+            config.model.image_rows,
+            config.model.image_cols
+        );
+    }
+    let at = if p.batches_done == 0 {
+        format!("after epoch {}", p.epochs_done)
+    } else {
+        format!("at epoch {}, batch {}", p.epochs_done + 1, p.batches_done)
+    };
+    println!("resuming {} {at} (step {}) up to epoch {}", dir.display(), p.step, config.epochs);
+    fit(args, &config, &arch, &params, data, dir, Some(state))
+}
+
+/// Trains a new or resumed run into `out`; SIGINT and SIGTERM stop it with a
+/// checkpoint and a line that says how to go on.
+fn fit(
+    args: &TrainArgs,
+    config: &TrainConfig,
+    arch: &Architecture,
+    params: &[f32],
+    data: DataSet,
+    out: &Path,
+    resume: Option<train::TrainState>,
+) -> anyhow::Result<()> {
     let mut train_images = data.train;
     if let Some(class) = config.normal_class {
         train_images = train_images.with_label(class);
@@ -34,9 +94,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             bail!("--normal-class {class}: no training images have this label");
         }
     }
-    let arch = Architecture::new(&config.model)?;
-    let params = init_params(&arch, config.init, config.seed);
-    let mut engine = super::device::open_engine(&args.device, &arch, &params, &config)?;
+    let mut engine = super::device::open_engine(&args.device, arch, params, config)?;
     println!(
         "data: {} ({} train, {} test, {}x{}); model: {:?} {} params; device: {}",
         data.name,
@@ -48,11 +106,27 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         arch.param_count,
         engine.describe()
     );
-    let run = Run { config: &config, arch: &arch, train: Arc::new(train_images), test: Arc::new(data.test), out: &out };
+    let run = Run { config, arch, train: Arc::new(train_images), test: Arc::new(data.test), out };
     let mut progress = ConsoleProgress::new(args.quiet, config.epochs);
-    train::train(&run, engine.as_mut(), &mut progress)?;
-    println!("wrote {}", out.display());
-    Ok(())
+    let stop = train::interrupt::install();
+    match train::train_from(&run, engine.as_mut(), &mut progress, resume, Some(stop)) {
+        Ok(_) => {
+            println!("wrote {}", out.display());
+            Ok(())
+        }
+        Err(e @ Error::Interrupted { epoch, step, .. }) => {
+            if step == 0 && args.resume.is_none() {
+                eprintln!("interrupted before the first step; nothing was written");
+            } else {
+                eprintln!(
+                    "interrupted at epoch {epoch}, step {step}; continue with: gpu-vae train --resume {}",
+                    out.display()
+                );
+            }
+            Err(e.into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Resolves the per-model defaults (pytorch/examples VAE, the seed article's AE).
@@ -84,7 +158,7 @@ pub(super) fn config_from_args(args: &TrainArgs) -> anyhow::Result<TrainConfig> 
         init,
         adam: AdamConfig { lr: args.lr, beta1: 0.9, beta2: 0.999, eps: args.adam_eps.unwrap_or(default_eps) },
         batch_size: args.batch_size.unwrap_or(if vae { 128 } else { 256 }),
-        epochs: args.epochs,
+        epochs: args.epochs.unwrap_or(10),
         beta: args.beta,
         kl_warmup: args.kl_warmup,
         noise_std: args.noise,

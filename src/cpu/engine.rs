@@ -3,8 +3,8 @@
 //! decoder slices for inference, each built on first use.
 
 use super::interpreter::{Interpreter, ParamState, StepInputs};
-use crate::engine::{AdamConfig, Inference, LossSums, Noise, Objective};
-use crate::error::Result;
+use crate::engine::{AdamConfig, AdamState, Inference, LossSums, Noise, Objective};
+use crate::error::{Error, Result};
 use crate::model::{Architecture, Graph};
 
 /// Which graph of the model.
@@ -48,6 +48,28 @@ impl CpuModel {
     /// Adam steps taken so far.
     pub fn steps(&self) -> u64 {
         self.state.steps
+    }
+
+    /// Adam's moments (zeros before the first step) and steps taken.
+    pub fn adam_state(&self) -> AdamState {
+        let p = self.state.params.len();
+        let moment = |v: &Vec<f32>| if v.is_empty() { vec![0.0; p] } else { v.clone() };
+        AdamState { m: moment(&self.state.adam_m), v: moment(&self.state.adam_v), steps: self.state.steps }
+    }
+
+    /// Sets Adam's moments and step count, as a checkpoint saved them.
+    pub fn restore_adam(&mut self, state: &AdamState) -> Result<()> {
+        let p = self.state.params.len();
+        if state.m.len() != p || state.v.len() != p {
+            return Err(Error::invalid(
+                "adam state",
+                format!("moments of {} and {} values for {p} parameters", state.m.len(), state.v.len()),
+            ));
+        }
+        self.state.adam_m.clone_from(&state.m);
+        self.state.adam_v.clone_from(&state.v);
+        self.state.steps = state.steps;
+        Ok(())
     }
 
     fn part(&mut self, part: Part) -> &mut Interpreter {

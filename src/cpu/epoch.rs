@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::engine::CpuModel;
 use crate::data::Images;
 use crate::data::loader::{BatchPlan, add_input_noise, gather_batch, spawn_batches};
-use crate::engine::{Engine, EpochPlan, EvalPlan, LossSums, Noise};
+use crate::engine::{AdamState, Engine, EpochPlan, EpochStart, EvalPlan, LossSums, Noise};
 use crate::error::{Error, Result};
 use crate::rng::Stream;
 
@@ -25,20 +25,41 @@ impl Engine for CpuModel {
         plan: &EpochPlan,
         tick: &mut dyn FnMut(usize, LossSums),
     ) -> Result<LossSums> {
+        self.train_epoch_at(images, plan, &EpochStart::default(), tick)
+    }
+
+    /// Batches `start.batches_done..` of the plan, each at its own global step:
+    /// the loader gets the rest of the order and the step of its first batch,
+    /// so skipped batches draw no noise and the others draw what they would have.
+    fn train_epoch_at(
+        &mut self,
+        images: &Arc<Images>,
+        plan: &EpochPlan,
+        start: &EpochStart,
+        tick: &mut dyn FnMut(usize, LossSums),
+    ) -> Result<LossSums> {
+        let skip = start.batches_done;
+        if skip > plan.batches() {
+            return Err(Error::invalid("resume", format!("{skip} batches done of an epoch of {}", plan.batches())));
+        }
         let batches = spawn_batches(
             images.clone(),
             BatchPlan {
-                order: plan.order.clone(),
+                order: plan.order[(skip * plan.batch_size).min(plan.order.len())..].to_vec(),
                 batch_size: plan.batch_size,
                 noise_std: plan.noise_std,
                 seed: plan.seed,
-                first_step: plan.first_step,
+                first_step: plan.first_step + skip as u64,
             },
         );
         let every = plan.batches().div_ceil(TICKS).max(1);
-        let mut sums = LossSums::default();
+        let mut sums = start.sums;
         for batch in batches {
-            let step = plan.first_step + batch.index as u64;
+            let index = skip + batch.index;
+            if start.stopping() {
+                return Err(start.interrupted(plan, index, sums));
+            }
+            let step = plan.first_step + index as u64;
             let noise = Noise { seed: plan.seed, stream: Stream::Reparam, step: step as u32 };
             let loss = self.train_step(&batch.clean, batch.input.as_deref(), batch.rows, noise, plan.beta);
             let total = (loss.recon + loss.kl) as f32;
@@ -46,12 +67,20 @@ impl Engine for CpuModel {
                 return Err(Error::NonFiniteLoss { value: total, step: step + 1, epoch: 0 });
             }
             sums += loss;
-            if (batch.index + 1) % every == 0 {
-                tick(batch.index + 1, sums);
+            if (index + 1).is_multiple_of(every) {
+                tick(index + 1, sums);
             }
         }
         tick(plan.batches(), sums);
         Ok(sums)
+    }
+
+    fn adam_state(&mut self) -> Result<Option<AdamState>> {
+        Ok(Some(CpuModel::adam_state(self)))
+    }
+
+    fn restore_adam(&mut self, state: &AdamState) -> Result<()> {
+        CpuModel::restore_adam(self, state)
     }
 
     fn evaluate(&mut self, images: &Arc<Images>, plan: &EvalPlan) -> Result<LossSums> {

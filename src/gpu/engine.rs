@@ -8,11 +8,28 @@
 //! program. Loss sums stay in per-step slots on the device and are read back a
 //! few times per epoch (the trainer's ticks), never per step.
 //!
+//! Failures end in an error that names them, before anything is written,
+//! so the trainer keeps the last checkpoint:
+//! - sizes beyond the adapter's limits (a batch's activations, the model's
+//!   parameters, the data set, the loss slots: `buffers::storage`; the step
+//!   table: `ensure_steps`) are refused with the sizes and the limit when the
+//!   engine is built or in `Engine::prepare`, before the first step;
+//! - an allocation the driver refuses (out of memory) is caught by an
+//!   `ErrorFilter::OutOfMemory` scope around building, preparing and every
+//!   epoch's submits, and reported as such with the device named;
+//! - a lost device fails the next poll or map; the loss callback keeps its
+//!   reason, and errors after it say "the device was lost (...)";
+//! - a failed buffer map (`GpuContext::map_read`) is an error, not a panic.
+//!
+//! Lavapipe lets the tests provoke the first (tests/gpu_resume.rs); an
+//! out-of-memory or a lost device cannot be caused on purpose there.
+//!
 //! Per-step values come through a dynamic offset rather than a device-side
 //! step counter: no extra dispatch per step to advance a counter, no atomics,
 //! and every row can be checked on the host before it is uploaded.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::buffers::{ParamBuffers, storage};
 use super::context::GpuContext;
@@ -22,7 +39,7 @@ use super::profile::{self, Profile, TimestampMode};
 use super::program::{Program, Step, StepTable};
 use super::shaders::{Kernels, MAX_PARTS};
 use crate::data::Images;
-use crate::engine::{AdamConfig, Engine, EngineStats, EpochPlan, EvalPlan, LossSums, Objective};
+use crate::engine::{AdamConfig, AdamState, Engine, EngineStats, EpochPlan, EpochStart, EvalPlan, LossSums, Objective};
 use crate::error::{Error, Result};
 use crate::model::{Architecture, Graph};
 use crate::rng::Stream;
@@ -75,6 +92,10 @@ pub struct GpuEngine {
     data: Vec<DataSet>,
     pub steps_per_submit: usize,
     stats: GpuStats,
+    /// Adam steps taken (the next step's bias corrections come from the plan).
+    adam_steps: u64,
+    /// Why the device was lost, once it is (`set_device_lost_callback`).
+    lost: Arc<Mutex<Option<String>>>,
 }
 
 impl GpuEngine {
@@ -95,6 +116,18 @@ impl GpuEngine {
             return Err(Error::invalid("--batch-size", "must be at least 1"));
         }
         super::lower::supported(&arch)?;
+        // A lost device (driver reset, GPU removed, a watchdog) fails every
+        // later call; the callback keeps the reason so that errors name it.
+        // One callback per device: the engine built last on a context owns it.
+        let lost = Arc::new(Mutex::new(None));
+        let slot = lost.clone();
+        ctx.device.set_device_lost_callback(move |reason, message| {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{reason:?}: {message}"));
+        });
+        // Out-of-memory is its own error filter: without this scope an
+        // allocation the driver refuses would reach wgpu's default handler,
+        // which panics.
+        let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let kernels = ctx.kernels()?;
         let param_buffers = ParamBuffers::new(&ctx, params, true)?;
@@ -118,13 +151,23 @@ impl GpuEngine {
             data: Vec::new(),
             steps_per_submit: STEPS_PER_SUBMIT,
             stats: GpuStats { steps_per_submit: STEPS_PER_SUBMIT, ..Default::default() },
+            adam_steps: 0,
+            lost,
             ctx,
         };
-        engine.program(true, false)?;
-        engine.program(false, false)?;
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu(format!("building the training step: {e}")));
+        // Building both programs allocates every activation buffer of
+        // `max_batch` rows through `storage`, which refuses one beyond the
+        // adapter's binding limit with the sizes: before any training.
+        let built = engine.program(true, false).and_then(|_| engine.program(false, false));
+        if let Err(Error::Gpu(why)) = &built
+            && why.contains("storage binding")
+        {
+            return Err(Error::Gpu(format!("a batch of {max_batch} images: {why}; use a smaller --batch-size")));
         }
+        built?;
+        let validation = pollster::block_on(scope.pop());
+        let out_of_memory = pollster::block_on(oom.pop());
+        engine.check_errors("building the training step", validation, out_of_memory)?;
         Ok(engine)
     }
 
@@ -231,9 +274,18 @@ impl GpuEngine {
         Ok(DataSet { images, pixels, order, order_len, gather })
     }
 
-    /// Makes room for `steps` rows in the step table and loss slots.
+    /// Makes room for `steps` rows in the step table and loss slots, or says
+    /// why the device cannot hold them (the loss slots are checked by `storage`).
     fn ensure_steps(&mut self, steps: usize) -> Result<()> {
         if self.table.capacity() < steps {
+            let stride = (std::mem::size_of::<Step>() as u64).next_multiple_of(self.kernels.uniform_align);
+            let bytes = (steps.next_power_of_two() as u64).saturating_mul(stride);
+            if bytes > self.ctx.limits.max_buffer_size {
+                return Err(Error::Gpu(format!(
+                    "an epoch of {steps} steps needs a step table of {bytes} bytes, more than {}'s largest buffer ({} bytes); use a larger --batch-size",
+                    self.ctx.info.name, self.ctx.limits.max_buffer_size
+                )));
+            }
             self.table = StepTable::new(&self.ctx.device, &self.kernels, steps.next_power_of_two());
         }
         if self.slot_capacity < steps {
@@ -245,24 +297,30 @@ impl GpuEngine {
         Ok(())
     }
 
-    /// Runs `rows.len()` steps over `order`, reading the slots back at the
-    /// given step counts; returns per-step (recon, kl) sums.
+    /// Runs `steps` over `order` with the program of (training, noisy input),
+    /// handing the per-step (recon, kl) slots to `on_tick` a few times. When
+    /// `stop` is raised it ends at the next submit boundary, after reading
+    /// the slots of the steps done; returns how many steps ran.
     fn run_steps(
         &mut self,
         images: &Arc<Images>,
         order: &[u32],
         steps: &[Step],
-        train: bool,
-        noisy: bool,
+        (train, noisy): (bool, bool),
+        stop: Option<&AtomicBool>,
         mut on_tick: impl FnMut(usize, &[f32]) -> Result<()>,
-    ) -> Result<()> {
+    ) -> Result<usize> {
         if let Some(&bad) = order.iter().find(|&&i| i as usize >= images.count) {
             return Err(Error::invalid("order", format!("names image {bad}, but there are {} images", images.count)));
         }
+        // Scopes first: the buffers made below on first use (usually made
+        // already by `prepare`) report a refused allocation here, not to
+        // wgpu's default handler, which panics.
+        let oom = self.ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
         self.ensure_steps(steps.len())?;
         let d = self.data_set(images, order.len())?;
         let p = self.program(train, noisy)?;
-        let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let queue = &self.ctx.queue;
         queue.write_buffer(&self.data[d].order, 0, bytemuck::cast_slice(order));
         self.table.write(queue, steps);
@@ -270,7 +328,13 @@ impl GpuEngine {
         let mut submits = 0;
         let mut next_tick = every;
         let mut done = 0;
+        let mut read = 0;
         while done < steps.len() {
+            // A stop request ends the epoch at a submit boundary: the steps
+            // submitted are complete, and their losses are read below.
+            if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+                break;
+            }
             let end = (done + self.steps_per_submit).min(steps.len());
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
             if done == 0 {
@@ -294,18 +358,57 @@ impl GpuEngine {
             submits += 1;
             done = end;
             if tick {
-                let sums = self.ctx.map_read(&self.readback, bytes)?;
+                let sums = self.map_read(&self.readback, bytes)?;
                 on_tick(done, &sums)?;
+                read = done;
                 while next_tick <= done {
                     next_tick += every;
                 }
             }
         }
+        if read < done {
+            // Stopped between ticks: the losses of the steps since the last one.
+            let bytes = (done * 2 * 4) as u64;
+            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+            enc.copy_buffer_to_buffer(&self.slots, 0, &self.readback, 0, bytes);
+            queue.submit([enc.finish()]);
+            let sums = self.map_read(&self.readback, bytes)?;
+            on_tick(done, &sums)?;
+        }
         if train {
             self.stats.submits_last_epoch = submits;
         }
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu(format!("running the steps: {e}")));
+        let validation = pollster::block_on(scope.pop());
+        let out_of_memory = pollster::block_on(oom.pop());
+        self.check_errors("running the steps", validation, out_of_memory)?;
+        Ok(done)
+    }
+
+    /// `GpuContext::map_read`, its failure named as a lost device when it was one.
+    fn map_read(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<f32>> {
+        self.ctx.map_read(buffer, bytes).map_err(|e| self.lost_or(e))
+    }
+
+    /// `e`, or the device loss that caused it: after a loss every call fails,
+    /// and the loss is what the user must hear about.
+    fn lost_or(&self, e: Error) -> Error {
+        match self.lost.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some(why) => Error::Gpu(format!("the device was lost ({why}); the last checkpoint is kept")),
+            None => e,
+        }
+    }
+
+    /// The errors of a popped validation scope and out-of-memory scope, named.
+    fn check_errors(&self, doing: &str, validation: Option<wgpu::Error>, oom: Option<wgpu::Error>) -> Result<()> {
+        if let Some(e) = oom {
+            let limit = self.ctx.limits.max_buffer_size;
+            return Err(self.lost_or(Error::Gpu(format!(
+                "{doing}: out of device memory on {} (largest buffer allowed {limit} bytes): {e}",
+                self.ctx.info.name
+            ))));
+        }
+        if let Some(e) = validation {
+            return Err(self.lost_or(Error::Gpu(format!("{doing}: {e}"))));
         }
         Ok(())
     }
@@ -426,18 +529,84 @@ impl Engine for GpuEngine {
         plan: &EpochPlan,
         tick: &mut dyn FnMut(usize, LossSums),
     ) -> Result<LossSums> {
+        self.train_epoch_at(images, plan, &EpochStart::default(), tick)
+    }
+
+    /// The plan's rows from `start.batches_done` on (row offsets into the
+    /// whole order, loss slots from 0); a stop ends it at a submit boundary.
+    fn train_epoch_at(
+        &mut self,
+        images: &Arc<Images>,
+        plan: &EpochPlan,
+        start: &EpochStart,
+        tick: &mut dyn FnMut(usize, LossSums),
+    ) -> Result<LossSums> {
         self.check_batch(plan.batch_size)?;
-        let steps = self.train_rows(plan);
-        let mut sums = LossSums::default();
+        let skip = start.batches_done;
+        let mut steps = self.train_rows(plan);
+        if skip > steps.len() {
+            return Err(Error::invalid("resume", format!("{skip} batches done of an epoch of {}", steps.len())));
+        }
+        steps.drain(..skip);
+        steps.iter_mut().enumerate().for_each(|(i, s)| s.slot = i as u32);
+        let mut sums = start.sums;
         let mut read = 0;
         let noisy = plan.noise_std > 0.0;
-        self.run_steps(images, &plan.order, &steps, true, noisy, |done, slots| {
-            add_slots(&mut sums, slots, read, done, plan.first_step)?;
+        let first = plan.first_step + skip as u64;
+        let done = self.run_steps(images, &plan.order, &steps, (true, noisy), start.stop, |done, slots| {
+            add_slots(&mut sums, slots, read, done, first)?;
             read = done;
-            tick(done, sums);
+            tick(skip + done, sums);
             Ok(())
         })?;
+        self.adam_steps = first + done as u64;
+        if done < steps.len() {
+            return Err(start.interrupted(plan, skip + done, sums));
+        }
         Ok(sums)
+    }
+
+    fn prepare(&mut self, train: &Arc<Images>, test: &Arc<Images>, batch_size: usize, noisy: bool) -> Result<()> {
+        self.check_batch(batch_size)?;
+        let oom = self.ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let result = (|| {
+            self.ensure_steps(train.count.max(test.count).div_ceil(batch_size))?;
+            self.data_set(train, train.count)?;
+            self.data_set(test, test.count)?;
+            self.program(true, noisy)?;
+            self.program(false, noisy)?;
+            Ok(())
+        })();
+        let validation = pollster::block_on(scope.pop());
+        let out_of_memory = pollster::block_on(oom.pop());
+        result?;
+        self.check_errors("preparing training", validation, out_of_memory)
+    }
+
+    fn adam_state(&mut self) -> Result<Option<AdamState>> {
+        let p = &self.params;
+        let (Some(m), Some(v)) = (&p.adam_m, &p.adam_v) else { return Ok(None) };
+        let m = self.ctx.read_f32(m, 0, p.count).map_err(|e| self.lost_or(e))?;
+        let v = self.ctx.read_f32(v, 0, p.count).map_err(|e| self.lost_or(e))?;
+        Ok(Some(AdamState { m, v, steps: self.adam_steps }))
+    }
+
+    fn restore_adam(&mut self, state: &AdamState) -> Result<()> {
+        let p = &self.params;
+        let (Some(m), Some(v)) = (&p.adam_m, &p.adam_v) else {
+            return Err(Error::invalid("resume", "the engine was built without Adam's buffers"));
+        };
+        if state.m.len() != p.count || state.v.len() != p.count {
+            return Err(Error::invalid(
+                "adam state",
+                format!("moments of {} and {} values for {} parameters", state.m.len(), state.v.len(), p.count),
+            ));
+        }
+        self.ctx.queue.write_buffer(m, 0, bytemuck::cast_slice(&state.m));
+        self.ctx.queue.write_buffer(v, 0, bytemuck::cast_slice(&state.v));
+        self.adam_steps = state.steps;
+        self.ctx.wait().map_err(|e| self.lost_or(e))
     }
 
     fn evaluate(&mut self, images: &Arc<Images>, plan: &EvalPlan) -> Result<LossSums> {
@@ -459,7 +628,7 @@ impl Engine for GpuEngine {
             .collect();
         let mut sums = LossSums::default();
         let mut read = 0;
-        self.run_steps(images, &order, &steps, false, plan.noise_std > 0.0, |done, slots| {
+        self.run_steps(images, &order, &steps, (false, plan.noise_std > 0.0), None, |done, slots| {
             // Evaluation reports sums; a non-finite one is the trainer's to judge.
             for s in read..done {
                 sums += LossSums { recon: slots[2 * s] as f64, kl: slots[2 * s + 1] as f64 };
@@ -471,7 +640,7 @@ impl Engine for GpuEngine {
     }
 
     fn params(&mut self) -> Result<Vec<f32>> {
-        self.ctx.read_f32(&self.params.params, 0, self.arch.param_count)
+        self.ctx.read_f32(&self.params.params, 0, self.arch.param_count).map_err(|e| self.lost_or(e))
     }
 
     fn stats(&self) -> EngineStats {

@@ -4,7 +4,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use crate::engine::LossSums;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::model::{Architecture, ModelKind};
 
@@ -39,6 +39,11 @@ pub struct EpochRecord {
 const HEADER: &str = "epoch,train_loss,train_recon,train_kl,test_loss,test_recon,test_kl,seconds,samples_per_s\n";
 
 pub fn write_csv(path: &Path, records: &[EpochRecord]) -> Result<()> {
+    write_atomic(path, csv(records).as_bytes())
+}
+
+/// The text of `metrics.csv`.
+pub fn csv(records: &[EpochRecord]) -> String {
     let mut csv = String::from(HEADER);
     for r in records {
         let (a, b) = (r.train, r.test);
@@ -49,5 +54,60 @@ pub fn write_csv(path: &Path, records: &[EpochRecord]) -> Result<()> {
         )
         .expect("writing to a String");
     }
-    write_atomic(path, csv.as_bytes())
+    csv
+}
+
+/// Reads back what `csv` wrote (a resumed run continues its rows); `path`
+/// only names the file in errors. Printing the parsed rows again gives the
+/// same text.
+pub fn parse_csv(text: &str, path: &Path) -> Result<Vec<EpochRecord>> {
+    let bad = |line: usize, what: String| Error::bad_file(path, format!("line {line}: {what}"));
+    let mut lines = text.lines();
+    if lines.next() != Some(HEADER.trim_end()) {
+        return Err(bad(1, "not the header of a gpu-vae metrics file".into()));
+    }
+    let mut records = Vec::new();
+    for (i, line) in lines.enumerate() {
+        let fields: Vec<&str> = line.split(',').collect();
+        if fields.len() != 9 {
+            return Err(bad(i + 2, format!("{} fields, expected 9", fields.len())));
+        }
+        let num = |k: usize| fields[k].parse::<f64>().map_err(|e| bad(i + 2, format!("`{}`: {e}", fields[k])));
+        let epoch = fields[0].parse::<usize>().map_err(|e| bad(i + 2, format!("epoch `{}`: {e}", fields[0])))?;
+        if epoch != records.len() + 1 {
+            return Err(bad(i + 2, format!("epoch {epoch}, expected {}", records.len() + 1)));
+        }
+        records.push(EpochRecord {
+            epoch,
+            train: Losses { total: num(1)?, recon: num(2)?, kl: num(3)? },
+            test: Losses { total: num(4)?, recon: num(5)?, kl: num(6)? },
+            seconds: num(7)?,
+            samples_per_s: num(8)?,
+        });
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_read_back_print_the_same() {
+        let l = |t: f64| Losses { total: t, recon: t / 3.0, kl: t / 7.0 };
+        let records: Vec<EpochRecord> = (1..=3)
+            .map(|e| EpochRecord {
+                epoch: e,
+                train: l(100.0 / e as f64),
+                test: l(1.0 / 3.0 + e as f64),
+                seconds: 0.1234 * e as f64,
+                samples_per_s: 12345.678,
+            })
+            .collect();
+        let text = csv(&records);
+        let back = parse_csv(&text, Path::new("metrics.csv")).unwrap();
+        assert_eq!(csv(&back), text);
+        let e = parse_csv("epoch,x\n", Path::new("m.csv")).unwrap_err().to_string();
+        assert!(e.contains("m.csv: line 1"), "{e}");
+    }
 }

@@ -2,21 +2,25 @@
 //! checkpoint, `metrics.csv` and the pictures, all written atomically.
 
 mod config;
+pub mod interrupt;
 pub mod loss_plot;
-mod metrics;
+pub mod metrics;
 pub mod pictures;
 pub mod run_dir;
+pub mod state;
 
 pub use config::TrainConfig;
 pub use metrics::{EpochRecord, Losses};
+pub use state::{OPTIMIZER_FILE, TrainState};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::checkpoint;
 use crate::data::Images;
-use crate::engine::{Engine, EpochPlan, EvalPlan};
+use crate::engine::{Engine, EpochPlan, EpochStart, EvalPlan, LossSums};
 use crate::error::{Error, Result};
 use crate::model::Architecture;
 use crate::rng;
@@ -47,20 +51,68 @@ pub struct Run<'a> {
 /// Trains `config.epochs` epochs. On a non-finite loss it stops with an error
 /// naming the step; the checkpoint of the last good epoch stays as it was.
 pub fn train(run: &Run, engine: &mut dyn Engine, progress: &mut dyn Progress) -> Result<Vec<EpochRecord>> {
+    train_from(run, engine, progress, None, None)
+}
+
+/// `train`, continuing the run in `run.out` from its last checkpoint's
+/// `resume` state when given (the engine was built with that checkpoint's
+/// parameters), up to `config.epochs` epochs in all. When `stop` is set
+/// (SIGINT, SIGTERM) the epoch ends after the step in flight, a checkpoint
+/// of that position is written (optimizer state, then model) and the result
+/// is `Error::Interrupted`; `train_from` with that state continues exactly.
+pub fn train_from(
+    run: &Run,
+    engine: &mut dyn Engine,
+    progress: &mut dyn Progress,
+    resume: Option<TrainState>,
+    stop: Option<&AtomicBool>,
+) -> Result<Vec<EpochRecord>> {
     let (cfg, arch) = (run.config, run.arch);
     prepare_out_dir(run.out)?;
     // config.json is written with the first checkpoint (below), so that an older
     // run in `out` stays whole until then.
     std::fs::create_dir_all(run.out.join("epochs")).map_err(|e| Error::io(run.out.join("epochs"), e))?;
+    engine.prepare(&run.train, &run.test, cfg.batch_size, cfg.noise_std > 0.0)?;
 
     let n = run.train.count;
-    let mut step = 0u64;
+    let batches = n.div_ceil(cfg.batch_size);
+    let mut writer = CheckpointWriter { run, fresh: resume.is_none(), wrote: false };
     let mut records = Vec::new();
-    for epoch in 1..=cfg.epochs {
+    // Where the first epoch of this session starts.
+    let (mut first_epoch, mut batches_done, mut partial, mut partial_seconds) = (1, 0, LossSums::default(), 0.0);
+    if let Some(state) = resume {
+        let p = state.position;
+        let expected = (p.epochs_done * batches + p.batches_done) as u64;
+        if p.seed != cfg.seed || p.batches_done >= batches.max(1) || p.step != expected {
+            return Err(Error::bad_file(
+                run.out.join(state::OPTIMIZER_FILE),
+                format!(
+                    "its position ({} epochs and {} batches, step {}, seed {}) does not fit {n} images in batches of {} \
+                     with seed {}: the data or the configuration changed",
+                    p.epochs_done, p.batches_done, p.step, p.seed, cfg.batch_size, cfg.seed
+                ),
+            ));
+        }
+        let file = run.out.join(state::OPTIMIZER_FILE);
+        records = metrics::parse_csv(&state.metrics, &file)?;
+        if records.len() != p.epochs_done {
+            let rows = records.len();
+            return Err(Error::bad_file(
+                file,
+                format!("its metrics hold {rows} epochs, its position {}", p.epochs_done),
+            ));
+        }
+        engine.restore_adam(&state.adam)?;
+        (first_epoch, batches_done, partial, partial_seconds) =
+            (p.epochs_done + 1, p.batches_done, state.partial, state.partial_seconds);
+    }
+    let stopping = || stop.is_some_and(|s| s.load(Ordering::SeqCst));
+    for epoch in first_epoch..=cfg.epochs {
+        let first_step = ((epoch - 1) * batches) as u64;
         let plan = EpochPlan {
             order: rng::permutation(n, cfg.seed, epoch as u32),
             batch_size: cfg.batch_size,
-            first_step: step,
+            first_step,
             seed: cfg.seed,
             noise_std: cfg.noise_std,
             beta: cfg.beta_at(epoch),
@@ -71,12 +123,25 @@ pub fn train(run: &Run, engine: &mut dyn Engine, progress: &mut dyn Progress) ->
             let seen = (done * cfg.batch_size).min(n);
             progress.tick(done, Losses::from_sums(arch, sums, seen).total)
         };
-        let sums = engine.train_epoch(&run.train, &plan, &mut tick).map_err(|e| match e {
-            Error::NonFiniteLoss { value, step, .. } => Error::NonFiniteLoss { value, step, epoch },
-            other => other,
-        })?;
-        let seconds = started.elapsed().as_secs_f64();
-        step += plan.batches() as u64;
+        let start = EpochStart { batches_done, sums: partial, stop };
+        let result = engine.train_epoch_at(&run.train, &plan, &start, &mut tick);
+        let seconds = partial_seconds + started.elapsed().as_secs_f64();
+        let sums = match result {
+            Ok(sums) => sums,
+            Err(Error::NonFiniteLoss { value, step, .. }) => return Err(Error::NonFiniteLoss { value, step, epoch }),
+            Err(Error::Interrupted { batches_done, step, recon, kl, .. }) => {
+                // Nothing trained yet in a new run: nothing to keep.
+                if !(writer.fresh && step == 0) {
+                    let position = state::Position { epochs_done: epoch - 1, batches_done, step, seed: cfg.seed };
+                    let partial = LossSums { recon, kl };
+                    writer.save(engine, &records, position, partial, seconds)?;
+                }
+                return Err(Error::Interrupted { epoch, batches_done, step, recon, kl });
+            }
+            Err(other) => return Err(other),
+        };
+        let step = first_step + plan.batches() as u64;
+        (batches_done, partial, partial_seconds) = (0, LossSums::default(), 0.0);
 
         let eval = EvalPlan { batch_size: cfg.batch_size, seed: cfg.seed, noise_std: cfg.noise_std };
         let test = engine.evaluate(&run.test, &eval)?;
@@ -90,24 +155,73 @@ pub fn train(run: &Run, engine: &mut dyn Engine, progress: &mut dyn Progress) ->
         if !record.test.total.is_finite() {
             return Err(Error::NonFiniteLoss { value: record.test.total as f32, step, epoch });
         }
-        let params = engine.params()?;
-        if epoch == 1 {
-            run_dir::clear_old_run(run.out)?;
-        }
-        checkpoint::save(&run.out.join(MODEL_FILE), arch, &params)?;
-        if epoch == 1 {
-            run_dir::write_config(run.out, cfg)?;
-        }
         records.push(record);
+        let position = state::Position { epochs_done: epoch, batches_done: 0, step, seed: cfg.seed };
+        let params = writer.save(engine, &records, position, LossSums::default(), 0.0)?;
         metrics::write_csv(&run.out.join(METRICS_FILE), &records)?;
         loss_plot::write_loss_plot(&run.out.join(LOSS_PLOT_FILE), &records)?;
         write_pictures(run, params, &run.out.join("epochs"), &format!("-{epoch:03}"))?;
         progress.epoch_done(records.last().expect("just pushed"));
+        if stopping() && epoch < cfg.epochs {
+            // Stopped between epochs: the checkpoint just written is the place.
+            return Err(Error::Interrupted { epoch: epoch + 1, batches_done: 0, step, recon: 0.0, kl: 0.0 });
+        }
     }
     if !records.is_empty() {
         write_pictures(run, engine.params()?, run.out, "")?;
     }
     Ok(records)
+}
+
+/// Writes a run's checkpoints: Adam's state, then the model, then (the first
+/// time in this process) the configuration. A new run first clears what an
+/// older run in the folder left (`run_dir::clear_old_run`).
+struct CheckpointWriter<'a, 'r> {
+    run: &'r Run<'a>,
+    /// A new run, not a resumed one.
+    fresh: bool,
+    /// Whether this process has written a checkpoint yet.
+    wrote: bool,
+}
+
+impl CheckpointWriter<'_, '_> {
+    /// Saves the engine's state at `position`; returns the parameters saved.
+    fn save(
+        &mut self,
+        engine: &mut dyn Engine,
+        records: &[EpochRecord],
+        position: state::Position,
+        partial: LossSums,
+        partial_seconds: f64,
+    ) -> Result<Vec<f32>> {
+        let out = self.run.out;
+        let params = engine.params()?;
+        let adam = engine.adam_state()?;
+        if self.fresh && !self.wrote {
+            run_dir::clear_old_run(out)?;
+        }
+        match adam {
+            Some(adam) => {
+                let state = TrainState { position, adam, partial, partial_seconds, metrics: metrics::csv(records) };
+                state::save(&out.join(state::OPTIMIZER_FILE), &state)?;
+            }
+            // An engine without Adam's state: the run cannot be resumed, and
+            // no older state may pass for this one's.
+            None => match std::fs::remove_file(out.join(state::OPTIMIZER_FILE)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(out.join(state::OPTIMIZER_FILE), e));
+                }
+                _ => {}
+            },
+        }
+        checkpoint::save_at(&out.join(MODEL_FILE), self.run.arch, &params, Some(&position.to_json()))?;
+        if !self.wrote {
+            // A resumed run's total of epochs may have changed.
+            run_dir::write_config(out, self.run.config)?;
+            self.wrote = true;
+        }
+        Ok(params)
+    }
 }
 
 fn write_pictures(run: &Run, params: Vec<f32>, dir: &Path, suffix: &str) -> Result<()> {

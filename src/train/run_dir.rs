@@ -15,7 +15,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{CONFIG_FILE, MODEL_FILE, RECONSTRUCTIONS_FILE, SAMPLES_FILE, TrainConfig};
+use super::{CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, RECONSTRUCTIONS_FILE, SAMPLES_FILE, TrainConfig};
 use crate::apps::{Draws, check_image_size};
 use crate::checkpoint;
 use crate::data::{self, DataSet, FolderOptions};
@@ -54,6 +54,21 @@ pub fn claim(dir: &Path, force: bool) -> Result<RunDirLock> {
             "--out",
             format!("{} holds a run already; pass --force to replace it, or choose another folder", dir.display()),
         ));
+    }
+    remove_leftovers(dir)?;
+    remove_leftovers(&dir.join(EPOCHS_DIR))?;
+    Ok(lock)
+}
+
+/// Takes the run in `dir` to continue it (`train --resume`): locks it,
+/// refuses a folder without a run, and removes killed writers' temporary files.
+pub fn reopen(dir: &Path) -> Result<RunDirLock> {
+    if !dir.is_dir() {
+        return Err(Error::invalid("--resume", format!("{} is not a run folder (it does not exist)", dir.display())));
+    }
+    let lock = lock(dir)?;
+    if !holds_run(dir) {
+        return Err(Error::invalid("--resume", format!("{} holds no run to resume", dir.display())));
     }
     remove_leftovers(dir)?;
     remove_leftovers(&dir.join(EPOCHS_DIR))?;
@@ -130,10 +145,11 @@ fn remove_leftovers(dir: &Path) -> Result<()> {
 }
 
 /// Removes what an older run in `out` left that the new run does not rewrite
-/// at once: its configuration (so that it never sits beside the new model)
-/// and its pictures. Called just before a run's first checkpoint.
+/// at once: its configuration and optimizer state (so that they never sit
+/// beside the new model) and its pictures. Called just before a run's first checkpoint.
 pub fn clear_old_run(out: &Path) -> Result<()> {
-    let mut stale = vec![out.join(CONFIG_FILE), out.join(SAMPLES_FILE), out.join(RECONSTRUCTIONS_FILE)];
+    let mut stale =
+        vec![out.join(CONFIG_FILE), out.join(OPTIMIZER_FILE), out.join(SAMPLES_FILE), out.join(RECONSTRUCTIONS_FILE)];
     let epochs = out.join(EPOCHS_DIR);
     if let Ok(entries) = std::fs::read_dir(&epochs) {
         for entry in entries.flatten() {
