@@ -55,8 +55,12 @@ fn arch(kind: ModelKind, hidden: &[usize]) -> Architecture {
 /// Encoder outputs and decoder logits on the GPU (both shader modes) against
 /// the CPU, on random parameters, inputs in (0, 1] and codes in (-2, 2].
 fn compare(name: &str, kind: ModelKind, hidden: &[usize]) {
+    compare_arch(name, arch(kind, hidden));
+}
+
+fn compare_arch(name: &str, arch: Architecture) {
     let Some(gpu) = gpu(name) else { return };
-    let arch = arch(kind, hidden);
+    let latent = arch.config.latent;
     let params = random(arch.param_count, 11, -0.2, 0.2);
     let mut cpu = inference_model(&arch, params.clone());
     let (dim, code) = (arch.config.input_dim(), arch.code_width());
@@ -69,7 +73,7 @@ fn compare(name: &str, kind: ModelKind, hidden: &[usize]) {
             let got = g.encode(&x, rows).unwrap();
             assert_eq!(got.len(), rows * code, "{}", what("encode"));
             assert_close(&what("encode"), &got, &Inference::encode(&mut cpu, &x, rows).unwrap(), ATOL, RTOL);
-            let z = random(rows * LATENT, 200 + i as u32, -2.0, 2.0);
+            let z = random(rows * latent, 200 + i as u32, -2.0, 2.0);
             let got = g.decode_logits(&z, rows).unwrap();
             assert_close(
                 &what("decode_logits"),
@@ -182,4 +186,21 @@ fn cli_uses_on_the_gpu_match_the_cpu() {
     for (what, g, c) in [("ELBO", eval[0][0], eval[1][0]), ("IWAE NLL", eval[0][1], eval[1][1])] {
         assert!((g - c).abs() <= 0.05, "{what}: {g} on the GPU, {c} on the CPU");
     }
+}
+
+/// Convolutions and transposed convolutions: 16x12 images, 2 and 5 channels.
+#[test]
+fn conv_vae_matches_cpu() {
+    let config = ModelConfig {
+        kind: ModelKind::Vae,
+        image_rows: 16,
+        image_cols: 12,
+        hidden: vec![6],
+        latent: LATENT,
+        loss: ReconLoss::Bce,
+        activation: Activation::Relu,
+        arch: gpu_vae::model::Arch::Conv,
+        conv: vec![2, 5],
+    };
+    compare_arch("conv_vae_matches_cpu", Architecture::new(&config).unwrap());
 }

@@ -10,8 +10,8 @@ use gpu_vae::cpu::{activation, adam, loss, matmul, reparam};
 use gpu_vae::data::{Images, loader};
 use gpu_vae::gpu::ops::{Host, Launch, run_once};
 use gpu_vae::gpu::params::{
-    AdamParams, ElementwiseParams, GatherParams, KernelParams, LossParams, MatmulParams, RandomParams, ReduceParams,
-    ReparamParams, Slot,
+    AdamParams, ConvParams, ElementwiseParams, GatherParams, KernelParams, LossParams, MatmulParams, RandomParams,
+    ReduceParams, ReparamParams, Slot,
 };
 use gpu_vae::gpu::program::Step;
 use gpu_vae::gpu::shaders::{
@@ -514,6 +514,98 @@ fn adam_matches_cpu() {
             assert_close(&name("adam m"), &out[1], &wm, 2.0 * 0.1 * 2.0 * U, 4.0 * U);
             assert_close(&name("adam v"), &out[2], &wv, 2.0 * 0.01 * 2.0 * U, 4.0 * U);
             assert_close(&name("adam params"), &out[0], &wp, 1e-8, 4.0 * U);
+        }
+    }
+}
+
+/// (channels in, height, width, channels out, kernel, stride, padding, rows)
+type ConvShape = (usize, usize, usize, usize, usize, usize, usize, usize);
+const CONV_SHAPES: [ConvShape; 5] = [
+    (1, 7, 5, 3, 3, 1, 1, 1),
+    (3, 9, 8, 7, 3, 2, 1, 3),
+    (7, 6, 7, 1, 3, 2, 0, 2),
+    (3, 5, 5, 2, 1, 1, 0, 1),
+    (2, 11, 6, 4, 2, 2, 0, 2),
+];
+
+#[test]
+fn conv_kernels_match_cpu() {
+    use gpu_vae::cpu::conv::{conv2d_backward, conv2d_forward};
+    use gpu_vae::model::ConvGeom;
+    let Some(gpu) = gpu("conv_kernels_match_cpu") else { return };
+    for mode in &gpu.modes {
+        for (s, &(c, h, w, o, k, stride, pad, rows)) in CONV_SHAPES.iter().enumerate() {
+            let g = ConvGeom::conv(c, h, w, o, k, stride, pad).unwrap();
+            let salt = 50 + 10 * s as u32;
+            let x = random(rows * g.in_len(), salt, -1.0, 1.0);
+            let dy = random(rows * g.out_len(), salt + 1, -1.0, 1.0);
+            // Weights and bias at offsets 2 and 2 + weights, as in the flat parameters.
+            let params = random(2 + o * c * k * k + o, salt + 2, -1.0, 1.0);
+            let (wt, b) = (&params[2..2 + o * c * k * k], &params[2 + o * c * k * k..]);
+            let step = rows_step(rows);
+            let base = ConvParams {
+                in_c: c as u32,
+                in_h: h as u32,
+                in_w: w as u32,
+                out_c: o as u32,
+                out_h: g.out_h as u32,
+                out_w: g.out_w as u32,
+                kernel: k as u32,
+                stride: stride as u32,
+                padding: pad as u32,
+                off_w: 2,
+                off_bias: (2 + o * c * k * k) as u32,
+                ..Default::default()
+            };
+            let name = |e: &str| format!("{e} {g:?} rows {rows} ({})", mode.name());
+            // Dot products of c·k·k (forward, input gradient: up to o·k·k)
+            // terms in [-1, 1], summed in another order than the CPU's GEMM.
+            let dot_atol = |n: usize| 16.0 * n as f32 * U;
+
+            let mut want = vec![0.0; rows * g.out_len()];
+            conv2d_forward(&mut want, &x, wt, b, &g, rows);
+            activation::activation_forward(&mut want, Activation::LeakyRelu);
+            let p = ConvParams { flags: flags::BIAS, act: act_code(Activation::LeakyRelu), ..base };
+            let zeros = vec![0.0; rows * g.out_len()];
+            let bound = [
+                (Slot::Out, Host::F32(&zeros)),
+                (Slot::A, Host::F32(&x)),
+                (Slot::W, Host::F32(&params)),
+                (Slot::Bias, Host::F32(&params)),
+            ];
+            let out = run(mode, Kernel::Conv2dForward, p, step, &bound, grid_1d(rows * g.out_len()));
+            assert_close(&name("conv2d_forward"), &out[0], &want, dot_atol(c * k * k + 1), 1e-5);
+
+            let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; wt.len()], vec![0.0; o]);
+            conv2d_backward(Some(&mut dx), &mut dw, &mut db, &dy, &x, wt, &g, rows);
+            let zeros = vec![0.0; rows * g.in_len()];
+            let bound = [(Slot::Out, Host::F32(&zeros)), (Slot::A, Host::F32(&dy)), (Slot::W, Host::F32(&params))];
+            let out = run(mode, Kernel::Conv2dBackwardData, base, step, &bound, grid_1d(rows * g.in_len()));
+            assert_close(&name("conv2d_backward_data"), &out[0], &dx, dot_atol(o * k * k), 1e-5);
+
+            // Weight and bias gradients, added to what the gradient buffer held.
+            let grads0 = random(1 + wt.len(), salt + 3, -1.0, 1.0);
+            let p = ConvParams { flags: flags::ACCUMULATE, off_out: 1, ..base };
+            let bound = [
+                (Slot::Out, Host::F32(&grads0)),
+                (Slot::A, Host::F32(&dy)),
+                (Slot::X, Host::F32(&x)),
+                (Slot::W, Host::F32(&params)),
+            ];
+            let out = run(mode, Kernel::Conv2dBackwardWeight, p, step, &bound, grid_1d(wt.len()));
+            let want: Vec<f32> = dw.iter().zip(&grads0[1..]).map(|(d, g)| d + g).collect();
+            assert_close(
+                &name("conv2d_backward_weight"),
+                &out[0][1..],
+                &want,
+                dot_atol(rows * g.out_h * g.out_w),
+                1e-5,
+            );
+
+            let bound = [(Slot::Out, Host::F32(&grads0[..o + 1])), (Slot::A, Host::F32(&dy))];
+            let out = run(mode, Kernel::ChannelSums, p, step, &bound, grid_1d(o));
+            let want: Vec<f32> = db.iter().zip(&grads0[1..]).map(|(d, g)| d + g).collect();
+            assert_close(&name("channel_sums"), &out[0][1..], &want, dot_atol(rows * g.out_h * g.out_w), 1e-5);
         }
     }
 }

@@ -108,7 +108,7 @@ fn compare_with(
     let Some(gpu) = gpu(name) else { return };
     let kind = arch.config.kind;
     let params = init_params(&arch, InitScheme::Torch, SEED);
-    let images = images();
+    let images = gpu_common::random_images(COUNT, arch.config.image_rows, arch.config.image_cols);
     let beta = if kind == ModelKind::Vae { 0.7 } else { 0.0 };
     for mode in &gpu.modes {
         let what = |s: &str| format!("{name} {s} ({})", mode.name());
@@ -207,6 +207,34 @@ fn unfused_vae_fifty_steps_match_cpu() {
     // The lowered calls before any rewrite: one dispatch per CPU function.
     let arch = arch(ModelKind::Vae, ReconLoss::Mse);
     compare_with("unfused_vae_fifty_steps_match_cpu", arch, 0.0, 17, 64, Fusion::NONE);
+}
+
+/// A small convolutional model: 12x8 images, convolutions of 3 and 4 channels.
+fn conv_arch(kind: ModelKind, activation: Activation, hidden: Vec<usize>) -> Architecture {
+    Architecture::new(&ModelConfig {
+        kind,
+        image_rows: 12,
+        image_cols: 8,
+        hidden,
+        latent: 3,
+        loss: ReconLoss::Bce,
+        activation,
+        arch: gpu_vae::model::Arch::Conv,
+        conv: vec![3, 4],
+    })
+    .unwrap()
+}
+
+#[test]
+fn conv_vae_fifty_steps_match_cpu() {
+    let arch = conv_arch(ModelKind::Vae, Activation::Relu, vec![]);
+    compare_with("conv_vae_fifty_steps_match_cpu", arch, 0.0, 17, 64, Fusion::ALL);
+}
+
+#[test]
+fn unfused_denoising_conv_ae_fifty_steps_match_cpu() {
+    let arch = conv_arch(ModelKind::Ae, Activation::Tanh, vec![5]);
+    compare_with("unfused_denoising_conv_ae_fifty_steps_match_cpu", arch, 0.2, 17, 64, Fusion::NONE);
 }
 
 #[test]

@@ -37,18 +37,6 @@ pub fn open_gpu(device: &DeviceArgs) -> anyhow::Result<Option<Arc<GpuContext>>> 
     }
 }
 
-/// `open_gpu` for a model: with `auto`, a model the GPU path cannot run yet
-/// (convolutions) takes the CPU path, with a note; `--device gpu` refuses it.
-fn open_gpu_for(device: &DeviceArgs, arch: &Architecture) -> anyhow::Result<Option<Arc<GpuContext>>> {
-    if device.device == DeviceChoice::Auto
-        && let Err(e) = crate::gpu::lower::supported(arch)
-    {
-        eprintln!("note: {e}; using the CPU path");
-        return Ok(None);
-    }
-    open_gpu(device)
-}
-
 /// Opens the training engine the user asked for.
 pub fn open_engine(
     device: &DeviceArgs,
@@ -56,7 +44,7 @@ pub fn open_engine(
     params: &[f32],
     config: &TrainConfig,
 ) -> anyhow::Result<Box<dyn Engine>> {
-    Ok(match open_gpu_for(device, arch)? {
+    Ok(match open_gpu(device)? {
         Some(ctx) => Box::new(GpuEngine::new(ctx, arch.clone(), params, config.adam, config.batch_size)?),
         None => Box::new(CpuModel::new(arch.clone(), params.to_vec(), config.adam)),
     })
@@ -68,5 +56,5 @@ pub fn open_inference(
     arch: &Architecture,
     params: Vec<f32>,
 ) -> anyhow::Result<Box<dyn Inference>> {
-    Ok(apps::open_model(arch, params, open_gpu_for(device, arch)?)?)
+    Ok(apps::open_model(arch, params, open_gpu(device)?)?)
 }

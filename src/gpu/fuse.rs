@@ -6,7 +6,7 @@
 //! A rewrite is a function `Vec<Call> -> Vec<Call>`; add one to `fuse`.
 
 use super::lower::{Call, Matmul, size};
-use super::shaders::MatmulVariant;
+use super::shaders::{Kernel, MatmulVariant};
 use crate::model::Activation;
 
 /// Which rewrites run: all by default; `GPU_VAE_FUSE=0` turns them off (the
@@ -53,6 +53,16 @@ pub fn fuse(calls: Vec<Call>, fusion: Fusion, max_rows: usize, limits: &wgpu::Li
 fn epilogues(calls: Vec<Call>) -> Vec<Call> {
     let mut out: Vec<Call> = Vec::with_capacity(calls.len());
     for call in calls {
+        // A convolution's activation, into the kernel writing its output.
+        if let (Some(Call::Conv { out: prev_out, act: prev_act, kernel, .. }), Call::Activation { y, act, .. }) =
+            (out.last_mut(), &call)
+            && *prev_out == super::lower::Buf::Tensor(*y)
+            && *prev_act == Activation::Identity
+            && matches!(kernel, Kernel::Conv2dForward | Kernel::Conv2dBackwardData)
+        {
+            *prev_act = *act;
+            continue;
+        }
         let Some(Call::Matmul(prev)) = out.last_mut() else {
             out.push(call);
             continue;

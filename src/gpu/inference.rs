@@ -64,7 +64,6 @@ impl GpuInference {
         if max_rows == 0 {
             return Err(Error::invalid("max_rows", "must be at least 1"));
         }
-        super::lower::supported(&arch)?;
         let kernels = ctx.kernels()?;
         let params = ParamBuffers::new(&ctx, params, false)?;
         let graph = Graph::forward(&arch, false);

@@ -14,15 +14,16 @@ use std::collections::HashMap;
 use super::buffers::storage;
 use super::context::GpuContext;
 use super::params::{
-    AdamParams, ElementwiseParams, GatherParams, LossParams, MatmulParams, ReduceParams, ReparamParams, Slot,
+    AdamParams, ConvParams, ElementwiseParams, GatherParams, LossParams, MatmulParams, ReduceParams, ReparamParams,
+    Slot,
 };
 use super::program::{Program, ProgramBuilder};
 use super::shaders::{
     Kernel, Kernels, MAX_PARTS, MatmulForm, MatmulVariant, act_code, column_sums_groups, flags, grid_1d, loss_parts,
 };
 use crate::engine::AdamConfig;
-use crate::error::{Error, Result};
-use crate::model::{Activation, Architecture, Graph, LayerKind, LossTerm, Op, TensorId};
+use crate::error::Result;
+use crate::model::{Activation, ConvGeom, Graph, LayerKind, LossTerm, Op, TensorId};
 
 /// A product's M or K: the step's batch rows, or fixed.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -143,6 +144,20 @@ pub enum Call {
         latent: usize,
         accumulate: bool,
     },
+    /// A convolution kernel (`Kernel::Conv2d*`, `ChannelSums`) on the
+    /// geometry `geom`: `a` and `x` its tensor operands, the weights and bias
+    /// at parameter offsets, the output a tensor or the gradients at `out_at`.
+    Conv {
+        kernel: Kernel,
+        geom: ConvGeom,
+        a: TensorId,
+        x: Option<TensorId>,
+        out: Buf,
+        out_at: usize,
+        weight: usize,
+        bias: Option<usize>,
+        act: Activation,
+    },
     Adam,
 }
 
@@ -150,17 +165,6 @@ fn which(term: LossTerm) -> u32 {
     match term {
         LossTerm::Recon => 0,
         LossTerm::Kl => 1,
-    }
-}
-
-/// Errors unless every layer of `arch` has GPU kernels.
-pub fn supported(arch: &Architecture) -> Result<()> {
-    match arch.layers().find(|l| l.kind != LayerKind::Dense) {
-        Some(l) => Err(Error::Gpu(format!(
-            "{} is a convolution, and convolutions have no GPU kernels yet: use --device cpu",
-            l.name
-        ))),
-        None => Ok(()),
     }
 }
 
@@ -238,7 +242,65 @@ pub fn lower(graph: &Graph) -> Vec<Call> {
                 calls.push(Call::KlBackward { d: outs[0], mulv: ins[0], latent, accumulate })
             }
             Op::AdamUpdate => calls.push(Call::Adam),
-            Op::Conv(_) | Op::ConvBackward { .. } => unreachable!("refused by `supported`"),
+            Op::Conv(l) => {
+                let (x, y) = (ins[0], outs[0]);
+                let (kernel, geom) = match l.kind {
+                    LayerKind::Conv2d(g) => (Kernel::Conv2dForward, g),
+                    LayerKind::ConvTranspose2d(g) => (Kernel::Conv2dBackwardData, g),
+                    LayerKind::Dense => unreachable!("a Conv node holds a convolution"),
+                };
+                let (out, out_at, weight, bias, act) =
+                    (Buf::Tensor(y), 0, l.weight, Some(l.bias), Activation::Identity);
+                calls.push(Call::Conv { kernel, geom, a: x, x: None, out, out_at, weight, bias, act });
+                if l.activation != Activation::Identity {
+                    calls.push(Call::Activation { y, width: l.outputs, act: l.activation });
+                }
+            }
+            Op::ConvBackward { layer: l, accumulate } => {
+                assert!(!accumulate, "a convolution's input gradient is written");
+                let (dy, x) = (ins[0], ins[1]);
+                let act = Activation::Identity;
+                // Transposed: the adjoint's roles swap (see shaders/conv.wgsl).
+                let (geom, transposed) = match l.kind {
+                    LayerKind::Conv2d(g) => (g, false),
+                    LayerKind::ConvTranspose2d(g) => (g, true),
+                    LayerKind::Dense => unreachable!("a Conv node holds a convolution"),
+                };
+                let (out_space, in_space) = if transposed { (x, dy) } else { (dy, x) };
+                calls.push(Call::Conv {
+                    kernel: Kernel::Conv2dBackwardWeight,
+                    geom,
+                    a: out_space,
+                    x: Some(in_space),
+                    out: Buf::Grads,
+                    out_at: l.weight,
+                    weight: l.weight,
+                    bias: None,
+                    act,
+                });
+                // The bias gradient sums dy over the layer's own output channels.
+                let channels = if transposed {
+                    ConvGeom { out_c: geom.in_c, out_h: geom.in_h, out_w: geom.in_w, ..geom }
+                } else {
+                    geom
+                };
+                calls.push(Call::Conv {
+                    kernel: Kernel::ChannelSums,
+                    geom: channels,
+                    a: dy,
+                    x: None,
+                    out: Buf::Grads,
+                    out_at: l.bias,
+                    weight: l.weight,
+                    bias: None,
+                    act,
+                });
+                if let Some(&dx) = outs.first() {
+                    let kernel = if transposed { Kernel::Conv2dForward } else { Kernel::Conv2dBackwardData };
+                    let (out, weight) = (Buf::Tensor(dx), l.weight);
+                    calls.push(Call::Conv { kernel, geom, a: dy, x: None, out, out_at: 0, weight, bias: None, act });
+                }
+            }
         }
     }
     calls
@@ -433,6 +495,42 @@ pub fn emit(
             &Call::KlBackward { d, mulv, latent, accumulate } => {
                 let params = LossParams { n: latent as u32, flags: accumulate_flag(accumulate), ..Default::default() };
                 p.push(Kernel::KlBackward, params, &[(Slot::Out, &t(d)?), (Slot::X, &t(mulv)?)], grid(latent));
+            }
+            &Call::Conv { kernel, geom: g, a, x, out, out_at, weight, bias, act } => {
+                let params = ConvParams {
+                    in_c: g.in_c as u32,
+                    in_h: g.in_h as u32,
+                    in_w: g.in_w as u32,
+                    out_c: g.out_c as u32,
+                    out_h: g.out_h as u32,
+                    out_w: g.out_w as u32,
+                    kernel: g.kernel as u32,
+                    stride: g.stride as u32,
+                    padding: g.padding as u32,
+                    flags: if bias.is_some() { flags::BIAS } else { 0 },
+                    act: act_code(act),
+                    off_w: weight as u32,
+                    off_bias: bias.unwrap_or(0) as u32,
+                    off_out: out_at as u32,
+                    ..Default::default()
+                };
+                let out = resolve(&mut t, bind, out)?;
+                let a = t(a)?;
+                let x = x.map(&mut t).transpose()?;
+                let mut b = vec![(Slot::Out, &out), (Slot::A, &a), (Slot::W, bind.params)];
+                if bias.is_some() {
+                    b.push((Slot::Bias, bind.params));
+                }
+                if let Some(x) = &x {
+                    b.push((Slot::X, x));
+                }
+                let threads = match kernel {
+                    Kernel::Conv2dForward => g.out_len() * rows,
+                    Kernel::Conv2dBackwardData => g.in_len() * rows,
+                    Kernel::Conv2dBackwardWeight => g.out_c * g.in_c * g.kernel * g.kernel,
+                    _ => g.out_c,
+                };
+                p.push(kernel, params, &b, grid_1d(threads));
             }
             Call::Adam => {
                 let (m, v, a) = bind.adam.expect("Adam's moments bound");

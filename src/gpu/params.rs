@@ -50,6 +50,22 @@ kernel_params! {
 }
 
 kernel_params! {
+    /// Convolutions: the geometry of one from `in` (C x H x W) to `out`
+    /// (O x Ho x Wo), weights [O, C, k, k] (`model::ConvGeom`), and where
+    /// the operands start.
+    ConvParams {
+        in_c: u32, in_h: u32, in_w: u32,
+        out_c: u32, out_h: u32, out_w: u32,
+        kernel: u32, stride: u32, padding: u32,
+        /// FLAG_BIAS, FLAG_ACCUMULATE.
+        flags: u32,
+        /// The epilogue's activation (ACT_*).
+        act: u32,
+        off_a: u32, off_x: u32, off_w: u32, off_bias: u32, off_out: u32,
+    }
+}
+
+kernel_params! {
     /// Element-wise kernels over (rows, n), rows from the step.
     ElementwiseParams { n: u32, off_in: u32, off_out: u32, act: u32 }
 }
@@ -121,6 +137,7 @@ pub enum Slot {
     Partial,
     A,
     B,
+    W,
     Bias,
     Out,
     Inp,
@@ -151,6 +168,7 @@ impl Slot {
             Partial => "partial",
             A => "a",
             B => "b",
+            W => "w",
             Bias => "bias",
             Out => "out",
             Inp => "inp",
@@ -192,6 +210,7 @@ const fn ro(slot: Slot) -> Binding {
 }
 
 pub const MATMUL: &[Binding] = &[rw(Slot::C), rw(Slot::Partial), ro(Slot::A), ro(Slot::B), ro(Slot::Bias)];
+pub const CONV: &[Binding] = &[rw(Slot::Out), ro(Slot::A), ro(Slot::X), ro(Slot::W), ro(Slot::Bias)];
 pub const ACTIVATION: &[Binding] = &[rw(Slot::Out), ro(Slot::Inp)];
 pub const REDUCE: &[Binding] = &[rw(Slot::Out), ro(Slot::A)];
 pub const LOSS: &[Binding] = &[rw(Slot::Out), ro(Slot::X), ro(Slot::Target)];

@@ -12,8 +12,8 @@ use std::fmt::Write;
 
 use super::context::GpuContext;
 use super::params::{
-    self, AdamParams, Binding, ElementwiseParams, GatherParams, KernelParams, LossParams, MatmulParams, RandomParams,
-    ReduceParams, ReparamParams, Step,
+    self, AdamParams, Binding, ConvParams, ElementwiseParams, GatherParams, KernelParams, LossParams, MatmulParams,
+    RandomParams, ReduceParams, ReparamParams, Step,
 };
 use crate::error::{Error, Result};
 use crate::model::Activation;
@@ -123,6 +123,7 @@ impl MatmulVariant {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
     Matmul(MatmulVariant),
+    Conv,
     Activation,
     Reduce,
     Loss,
@@ -150,6 +151,10 @@ pub enum MatmulForm {
 pub enum Kernel {
     Matmul(MatmulVariant, MatmulForm),
     MatmulSplitFinish(MatmulVariant),
+    Conv2dForward,
+    Conv2dBackwardData,
+    Conv2dBackwardWeight,
+    ChannelSums,
     ActivationForward,
     ActivationBackward,
     BiasAdd,
@@ -180,6 +185,7 @@ impl Kernel {
             Matmul(v, _) | MatmulSplitFinish(v) => Family::Matmul(v),
             ActivationForward | ActivationBackward | BiasAdd | SigmoidForward | SigmoidBackward => Family::Activation,
             ColumnSums => Family::Reduce,
+            Conv2dForward | Conv2dBackwardData | Conv2dBackwardWeight | ChannelSums => Family::Conv,
             BceWithLogitsForward
             | BceWithLogitsBackward
             | MseForward
@@ -202,6 +208,10 @@ impl Kernel {
             Matmul(_, MatmulForm::Tn) => "matmul_tn",
             Matmul(_, MatmulForm::Nn) => "matmul_nn",
             MatmulSplitFinish(_) => "matmul_split_finish",
+            Conv2dForward => "conv2d_forward",
+            Conv2dBackwardData => "conv2d_backward_data",
+            Conv2dBackwardWeight => "conv2d_backward_weight",
+            ChannelSums => "channel_sums",
             ActivationForward => "activation_forward",
             ActivationBackward => "activation_backward",
             BiasAdd => "bias_add",
@@ -235,6 +245,10 @@ impl Kernel {
             all.push(MatmulSplitFinish(v));
         }
         all.extend([
+            Conv2dForward,
+            Conv2dBackwardData,
+            Conv2dBackwardWeight,
+            ChannelSums,
             ActivationForward,
             ActivationBackward,
             BiasAdd,
@@ -266,10 +280,11 @@ const RNG: &str = include_str!("../../shaders/rng.wgsl");
 const MATMUL_COMMON: &str = include_str!("../../shaders/matmul_common.wgsl");
 
 impl Family {
-    pub const ALL: [Family; 10] = [
+    pub const ALL: [Family; 11] = [
         Family::Matmul(MatmulVariant::Naive),
         Family::Matmul(MatmulVariant::Tile32),
         Family::Matmul(MatmulVariant::Tile64),
+        Family::Conv,
         Family::Activation,
         Family::Reduce,
         Family::Loss,
@@ -286,6 +301,7 @@ impl Family {
                 ("matmul_naive.wgsl", include_str!("../../shaders/matmul_naive.wgsl"))
             }
             Family::Matmul(_) => ("matmul.wgsl", include_str!("../../shaders/matmul.wgsl")),
+            Family::Conv => ("conv.wgsl", include_str!("../../shaders/conv.wgsl")),
             Family::Activation => ("activation.wgsl", include_str!("../../shaders/activation.wgsl")),
             Family::Reduce => ("reduce.wgsl", include_str!("../../shaders/reduce.wgsl")),
             Family::Loss => ("loss.wgsl", include_str!("../../shaders/loss.wgsl")),
@@ -303,6 +319,7 @@ impl Family {
         }
         match self {
             Family::Matmul(_) => of::<MatmulParams>(),
+            Family::Conv => of::<ConvParams>(),
             Family::Activation => of::<ElementwiseParams>(),
             Family::Reduce => of::<ReduceParams>(),
             Family::Loss => of::<LossParams>(),
@@ -317,6 +334,7 @@ impl Family {
     pub fn bindings(self) -> &'static [Binding] {
         match self {
             Family::Matmul(_) => params::MATMUL,
+            Family::Conv => params::CONV,
             Family::Activation => params::ACTIVATION,
             Family::Reduce => params::REDUCE,
             Family::Loss => params::LOSS,
