@@ -1,7 +1,7 @@
 //! 2-D convolutions, NCHW, with PyTorch's weight layouts: `Conv2d` weights
 //! are [out, in, kh, kw], `ConvTranspose2d` weights [in, out, kh, kw]. Both
-//! go through im2col and the matrix products of `matmul.rs`, one image at a
-//! time. A transposed convolution is the adjoint of the convolution that
+//! go through im2col and the matrix products of `matmul.rs`, one product for
+//! the whole batch (patches and channels laid out channel-major). A transposed convolution is the adjoint of the convolution that
 //! maps its output shape back to its input shape, with the same weight
 //! tensor, so the two share every piece: its forward pass is that
 //! convolution's input gradient, and its input gradient that convolution's
@@ -10,37 +10,24 @@
 use super::matmul::{matmul_nn, matmul_nt, matmul_tn};
 use crate::model::ConvGeom;
 
-/// cols (C·k·k, Ho·Wo) = the patches of one image x (C, H, W), zero outside.
-pub fn im2col(cols: &mut [f32], x: &[f32], g: &ConvGeom) {
-    let k = g.kernel;
-    for c in 0..g.in_c {
-        for ki in 0..k {
-            for kj in 0..k {
-                let row = &mut cols[((c * k + ki) * k + kj) * g.out_pixels()..][..g.out_pixels()];
-                for oy in 0..g.out_h {
-                    for ox in 0..g.out_w {
-                        row[oy * g.out_w + ox] = match g.source(ki, kj, oy, ox) {
-                            Some((y, x_)) => x[(c * g.in_h + y) * g.in_w + x_],
-                            None => 0.0,
-                        };
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// dx (C, H, W) += the patches cols (C·k·k, Ho·Wo) summed back where they came from.
-pub fn col2im(dx: &mut [f32], cols: &[f32], g: &ConvGeom) {
-    let k = g.kernel;
-    for c in 0..g.in_c {
-        for ki in 0..k {
-            for kj in 0..k {
-                let row = &cols[((c * k + ki) * k + kj) * g.out_pixels()..][..g.out_pixels()];
-                for oy in 0..g.out_h {
-                    for ox in 0..g.out_w {
-                        if let Some((y, x)) = g.source(ki, kj, oy, ox) {
-                            dx[(c * g.in_h + y) * g.in_w + x] += row[oy * g.out_w + ox];
+/// cols (C·k·k, B·Ho·Wo) = the patches of images x (B, C, H, W), zero
+/// outside: image b's patches are columns b·Ho·Wo.., so one product covers
+/// the batch.
+pub fn im2col(cols: &mut [f32], x: &[f32], g: &ConvGeom, rows: usize) {
+    let (k, pixels) = (g.kernel, g.out_pixels());
+    let stride = rows * pixels;
+    for (b, x) in x.chunks_exact(g.in_len()).take(rows).enumerate() {
+        for c in 0..g.in_c {
+            let plane = &x[c * g.in_h * g.in_w..][..g.in_h * g.in_w];
+            for ki in 0..k {
+                for kj in 0..k {
+                    let row = &mut cols[((c * k + ki) * k + kj) * stride + b * pixels..][..pixels];
+                    for oy in 0..g.out_h {
+                        for ox in 0..g.out_w {
+                            row[oy * g.out_w + ox] = match g.source(ki, kj, oy, ox) {
+                                Some((y, x)) => plane[y * g.in_w + x],
+                                None => 0.0,
+                            };
                         }
                     }
                 }
@@ -49,12 +36,57 @@ pub fn col2im(dx: &mut [f32], cols: &[f32], g: &ConvGeom) {
     }
 }
 
+/// dx (B, C, H, W) = the patches cols (C·k·k, B·Ho·Wo) summed back where they came from.
+pub fn col2im(dx: &mut [f32], cols: &[f32], g: &ConvGeom, rows: usize) {
+    let (k, pixels) = (g.kernel, g.out_pixels());
+    let stride = rows * pixels;
+    for (b, dx) in dx.chunks_exact_mut(g.in_len()).take(rows).enumerate() {
+        dx.fill(0.0);
+        for c in 0..g.in_c {
+            let plane = &mut dx[c * g.in_h * g.in_w..][..g.in_h * g.in_w];
+            for ki in 0..k {
+                for kj in 0..k {
+                    let row = &cols[((c * k + ki) * k + kj) * stride + b * pixels..][..pixels];
+                    for oy in 0..g.out_h {
+                        for ox in 0..g.out_w {
+                            if let Some((y, x)) = g.source(ki, kj, oy, ox) {
+                                plane[y * g.in_w + x] += row[oy * g.out_w + ox];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// dst (C, B·P) from src (B, C, P): channels first, for one product over the batch.
+fn channels_first(dst: &mut [f32], src: &[f32], channels: usize, pixels: usize, rows: usize) {
+    for (b, image) in src.chunks_exact(channels * pixels).take(rows).enumerate() {
+        for (c, plane) in image.chunks_exact(pixels).enumerate() {
+            dst[c * rows * pixels + b * pixels..][..pixels].copy_from_slice(plane);
+        }
+    }
+}
+
+/// dst (B, C, P) from src (C, B·P).
+fn rows_first(dst: &mut [f32], src: &[f32], channels: usize, pixels: usize, rows: usize) {
+    for (b, image) in dst.chunks_exact_mut(channels * pixels).take(rows).enumerate() {
+        for (c, plane) in image.chunks_exact_mut(pixels).enumerate() {
+            plane.copy_from_slice(&src[c * rows * pixels + b * pixels..][..pixels]);
+        }
+    }
+}
+
 /// y (B, O·Ho·Wo) = conv(x (B, C·H·W), w [O, C, k, k]) + b (O).
 pub fn conv2d_forward(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], g: &ConvGeom, rows: usize) {
-    let mut cols = vec![0.0; g.patch() * g.out_pixels()];
-    for (y, x) in y.chunks_exact_mut(g.out_len()).zip(x.chunks_exact(g.in_len())).take(rows) {
-        im2col(&mut cols, x, g);
-        matmul_nn(y, w, &cols, g.out_c, g.patch(), g.out_pixels(), false);
+    let n = rows * g.out_pixels();
+    let mut cols = vec![0.0; g.patch() * n];
+    im2col(&mut cols, x, g, rows);
+    let mut yc = vec![0.0; g.out_c * n];
+    matmul_nn(&mut yc, w, &cols, g.out_c, g.patch(), n, false);
+    rows_first(y, &yc, g.out_c, g.out_pixels(), rows);
+    for y in y.chunks_exact_mut(g.out_len()).take(rows) {
         add_channel_bias(y, b, g.out_pixels());
     }
 }
@@ -72,31 +104,28 @@ pub fn conv2d_backward(
     g: &ConvGeom,
     rows: usize,
 ) {
-    let mut cols = vec![0.0; g.patch() * g.out_pixels()];
-    for (dy, x) in dy.chunks_exact(g.out_len()).zip(x.chunks_exact(g.in_len())).take(rows) {
-        im2col(&mut cols, x, g);
-        matmul_nt(dw, dy, &cols, g.out_c, g.out_pixels(), g.patch(), true);
-        channel_sums(db, dy, g.out_pixels());
-    }
+    let n = rows * g.out_pixels();
+    let mut cols = vec![0.0; g.patch() * n];
+    im2col(&mut cols, x, g, rows);
+    let mut dyc = vec![0.0; g.out_c * n];
+    channels_first(&mut dyc, dy, g.out_c, g.out_pixels(), rows);
+    matmul_nt(dw, &dyc, &cols, g.out_c, n, g.patch(), true);
+    channel_sums(db, &dyc, n);
     if let Some(dx) = dx {
-        conv2d_input_grad(dx, dy, w, g, rows);
-    }
-}
-
-/// dx (B, C·H·W) = the input gradient of the convolution for dy (B, O·Ho·Wo).
-fn conv2d_input_grad(dx: &mut [f32], dy: &[f32], w: &[f32], g: &ConvGeom, rows: usize) {
-    let mut cols = vec![0.0; g.patch() * g.out_pixels()];
-    for (dx, dy) in dx.chunks_exact_mut(g.in_len()).zip(dy.chunks_exact(g.out_len())).take(rows) {
-        matmul_tn(&mut cols, w, dy, g.patch(), g.out_c, g.out_pixels(), false);
-        dx.fill(0.0);
-        col2im(dx, &cols, g);
+        matmul_tn(&mut cols, w, &dyc, g.patch(), g.out_c, n, false);
+        col2im(dx, &cols, g, rows);
     }
 }
 
 /// y (B, O·H'·W') = ConvTranspose2d(x (B, C·H·W), w [C, O, k, k]) + b (O),
 /// where `g` is the adjoint convolution from (O, H', W') to (C, H, W).
 pub fn conv_transpose2d_forward(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], g: &ConvGeom, rows: usize) {
-    conv2d_input_grad(y, x, w, g, rows);
+    let n = rows * g.out_pixels();
+    let mut xc = vec![0.0; g.out_c * n];
+    channels_first(&mut xc, x, g.out_c, g.out_pixels(), rows);
+    let mut cols = vec![0.0; g.patch() * n];
+    matmul_tn(&mut cols, w, &xc, g.patch(), g.out_c, n, false);
+    col2im(y, &cols, g, rows);
     for y in y.chunks_exact_mut(g.in_len()).take(rows) {
         add_channel_bias(y, b, g.in_h * g.in_w);
     }
@@ -115,16 +144,18 @@ pub fn conv_transpose2d_backward(
     g: &ConvGeom,
     rows: usize,
 ) {
-    let mut cols = vec![0.0; g.patch() * g.out_pixels()];
-    let mut dx = dx;
-    for (i, (dy, x)) in dy.chunks_exact(g.in_len()).zip(x.chunks_exact(g.out_len())).take(rows).enumerate() {
-        im2col(&mut cols, dy, g);
-        matmul_nt(dw, x, &cols, g.out_c, g.out_pixels(), g.patch(), true);
+    let n = rows * g.out_pixels();
+    let mut cols = vec![0.0; g.patch() * n];
+    im2col(&mut cols, dy, g, rows);
+    let mut xc = vec![0.0; g.out_c * n];
+    channels_first(&mut xc, x, g.out_c, g.out_pixels(), rows);
+    matmul_nt(dw, &xc, &cols, g.out_c, n, g.patch(), true);
+    for dy in dy.chunks_exact(g.in_len()).take(rows) {
         channel_sums(db, dy, g.in_h * g.in_w);
-        if let Some(dx) = dx.as_deref_mut() {
-            let dx = &mut dx[i * g.out_len()..][..g.out_len()];
-            matmul_nn(dx, w, &cols, g.out_c, g.patch(), g.out_pixels(), false);
-        }
+    }
+    if let Some(dx) = dx {
+        matmul_nn(&mut xc, w, &cols, g.out_c, g.patch(), n, false);
+        rows_first(dx, &xc, g.out_c, g.out_pixels(), rows);
     }
 }
 
