@@ -377,3 +377,30 @@ fn default_vae_step_keeps_its_dispatch_count() {
     assert_eq!(epilogue_ops(&unfused), 6, "unfused: one call per CPU function: {unfused:#?}");
     assert!(!unfused.iter().any(|l| l.starts_with("matmul_split_finish")), "unfused: no split-K");
 }
+
+#[test]
+fn streamed_data_trains_exactly_as_resident_data() {
+    // A data set larger than the resident limit is streamed: each submit's
+    // images are copied into a window. Same device, same kernels, same rows:
+    // the same bits.
+    let Some(gpu) = gpu("streamed_data_trains_exactly_as_resident_data") else { return };
+    let arch = arch(ModelKind::Vae, ReconLoss::Bce);
+    let params = init_params(&arch, InitScheme::Torch, SEED);
+    let images = images();
+    let mode = &gpu.modes[0];
+    let run = |limit: u64| {
+        let mut eng = GpuEngine::new(mode.ctx.clone(), arch.clone(), &params, adam(), BATCH).unwrap();
+        eng.steps_per_submit = 3;
+        eng.set_resident_limit(limit);
+        let mut sums = Vec::new();
+        for epoch in 0..2 {
+            sums.push(eng.train_epoch(&images, &plan(epoch, 0.1, 0.7), &mut |_, _| {}).unwrap());
+        }
+        let eval = EvalPlan { batch_size: 16, seed: 3, noise_std: 0.2 };
+        sums.push(eng.evaluate(&images, &eval).unwrap());
+        (sums, eng.params().unwrap())
+    };
+    let (resident, streamed) = (run(u64::MAX), run(0));
+    assert_eq!(resident.0, streamed.0, "loss sums");
+    assert_eq!(resident.1, streamed.1, "parameters");
+}

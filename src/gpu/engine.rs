@@ -55,6 +55,10 @@ struct DataSet {
     pixels: wgpu::Buffer,
     order: wgpu::Buffer,
     order_len: usize,
+    /// `Some(images)` for a streamed data set: `pixels` is a window of that
+    /// many images, refilled before each submit with the images of its steps
+    /// in step order, and `order` is the identity over the window.
+    window: Option<usize>,
     /// The gather dispatch, bound to these buffers.
     gather: Program,
 }
@@ -91,6 +95,9 @@ pub struct GpuEngine {
     /// The last two data sets (train and test), by `Arc` identity.
     data: Vec<DataSet>,
     pub steps_per_submit: usize,
+    /// Data sets of more bytes than this are streamed rather than uploaded
+    /// whole (`set_resident_limit`; `GPU_VAE_RESIDENT_BYTES` sets it).
+    resident_limit: u64,
     stats: GpuStats,
     /// Adam steps taken (the next step's bias corrections come from the plan).
     adam_steps: u64,
@@ -149,6 +156,10 @@ impl GpuEngine {
             slot_capacity: 1,
             data: Vec::new(),
             steps_per_submit: STEPS_PER_SUBMIT,
+            resident_limit: std::env::var("GPU_VAE_RESIDENT_BYTES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(u64::MAX),
             stats: GpuStats { steps_per_submit: STEPS_PER_SUBMIT, ..Default::default() },
             adam_steps: 0,
             lost,
@@ -168,6 +179,13 @@ impl GpuEngine {
         let out_of_memory = pollster::block_on(oom.pop());
         engine.check_errors("building the training step", validation, out_of_memory)?;
         Ok(engine)
+    }
+
+    /// Streams data sets of more than `bytes` bytes instead of keeping them on
+    /// the device (data sets larger than a storage binding always stream).
+    pub fn set_resident_limit(&mut self, bytes: u64) {
+        self.resident_limit = bytes;
+        self.data.clear();
     }
 
     /// Rebuilds the step programs with other rewrites (`GPU_VAE_FUSE` sets the default).
@@ -219,8 +237,22 @@ impl GpuEngine {
                 format!("images are {}x{}, the model expects {dim} pixels", images.rows, images.cols),
             ));
         }
+        let window = self.steps_per_submit.saturating_mul(self.max_batch);
         let i = match self.data.iter().position(|d| Arc::ptr_eq(&d.images, images)) {
+            // A streamed set whose window is now too small for a submit is rebuilt.
+            Some(i) if self.data[i].window.is_some_and(|w| w < window) => {
+                self.data[i] = self.stream(images, window)?;
+                i
+            }
             Some(i) => i,
+            None if self.streams(images) => {
+                if self.data.len() >= 2 {
+                    self.data.remove(0);
+                }
+                let streamed = self.stream(images, window)?;
+                self.data.push(streamed);
+                self.data.len() - 1
+            }
             None => {
                 if self.data.len() >= 2 {
                     self.data.remove(0);
@@ -230,11 +262,46 @@ impl GpuEngine {
                 self.data.len() - 1
             }
         };
-        if self.data[i].order_len < order_len {
+        if self.data[i].window.is_none() && self.data[i].order_len < order_len {
             let d = self.upload_order(images.clone(), self.data[i].pixels.clone(), order_len)?;
             self.data[i] = d;
         }
         Ok(i)
+    }
+
+    /// Whether a data set is streamed: larger than the resident limit or than
+    /// what one storage binding holds.
+    fn streams(&self, images: &Images) -> bool {
+        let binding = self.ctx.limits.max_storage_buffer_binding_size.min(self.ctx.limits.max_buffer_size);
+        let bytes = images.pixels.len() as u64;
+        bytes > self.resident_limit || bytes > binding || bytes >= 1 << 32
+    }
+
+    /// A streamed data set: a window of `window` images and the identity order over it.
+    fn stream(&mut self, images: &Arc<Images>, window: usize) -> Result<DataSet> {
+        let bytes = window.checked_mul(images.dim()).unwrap_or(usize::MAX);
+        let pixels = storage(&self.ctx, "pixel window", bytes.div_ceil(4) * 4, wgpu::BufferUsages::empty())?;
+        let mut d = self.upload_order(images.clone(), pixels, window)?;
+        let identity: Vec<u32> = (0..window as u32).collect();
+        self.ctx.queue.write_buffer(&d.order, 0, bytemuck::cast_slice(&identity));
+        d.window = Some(window);
+        Ok(d)
+    }
+
+    /// The window's contents for steps `steps` (u8 pixels packed four per
+    /// word) and each step's row offset into it.
+    fn fill_window(images: &Images, order: &[u32], steps: &[Step]) -> (Vec<u32>, Vec<u32>) {
+        let dim = images.dim();
+        let mut bytes = Vec::new();
+        let mut offsets = Vec::with_capacity(steps.len());
+        for s in steps {
+            offsets.push((bytes.len() / dim) as u32);
+            for &i in &order[s.row_offset as usize..][..s.rows as usize] {
+                bytes.extend_from_slice(images.image(i as usize));
+            }
+        }
+        let words = bytes.chunks(4).map(|c| c.iter().rev().fold(0u32, |w, &b| (w << 8) | b as u32)).collect();
+        (words, offsets)
     }
 
     fn upload(&mut self, images: &Arc<Images>, order_len: usize) -> Result<DataSet> {
@@ -270,7 +337,7 @@ impl GpuEngine {
             data: Some((&pixels, &order)),
         };
         let gather = emit(&self.ctx, &self.kernels, &graph, &gather, &mut self.pool, &bind)?;
-        Ok(DataSet { images, pixels, order, order_len, gather })
+        Ok(DataSet { images, pixels, order, order_len, window: None, gather })
     }
 
     /// Makes room for `steps` rows in the step table and loss slots, or says
@@ -321,8 +388,19 @@ impl GpuEngine {
         let d = self.data_set(images, order.len())?;
         let p = self.program(train, noisy)?;
         let queue = &self.ctx.queue;
-        queue.write_buffer(&self.data[d].order, 0, bytemuck::cast_slice(order));
-        self.table.write(queue, steps);
+        let streamed = self.data[d].window.is_some();
+        if streamed {
+            // Each step's rows sit at its offset in its submit's window.
+            let mut local = steps.to_vec();
+            for chunk in local.chunks_mut(self.steps_per_submit) {
+                let (_, offsets) = GpuEngine::fill_window(images, order, chunk);
+                chunk.iter_mut().zip(offsets).for_each(|(s, o)| s.row_offset = o);
+            }
+            self.table.write(queue, &local);
+        } else {
+            queue.write_buffer(&self.data[d].order, 0, bytemuck::cast_slice(order));
+            self.table.write(queue, steps);
+        }
         let every = steps.len().div_ceil(TICKS).max(1);
         let mut submits = 0;
         let mut next_tick = every;
@@ -335,6 +413,11 @@ impl GpuEngine {
                 break;
             }
             let end = (done + self.steps_per_submit).min(steps.len());
+            if streamed {
+                // Written before this submit, after the previous one's reads (queue order).
+                let (words, _) = GpuEngine::fill_window(images, order, &steps[done..end]);
+                queue.write_buffer(&self.data[d].pixels, 0, bytemuck::cast_slice(&words));
+            }
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
             if done == 0 {
                 enc.clear_buffer(&self.slots, 0, None);
@@ -458,6 +541,9 @@ impl GpuEngine {
         rows.truncate(steps);
         self.ensure_steps(rows.len())?;
         let d = self.data_set(images, plan.order.len())?;
+        if self.data[d].window.is_some() {
+            return Err(Error::invalid("--profile", "profiles a data set kept on the device; this one is streamed"));
+        }
         let p = self.program(true, plan.noise_std > 0.0)?;
         let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
         self.ctx.queue.write_buffer(&self.data[d].order, 0, bytemuck::cast_slice(&plan.order));
