@@ -69,7 +69,7 @@ pub fn check_model(config: &ModelConfig) -> Result<usize> {
     let mut total = 0usize;
     if conv {
         at_most("number of --conv layers", config.conv.len(), MAX_CONV_LAYERS)?;
-        let mut channels = 1usize;
+        let mut channels = config.channels;
         let mut pairs = Vec::new();
         for &c in &config.conv {
             at_most("--conv width", c, MAX_CONV_WIDTH)?;
@@ -126,7 +126,7 @@ pub fn check_batch(batch_size: usize, config: &ModelConfig) -> Result<()> {
 /// Errors unless `rows` rows of the model's widest layer fit one activation
 /// buffer of at most [`MAX_BATCH_VALUES`]; `name` is the flag that sets `rows`.
 pub fn check_rows(name: &'static str, rows: usize, config: &ModelConfig) -> Result<()> {
-    let dim = config.image_rows.saturating_mul(config.image_cols);
+    let dim = config.image_rows.saturating_mul(config.image_cols).saturating_mul(config.channels);
     let widest = if config.arch == Arch::Conv {
         // The layout is metadata only, and `check_model` has bounded it.
         Architecture::new(config).map_or(usize::MAX, |a| a.max_width())
@@ -152,6 +152,7 @@ mod tests {
             kind,
             image_rows: 28,
             image_cols: 27,
+            channels: 1,
             hidden,
             latent: 5,
             loss: ReconLoss::Bce,

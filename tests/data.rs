@@ -13,6 +13,7 @@ fn images(count: usize, rows: usize, cols: usize) -> Images {
     Images {
         pixels: (0..count * rows * cols).map(|i| (i * 7 % 256) as u8).collect(),
         count,
+        channels: 1,
         rows,
         cols,
         labels: None,
@@ -227,7 +228,7 @@ fn class_folder() -> tempfile::TempDir {
 }
 
 fn folder(dir: &Path, image_size: Option<usize>, seed: u32) -> gpu_vae::error::Result<DataSet> {
-    let options = FolderOptions { image_size, test_fraction: 0.25, seed };
+    let options = FolderOptions { image_size, test_fraction: 0.25, seed, channels: None };
     load(&DataSpec::Path(dir.to_path_buf()), &options)
 }
 
@@ -283,7 +284,7 @@ fn unlabeled_folder_and_tiny_splits() {
     let one = folder(dir.path(), None, 0).unwrap();
     assert_eq!((one.train.count, one.test.count, one.train.labels), (1, 0, None));
     save_rgb(&dir.path().join("b.png"), 5, 5, 2);
-    let options = FolderOptions { image_size: None, test_fraction: 0.0, seed: 0 };
+    let options = FolderOptions { image_size: None, test_fraction: 0.0, seed: 0, channels: None };
     let two = load(&DataSpec::Path(dir.path().into()), &options).unwrap();
     assert_eq!((two.train.count, two.test.count, two.train.rows), (1, 1, 5));
 }
@@ -330,6 +331,7 @@ fn loader_yields_every_index_once_in_order() {
     let images = Arc::new(Images {
         pixels: (0..count * dim).map(|i| (i / dim) as u8).collect(),
         count,
+        channels: 1,
         rows: 2,
         cols: 3,
         labels: None,

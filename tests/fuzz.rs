@@ -183,7 +183,12 @@ fn image_folder_reader() {
             1..3 => None,
             _ => Some(1 + rng.below(12)),
         };
-        let options = FolderOptions { image_size, test_fraction: 0.5, seed: rng.next() as u32 };
+        let options = FolderOptions {
+            image_size,
+            test_fraction: 0.5,
+            seed: rng.next() as u32,
+            channels: [None, Some(1), Some(3)][rng.below(3)],
+        };
         if let Ok(set) = data::load(&spec, &options) {
             for split in [&set.train, &set.test] {
                 assert_eq!(split.pixels.len(), split.count * split.dim());
@@ -198,6 +203,7 @@ fn small_model() -> (Architecture, Vec<f32>) {
         kind: ModelKind::Vae,
         image_rows: 4,
         image_cols: 3,
+        channels: 1,
         hidden: vec![3],
         latent: 2,
         loss: ReconLoss::Bce,
@@ -252,8 +258,10 @@ fn checkpoint_reader() {
 #[test]
 fn codes_reader() {
     let z: Vec<f32> = (0..15).map(|i| (i as f32 - 7.0) * 0.3).collect();
-    let bases =
-        [codes::to_bytes(&z, 3, 28, 28, codes::Bits::Sixteen), codes::to_bytes(&z, 3, 28, 28, codes::Bits::Eight)];
+    let bases = [
+        codes::to_bytes(&z, 3, (1, 28, 28), codes::Bits::Sixteen),
+        codes::to_bytes(&z, 3, (1, 28, 28), codes::Bits::Eight),
+    ];
     let fields = [(8, 2), (10, 1), (12, 4), (16, 4), (20, 4), (24, 4), (28, 4), (32, 4), (36, 4)];
     let (arch, _) = small_model();
     let path = Path::new("fuzz.codes");

@@ -40,6 +40,7 @@ fn arch_with(kind: ModelKind, loss: ReconLoss, activation: Activation) -> Archit
         kind,
         image_rows: ROWS,
         image_cols: COLS,
+        channels: 1,
         hidden: vec![13],
         latent: 5,
         loss,
@@ -215,6 +216,7 @@ fn conv_arch(kind: ModelKind, activation: Activation, hidden: Vec<usize>) -> Arc
         kind,
         image_rows: 12,
         image_cols: 8,
+        channels: 1,
         hidden,
         latent: 3,
         loss: ReconLoss::Bce,
@@ -310,6 +312,7 @@ fn vae_epoch_timing() {
         kind: ModelKind::Vae,
         image_rows: 28,
         image_cols: 28,
+        channels: 1,
         hidden: vec![400],
         latent: 20,
         loss: ReconLoss::Bce,
@@ -321,7 +324,7 @@ fn vae_epoch_timing() {
     let params = init_params(&arch, InitScheme::Torch, SEED);
     let count = 60_000;
     let pixels = (0..count * 784).map(|i| (rng::pcg4d([9, 9, 9, i as u32])[0] >> 24) as u8).collect();
-    let images = Arc::new(Images { pixels, count, rows: 28, cols: 28, labels: None, class_names: None });
+    let images = Arc::new(Images { pixels, count, channels: 1, rows: 28, cols: 28, labels: None, class_names: None });
     let mode = &gpu.modes[0];
     let mut eng = GpuEngine::new(mode.ctx.clone(), arch, &params, adam(), 128).unwrap();
     for epoch in 0..3 {
@@ -354,6 +357,7 @@ fn default_vae_step_keeps_its_dispatch_count() {
         kind: ModelKind::Vae,
         image_rows: 28,
         image_cols: 28,
+        channels: 1,
         hidden: vec![400],
         latent: 20,
         loss: ReconLoss::Bce,

@@ -95,5 +95,5 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
 /// data of the whole-step tests.
 pub fn random_images(count: usize, rows: usize, cols: usize) -> Arc<Images> {
     let pixels = (0..count * rows * cols).map(|i| (rng::pcg4d([1, 2, 3, i as u32])[0] >> 24) as u8).collect();
-    Arc::new(Images { pixels, count, rows, cols, labels: None, class_names: None })
+    Arc::new(Images { pixels, count, channels: 1, rows, cols, labels: None, class_names: None })
 }
