@@ -109,7 +109,8 @@ fn compare_with(
     let Some(gpu) = gpu(name) else { return };
     let kind = arch.config.kind;
     let params = init_params(&arch, InitScheme::Torch, SEED);
-    let images = gpu_common::random_images(COUNT, arch.config.image_rows, arch.config.image_cols);
+    let c = &arch.config;
+    let images = gpu_common::random_planes(COUNT, c.channels, c.image_rows, c.image_cols);
     let beta = if kind == ModelKind::Vae { 0.7 } else { 0.0 };
     for mode in &gpu.modes {
         let what = |s: &str| format!("{name} {s} ({})", mode.name());
@@ -231,6 +232,14 @@ fn conv_arch(kind: ModelKind, activation: Activation, hidden: Vec<usize>) -> Arc
 fn conv_vae_fifty_steps_match_cpu() {
     let arch = conv_arch(ModelKind::Vae, Activation::Relu, vec![]);
     compare_with("conv_vae_fifty_steps_match_cpu", arch, 0.0, 17, 64, Fusion::ALL);
+}
+
+/// Colour: 3-plane 12x8 images in and out (the first convolution reads 3
+/// channels, the last transposed one writes 3).
+#[test]
+fn rgb_conv_vae_fifty_steps_match_cpu() {
+    let config = ModelConfig { channels: 3, ..conv_arch(ModelKind::Vae, Activation::Relu, vec![]).config };
+    compare_with("rgb_conv_vae_fifty_steps_match_cpu", Architecture::new(&config).unwrap(), 0.0, 17, 64, Fusion::ALL);
 }
 
 #[test]
