@@ -26,7 +26,7 @@ struct Runs {
 fn picture(class: u8, i: u32) -> image::RgbaImage {
     image::RgbaImage::from_fn(10, 10, |x, y| {
         let v = (x * 20 + y * 5 + i * 7) as u8;
-        let alpha = if i % 3 == 0 && x < 3 && y < 3 { 0 } else { 255 };
+        let alpha = if i.is_multiple_of(3) && x < 3 && y < 3 { 0 } else { 255 };
         if class == 0 { image::Rgba([v, 40, 255 - v, alpha]) } else { image::Rgba([200, v, 30, alpha]) }
     })
 }
