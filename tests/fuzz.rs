@@ -1,5 +1,5 @@
 //! Seeded mutation fuzzing of every reader of outside bytes: IDX files (raw
-//! and gzipped), folders of images, checkpoints and codes files. A case may
+//! and gzipped), folders of images, CIFAR binaries, checkpoints and codes files. A case may
 //! load or be refused; it must never panic or abort, and what loads must be
 //! consistent (sizes that match, finite values).
 //!
@@ -194,6 +194,28 @@ fn image_folder_reader() {
                 assert_eq!(split.pixels.len(), split.count * split.dim());
             }
             assert_eq!(set.train.count + set.test.count, 2);
+        }
+    });
+}
+
+#[test]
+fn cifar_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    // CIFAR-100: records of 2 label bytes and 3072 pixels, no header.
+    let record: Vec<u8> = [3, 77].into_iter().chain((0..3072).map(|p| p as u8)).collect();
+    let two = [record.clone(), record].concat();
+    let spec = DataSpec::Path(dir.path().to_path_buf());
+    fuzz("cifar folder", 300, |rng| {
+        for name in ["train.bin", "test.bin"] {
+            let bytes = if rng.below(2) == 0 { two.clone() } else { mutate(rng, &two, &[(0, 2), (3074, 2)]) };
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
+        if let Ok(set) = data::load(&spec, &FolderOptions::default()) {
+            for split in [&set.train, &set.test] {
+                assert_eq!((split.channels, split.rows, split.cols), (3, 32, 32));
+                assert_eq!(split.pixels.len(), split.count * split.dim());
+                assert_eq!(split.labels.as_ref().map(Vec::len), Some(split.count));
+            }
         }
     });
 }
