@@ -70,3 +70,27 @@ pub fn pair_rows(inputs: &[f32], outputs: &[f32], tile: usize, cols: usize) -> V
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_tiles_come_from_their_three_planes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("grid.png");
+        // Two 1x2 tiles: planes R, G, B of each.
+        let tiles = [1.0, 0.0, 0.0, 1.0, 0.0, 0.5, /* tile 2 */ 0.2, 0.2, 0.4, 0.4, 0.6, 0.6];
+        write_grid(&path, &tiles, 3, 1, 2, 2).unwrap();
+        let png = image::open(&path).unwrap();
+        assert_eq!(png.color(), image::ColorType::Rgb8);
+        let rgb = png.to_rgb8();
+        let p = PAD;
+        assert_eq!(rgb.get_pixel(p, p).0, [255, 0, 0]);
+        assert_eq!(rgb.get_pixel(p + 1, p).0, [0, 255, 128]);
+        assert_eq!(rgb.get_pixel(p + 2 + PAD, p).0, [51, 102, 153]);
+        assert_eq!(rgb.get_pixel(0, 0).0, [128; 3], "mid-gray background");
+        write_grid(&path, &tiles, 1, 2, 3, 2).unwrap();
+        assert_eq!(image::open(&path).unwrap().color(), image::ColorType::L8);
+    }
+}

@@ -206,3 +206,21 @@ fn conv_vae_matches_cpu() {
     };
     compare_arch("conv_vae_matches_cpu", Architecture::new(&config).unwrap());
 }
+
+/// Colour: 3-plane 8x12 images through a conv VAE (3 channels in and out).
+#[test]
+fn rgb_conv_vae_matches_cpu() {
+    let config = ModelConfig {
+        kind: ModelKind::Vae,
+        image_rows: 8,
+        image_cols: 12,
+        channels: 3,
+        hidden: vec![],
+        latent: LATENT,
+        loss: ReconLoss::Bce,
+        activation: Activation::Relu,
+        arch: gpu_vae::model::Arch::Conv,
+        conv: vec![4, 3],
+    };
+    compare_arch("rgb_conv_vae_matches_cpu", Architecture::new(&config).unwrap());
+}
