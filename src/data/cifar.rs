@@ -94,13 +94,14 @@ pub fn read_files(files: &[PathBuf], variant: Variant) -> Result<Images> {
     for path in files {
         let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
         let count = check_size(len, variant, path)?;
-        // The count is bounded by the file's size, so the capacity is too.
-        let total = count.checked_mul(IMAGE_BYTES).and_then(|n| n.checked_add(pixels.len()));
-        let total = total.ok_or_else(|| Error::bad_file(path, format!("{count} records do not fit in memory")))?;
+        // The count is bounded by the file's size, and the memory asked for
+        // is checked before it is taken.
+        let too_many = || Error::bad_file(path, format!("{count} records do not fit in memory"));
+        let more = count.checked_mul(IMAGE_BYTES).ok_or_else(too_many)?;
+        pixels.try_reserve_exact(more).map_err(|_| too_many())?;
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         // The file may have changed since its size was read.
         check_size(bytes.len() as u64, variant, path)?;
-        pixels.reserve_exact(total - pixels.len());
         for r in bytes.chunks_exact(record) {
             labels.push(r[variant.label_bytes() - 1]);
             pixels.extend_from_slice(&r[variant.label_bytes()..]);

@@ -153,26 +153,28 @@ pub fn read_picture(path: &Path) -> Result<image::DynamicImage> {
     if !picture.color().has_alpha() {
         return Ok(picture);
     }
+    // Each colour scaled by alpha/255, rounded.
     let over_black = |v: u8, a: u8| ((v as u32 * a as u32 + 127) / 255) as u8;
     Ok(if picture.color().has_color() {
-        let mut rgba = picture.to_rgba8();
-        rgba.pixels_mut().for_each(|p| p.0 = [0, 1, 2, 3].map(|k| if k == 3 { 255 } else { over_black(p[k], p[3]) }));
-        image::DynamicImage::ImageRgb8(image::DynamicImage::ImageRgba8(rgba).to_rgb8())
+        let rgba = picture.to_rgba8();
+        let rgb = image::RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+            let p = rgba.get_pixel(x, y);
+            image::Rgb([0, 1, 2].map(|k| over_black(p[k], p[3])))
+        });
+        image::DynamicImage::ImageRgb8(rgb)
     } else {
-        let mut la = picture.to_luma_alpha8();
-        la.pixels_mut().for_each(|p| p.0 = [over_black(p[0], p[1]), 255]);
-        image::DynamicImage::ImageLuma8(image::DynamicImage::ImageLumaA8(la).to_luma8())
+        let la = picture.to_luma_alpha8();
+        let gray = image::GrayImage::from_fn(la.width(), la.height(), |x, y| {
+            let p = la.get_pixel(x, y);
+            image::Luma([over_black(p[0], p[1])])
+        });
+        image::DynamicImage::ImageLuma8(gray)
     })
 }
 
 /// Whether any pixel's R, G and B differ.
 pub fn has_colour(picture: &image::DynamicImage) -> bool {
     picture.color().has_color() && picture.to_rgb8().pixels().any(|p| p[0] != p[1] || p[1] != p[2])
-}
-
-/// A PNG or JPEG (recognised by its contents) as 8-bit grayscale, alpha composited on black.
-pub fn read_gray(path: &Path) -> Result<image::GrayImage> {
-    Ok(read_picture(path)?.to_luma8())
 }
 
 /// The picture at `path` as `channels` planes of rows x cols (NCHW), as training folders are read.
