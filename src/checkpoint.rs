@@ -143,6 +143,7 @@ mod tests {
             kind: ModelKind::Vae,
             image_rows: 3,
             image_cols: 5,
+            channels: 1,
             hidden: vec![4],
             latent: 2,
             loss: ReconLoss::Bce,

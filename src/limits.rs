@@ -63,13 +63,14 @@ pub fn check_model(config: &ModelConfig) -> Result<usize> {
     let mut layers = Vec::new();
     let mut width = dim;
     let conv = config.arch == Arch::Conv;
-    // The 3x3 convolutions of `--arch conv`: each encoder one (c_prev -> c)
-    // and the transposed one mirroring it in the decoder (c -> c_prev), plus
+    // The 3x3 convolutions of `--arch conv`: each encoder one (c_prev -> c,
+    // from the image's channels) and the transposed one mirroring it in the
+    // decoder (c -> c_prev, the last one to the image's channels), plus
     // the decoder's first transposed one (last -> last).
     let mut total = 0usize;
     if conv {
         at_most("number of --conv layers", config.conv.len(), MAX_CONV_LAYERS)?;
-        let mut channels = 1usize;
+        let mut channels = config.channels;
         let mut pairs = Vec::new();
         for &c in &config.conv {
             at_most("--conv width", c, MAX_CONV_WIDTH)?;
@@ -126,7 +127,7 @@ pub fn check_batch(batch_size: usize, config: &ModelConfig) -> Result<()> {
 /// Errors unless `rows` rows of the model's widest layer fit one activation
 /// buffer of at most [`MAX_BATCH_VALUES`]; `name` is the flag that sets `rows`.
 pub fn check_rows(name: &'static str, rows: usize, config: &ModelConfig) -> Result<()> {
-    let dim = config.image_rows.saturating_mul(config.image_cols);
+    let dim = config.image_rows.saturating_mul(config.image_cols).saturating_mul(config.channels);
     let widest = if config.arch == Arch::Conv {
         // The layout is metadata only, and `check_model` has bounded it.
         Architecture::new(config).map_or(usize::MAX, |a| a.max_width())
@@ -152,6 +153,7 @@ mod tests {
             kind,
             image_rows: 28,
             image_cols: 27,
+            channels: 1,
             hidden,
             latent: 5,
             loss: ReconLoss::Bce,
@@ -167,6 +169,30 @@ mod tests {
             for hidden in [vec![], vec![400], vec![7, 3, 11]] {
                 let c = config(kind, hidden);
                 assert_eq!(check_model(&c).unwrap(), Architecture::new(&c).unwrap().param_count, "{c:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn colour_and_conv_parameter_counts_match_the_architecture() {
+        for channels in [1, 3] {
+            for (arch, conv, hidden) in
+                [(Arch::Mlp, vec![], vec![9]), (Arch::Conv, vec![4, 6], vec![]), (Arch::Conv, vec![5], vec![7])]
+            {
+                for kind in [ModelKind::Ae, ModelKind::Vae] {
+                    let c = ModelConfig {
+                        channels,
+                        image_rows: 8,
+                        image_cols: 12,
+                        arch,
+                        conv: conv.clone(),
+                        ..config(kind, hidden.clone())
+                    };
+                    assert_eq!(check_model(&c).unwrap(), Architecture::new(&c).unwrap().param_count, "{c:?}");
+                    let widest = Architecture::new(&c).unwrap().max_width();
+                    assert!(check_rows("--n", MAX_BATCH_VALUES / widest, &c).is_ok());
+                    assert!(check_rows("--n", MAX_BATCH_VALUES / widest + 1, &c).is_err(), "{c:?}");
+                }
             }
         }
     }

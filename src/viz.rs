@@ -1,4 +1,4 @@
-//! Pictures: grids of grayscale images as PNG.
+//! Pictures: grids of grayscale or RGB images as PNG.
 
 use std::path::Path;
 
@@ -17,21 +17,42 @@ pub fn grid_size(rows: usize, cols: usize, h: usize, w: usize) -> (u32, u32) {
     (side(cols, w), side(rows, h))
 }
 
-/// Lays out `images` (N, h·w, values in [0,1]) row by row, `cols` per row, on a
-/// mid-gray background, and writes the PNG atomically.
-pub fn write_grid(path: &Path, images: &[f32], h: usize, w: usize, cols: usize) -> Result<()> {
-    let n = images.len() / (h * w);
-    assert!(n > 0 && cols > 0 && images.len() == n * h * w, "grid of {} values for {h}x{w} tiles", images.len());
+/// Lays out `images` (N, channels·h·w, values in [0,1]; 1 channel: gray,
+/// 3: R, G, B planes) row by row, `cols` per row, on a mid-gray background,
+/// and writes the PNG (grayscale or RGB) atomically.
+pub fn write_grid(path: &Path, images: &[f32], channels: usize, h: usize, w: usize, cols: usize) -> Result<()> {
+    let tile = channels * h * w;
+    let n = images.len() / tile;
+    assert!(matches!(channels, 1 | 3), "{channels} channels");
+    assert!(
+        n > 0 && cols > 0 && images.len() == n * tile,
+        "grid of {} values for {channels}x{h}x{w} tiles",
+        images.len()
+    );
     let rows = n.div_ceil(cols);
     let (width, height) = grid_size(rows, cols, h, w);
-    let mut canvas = image::GrayImage::from_pixel(width, height, image::Luma([128]));
-    for (k, tile) in images.chunks_exact(h * w).enumerate() {
-        let (x0, y0) = ((k % cols) as u32 * (w as u32 + PAD) + PAD, (k / cols) as u32 * (h as u32 + PAD) + PAD);
-        for (p, &v) in tile.iter().enumerate() {
-            let level = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
-            canvas.put_pixel(x0 + (p % w) as u32, y0 + (p / w) as u32, image::Luma([level]));
+    let level = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+    let origin = |k: usize| ((k % cols) as u32 * (w as u32 + PAD) + PAD, (k / cols) as u32 * (h as u32 + PAD) + PAD);
+    let canvas = if channels == 3 {
+        let mut canvas = image::RgbImage::from_pixel(width, height, image::Rgb([128; 3]));
+        for (k, planes) in images.chunks_exact(tile).enumerate() {
+            let (x0, y0) = origin(k);
+            for p in 0..h * w {
+                let rgb = [0, 1, 2].map(|c| level(planes[c * h * w + p]));
+                canvas.put_pixel(x0 + (p % w) as u32, y0 + (p / w) as u32, image::Rgb(rgb));
+            }
         }
-    }
+        image::DynamicImage::ImageRgb8(canvas)
+    } else {
+        let mut canvas = image::GrayImage::from_pixel(width, height, image::Luma([128]));
+        for (k, tile) in images.chunks_exact(tile).enumerate() {
+            let (x0, y0) = origin(k);
+            for (p, &v) in tile.iter().enumerate() {
+                canvas.put_pixel(x0 + (p % w) as u32, y0 + (p / w) as u32, image::Luma([level(v)]));
+            }
+        }
+        image::DynamicImage::ImageLuma8(canvas)
+    };
     let mut png = Vec::new();
     canvas
         .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
@@ -39,7 +60,7 @@ pub fn write_grid(path: &Path, images: &[f32], h: usize, w: usize, cols: usize) 
     write_atomic(path, &png)
 }
 
-/// Interleaves inputs and reconstructions (both N x h·w) so that each row of
+/// Interleaves inputs and reconstructions (both N x tile values) so that each row of
 /// `cols` inputs sits above its reconstructions.
 pub fn pair_rows(inputs: &[f32], outputs: &[f32], tile: usize, cols: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(inputs.len() * 2);
@@ -48,4 +69,28 @@ pub fn pair_rows(inputs: &[f32], outputs: &[f32], tile: usize, cols: usize) -> V
         out.extend_from_slice(b);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_tiles_come_from_their_three_planes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("grid.png");
+        // Two 1x2 tiles: planes R, G, B of each.
+        let tiles = [1.0, 0.0, 0.0, 1.0, 0.0, 0.5, /* tile 2 */ 0.2, 0.2, 0.4, 0.4, 0.6, 0.6];
+        write_grid(&path, &tiles, 3, 1, 2, 2).unwrap();
+        let png = image::open(&path).unwrap();
+        assert_eq!(png.color(), image::ColorType::Rgb8);
+        let rgb = png.to_rgb8();
+        let p = PAD;
+        assert_eq!(rgb.get_pixel(p, p).0, [255, 0, 0]);
+        assert_eq!(rgb.get_pixel(p + 1, p).0, [0, 255, 128]);
+        assert_eq!(rgb.get_pixel(p + 2 + PAD, p).0, [51, 102, 153]);
+        assert_eq!(rgb.get_pixel(0, 0).0, [128; 3], "mid-gray background");
+        write_grid(&path, &tiles, 1, 2, 3, 2).unwrap();
+        assert_eq!(image::open(&path).unwrap().color(), image::ColorType::L8);
+    }
 }

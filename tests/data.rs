@@ -13,6 +13,7 @@ fn images(count: usize, rows: usize, cols: usize) -> Images {
     Images {
         pixels: (0..count * rows * cols).map(|i| (i * 7 % 256) as u8).collect(),
         count,
+        channels: 1,
         rows,
         cols,
         labels: None,
@@ -227,7 +228,7 @@ fn class_folder() -> tempfile::TempDir {
 }
 
 fn folder(dir: &Path, image_size: Option<usize>, seed: u32) -> gpu_vae::error::Result<DataSet> {
-    let options = FolderOptions { image_size, test_fraction: 0.25, seed };
+    let options = FolderOptions { image_size, test_fraction: 0.25, seed, channels: None };
     load(&DataSpec::Path(dir.to_path_buf()), &options)
 }
 
@@ -283,7 +284,7 @@ fn unlabeled_folder_and_tiny_splits() {
     let one = folder(dir.path(), None, 0).unwrap();
     assert_eq!((one.train.count, one.test.count, one.train.labels), (1, 0, None));
     save_rgb(&dir.path().join("b.png"), 5, 5, 2);
-    let options = FolderOptions { image_size: None, test_fraction: 0.0, seed: 0 };
+    let options = FolderOptions { image_size: None, test_fraction: 0.0, seed: 0, channels: None };
     let two = load(&DataSpec::Path(dir.path().into()), &options).unwrap();
     assert_eq!((two.train.count, two.test.count, two.train.rows), (1, 1, 5));
 }
@@ -330,6 +331,7 @@ fn loader_yields_every_index_once_in_order() {
     let images = Arc::new(Images {
         pixels: (0..count * dim).map(|i| (i / dim) as u8).collect(),
         count,
+        channels: 1,
         rows: 2,
         cols: 3,
         labels: None,
@@ -383,4 +385,129 @@ fn loader_stops_when_receiver_drops() {
         assert!(std::time::Instant::now() < deadline, "the batch thread did not stop");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+}
+
+/// Loads a folder of pictures at native size, all in the train split.
+fn pictures(dir: &Path, channels: Option<usize>) -> gpu_vae::error::Result<Images> {
+    let options = FolderOptions { image_size: None, test_fraction: 0.0, seed: 0, channels };
+    Ok(load(&DataSpec::Path(dir.to_path_buf()), &options)?.train)
+}
+
+#[test]
+fn colour_folders_load_as_rgb_planes_by_default() {
+    // One picture per folder, so that it is the train split.
+    let (gray_dir, colour_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Gray pictures, even saved as RGB, load as one channel.
+    save_rgb(&gray_dir.path().join("a.png"), 3, 2, 50);
+    assert_eq!(pictures(gray_dir.path(), None).unwrap().channels, 1);
+    // One coloured pixel makes the folder RGB: planes R, G, B, each rows x cols.
+    let mut colour = image::RgbImage::from_pixel(3, 2, image::Rgb([50; 3]));
+    colour.put_pixel(2, 1, image::Rgb([10, 20, 30]));
+    colour.save(colour_dir.path().join("b.png")).unwrap();
+    let rgb = pictures(colour_dir.path(), None).unwrap();
+    assert_eq!((rgb.channels, rgb.rows, rgb.cols, rgb.dim()), (3, 2, 3, 18));
+    let b = rgb.image(0);
+    assert_eq!((b[5], b[11], b[17]), (10, 20, 30));
+    assert!(b.iter().enumerate().all(|(i, &p)| i % 6 == 5 || p == 50));
+    // --channels 1 asks for gray anyway, --channels 3 for planes of gray pictures.
+    let gray = pictures(colour_dir.path(), Some(1)).unwrap();
+    assert_eq!((gray.channels, gray.dim()), (1, 6));
+    assert_eq!(gray.image(0)[..5], [50; 5]);
+    assert_eq!(pictures(gray_dir.path(), Some(3)).unwrap().image(0), [50; 18]);
+    let err = pictures(gray_dir.path(), Some(2)).unwrap_err().to_string();
+    assert!(err.contains("--channels") && err.contains("2 is not 1"), "{err}");
+}
+
+#[test]
+fn alpha_is_composited_on_black() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rgba = image::RgbaImage::from_pixel(2, 1, image::Rgba([200, 100, 50, 255]));
+    rgba.put_pixel(1, 0, image::Rgba([200, 100, 50, 0]));
+    rgba.save(dir.path().join("rgba.png")).unwrap();
+    let rgb = pictures(dir.path(), None).unwrap();
+    assert_eq!(rgb.image(0), [200, 0, 100, 0, 50, 0]);
+    // Half transparent gray: half as bright.
+    let la = image::GrayAlphaImage::from_pixel(1, 1, image::LumaA([200, 128]));
+    std::fs::remove_file(dir.path().join("rgba.png")).unwrap();
+    la.save(dir.path().join("la.png")).unwrap();
+    let gray = pictures(dir.path(), None).unwrap();
+    assert_eq!((gray.channels, gray.image(0)), (1, &[100u8][..]));
+}
+
+/// CIFAR records: label byte(s), then R, G, B planes; pixel p of record k is (k + p) mod 256.
+fn cifar_records(labels: &[&[u8]]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for (k, l) in labels.iter().enumerate() {
+        bytes.extend_from_slice(l);
+        bytes.extend((0..3072).map(|p| ((k + p) % 256) as u8));
+    }
+    bytes
+}
+
+fn write_cifar10(dir: &Path, per_batch: usize) {
+    for i in 1..=5 {
+        let labels: Vec<[u8; 1]> = (0..per_batch).map(|k| [(i + k) as u8 % 10]).collect();
+        let refs: Vec<&[u8]> = labels.iter().map(|l| &l[..]).collect();
+        std::fs::write(dir.join(format!("data_batch_{i}.bin")), cifar_records(&refs)).unwrap();
+    }
+    std::fs::write(dir.join("test_batch.bin"), cifar_records(&[&[7], &[3]])).unwrap();
+}
+
+#[test]
+fn cifar10_folders_load_with_labels_and_names() {
+    let dir = tempfile::tempdir().unwrap();
+    write_cifar10(dir.path(), 2);
+    let names: String = (0..10).map(|i| format!("class{i}\n")).collect();
+    std::fs::write(dir.path().join("batches.meta.txt"), names + "\n").unwrap();
+    let set = load(&DataSpec::Path(dir.path().into()), &FolderOptions::default()).unwrap();
+    assert_eq!((set.train.count, set.train.channels, set.train.rows, set.train.cols), (10, 3, 32, 32));
+    assert_eq!(set.train.labels.as_deref(), Some(&[1, 2, 2, 3, 3, 4, 4, 5, 5, 6][..]));
+    assert_eq!(set.test.labels.as_deref(), Some(&[7, 3][..]));
+    assert_eq!(set.test.image(1)[..3], [1, 2, 3]);
+    assert_eq!(set.test.image(1)[3071], (3072u32 % 256) as u8);
+    assert_eq!(set.train.class_names.as_ref().unwrap()[9], "class9");
+}
+
+#[test]
+fn cifar100_uses_the_fine_label() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("train.bin"), cifar_records(&[&[1, 42], &[2, 99], &[3, 0]])).unwrap();
+    std::fs::write(dir.path().join("test.bin"), cifar_records(&[&[4, 17]])).unwrap();
+    let set = load(&DataSpec::Path(dir.path().into()), &FolderOptions::default()).unwrap();
+    assert_eq!(set.train.labels.as_deref(), Some(&[42, 99, 0][..]));
+    assert_eq!((set.test.count, set.test.labels.as_deref()), (1, Some(&[17][..])));
+    assert_eq!(set.test.image(0)[..2], [0, 1]);
+    assert_eq!(set.train.class_names, None);
+}
+
+#[test]
+fn bad_cifar_files_are_one_line_errors() {
+    let load_err = |dir: &Path| load(&DataSpec::Path(dir.into()), &FolderOptions::default()).unwrap_err().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    write_cifar10(dir.path(), 1);
+    // A truncated last record.
+    let test = dir.path().join("test_batch.bin");
+    let bytes = std::fs::read(&test).unwrap();
+    std::fs::write(&test, &bytes[..bytes.len() - 1]).unwrap();
+    let err = load_err(dir.path());
+    assert!(
+        err.contains(
+            "test_batch.bin: truncated record: 6145 bytes is not a whole number of 3073-byte CIFAR-10 records"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains('\n'));
+    // Empty, and of the other variant's record size.
+    std::fs::write(&test, []).unwrap();
+    assert!(load_err(dir.path()).contains("test_batch.bin: empty"));
+    std::fs::write(&test, cifar_records(&[&[1, 2]])).unwrap();
+    assert!(load_err(dir.path()).contains("3074 bytes is not a whole number of 3073-byte"));
+    // A missing batch.
+    std::fs::write(&test, cifar_records(&[&[1]])).unwrap();
+    std::fs::remove_file(dir.path().join("data_batch_4.bin")).unwrap();
+    assert!(load_err(dir.path()).ends_with("holds CIFAR-10 files but no data_batch_4.bin"));
+    // CIFAR-100 without its test file.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("train.bin"), cifar_records(&[&[1, 2]])).unwrap();
+    assert!(load_err(dir.path()).ends_with("holds CIFAR-100 files but no test.bin"));
 }

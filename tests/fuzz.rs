@@ -1,5 +1,5 @@
 //! Seeded mutation fuzzing of every reader of outside bytes: IDX files (raw
-//! and gzipped), folders of images, checkpoints and codes files. A case may
+//! and gzipped), folders of images, CIFAR binaries, checkpoints and codes files. A case may
 //! load or be refused; it must never panic or abort, and what loads must be
 //! consistent (sizes that match, finite values).
 //!
@@ -183,7 +183,12 @@ fn image_folder_reader() {
             1..3 => None,
             _ => Some(1 + rng.below(12)),
         };
-        let options = FolderOptions { image_size, test_fraction: 0.5, seed: rng.next() as u32 };
+        let options = FolderOptions {
+            image_size,
+            test_fraction: 0.5,
+            seed: rng.next() as u32,
+            channels: [None, Some(1), Some(3)][rng.below(3)],
+        };
         if let Ok(set) = data::load(&spec, &options) {
             for split in [&set.train, &set.test] {
                 assert_eq!(split.pixels.len(), split.count * split.dim());
@@ -193,11 +198,34 @@ fn image_folder_reader() {
     });
 }
 
+#[test]
+fn cifar_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    // CIFAR-100: records of 2 label bytes and 3072 pixels, no header.
+    let record: Vec<u8> = [3, 77].into_iter().chain((0..3072).map(|p| p as u8)).collect();
+    let two = [record.clone(), record].concat();
+    let spec = DataSpec::Path(dir.path().to_path_buf());
+    fuzz("cifar folder", 300, |rng| {
+        for name in ["train.bin", "test.bin"] {
+            let bytes = if rng.below(2) == 0 { two.clone() } else { mutate(rng, &two, &[(0, 2), (3074, 2)]) };
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
+        if let Ok(set) = data::load(&spec, &FolderOptions::default()) {
+            for split in [&set.train, &set.test] {
+                assert_eq!((split.channels, split.rows, split.cols), (3, 32, 32));
+                assert_eq!(split.pixels.len(), split.count * split.dim());
+                assert_eq!(split.labels.as_ref().map(Vec::len), Some(split.count));
+            }
+        }
+    });
+}
+
 fn small_model() -> (Architecture, Vec<f32>) {
     let config = ModelConfig {
         kind: ModelKind::Vae,
         image_rows: 4,
         image_cols: 3,
+        channels: 1,
         hidden: vec![3],
         latent: 2,
         loss: ReconLoss::Bce,
@@ -252,8 +280,10 @@ fn checkpoint_reader() {
 #[test]
 fn codes_reader() {
     let z: Vec<f32> = (0..15).map(|i| (i as f32 - 7.0) * 0.3).collect();
-    let bases =
-        [codes::to_bytes(&z, 3, 28, 28, codes::Bits::Sixteen), codes::to_bytes(&z, 3, 28, 28, codes::Bits::Eight)];
+    let bases = [
+        codes::to_bytes(&z, 3, (1, 28, 28), codes::Bits::Sixteen),
+        codes::to_bytes(&z, 3, (1, 28, 28), codes::Bits::Eight),
+    ];
     let fields = [(8, 2), (10, 1), (12, 4), (16, 4), (20, 4), (24, 4), (28, 4), (32, 4), (36, 4)];
     let (arch, _) = small_model();
     let path = Path::new("fuzz.codes");

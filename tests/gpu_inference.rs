@@ -42,6 +42,7 @@ fn arch(kind: ModelKind, hidden: &[usize]) -> Architecture {
         kind,
         image_rows: ROWS,
         image_cols: COLS,
+        channels: 1,
         hidden: hidden.to_vec(),
         latent: LATENT,
         loss: ReconLoss::Bce,
@@ -195,6 +196,7 @@ fn conv_vae_matches_cpu() {
         kind: ModelKind::Vae,
         image_rows: 16,
         image_cols: 12,
+        channels: 1,
         hidden: vec![6],
         latent: LATENT,
         loss: ReconLoss::Bce,
@@ -203,4 +205,22 @@ fn conv_vae_matches_cpu() {
         conv: vec![2, 5],
     };
     compare_arch("conv_vae_matches_cpu", Architecture::new(&config).unwrap());
+}
+
+/// Colour: 3-plane 8x12 images through a conv VAE (3 channels in and out).
+#[test]
+fn rgb_conv_vae_matches_cpu() {
+    let config = ModelConfig {
+        kind: ModelKind::Vae,
+        image_rows: 8,
+        image_cols: 12,
+        channels: 3,
+        hidden: vec![],
+        latent: LATENT,
+        loss: ReconLoss::Bce,
+        activation: Activation::Relu,
+        arch: gpu_vae::model::Arch::Conv,
+        conv: vec![4, 3],
+    };
+    compare_arch("rgb_conv_vae_matches_cpu", Architecture::new(&config).unwrap());
 }

@@ -448,7 +448,7 @@ fn gather_and_noise_match_cpu() {
         for (i, &p) in pixels.iter().enumerate() {
             words[i / 4] |= (p as u32) << (8 * (i % 4));
         }
-        let images = Images { pixels, count, rows, cols, labels: None, class_names: None };
+        let images = Images { pixels, count, channels: 1, rows, cols, labels: None, class_names: None };
         let order: Vec<u32> = rng::permutation(count, 3, 1);
         let (offset, batch) = (3usize, 5usize);
         let mut want = vec![0.0; batch * dim];

@@ -34,6 +34,7 @@ fn arch() -> Architecture {
         kind: ModelKind::Vae,
         image_rows: ROWS,
         image_cols: COLS,
+        channels: 1,
         hidden: vec![13],
         latent: 5,
         loss: ReconLoss::Bce,

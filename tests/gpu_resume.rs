@@ -35,6 +35,7 @@ fn config() -> TrainConfig {
             kind: ModelKind::Vae,
             image_rows: ROWS,
             image_cols: COLS,
+            channels: 1,
             hidden: vec![13],
             latent: 5,
             loss: ReconLoss::Bce,

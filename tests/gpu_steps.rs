@@ -40,6 +40,7 @@ fn arch_with(kind: ModelKind, loss: ReconLoss, activation: Activation) -> Archit
         kind,
         image_rows: ROWS,
         image_cols: COLS,
+        channels: 1,
         hidden: vec![13],
         latent: 5,
         loss,
@@ -108,7 +109,8 @@ fn compare_with(
     let Some(gpu) = gpu(name) else { return };
     let kind = arch.config.kind;
     let params = init_params(&arch, InitScheme::Torch, SEED);
-    let images = gpu_common::random_images(COUNT, arch.config.image_rows, arch.config.image_cols);
+    let c = &arch.config;
+    let images = gpu_common::random_planes(COUNT, c.channels, c.image_rows, c.image_cols);
     let beta = if kind == ModelKind::Vae { 0.7 } else { 0.0 };
     for mode in &gpu.modes {
         let what = |s: &str| format!("{name} {s} ({})", mode.name());
@@ -215,6 +217,7 @@ fn conv_arch(kind: ModelKind, activation: Activation, hidden: Vec<usize>) -> Arc
         kind,
         image_rows: 12,
         image_cols: 8,
+        channels: 1,
         hidden,
         latent: 3,
         loss: ReconLoss::Bce,
@@ -229,6 +232,14 @@ fn conv_arch(kind: ModelKind, activation: Activation, hidden: Vec<usize>) -> Arc
 fn conv_vae_fifty_steps_match_cpu() {
     let arch = conv_arch(ModelKind::Vae, Activation::Relu, vec![]);
     compare_with("conv_vae_fifty_steps_match_cpu", arch, 0.0, 17, 64, Fusion::ALL);
+}
+
+/// Colour: 3-plane 12x8 images in and out (the first convolution reads 3
+/// channels, the last transposed one writes 3).
+#[test]
+fn rgb_conv_vae_fifty_steps_match_cpu() {
+    let config = ModelConfig { channels: 3, ..conv_arch(ModelKind::Vae, Activation::Relu, vec![]).config };
+    compare_with("rgb_conv_vae_fifty_steps_match_cpu", Architecture::new(&config).unwrap(), 0.0, 17, 64, Fusion::ALL);
 }
 
 #[test]
@@ -310,6 +321,7 @@ fn vae_epoch_timing() {
         kind: ModelKind::Vae,
         image_rows: 28,
         image_cols: 28,
+        channels: 1,
         hidden: vec![400],
         latent: 20,
         loss: ReconLoss::Bce,
@@ -321,7 +333,7 @@ fn vae_epoch_timing() {
     let params = init_params(&arch, InitScheme::Torch, SEED);
     let count = 60_000;
     let pixels = (0..count * 784).map(|i| (rng::pcg4d([9, 9, 9, i as u32])[0] >> 24) as u8).collect();
-    let images = Arc::new(Images { pixels, count, rows: 28, cols: 28, labels: None, class_names: None });
+    let images = Arc::new(Images { pixels, count, channels: 1, rows: 28, cols: 28, labels: None, class_names: None });
     let mode = &gpu.modes[0];
     let mut eng = GpuEngine::new(mode.ctx.clone(), arch, &params, adam(), 128).unwrap();
     for epoch in 0..3 {
@@ -354,6 +366,7 @@ fn default_vae_step_keeps_its_dispatch_count() {
         kind: ModelKind::Vae,
         image_rows: 28,
         image_cols: 28,
+        channels: 1,
         hidden: vec![400],
         latent: 20,
         loss: ReconLoss::Bce,

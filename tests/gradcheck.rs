@@ -182,6 +182,7 @@ fn check_model_with(kind: ModelKind, loss: ReconLoss, hidden: Vec<usize>, activa
         kind,
         image_rows: 5,
         image_cols: 7,
+        channels: 1,
         hidden,
         latent: 3,
         loss,

@@ -113,6 +113,7 @@ fn check_conv_model(kind: gpu_vae::model::ModelKind, hidden: Vec<usize>) {
         kind,
         image_rows: 8,
         image_cols: 4,
+        channels: 1,
         hidden,
         latent: 2,
         loss: ReconLoss::Bce,

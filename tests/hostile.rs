@@ -206,12 +206,12 @@ fn non_finite_codes_are_refused() {
     let file = dir.path().join("c.codes");
     let mut z = vec![0.5f32; 3 * 4];
     z[6] = f32::NAN;
-    std::fs::write(&file, codes::to_bytes(&z, 4, 28, 28, codes::Bits::Sixteen)).unwrap();
+    std::fs::write(&file, codes::to_bytes(&z, 4, (1, 28, 28), codes::Bits::Sixteen)).unwrap();
     let out = dir.path().join("out.idx");
     let err = error_of(&["decode", "--run", s(&FIXTURE.run), "--codes", s(&file), "--out", s(&out)]);
     assert_names(&err, &["c.codes", "code 2 of image 1 is NaN"]);
     z[6] = f32::INFINITY;
-    std::fs::write(&file, codes::to_bytes(&z, 4, 28, 28, codes::Bits::Sixteen)).unwrap();
+    std::fs::write(&file, codes::to_bytes(&z, 4, (1, 28, 28), codes::Bits::Sixteen)).unwrap();
     let err = error_of(&["decode", "--run", s(&FIXTURE.run), "--codes", s(&file), "--out", s(&out)]);
     assert_names(&err, &["c.codes", "code 2 of image 1 is inf"]);
     assert!(!out.exists());

@@ -94,6 +94,7 @@ fn small_config(epochs: usize) -> TrainConfig {
             kind: ModelKind::Vae,
             image_rows: 28,
             image_cols: 28,
+            channels: 1,
             hidden: vec![16],
             latent: 4,
             loss: ReconLoss::Bce,

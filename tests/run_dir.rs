@@ -23,6 +23,7 @@ fn small_config(kind: ModelKind) -> TrainConfig {
             kind,
             image_rows: 28,
             image_cols: 28,
+            channels: 1,
             hidden: vec![16],
             latent: 4,
             loss: if vae { ReconLoss::Bce } else { ReconLoss::Mse },

@@ -27,6 +27,7 @@ fn config(kind: ModelKind, epochs: usize) -> TrainConfig {
             kind,
             image_rows: 28,
             image_cols: 28,
+            channels: 1,
             hidden: if vae { vec![400] } else { vec![] },
             latent: if vae { 20 } else { 64 },
             loss: if vae { ReconLoss::Bce } else { ReconLoss::Mse },

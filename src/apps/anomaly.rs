@@ -396,7 +396,7 @@ mod tests {
     }
 
     fn images(labels: Option<Vec<u8>>) -> Images {
-        Images { pixels: (0..16).collect(), count: 4, rows: 2, cols: 2, labels, class_names: None }
+        Images { pixels: (0..16).collect(), count: 4, channels: 1, rows: 2, cols: 2, labels, class_names: None }
     }
 
     /// The default threshold is fitted to the normal class's training images

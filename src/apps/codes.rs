@@ -1,14 +1,14 @@
 //! Compression: latent codes (posterior means, or an AE's codes) quantized
 //! into a small file, and back.
 //!
-//! # The codes file (version 1), little-endian
+//! # The codes file (version 2), little-endian
 //!
 //! | offset | size | field                                                        |
 //! |-------:|-----:|--------------------------------------------------------------|
 //! | 0      | 8    | magic `GVAECODE`                                             |
-//! | 8      | 2    | version, u16 = 1                                             |
+//! | 8      | 2    | version, u16 = 2                                             |
 //! | 10     | 1    | bits per value: 16 (f16) or 8 (affine u8)                    |
-//! | 11     | 1    | reserved, 0                                                  |
+//! | 11     | 1    | image channels of the model: 1 (grayscale) or 3 (RGB)        |
 //! | 12     | 4    | count of images, u32 ≥ 1                                     |
 //! | 16     | 4    | latent width L, u32 ≥ 1                                      |
 //! | 20     | 4    | image rows of the model, u32                                 |
@@ -20,6 +20,9 @@
 //! (max_j - min_j)/255` over the file's codes, so each value is off by at most
 //! `scale_j/2`; an f16 by at most 2⁻¹¹ of its magnitude, or by 2⁻²⁵ below
 //! 2⁻¹⁴ ≈ 6.1·10⁻⁵, where f16 is subnormal.
+//!
+//! Version 1 files (from before colour) are the same but for byte 11, which
+//! was reserved (0): they are read as 1 channel.
 
 use std::io::Write;
 use std::path::Path;
@@ -32,7 +35,9 @@ use crate::limits;
 use crate::model::Architecture;
 
 pub const MAGIC: &[u8; 8] = b"GVAECODE";
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
+/// The version before the channel count: byte 11 was reserved, images grayscale.
+pub const VERSION_GRAY: u16 = 1;
 pub const HEADER_BYTES: usize = 28;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,20 +52,25 @@ pub struct Codes {
     pub bits: Bits,
     pub count: usize,
     pub latent: usize,
+    /// 1 (grayscale) or 3 (RGB).
+    pub channels: usize,
     pub image_rows: usize,
     pub image_cols: usize,
     /// (count, latent).
     pub values: Vec<f32>,
 }
 
-/// The file's bytes for `codes` (count, latent) of a model taking rows x cols images.
-pub fn to_bytes(codes: &[f32], latent: usize, image_rows: usize, image_cols: usize, bits: Bits) -> Vec<u8> {
+/// The file's bytes for `codes` (count, latent) of a model taking images of
+/// `shape` (channels, rows, cols).
+pub fn to_bytes(codes: &[f32], latent: usize, shape: (usize, usize, usize), bits: Bits) -> Vec<u8> {
+    let (channels, image_rows, image_cols) = shape;
+    assert!(matches!(channels, 1 | 3), "{channels} channels");
     let count = codes.len() / latent;
     assert!(count > 0 && codes.len() == count * latent, "{} codes in rows of {latent}", codes.len());
     let mut out = Vec::with_capacity(HEADER_BYTES + 8 * latent + codes.len() * 2);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&[bits as u8, 0]);
+    out.extend_from_slice(&[bits as u8, channels as u8]);
     for v in [count, latent, image_rows, image_cols] {
         out.extend_from_slice(&u32::try_from(v).expect("sizes fit u32").to_le_bytes());
     }
@@ -105,9 +115,16 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Codes> {
     }
     let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-    if version != VERSION {
-        return Err(bad(format!("codes file version {version}, this build reads version {VERSION}")));
-    }
+    let channels = match (version, bytes[11]) {
+        (VERSION_GRAY, _) => 1,
+        (VERSION, c @ (1 | 3)) => c as usize,
+        (VERSION, c) => return Err(bad(format!("header says {c} image channels, expected 1 or 3"))),
+        _ => {
+            return Err(bad(format!(
+                "codes file version {version}, this build reads versions {VERSION_GRAY} and {VERSION}"
+            )));
+        }
+    };
     let bits = match bytes[10] {
         8 => Bits::Eight,
         16 => Bits::Sixteen,
@@ -145,7 +162,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Codes> {
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
         return Err(bad(format!("code {} of image {} is {}: codes must be finite", i % latent, i / latent, values[i])));
     }
-    Ok(Codes { bits, count, latent, image_rows, image_cols, values })
+    Ok(Codes { bits, count, latent, channels, image_rows, image_cols, values })
 }
 
 /// Reads and parses a codes file.
@@ -184,14 +201,31 @@ pub fn check_model(codes: &Codes, arch: &Architecture, path: &Path) -> Result<()
             ),
         ));
     }
+    if codes.channels != cfg.channels {
+        return Err(Error::bad_file(
+            path,
+            format!(
+                "codes are for images of {} channel(s) ({}), the run's model makes {} ({})",
+                codes.channels,
+                super::colour_name(codes.channels),
+                cfg.channels,
+                super::colour_name(cfg.channels)
+            ),
+        ));
+    }
     Ok(())
 }
 
 /// Size of the images as a raw IDX file gzipped at level 9: the baseline a
 /// codes file has to beat.
 pub fn gzip_idx_bytes(images: &Images) -> usize {
-    let mut idx = vec![0, 0, 8, 3];
-    for d in [images.count, images.rows, images.cols] {
+    // Colour as a 4-dimensional file: count x channels x rows x cols.
+    let dims = match images.channels {
+        1 => vec![images.count, images.rows, images.cols],
+        c => vec![images.count, c, images.rows, images.cols],
+    };
+    let mut idx = vec![0, 0, 8, dims.len() as u8];
+    for d in dims {
         idx.extend_from_slice(&(d as u32).to_be_bytes());
     }
     idx.extend_from_slice(&images.pixels);
@@ -216,7 +250,7 @@ mod tests {
     #[test]
     fn round_trips_within_the_documented_error() {
         let z = codes();
-        let bytes = to_bytes(&z, 3, 28, 28, Bits::Eight);
+        let bytes = to_bytes(&z, 3, (1, 28, 28), Bits::Eight);
         assert_eq!(bytes.len(), HEADER_BYTES + 8 * 3 + 60);
         let back = parse(&bytes, Path::new("c")).unwrap();
         assert_eq!((back.count, back.latent, back.image_rows, back.bits), (20, 3, 28, Bits::Eight));
@@ -224,7 +258,7 @@ mod tests {
         for (k, (&a, &b)) in z.iter().zip(&back.values).enumerate() {
             assert!((a - b).abs() <= ranges[k % 3].1 / 2.0 * 1.0001, "{a} -> {b}");
         }
-        let bytes = to_bytes(&z, 3, 28, 28, Bits::Sixteen);
+        let bytes = to_bytes(&z, 3, (1, 28, 28), Bits::Sixteen);
         assert_eq!(bytes.len(), HEADER_BYTES + 2 * 60);
         let back = parse(&bytes, Path::new("c")).unwrap();
         assert!(z.iter().zip(&back.values).all(|(&a, &b)| (a - b).abs() <= a.abs() / 2048.0));
@@ -233,14 +267,14 @@ mod tests {
     #[test]
     fn a_constant_dimension_survives_8_bits() {
         let z = [1.5f32, 2.0, 1.5, 3.0];
-        let back = parse(&to_bytes(&z, 2, 2, 2, Bits::Eight), Path::new("c")).unwrap();
+        let back = parse(&to_bytes(&z, 2, (1, 2, 2), Bits::Eight), Path::new("c")).unwrap();
         assert_eq!(back.values[0], 1.5);
         assert_eq!(back.values[2], 1.5);
     }
 
     #[test]
     fn bad_files_are_named() {
-        let bytes = to_bytes(&codes(), 3, 28, 28, Bits::Sixteen);
+        let bytes = to_bytes(&codes(), 3, (1, 28, 28), Bits::Sixteen);
         let err = |b: &[u8]| parse(b, Path::new("x.codes")).unwrap_err().to_string();
         assert!(err(&bytes[..bytes.len() - 1]).starts_with("x.codes: truncated: header says 20 images"));
         assert!(err(&bytes[..20]).contains("truncated: 20 bytes, the header takes 28"));
@@ -257,15 +291,32 @@ mod tests {
     }
 
     #[test]
+    fn the_channel_count_round_trips_and_version_1_files_are_gray() {
+        let bytes = to_bytes(&codes(), 3, (3, 32, 32), Bits::Sixteen);
+        assert_eq!((bytes[8], bytes[11]), (2, 3));
+        let back = parse(&bytes, Path::new("c")).unwrap();
+        assert_eq!((back.channels, back.image_rows, back.image_cols), (3, 32, 32));
+        // A version 1 file: byte 11 reserved (0).
+        let mut old = to_bytes(&codes(), 3, (1, 28, 28), Bits::Eight);
+        old[8] = 1;
+        old[11] = 0;
+        assert_eq!(parse(&old, Path::new("c")).unwrap().channels, 1);
+        let mut wrong = bytes.clone();
+        wrong[11] = 2;
+        let err = parse(&wrong, Path::new("x.codes")).unwrap_err().to_string();
+        assert_eq!(err, "x.codes: header says 2 image channels, expected 1 or 3");
+    }
+
+    #[test]
     fn non_finite_codes_are_refused() {
         let err = |b: &[u8]| parse(b, Path::new("x.codes")).unwrap_err().to_string();
-        let mut bytes = to_bytes(&codes(), 3, 28, 28, Bits::Sixteen);
+        let mut bytes = to_bytes(&codes(), 3, (1, 28, 28), Bits::Sixteen);
         // Image 1, code 2: value 5, at 2 bytes each.
         bytes[HEADER_BYTES + 2 * 5..HEADER_BYTES + 2 * 6].copy_from_slice(&f16::NAN.to_le_bytes());
         assert_eq!(err(&bytes), "x.codes: code 2 of image 1 is NaN: codes must be finite");
         bytes[HEADER_BYTES + 2 * 5..HEADER_BYTES + 2 * 6].copy_from_slice(&f16::INFINITY.to_le_bytes());
         assert!(err(&bytes).contains("is inf"));
-        let mut bytes = to_bytes(&codes(), 3, 28, 28, Bits::Eight);
+        let mut bytes = to_bytes(&codes(), 3, (1, 28, 28), Bits::Eight);
         // Dimension 1's minimum.
         bytes[HEADER_BYTES + 8..HEADER_BYTES + 12].copy_from_slice(&f32::NAN.to_le_bytes());
         assert_eq!(err(&bytes), "x.codes: code 1 of image 0 is NaN: codes must be finite");

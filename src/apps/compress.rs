@@ -30,7 +30,7 @@ pub struct EncodeReport {
     pub bits: Bits,
     pub count: usize,
     pub latent: usize,
-    /// Pixels per image (a byte each, raw).
+    /// Values per image (channels x rows x cols, a byte each, raw).
     pub dim: usize,
     /// Size of the codes file.
     pub bytes: usize,
@@ -50,7 +50,7 @@ pub fn encode(model: &mut dyn Inference, data: &DataSet, o: &EncodeOptions) -> R
     let images = split_images(model.arch(), data, o.split)?;
     let (x, rows) = first_pixels(images, o.n);
     let means = latent_means(model, &x, rows)?;
-    let bytes = codes::to_bytes(&means, cfg.latent, cfg.image_rows, cfg.image_cols, o.bits);
+    let bytes = codes::to_bytes(&means, cfg.latent, (cfg.channels, cfg.image_rows, cfg.image_cols), o.bits);
     write_atomic(&o.out, &bytes)?;
 
     let back = codes::parse(&bytes, &o.out)?;
@@ -95,9 +95,9 @@ impl std::fmt::Display for EncodeReport {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ImageFormat {
-    /// One IDX image file (MNIST format).
+    /// One IDX image file (MNIST format); grayscale only.
     Idx,
-    /// A folder of PNGs, 00000.png, 00001.png, ...
+    /// A folder of PNGs, 00000.png, 00001.png, ... (RGB for colour models)
     Png,
 }
 
@@ -111,6 +111,7 @@ pub struct DecodeOptions {
 
 pub struct DecodeReport {
     pub count: usize,
+    pub channels: usize,
     pub rows: usize,
     pub cols: usize,
     pub out: PathBuf,
@@ -120,35 +121,65 @@ pub struct DecodeReport {
 pub fn decode(model: &mut dyn Inference, o: &DecodeOptions) -> Result<DecodeReport> {
     let c = codes::read(&o.codes)?;
     codes::check_model(&c, model.arch(), &o.codes)?;
+    if o.format == ImageFormat::Idx && c.channels != 1 {
+        return Err(Error::invalid(
+            "--format idx",
+            "IDX image files hold grayscale images and these codes are of RGB images; use --format png",
+        ));
+    }
     // Chunk by chunk, so that only the bytes of the images are held, not their f32s.
     let mut pixels = Vec::new();
     for z in c.values.chunks(CHUNK * c.latent) {
         pixels.extend(codes::to_u8(&decode_all(model, z, z.len() / c.latent)?));
     }
-    let decoded =
-        Images { pixels, count: c.count, rows: c.image_rows, cols: c.image_cols, labels: None, class_names: None };
+    let decoded = Images {
+        pixels,
+        count: c.count,
+        channels: c.channels,
+        rows: c.image_rows,
+        cols: c.image_cols,
+        labels: None,
+        class_names: None,
+    };
     match o.format {
         ImageFormat::Idx => idx::write_idx_images(&o.out, &decoded)?,
         ImageFormat::Png => write_pngs(&o.out, &decoded)?,
     }
-    Ok(DecodeReport { count: c.count, rows: c.image_rows, cols: c.image_cols, out: o.out.clone() })
+    Ok(DecodeReport {
+        count: c.count,
+        channels: c.channels,
+        rows: c.image_rows,
+        cols: c.image_cols,
+        out: o.out.clone(),
+    })
 }
 
-/// The images as `dir/00000.png`, `dir/00001.png`, ...
+/// The images as `dir/00000.png`, `dir/00001.png`, ...: grayscale, or RGB
+/// from their three planes.
 fn write_pngs(dir: &std::path::Path, images: &Images) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let (w, h) = (images.cols as u32, images.rows as u32);
     for i in 0..images.count {
         let path = dir.join(format!("{i:05}.png"));
-        let tile = image::GrayImage::from_raw(images.cols as u32, images.rows as u32, images.image(i).to_vec())
-            .expect("one image's pixels");
-        tile.save(&path).map_err(|e| Error::bad_file(&path, format!("cannot write: {e}")))?;
+        let planes = images.image(i);
+        let picture = if images.channels == 3 {
+            let plane = images.rows * images.cols;
+            let rgb = (0..plane).flat_map(|p| [0, 1, 2].map(|c| planes[c * plane + p])).collect();
+            image::DynamicImage::ImageRgb8(image::RgbImage::from_raw(w, h, rgb).expect("one image's pixels"))
+        } else {
+            image::DynamicImage::ImageLuma8(
+                image::GrayImage::from_raw(w, h, planes.to_vec()).expect("one image's pixels"),
+            )
+        };
+        picture.save(&path).map_err(|e| Error::bad_file(&path, format!("cannot write: {e}")))?;
     }
     Ok(())
 }
 
 impl std::fmt::Display for DecodeReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "decoded {} images of {}x{}", self.count, self.rows, self.cols)?;
+        let colour = if self.channels == 3 { " RGB" } else { "" };
+        writeln!(f, "decoded {} images of {}x{}{colour}", self.count, self.rows, self.cols)?;
         wrote(f, &self.out)
     }
 }

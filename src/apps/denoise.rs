@@ -77,7 +77,7 @@ pub fn run(model: &mut dyn Inference, data: &DataSet, o: &DenoiseOptions) -> Res
     let images = split_images(model.arch(), data, o.split)?;
     let (clean, rows) = first_pixels(images, Some(o.n));
     let d = denoise(model, &clean, rows, o.corruption, o.seed)?;
-    write_triples(&o.out, &d, &clean, images.rows, images.cols, grid_cols(rows))?;
+    write_triples(&o.out, &d, &clean, (images.channels, images.rows, images.cols), grid_cols(rows))?;
     Ok(DenoiseReport {
         split: o.split,
         corruption: o.corruption,
@@ -148,10 +148,17 @@ pub fn denoise(
 /// Images shown at most: the PSNRs cover every image, the picture the first ones.
 pub const MAX_SHOWN: usize = 64;
 
-/// Groups of three rows of `cols` images: noisy, denoised, clean (the first
-/// [`MAX_SHOWN`] images).
-pub fn write_triples(path: &Path, d: &Denoised, clean: &[f32], rows: usize, cols: usize, per_row: usize) -> Result<()> {
-    let tile = rows * cols;
+/// Groups of three rows of `per_row` images of `shape` (channels, rows,
+/// cols): noisy, denoised, clean (the first [`MAX_SHOWN`] images).
+pub fn write_triples(
+    path: &Path,
+    d: &Denoised,
+    clean: &[f32],
+    shape: (usize, usize, usize),
+    per_row: usize,
+) -> Result<()> {
+    let (channels, rows, cols) = shape;
+    let tile = channels * rows * cols;
     let shown = clean.len().min(MAX_SHOWN * tile);
     let (d_noisy, d_denoised, clean) = (&d.noisy[..shown], &d.denoised[..shown], &clean[..shown]);
     let padded = |v: &[f32]| {
@@ -168,7 +175,7 @@ pub fn write_triples(path: &Path, d: &Denoised, clean: &[f32], rows: usize, cols
         out.extend_from_slice(b);
         out.extend_from_slice(c);
     }
-    write_grid(path, &out, rows, cols, per_row)
+    write_grid(path, &out, channels, rows, cols, per_row)
 }
 
 #[cfg(test)]

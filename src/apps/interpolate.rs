@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Inference, Split, decode_all, latent_means, pixels, require_vae, split_images, wrote};
 use crate::data::DataSet;
-use crate::data::folder::{read_gray, resize_gray};
+use crate::data::folder::read_planes;
 use crate::error::{Error, Result};
 use crate::limits;
 use crate::viz::write_grid;
@@ -63,8 +63,8 @@ pub fn run(model: &mut dyn Inference, data: Option<&DataSet>, o: &InterpolateOpt
     let mut pairs = Vec::new();
     if let Some((from, to)) = &o.files {
         pairs.push((
-            load_picture(from, cfg.image_rows, cfg.image_cols)?,
-            load_picture(to, cfg.image_rows, cfg.image_cols)?,
+            load_picture(from, cfg.channels, cfg.image_rows, cfg.image_cols)?,
+            load_picture(to, cfg.channels, cfg.image_rows, cfg.image_cols)?,
         ));
     }
     let index_pairs = o.index_pairs();
@@ -83,7 +83,7 @@ pub fn run(model: &mut dyn Inference, data: Option<&DataSet>, o: &InterpolateOpt
     // Every tile of the picture is one image of the model's size.
     limits::check_rows("--steps", pairs.len() * walks.len() * (o.steps + 2), &cfg)?;
     let tiles = interpolation_rows(model, &pairs, o.steps, walks)?;
-    write_grid(&o.out, &tiles, cfg.image_rows, cfg.image_cols, o.steps + 2)?;
+    write_grid(&o.out, &tiles, cfg.channels, cfg.image_rows, cfg.image_cols, o.steps + 2)?;
     Ok(InterpolateReport { pairs: pairs.len(), steps: o.steps, slerp: o.slerp, out: o.out.clone() })
 }
 
@@ -151,11 +151,10 @@ pub fn interpolation_rows(
     Ok(out)
 }
 
-/// A PNG or JPEG as grayscale pixels in [0, 1], resized to rows x cols like the
-/// training folders are.
-pub fn load_picture(path: &Path, rows: usize, cols: usize) -> Result<Vec<f32>> {
-    let gray = resize_gray(read_gray(path)?, rows, cols);
-    Ok(gray.as_raw().iter().map(|&p| p as f32 / 255.0).collect())
+/// A PNG or JPEG as `channels` planes (grayscale or R, G, B) of pixels in
+/// [0, 1], resized to rows x cols like the training folders are.
+pub fn load_picture(path: &Path, channels: usize, rows: usize, cols: usize) -> Result<Vec<f32>> {
+    Ok(read_planes(path, channels, rows, cols)?.iter().map(|&p| p as f32 / 255.0).collect())
 }
 
 #[cfg(test)]

@@ -84,7 +84,7 @@ pub fn run(model: &mut dyn Inference, data: Option<&DataSet>, o: &ManifoldOption
         Plane::prior_quantiles(latent, o.dims.unwrap_or((0, 1)), o.n)
     };
     let pictures = decode_all(model, &plane.latents(), o.n * o.n)?;
-    write_grid(&o.out, &pictures, cfg.image_rows, cfg.image_cols, o.n)?;
+    write_grid(&o.out, &pictures, cfg.channels, cfg.image_rows, cfg.image_cols, o.n)?;
     Ok(ManifoldReport { n: o.n, plane: plane.description, out: o.out.clone() })
 }
 

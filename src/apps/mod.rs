@@ -123,7 +123,7 @@ pub fn require_vae(arch: &Architecture, what: &'static str) -> Result<()> {
     }
 }
 
-/// Errors unless the images have the size the model was trained on.
+/// Errors unless the images have the size and channels the model was trained on.
 pub fn check_image_size(arch: &Architecture, images: &Images, source: &str) -> Result<()> {
     let (rows, cols) = (arch.config.image_rows, arch.config.image_cols);
     if (images.rows, images.cols) != (rows, cols) {
@@ -132,7 +132,24 @@ pub fn check_image_size(arch: &Architecture, images: &Images, source: &str) -> R
             format!("images are {}x{}, the model takes {rows}x{cols}", images.rows, images.cols),
         ));
     }
+    let channels = arch.config.channels;
+    if images.channels != channels {
+        return Err(Error::bad_file(
+            source,
+            format!(
+                "images have {} channel(s) ({}), the model was trained on {channels} ({})",
+                images.channels,
+                colour_name(images.channels),
+                colour_name(channels)
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// "grayscale" or "RGB".
+pub fn colour_name(channels: usize) -> &'static str {
+    if channels == 3 { "RGB" } else { "grayscale" }
 }
 
 /// The pixels of images `indices` scaled to [0, 1] (N, D).
@@ -221,6 +238,7 @@ mod tests {
             kind: ModelKind::Vae,
             image_rows: 4,
             image_cols: 3,
+            channels: 1,
             hidden: vec![5],
             latent: 2,
             loss: ReconLoss::Bce,

@@ -42,7 +42,7 @@ pub fn run(model: &mut dyn Inference, data: &DataSet, o: &ReconstructOptions) ->
     if let Some(path) = &o.csv {
         write_csv(path, &r.mse)?;
     }
-    write_pairs(&o.out, &r, images.rows, images.cols)?;
+    write_pairs(&o.out, &r, (images.channels, images.rows, images.cols))?;
     Ok(ReconstructReport { split: o.split, mse: r.mse, out: o.out.clone(), csv: o.csv.clone() })
 }
 
@@ -94,15 +94,18 @@ pub fn grid_cols(n: usize) -> usize {
 
 /// Rows of up to 8 inputs, each above its reconstructions: 2·⌈n/8⌉ rows of tiles.
 /// A short last row is padded with mid-gray tiles so that pairs stay aligned.
-pub fn write_pairs(path: &Path, r: &Reconstruction, rows: usize, cols: usize) -> Result<()> {
-    let (dim, n) = (rows * cols, r.mse.len());
+/// `shape` is the images' (channels, rows, cols).
+pub fn write_pairs(path: &Path, r: &Reconstruction, shape: (usize, usize, usize)) -> Result<()> {
+    let (channels, rows, cols) = shape;
+    let (dim, n) = (channels * rows * cols, r.mse.len());
     let per_row = grid_cols(n);
     let padded = |v: &[f32]| {
         let mut v = v.to_vec();
         v.resize(n.div_ceil(per_row) * per_row * dim, 0.5);
         v
     };
-    write_grid(path, &pair_rows(&padded(&r.inputs), &padded(&r.outputs), dim, per_row), rows, cols, per_row)
+    let grid = pair_rows(&padded(&r.inputs), &padded(&r.outputs), dim, per_row);
+    write_grid(path, &grid, channels, rows, cols, per_row)
 }
 
 /// `index,mse,psnr_db`, one line per image.

@@ -46,6 +46,7 @@ fn bench_one(
     }
     config.model.image_rows = images.rows;
     config.model.image_cols = images.cols;
+    config.model.channels = images.channels;
     config.validate()?;
     let arch = Architecture::new(&config.model)?;
     let params = init_params(&arch, InitScheme::Torch, config.seed);

@@ -120,6 +120,10 @@ pub struct TrainArgs {
     /// Side of the square images a folder of pictures is resized to.
     #[arg(long, default_value_t = 28)]
     pub image_size: usize,
+    /// Channels a folder of pictures is read as: 1 (grayscale) or 3 (RGB)
+    /// [default: 3 if any picture has colour, else 1]; IDX and CIFAR data set their own.
+    #[arg(long, value_parser = parse_channels)]
+    pub channels: Option<u8>,
     /// Share of a folder of pictures held out for testing.
     #[arg(long, default_value_t = 1.0 / 6.0)]
     pub test_fraction: f32,
@@ -143,7 +147,7 @@ pub struct TrainArgs {
 
 /// The `train` flags a run's config.json sets: `--resume` refuses them rather
 /// than ignore them or train a run whose config.json no longer describes it.
-const RESUME_CONFLICTS: [&str; 21] = [
+const RESUME_CONFLICTS: [&str; 22] = [
     "data",
     "model",
     "arch",
@@ -162,6 +166,7 @@ const RESUME_CONFLICTS: [&str; 21] = [
     "normal_class",
     "seed",
     "image_size",
+    "channels",
     "test_fraction",
     "out",
     "force",
@@ -211,6 +216,15 @@ pub struct SampleArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub device: DeviceArgs,
+}
+
+/// `--channels`: 1 or 3.
+fn parse_channels(s: &str) -> Result<u8, String> {
+    match s {
+        "1" => Ok(1),
+        "3" => Ok(3),
+        _ => Err("1 (grayscale) or 3 (RGB)".into()),
+    }
 }
 
 impl TrainArgs {

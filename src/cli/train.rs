@@ -26,9 +26,17 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     // Held until training ends: a second writer into `out` stops here.
     let _owner = run_dir::claim(&out, args.force)?;
 
-    let data = load_data(&config)?;
+    let data = run_dir::load_data_with_channels(&config, args.channels.map(usize::from))?;
     config.model.image_rows = data.train.rows;
     config.model.image_cols = data.train.cols;
+    config.model.channels = data.train.channels;
+    if let Some(asked) = args.channels.map(usize::from).filter(|&c| c != data.train.channels) {
+        bail!(
+            "invalid --channels: {asked}, but data {} has {} channel(s); --channels applies to folders of pictures only",
+            config.data,
+            data.train.channels
+        );
+    }
     // Again with the data's image size, which IDX files choose.
     config.validate().with_context(|| format!("data {}", config.data))?;
     let arch = Architecture::new(&config.model)?;
@@ -67,6 +75,7 @@ fn resume(args: &TrainArgs, dir: &Path) -> anyhow::Result<()> {
             config.model.image_cols
         );
     }
+    crate::apps::check_image_size(&arch, &data.train, &config.data)?;
     let at = if p.batches_done == 0 {
         format!("after epoch {}", p.epochs_done)
     } else {
@@ -96,12 +105,13 @@ fn fit(
     }
     let mut engine = super::device::open_engine(&args.device, arch, params, config)?;
     println!(
-        "data: {} ({} train, {} test, {}x{}); model: {:?} {} params; device: {}",
+        "data: {} ({} train, {} test, {}x{}{}); model: {:?} {} params; device: {}",
         data.name,
         train_images.count,
         data.test.count,
         data.test.rows,
         data.test.cols,
+        if data.test.channels == 3 { " RGB" } else { "" },
         config.model.kind,
         arch.param_count,
         engine.describe()
@@ -144,6 +154,7 @@ pub(super) fn config_from_args(args: &TrainArgs) -> anyhow::Result<TrainConfig> 
             kind: args.model,
             image_rows: args.image_size,
             image_cols: args.image_size,
+            channels: 1,
             hidden: args.hidden.clone().unwrap_or(if vae && !conv { vec![400] } else { vec![] }),
             latent: args.latent.unwrap_or(match (conv, vae) {
                 (true, _) => 16,

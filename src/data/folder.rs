@@ -1,6 +1,10 @@
 //! A folder of PNG/JPEG images. With sub-folders, each sub-folder is a class
 //! (labels follow the sorted folder names); without, the images are unlabeled.
-//! Images become 8-bit grayscale; a seeded permutation holds out the test split.
+//! Images become 8-bit grayscale (1 channel) or RGB (3 channel planes):
+//! `FolderOptions::channels`, by default 3 if any image has colour (a pixel
+//! whose R, G and B differ), else 1. Alpha is composited on black (each
+//! colour scaled by alpha/255), so a transparent pixel is black in both.
+//! A seeded permutation holds out the test split.
 
 use std::path::{Path, PathBuf};
 
@@ -22,11 +26,14 @@ pub fn load(dir: &Path, options: &FolderOptions) -> Result<DataSet> {
     if let Some(n) = options.image_size {
         limits::at_most("image size", n, limits::MAX_IMAGE_SIDE)?;
     }
+    if let Some(c) = options.channels.filter(|c| !matches!(c, 1 | 3)) {
+        return Err(Error::invalid("--channels", format!("{c} is not 1 (grayscale) or 3 (RGB)")));
+    }
     let (files, class_names) = list(dir)?;
     if files.is_empty() {
         return Err(Error::bad_file(dir, "no IDX files and no PNG/JPEG images found"));
     }
-    let all = decode_all(&files, options.image_size, class_names)?;
+    let all = decode_all(&files, options.image_size, options.channels, class_names)?;
 
     // At least one test image when there are two, and always one to train on.
     let count = all.count;
@@ -92,18 +99,22 @@ fn entries(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
 fn decode_all(
     files: &[(PathBuf, Option<u8>)],
     size: Option<usize>,
+    channels: Option<usize>,
     class_names: Option<Vec<String>>,
 ) -> Result<Images> {
-    let mut pixels = Vec::new();
+    // Both reductions of every image, so that one decode serves either
+    // channel count; the choice is made once all images are seen.
+    let (mut gray_pixels, mut rgb_pixels) = (Vec::new(), Vec::new());
+    let mut colour = false;
     // The first image fixes the native size that all others must match.
     let mut first: Option<(&Path, u32, u32)> = None;
     for (path, _) in files {
-        let gray = read_gray(path)?;
-        let gray = match size {
-            Some(n) => resize_gray(gray, n, n),
-            None => gray,
+        let picture = read_picture(path)?;
+        colour |= has_colour(&picture);
+        let (w, h) = match size {
+            Some(n) => (n as u32, n as u32),
+            None => (picture.width(), picture.height()),
         };
-        let (w, h) = gray.dimensions();
         match first {
             None => first = Some((path, w, h)),
             Some((first_path, fw, fh)) if (fw, fh) != (w, h) => {
@@ -117,22 +128,62 @@ fn decode_all(
             }
             Some(_) => {}
         }
-        pixels.extend_from_slice(gray.as_raw());
+        if channels != Some(3) {
+            gray_pixels.extend_from_slice(resize_gray(picture.to_luma8(), h as usize, w as usize).as_raw());
+        }
+        if channels != Some(1) {
+            rgb_pixels.extend(rgb_planes(&resize_rgb(picture.to_rgb8(), h as usize, w as usize)));
+        }
     }
     let (_, cols, rows) = first.expect("decode_all is given at least one file");
+    let channels = channels.unwrap_or(if colour { 3 } else { 1 });
+    let pixels = if channels == 3 { rgb_pixels } else { gray_pixels };
     // Every file has a label when there are classes, none when there are not.
     let labels = files.iter().map(|&(_, label)| label).collect::<Option<Vec<u8>>>();
-    Ok(Images { pixels, count: files.len(), rows: rows as usize, cols: cols as usize, labels, class_names })
+    Ok(Images { pixels, count: files.len(), channels, rows: rows as usize, cols: cols as usize, labels, class_names })
 }
 
-/// A PNG or JPEG (recognised by its contents) as 8-bit grayscale.
-pub fn read_gray(path: &Path) -> Result<image::GrayImage> {
-    Ok(image::ImageReader::open(path)
+/// A PNG or JPEG (recognised by its contents), alpha composited on black.
+pub fn read_picture(path: &Path) -> Result<image::DynamicImage> {
+    let picture = image::ImageReader::open(path)
         .and_then(|r| r.with_guessed_format())
         .map_err(|e| Error::io(path, e))?
         .decode()
-        .map_err(|e| Error::bad_file(path, format!("cannot decode image: {e}")))?
-        .to_luma8())
+        .map_err(|e| Error::bad_file(path, format!("cannot decode image: {e}")))?;
+    if !picture.color().has_alpha() {
+        return Ok(picture);
+    }
+    // Each colour scaled by alpha/255, rounded.
+    let over_black = |v: u8, a: u8| ((v as u32 * a as u32 + 127) / 255) as u8;
+    Ok(if picture.color().has_color() {
+        let rgba = picture.to_rgba8();
+        let rgb = image::RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+            let p = rgba.get_pixel(x, y);
+            image::Rgb([0, 1, 2].map(|k| over_black(p[k], p[3])))
+        });
+        image::DynamicImage::ImageRgb8(rgb)
+    } else {
+        let la = picture.to_luma_alpha8();
+        let gray = image::GrayImage::from_fn(la.width(), la.height(), |x, y| {
+            let p = la.get_pixel(x, y);
+            image::Luma([over_black(p[0], p[1])])
+        });
+        image::DynamicImage::ImageLuma8(gray)
+    })
+}
+
+/// Whether any pixel's R, G and B differ.
+pub fn has_colour(picture: &image::DynamicImage) -> bool {
+    picture.color().has_color() && picture.to_rgb8().pixels().any(|p| p[0] != p[1] || p[1] != p[2])
+}
+
+/// The picture at `path` as `channels` planes of rows x cols (NCHW), as training folders are read.
+pub fn read_planes(path: &Path, channels: usize, rows: usize, cols: usize) -> Result<Vec<u8>> {
+    let picture = read_picture(path)?;
+    Ok(match channels {
+        3 => rgb_planes(&resize_rgb(picture.to_rgb8(), rows, cols)),
+        _ => resize_gray(picture.to_luma8(), rows, cols).into_raw(),
+    })
 }
 
 /// `gray` at rows x cols (unchanged when it already is), as training folders are resized.
@@ -142,4 +193,19 @@ pub fn resize_gray(gray: image::GrayImage, rows: usize, cols: usize) -> image::G
     } else {
         imageops::resize(&gray, cols as u32, rows as u32, FilterType::Triangle)
     }
+}
+
+/// `rgb` at rows x cols (unchanged when it already is).
+pub fn resize_rgb(rgb: image::RgbImage, rows: usize, cols: usize) -> image::RgbImage {
+    if rgb.dimensions() == (cols as u32, rows as u32) {
+        rgb
+    } else {
+        imageops::resize(&rgb, cols as u32, rows as u32, FilterType::Triangle)
+    }
+}
+
+/// Interleaved RGB as three planes: all R, then all G, then all B.
+pub fn rgb_planes(rgb: &image::RgbImage) -> Vec<u8> {
+    let raw = rgb.as_raw();
+    (0..3).flat_map(|k| raw.iter().skip(k).step_by(3).copied()).collect()
 }

@@ -24,7 +24,9 @@ impl Idx {
     /// The file as images; it must be 3-dimensional (count x rows x cols).
     pub fn into_images(self, path: &Path) -> Result<Images> {
         match self.dims[..] {
-            [count, rows, cols] => Ok(Images { pixels: self.data, count, rows, cols, labels: None, class_names: None }),
+            [count, rows, cols] => {
+                Ok(Images { pixels: self.data, count, channels: 1, rows, cols, labels: None, class_names: None })
+            }
             _ => Err(Error::bad_file(path, "expected images (magic 00 00 08 03), found labels (00 00 08 01)")),
         }
     }
@@ -173,6 +175,9 @@ pub fn parse_idx_gz(gz: &[u8], path: &Path) -> Result<Idx> {
 
 /// Writes images as a raw IDX file (magic 00 00 08 03).
 pub fn write_idx_images(path: &Path, images: &Images) -> Result<()> {
+    if images.channels != 1 {
+        return Err(Error::invalid("IDX images", format!("{path:?}: IDX image files hold grayscale images, not RGB")));
+    }
     if images.pixels.len() != images.count * images.dim() {
         return Err(Error::invalid(
             "images",

@@ -96,8 +96,15 @@ mod tests {
 
     #[test]
     fn gather_scales_by_255() {
-        let images =
-            Images { pixels: vec![0, 255, 51, 1, 2, 3], count: 3, rows: 1, cols: 2, labels: None, class_names: None };
+        let images = Images {
+            pixels: vec![0, 255, 51, 1, 2, 3],
+            count: 3,
+            channels: 1,
+            rows: 1,
+            cols: 2,
+            labels: None,
+            class_names: None,
+        };
         let mut out = [9.0; 4];
         gather_batch(&images, &[1, 0], &mut out);
         assert_eq!(out, [51.0 / 255.0, 1.0 / 255.0, 0.0, 1.0]);

@@ -1,7 +1,9 @@
-//! Training data: grayscale u8 images with optional labels, loaded from the
-//! embedded Fashion-MNIST subset, a folder of IDX files, or a folder of
-//! PNG/JPEG images, and fed to training by a background batch thread.
+//! Training data: u8 images of 1 (grayscale) or 3 (RGB) channels with
+//! optional labels, loaded from the embedded Fashion-MNIST subset, a folder
+//! of IDX files, a CIFAR-10/100 folder, or a folder of PNG/JPEG images, and
+//! fed to training by a background batch thread.
 
+pub mod cifar;
 pub mod embedded;
 pub mod folder;
 pub mod idx;
@@ -14,13 +16,17 @@ use crate::error::{Error, Result};
 /// Where Debian's `dataset-fashion-mnist` package installs the full data set.
 pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
-/// Grayscale images, u8, all the same size, optional labels.
+/// Images of `channels` planes (1: grayscale, 3: R, G, B), u8, all the same
+/// size, optional labels.
 ///
-/// Layout: `pixels[(i * rows + r) * cols + c]` is row `r`, column `c` of image `i`.
+/// Layout (NCHW): `pixels[((i * channels + k) * rows + r) * cols + c]` is
+/// channel `k`, row `r`, column `c` of image `i`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Images {
     pub pixels: Vec<u8>,
     pub count: usize,
+    /// Planes per image: 1 or 3.
+    pub channels: usize,
     pub rows: usize,
     pub cols: usize,
     /// One label per image, when the source has them.
@@ -30,9 +36,9 @@ pub struct Images {
 }
 
 impl Images {
-    /// Pixels per image.
+    /// Values per image: channels x rows x cols.
     pub fn dim(&self) -> usize {
-        self.rows * self.cols
+        self.channels * self.rows * self.cols
     }
 
     pub fn image(&self, i: usize) -> &[u8] {
@@ -49,6 +55,7 @@ impl Images {
         Images {
             pixels,
             count: indices.len(),
+            channels: self.channels,
             rows: self.rows,
             cols: self.cols,
             labels: self.labels.as_ref().map(|l| indices.iter().map(|&i| l[i]).collect()),
@@ -72,6 +79,7 @@ impl std::fmt::Debug for Images {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Images")
             .field("count", &self.count)
+            .field("channels", &self.channels)
             .field("rows", &self.rows)
             .field("cols", &self.cols)
             .field("labeled", &self.labels.is_some())
@@ -105,11 +113,13 @@ pub struct FolderOptions {
     pub test_fraction: f32,
     /// Seeds the train/test split.
     pub seed: u32,
+    /// 1 (grayscale) or 3 (RGB); `None`: 3 if any image has colour, else 1.
+    pub channels: Option<usize>,
 }
 
 impl Default for FolderOptions {
     fn default() -> Self {
-        FolderOptions { image_size: Some(28), test_fraction: 0.1667, seed: 0 }
+        FolderOptions { image_size: Some(28), test_fraction: 0.1667, seed: 0, channels: None }
     }
 }
 
@@ -133,10 +143,13 @@ pub fn load(spec: &DataSpec, folder: &FolderOptions) -> Result<DataSet> {
             if !meta.is_dir() {
                 return Err(Error::bad_file(
                     dir,
-                    "not a directory; --data takes a folder of IDX files or of PNG/JPEG images",
+                    "not a directory; --data takes a folder of IDX files, of CIFAR binaries or of PNG/JPEG images",
                 ));
             }
-            match idx::load_dir(dir)? {
+            if let Some(set) = idx::load_dir(dir)? {
+                return Ok(set);
+            }
+            match cifar::load_dir(dir)? {
                 Some(set) => Ok(set),
                 None => folder::load(dir, folder),
             }
@@ -166,7 +179,15 @@ mod tests {
     use super::*;
 
     fn labeled() -> Images {
-        Images { pixels: (0..12).collect(), count: 3, rows: 2, cols: 2, labels: Some(vec![5, 7, 5]), class_names: None }
+        Images {
+            pixels: (0..12).collect(),
+            count: 3,
+            channels: 1,
+            rows: 2,
+            cols: 2,
+            labels: Some(vec![5, 7, 5]),
+            class_names: None,
+        }
     }
 
     #[test]

@@ -234,7 +234,10 @@ impl GpuEngine {
         if images.dim() != dim {
             return Err(Error::invalid(
                 "data",
-                format!("images are {}x{}, the model expects {dim} pixels", images.rows, images.cols),
+                format!(
+                    "images are {}x{}x{} (channels x rows x cols), the model expects {dim} values",
+                    images.channels, images.rows, images.cols
+                ),
             ));
         }
         let window = self.steps_per_submit.saturating_mul(self.max_batch);
@@ -309,8 +312,8 @@ impl GpuEngine {
         let limit = self.ctx.limits.max_storage_buffer_binding_size.min(self.ctx.limits.max_buffer_size);
         if bytes as u64 > limit || bytes as u64 >= 1 << 32 {
             return Err(Error::Gpu(format!(
-                "the data set ({} images of {}x{} = {bytes} bytes) does not fit {}'s largest storage binding ({limit} bytes)",
-                images.count, images.rows, images.cols, self.ctx.info.name
+                "the data set ({} images of {}x{}x{} = {bytes} bytes) does not fit {}'s largest storage binding ({limit} bytes)",
+                images.count, images.channels, images.rows, images.cols, self.ctx.info.name
             )));
         }
         let mut words = vec![0u32; bytes.div_ceil(4).max(4)];

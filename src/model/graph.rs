@@ -230,6 +230,7 @@ mod tests {
             kind,
             image_rows: 4,
             image_cols: 5,
+            channels: 1,
             hidden: vec![6, 3],
             latent: 2,
             loss,

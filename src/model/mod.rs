@@ -60,6 +60,9 @@ pub struct ModelConfig {
     pub kind: ModelKind,
     pub image_rows: usize,
     pub image_cols: usize,
+    /// Planes per image: 1 (grayscale) or 3 (RGB); runs from before colour have 1.
+    #[serde(default = "one_channel")]
+    pub channels: usize,
     /// Encoder hidden widths; the decoder mirrors them.
     pub hidden: Vec<usize>,
     pub latent: usize,
@@ -76,12 +79,20 @@ pub struct ModelConfig {
     pub conv: Vec<usize>,
 }
 
+fn one_channel() -> usize {
+    1
+}
+
 impl ModelConfig {
+    /// Values per image: channels x rows x cols.
     pub fn input_dim(&self) -> usize {
-        self.image_rows * self.image_cols
+        self.channels * self.image_rows * self.image_cols
     }
 
     pub fn validate(&self) -> Result<()> {
+        if !matches!(self.channels, 1 | 3) {
+            return Err(Error::invalid("channels", format!("{} is not 1 (grayscale) or 3 (RGB)", self.channels)));
+        }
         if self.latent == 0 {
             return Err(Error::invalid("--latent", "must be at least 1"));
         }
@@ -240,7 +251,7 @@ impl Architecture {
     fn conv(config: &ModelConfig) -> Result<Architecture> {
         let mut builder = LayoutBuilder::default();
         let act = config.activation;
-        let (mut c, mut h, mut w) = (1, config.image_rows, config.image_cols);
+        let (mut c, mut h, mut w) = (config.channels, config.image_rows, config.image_cols);
         let mut encoder = Vec::new();
         for (i, &out) in config.conv.iter().enumerate() {
             let g = ConvGeom::conv(c, h, w, out, 3, 2, 1).expect("validated sizes");
@@ -263,7 +274,7 @@ impl Architecture {
             decoder.push(builder.conv_transpose2d(&format!("decoder.{}", decoder.len()), g, act));
             (c, h, w) = (out, g.in_h, g.in_w);
         }
-        let g = ConvGeom::transposed(c, h, w, 1, 3, 1, 1, 0).expect("same size");
+        let g = ConvGeom::transposed(c, h, w, config.channels, 3, 1, 1, 0).expect("same size");
         decoder.push(builder.conv_transpose2d(&format!("decoder.{}", decoder.len()), g, Activation::Identity));
         Ok(builder.finish(config, encoder, head, decoder))
     }
@@ -362,6 +373,7 @@ mod tests {
             kind: ModelKind::Vae,
             image_rows: 28,
             image_cols: 28,
+            channels: 1,
             hidden: vec![400],
             latent: 20,
             loss: ReconLoss::Bce,
@@ -423,6 +435,7 @@ mod conv_tests {
             kind: ModelKind::Vae,
             image_rows: 28,
             image_cols: 28,
+            channels: 1,
             hidden,
             latent,
             loss: ReconLoss::Bce,
@@ -462,6 +475,30 @@ mod conv_tests {
         let keras = Architecture::new(&conv_vae(2, vec![16])).unwrap();
         assert_eq!(keras.encoder[2].name, "encoder.2");
         assert_eq!((keras.encoder[2].inputs, keras.encoder[2].outputs), (3136, 16));
+    }
+
+    #[test]
+    fn colour_conv_models_take_and_make_three_planes() {
+        let arch =
+            Architecture::new(&ModelConfig { channels: 3, image_rows: 32, image_cols: 32, ..conv_vae(16, vec![]) })
+                .unwrap();
+        let shape = |name: &str| arch.tensors.iter().find(|t| t.name == name).unwrap().shape.clone();
+        assert_eq!(shape("encoder.0.weight"), [32, 3, 3, 3]);
+        assert_eq!(shape("decoder.3.weight"), [32, 3, 3, 3]);
+        assert_eq!(shape("decoder.3.bias"), [3]);
+        assert_eq!(arch.encoder[0].inputs, 3 * 32 * 32);
+        assert_eq!(arch.decoder.last().unwrap().outputs, 3 * 32 * 32);
+        assert_eq!(arch.param_count, crate::limits::check_model(&arch.config).unwrap());
+        let err = Architecture::new(&ModelConfig { channels: 2, ..conv_vae(16, vec![]) }).unwrap_err().to_string();
+        assert!(err.contains("channels") && err.contains("not 1"), "{err}");
+    }
+
+    #[test]
+    fn configs_from_before_colour_have_one_channel() {
+        let mut json = serde_json::to_value(conv_vae(16, vec![])).unwrap();
+        json.as_object_mut().unwrap().remove("channels");
+        let config: ModelConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(config.channels, 1);
     }
 
     #[test]

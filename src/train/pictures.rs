@@ -44,7 +44,7 @@ pub fn sample_grid(
         }
     }
     let images = model.decode(&z, n)?;
-    write_grid(path, &images, cfg.image_rows, cfg.image_cols, GRID_COLS)
+    write_grid(path, &images, cfg.channels, cfg.image_rows, cfg.image_cols, GRID_COLS)
 }
 
 /// The first `n` images of `images` (a multiple of the grid width) in rows
@@ -53,7 +53,8 @@ pub fn reconstruction_grid(model: &mut dyn Inference, images: &Images, n: usize,
     let n = n.min(images.count);
     let x = pixels(images, &(0..n).collect::<Vec<_>>());
     let recon = reconstruct(model, &x, n)?;
-    write_grid(path, &pair_rows(&x, &recon, images.dim(), GRID_COLS), images.rows, images.cols, GRID_COLS)
+    let (c, h, w) = (images.channels, images.rows, images.cols);
+    write_grid(path, &pair_rows(&x, &recon, images.dim(), GRID_COLS), c, h, w, GRID_COLS)
 }
 
 /// Per-dimension mean and standard deviation of the codes of up to 2,000 images.

@@ -245,15 +245,22 @@ pub fn read_config(path: &Path) -> Result<TrainConfig> {
     Ok(config)
 }
 
-/// The data set a configuration names (`data`, with its image size, test
-/// fraction and seed for a folder of pictures). Every use needs test images
-/// (training reports test losses), so an empty test split is an error.
+/// The data set a configuration names (`data`, with its image size, channel
+/// count, test fraction and seed for a folder of pictures). Every use needs
+/// test images (training reports test losses), so an empty test split is an error.
 pub fn load_data(config: &TrainConfig) -> Result<DataSet> {
+    load_data_with_channels(config, Some(config.model.channels))
+}
+
+/// [`load_data`] with a folder of pictures read as `channels` planes
+/// (`None`: 3 if any picture has colour, else 1), as a new run's `--channels` asks.
+pub fn load_data_with_channels(config: &TrainConfig, channels: Option<usize>) -> Result<DataSet> {
     let spec = data::parse_data_arg(Some(&config.data));
     let folder = FolderOptions {
         image_size: Some(config.model.image_rows),
         test_fraction: config.test_fraction,
         seed: config.seed,
+        channels,
     };
     let set = data::load(&spec, &folder)?;
     // Without test images the test loss was 0/0, reported as a NaN loss at step 1.

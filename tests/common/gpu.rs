@@ -94,6 +94,12 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
 /// `count` deterministic pseudo-random images of rows x cols, no labels: the
 /// data of the whole-step tests.
 pub fn random_images(count: usize, rows: usize, cols: usize) -> Arc<Images> {
-    let pixels = (0..count * rows * cols).map(|i| (rng::pcg4d([1, 2, 3, i as u32])[0] >> 24) as u8).collect();
-    Arc::new(Images { pixels, count, rows, cols, labels: None, class_names: None })
+    random_planes(count, 1, rows, cols)
+}
+
+/// `count` deterministic pseudo-random images of `channels` planes of rows x cols.
+pub fn random_planes(count: usize, channels: usize, rows: usize, cols: usize) -> Arc<Images> {
+    let len = count * channels * rows * cols;
+    let pixels = (0..len).map(|i| (rng::pcg4d([1, 2, 3, i as u32])[0] >> 24) as u8).collect();
+    Arc::new(Images { pixels, count, channels, rows, cols, labels: None, class_names: None })
 }
