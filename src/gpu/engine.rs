@@ -282,7 +282,7 @@ impl GpuEngine {
 
     /// A streamed data set: a window of `window` images and the identity order over it.
     fn stream(&mut self, images: &Arc<Images>, window: usize) -> Result<DataSet> {
-        let bytes = window.checked_mul(images.dim()).unwrap_or(usize::MAX);
+        let bytes = window.saturating_mul(images.dim());
         let pixels = storage(&self.ctx, "pixel window", bytes.div_ceil(4) * 4, wgpu::BufferUsages::empty())?;
         let mut d = self.upload_order(images.clone(), pixels, window)?;
         let identity: Vec<u32> = (0..window as u32).collect();
