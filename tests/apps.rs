@@ -11,7 +11,6 @@ use gpu_vae::checkpoint;
 use gpu_vae::cpu::CpuModel;
 use gpu_vae::data::{self, DataSpec, Images, idx};
 use gpu_vae::train::loss_plot::write_loss_plot;
-use gpu_vae::train::pictures::inference_model;
 use gpu_vae::train::{EpochRecord, Losses};
 use gpu_vae::viz::grid_size;
 
@@ -120,7 +119,7 @@ fn embedded() -> (Images, Images) {
 
 fn model(run: &Path) -> CpuModel {
     let (arch, params) = checkpoint::load(&run.join("model.safetensors")).unwrap();
-    inference_model(&arch, params)
+    gpu_vae::cpu::CpuModel::for_inference(arch.clone(), params)
 }
 
 #[test]

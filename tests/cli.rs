@@ -7,7 +7,6 @@ use std::process::Output;
 use assert_cmd::Command;
 use gpu_vae::checkpoint;
 use gpu_vae::engine::{Engine, EvalPlan};
-use gpu_vae::train::pictures::inference_model;
 use gpu_vae::viz::grid_size;
 
 fn gpu_vae(args: &[&str]) -> Output {
@@ -63,7 +62,7 @@ fn train_writes_every_file_and_the_checkpoint_reloads() {
 
     // The saved model alone reproduces the logged test loss.
     let (arch, params) = checkpoint::load(&out.join("model.safetensors")).unwrap();
-    let mut model = inference_model(&arch, params);
+    let mut model = gpu_vae::cpu::CpuModel::for_inference(arch.clone(), params);
     let test =
         std::sync::Arc::new(gpu_vae::data::load(&gpu_vae::data::DataSpec::Embedded, &Default::default()).unwrap().test);
     let sums = model.evaluate(&test, &EvalPlan { batch_size: 128, seed: 1, noise_std: 0.0 }).unwrap();

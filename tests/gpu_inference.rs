@@ -15,7 +15,6 @@ use gpu_common::{assert_close, gpu, random};
 use gpu_vae::engine::Inference;
 use gpu_vae::gpu::GpuInference;
 use gpu_vae::model::{Activation, Architecture, ModelConfig, ModelKind, ReconLoss};
-use gpu_vae::train::pictures::inference_model;
 
 const ROWS: usize = 13;
 const COLS: usize = 20;
@@ -63,7 +62,7 @@ fn compare_arch(name: &str, arch: Architecture) {
     let Some(gpu) = gpu(name) else { return };
     let latent = arch.config.latent;
     let params = random(arch.param_count, 11, -0.2, 0.2);
-    let mut cpu = inference_model(&arch, params.clone());
+    let mut cpu = gpu_vae::cpu::CpuModel::for_inference(arch.clone(), params.clone());
     let (dim, code) = (arch.config.input_dim(), arch.code_width());
     for mode in &gpu.modes {
         let mut g = GpuInference::new(mode.ctx.clone(), arch.clone(), &params, MAX_ROWS).unwrap();

@@ -25,7 +25,6 @@ use std::sync::Arc;
 
 use crate::cpu::CpuModel;
 use crate::data::{DataSet, Images};
-use crate::engine::AdamConfig;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuInference};
 use crate::model::{Architecture, ModelKind};
@@ -93,13 +92,8 @@ pub fn first_pixels(images: &Images, n: Option<usize>) -> (Vec<f32>, usize) {
 pub fn open_model(arch: &Architecture, params: Vec<f32>, gpu: Option<Arc<GpuContext>>) -> Result<Box<dyn Inference>> {
     Ok(match gpu {
         Some(ctx) => Box::new(GpuInference::new(ctx, arch.clone(), &params, CHUNK)?),
-        None => Box::new(cpu_model(arch, params)),
+        None => Box::new(CpuModel::for_inference(arch.clone(), params)),
     })
-}
-
-/// A CPU model for inference only (its optimizer is never used).
-fn cpu_model(arch: &Architecture, params: Vec<f32>) -> CpuModel {
-    CpuModel::new(arch.clone(), params, AdamConfig { lr: 0.0, beta1: 0.9, beta2: 0.999, eps: 1e-8 })
 }
 
 /// Errors unless a count option (`name`) is at least 1.
@@ -230,7 +224,6 @@ pub fn std_dev(xs: &[f64]) -> f64 {
 mod tests {
     use super::*;
     use crate::model::{Activation, InitScheme, ModelConfig, ReconLoss, init_params};
-    use crate::train::pictures::inference_model;
 
     #[test]
     fn decode_logits_are_the_logits_of_decode() {
@@ -247,7 +240,7 @@ mod tests {
             conv: vec![],
         };
         let arch = Architecture::new(&config).unwrap();
-        let mut model = inference_model(&arch, init_params(&arch, InitScheme::Torch, 3));
+        let mut model = CpuModel::for_inference(arch.clone(), init_params(&arch, InitScheme::Torch, 3));
         let z = [0.3, -1.0, 2.0, 0.5];
         let logits = model.decode_logits(&z, 2).unwrap();
         let probs = model.decode(&z, 2).unwrap();

@@ -35,6 +35,12 @@ impl CpuModel {
         CpuModel { arch, state, parts: Vec::new() }
     }
 
+    /// A model for inference only: it never trains, so its optimizer
+    /// settings are placeholders and no gradients or moments are allocated.
+    pub fn for_inference(arch: Architecture, params: Vec<f32>) -> CpuModel {
+        CpuModel::new(arch, params, AdamConfig { lr: 0.0, beta1: 0.9, beta2: 0.999, eps: 1e-8 })
+    }
+
     /// The flat parameters (P).
     pub fn params(&self) -> &[f32] {
         &self.state.params

@@ -225,7 +225,7 @@ impl CheckpointWriter<'_, '_> {
 }
 
 fn write_pictures(run: &Run, params: Vec<f32>, dir: &Path, suffix: &str) -> Result<()> {
-    let mut model = pictures::inference_model(run.arch, params);
+    let mut model = crate::cpu::CpuModel::for_inference(run.arch.clone(), params);
     let grid = pictures::GRID_COLS * pictures::GRID_COLS;
     let named = |file: &str| -> PathBuf {
         let (stem, ext) = file.rsplit_once('.').expect("file names have extensions");

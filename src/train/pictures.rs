@@ -5,20 +5,13 @@
 use std::path::Path;
 
 use crate::apps::{Inference, latent_means, pixels, reconstruct};
-use crate::cpu::CpuModel;
 use crate::data::Images;
-use crate::engine::AdamConfig;
 use crate::error::Result;
-use crate::model::{Architecture, ModelKind};
+use crate::model::ModelKind;
 use crate::rng::{self, Stream};
 use crate::viz::{pair_rows, write_grid};
 
 pub use crate::viz::GRID_COLS;
-
-/// A CPU model for inference only.
-pub fn inference_model(arch: &Architecture, params: Vec<f32>) -> CpuModel {
-    CpuModel::new(arch.clone(), params, AdamConfig { lr: 0.0, beta1: 0.9, beta2: 0.999, eps: 1e-8 })
-}
 
 /// Decodes `n` latent draws into an image grid. VAE: z ~ N(0, I), the prior.
 /// AE (no prior): z ~ N(m, s²), a diagonal Gaussian fitted to the codes of
