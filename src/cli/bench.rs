@@ -13,7 +13,7 @@ use crate::cpu::CpuModel;
 use crate::data::{self, FolderOptions};
 use crate::engine::{Engine, EpochPlan};
 use crate::gpu::{GpuEngine, TimestampMode};
-use crate::model::{Architecture, InitScheme, ModelKind, init_params};
+use crate::model::{Architecture, ModelKind, init_params};
 use crate::rng;
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -39,7 +39,7 @@ fn bench_one(
     images: &Arc<data::Images>,
     data_name: &str,
 ) -> anyhow::Result<()> {
-    let train_args = super::TrainArgs::defaults_for(kind);
+    let train_args = super::TrainArgs::defaults_for(kind, args.arch);
     let mut config = super::train::config_from_args(&train_args)?;
     if let Some(b) = args.batch_size {
         config.batch_size = b;
@@ -49,7 +49,7 @@ fn bench_one(
     config.model.channels = images.channels;
     config.validate()?;
     let arch = Architecture::new(&config.model)?;
-    let params = init_params(&arch, InitScheme::Torch, config.seed);
+    let params = init_params(&arch, config.init, config.seed);
     let device_args = super::DeviceArgs { device, checked_shaders: args.checked_shaders };
     // Concrete engines rather than `open_engine`'s box: `--profile` needs the GPU one.
     let (mut gpu, mut cpu) = (None, None);
@@ -90,6 +90,7 @@ fn bench_one(
     let record = serde_json::json!({
         "tool": "gpu-vae",
         "model": kind,
+        "arch": config.model.arch,
         "device": engine.describe(),
         "data": data_name,
         "batch": config.batch_size,

@@ -180,6 +180,9 @@ pub struct BenchArgs {
     /// Models to time, each with its `train` defaults.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [ModelKind::Vae, ModelKind::Ae])]
     pub model: Vec<ModelKind>,
+    /// Dense or convolutional models (`train --arch`).
+    #[arg(long, value_enum, default_value = "mlp")]
+    pub arch: Arch,
     /// Devices to time.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [DeviceChoice::Cpu])]
     pub device: Vec<DeviceChoice>,
@@ -229,9 +232,10 @@ fn parse_channels(s: &str) -> Result<u8, String> {
 
 impl TrainArgs {
     /// `train`'s defaults for a model, exactly as if typed on the command line.
-    pub fn defaults_for(kind: ModelKind) -> TrainArgs {
+    pub fn defaults_for(kind: ModelKind, arch: Arch) -> TrainArgs {
         let name = kind.to_possible_value().expect("every model has a name").get_name().to_string();
-        match Cli::parse_from(["gpu-vae", "train", "--model", &name]).command {
+        let arch = arch.to_possible_value().expect("every arch has a name").get_name().to_string();
+        match Cli::parse_from(["gpu-vae", "train", "--model", &name, "--arch", &arch]).command {
             Command::Train(args) => args,
             _ => unreachable!("parsed a train command"),
         }
