@@ -317,19 +317,7 @@ fn oversized_batches_are_refused() {
 #[ignore = "timing on a real GPU; slow on a software adapter"]
 fn vae_epoch_timing() {
     let Some(gpu) = gpu("vae_epoch_timing") else { return };
-    let config = ModelConfig {
-        kind: ModelKind::Vae,
-        image_rows: 28,
-        image_cols: 28,
-        channels: 1,
-        hidden: vec![400],
-        latent: 20,
-        loss: ReconLoss::Bce,
-        activation: Activation::Relu,
-        arch: gpu_vae::model::Arch::Mlp,
-        conv: vec![],
-    };
-    let arch = Architecture::new(&config).unwrap();
+    let arch = pytorch_vae();
     let params = init_params(&arch, InitScheme::Torch, SEED);
     let count = 60_000;
     let pixels = (0..count * 784).map(|i| (rng::pcg4d([9, 9, 9, i as u32])[0] >> 24) as u8).collect();
@@ -362,19 +350,7 @@ fn default_vae_step_keeps_its_dispatch_count() {
     // graph (13 forward with the gather, 23 backward and Adam); the lowering
     // and its rewrites must not add any.
     let Some(gpu) = gpu("default_vae_step_keeps_its_dispatch_count") else { return };
-    let config = ModelConfig {
-        kind: ModelKind::Vae,
-        image_rows: 28,
-        image_cols: 28,
-        channels: 1,
-        hidden: vec![400],
-        latent: 20,
-        loss: ReconLoss::Bce,
-        activation: Activation::Relu,
-        arch: gpu_vae::model::Arch::Mlp,
-        conv: vec![],
-    };
-    let arch = Architecture::new(&config).unwrap();
+    let arch = pytorch_vae();
     let params = init_params(&arch, InitScheme::Torch, SEED);
     let mode = &gpu.modes[0];
     let mut eng = GpuEngine::new(mode.ctx.clone(), arch, &params, adam(), 128).unwrap();
@@ -416,4 +392,21 @@ fn streamed_data_trains_exactly_as_resident_data() {
     let (resident, streamed) = (run(u64::MAX), run(0));
     assert_eq!(resident.0, streamed.0, "loss sums");
     assert_eq!(resident.1, streamed.1, "parameters");
+}
+
+/// The pytorch/examples VAE: 784-400-[20, 20], BCE.
+fn pytorch_vae() -> Architecture {
+    Architecture::new(&ModelConfig {
+        kind: ModelKind::Vae,
+        image_rows: 28,
+        image_cols: 28,
+        channels: 1,
+        hidden: vec![400],
+        latent: 20,
+        loss: ReconLoss::Bce,
+        activation: Activation::Relu,
+        arch: gpu_vae::model::Arch::Mlp,
+        conv: vec![],
+    })
+    .unwrap()
 }

@@ -291,20 +291,15 @@ impl GpuEngine {
         Ok(d)
     }
 
-    /// The window's contents for steps `steps` (u8 pixels packed four per
-    /// word) and each step's row offset into it.
-    fn fill_window(images: &Images, order: &[u32], steps: &[Step]) -> (Vec<u32>, Vec<u32>) {
-        let dim = images.dim();
+    /// The window's contents for `steps`: their images in step order.
+    fn fill_window(images: &Images, order: &[u32], steps: &[Step]) -> Vec<u32> {
         let mut bytes = Vec::new();
-        let mut offsets = Vec::with_capacity(steps.len());
         for s in steps {
-            offsets.push((bytes.len() / dim) as u32);
             for &i in &order[s.row_offset as usize..][..s.rows as usize] {
                 bytes.extend_from_slice(images.image(i as usize));
             }
         }
-        let words = bytes.chunks(4).map(|c| c.iter().rev().fold(0u32, |w, &b| (w << 8) | b as u32)).collect();
-        (words, offsets)
+        pack_words(&bytes)
     }
 
     fn upload(&mut self, images: &Arc<Images>, order_len: usize) -> Result<DataSet> {
@@ -316,12 +311,8 @@ impl GpuEngine {
                 images.count, images.channels, images.rows, images.cols, self.ctx.info.name
             )));
         }
-        let mut words = vec![0u32; bytes.div_ceil(4).max(4)];
-        for (w, chunk) in words.iter_mut().zip(images.pixels.chunks(4)) {
-            let mut b = [0u8; 4];
-            b[..chunk.len()].copy_from_slice(chunk);
-            *w = u32::from_le_bytes(b);
-        }
+        let mut words = pack_words(&images.pixels);
+        words.resize(words.len().max(4), 0);
         let pixels = storage(&self.ctx, "pixels", words.len() * 4, wgpu::BufferUsages::empty())?;
         self.ctx.queue.write_buffer(&pixels, 0, bytemuck::cast_slice(&words));
         self.upload_order(images.clone(), pixels, order_len)
@@ -396,8 +387,11 @@ impl GpuEngine {
             // Each step's rows sit at its offset in its submit's window.
             let mut local = steps.to_vec();
             for chunk in local.chunks_mut(self.steps_per_submit) {
-                let (_, offsets) = GpuEngine::fill_window(images, order, chunk);
-                chunk.iter_mut().zip(offsets).for_each(|(s, o)| s.row_offset = o);
+                let mut offset = 0;
+                for s in chunk {
+                    s.row_offset = offset;
+                    offset += s.rows;
+                }
             }
             self.table.write(queue, &local);
         } else {
@@ -418,7 +412,7 @@ impl GpuEngine {
             let end = (done + self.steps_per_submit).min(steps.len());
             if streamed {
                 // Written before this submit, after the previous one's reads (queue order).
-                let (words, _) = GpuEngine::fill_window(images, order, &steps[done..end]);
+                let words = GpuEngine::fill_window(images, order, &steps[done..end]);
                 queue.write_buffer(&self.data[d].pixels, 0, bytemuck::cast_slice(&words));
             }
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
@@ -738,4 +732,17 @@ impl Engine for GpuEngine {
             submits_per_epoch: Some(s.submits_last_epoch),
         }
     }
+}
+
+/// u8 pixels packed four per u32 word, the first in the low byte (as the
+/// gather kernel unpacks them).
+fn pack_words(bytes: &[u8]) -> Vec<u32> {
+    bytes
+        .chunks(4)
+        .map(|c| {
+            let mut b = [0u8; 4];
+            b[..c.len()].copy_from_slice(c);
+            u32::from_le_bytes(b)
+        })
+        .collect()
 }
