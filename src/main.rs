@@ -1,13 +1,6 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    // matrixmultiply defaults to the *physical* core count, which is 1 on
-    // many VMs; use every core the OS gives us unless the user chose.
-    if std::env::var_os("MATMUL_NUM_THREADS").is_none() {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        // SAFETY: no other thread exists yet.
-        unsafe { std::env::set_var("MATMUL_NUM_THREADS", cores.to_string()) };
-    }
     // Mesa's Vulkan drivers warn on stderr when this is unset, though compute
     // never uses it; give them a directory rather than confuse users.
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {

@@ -268,7 +268,7 @@ fn a_second_sigint_quits_at_once() {
         .args(["train", "--device", "cpu", "--epochs", "1", "--hidden", "3000", "--batch-size", "4096", "--quiet"])
         .arg("--out")
         .arg(&out)
-        .env("MATMUL_NUM_THREADS", "1")
+        .env("RAYON_NUM_THREADS", "1")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -1,39 +1,74 @@
 //! 2-D convolutions, NCHW, with PyTorch's weight layouts: `Conv2d` weights
 //! are [out, in, kh, kw], `ConvTranspose2d` weights [in, out, kh, kw]. Both
 //! go through im2col and the matrix products of `matmul.rs`, one product for
-//! the whole batch (patches and channels laid out channel-major). A transposed convolution is the adjoint of the convolution that
-//! maps its output shape back to its input shape, with the same weight
+//! a few images at a time (patches and channels laid out channel-major),
+//! lanes of images in parallel. A transposed convolution is the adjoint of
+//! the convolution that maps its output shape back to its input shape, with the same weight
 //! tensor, so the two share every piece: its forward pass is that
 //! convolution's input gradient, and its input gradient that convolution's
 //! forward pass.
 
-use super::matmul::{matmul_nn, matmul_nt, matmul_tn};
+use rayon::prelude::*;
+
+use super::matmul::{Form, matmul_serial};
 use crate::model::ConvGeom;
+
+/// The batch is split into at most this many lanes of consecutive images,
+/// run in parallel. Each lane sums its own weight gradient and the lanes'
+/// sums are added in lane order, so a result does not depend on the number
+/// of threads.
+const LANES: usize = 16;
+
+/// A lane works through its images a few at a time, so that the patch matrix
+/// (at most this many floats, 256 KiB) stays in the L2 cache.
+const PATCH_FLOATS: usize = 1 << 18;
 
 /// cols (C·k·k, B·Ho·Wo) = the patches of images x (B, C, H, W), zero
 /// outside: image b's patches are columns b·Ho·Wo.., so one product covers
-/// the batch.
+/// the images.
 pub fn im2col(cols: &mut [f32], x: &[f32], g: &ConvGeom, rows: usize) {
     let (k, pixels) = (g.kernel, g.out_pixels());
     let stride = rows * pixels;
     for (b, x) in x.chunks_exact(g.in_len()).take(rows).enumerate() {
-        for c in 0..g.in_c {
-            let plane = &x[c * g.in_h * g.in_w..][..g.in_h * g.in_w];
+        for (c, plane) in x.chunks_exact(g.in_h * g.in_w).enumerate() {
             for ki in 0..k {
                 for kj in 0..k {
                     let row = &mut cols[((c * k + ki) * k + kj) * stride + b * pixels..][..pixels];
-                    for oy in 0..g.out_h {
-                        for ox in 0..g.out_w {
-                            row[oy * g.out_w + ox] = match g.source(ki, kj, oy, ox) {
-                                Some((y, x)) => plane[y * g.in_w + x],
-                                None => 0.0,
-                            };
+                    let (inside, first) = inside_columns(g, kj);
+                    for (oy, out) in row.chunks_exact_mut(g.out_w).enumerate() {
+                        let Some(y) = source_row(g, ki, oy) else {
+                            out.fill(0.0);
+                            continue;
+                        };
+                        let line = &plane[y * g.in_w + first..];
+                        out[..inside.start].fill(0.0);
+                        out[inside.end..].fill(0.0);
+                        for (o, &v) in out[inside.clone()].iter_mut().zip(line.iter().step_by(g.stride)) {
+                            *o = v;
                         }
                     }
                 }
             }
         }
     }
+}
+
+/// The image row that kernel row ki reads for output row oy, if inside.
+#[inline]
+fn source_row(g: &ConvGeom, ki: usize, oy: usize) -> Option<usize> {
+    let y = (oy * g.stride + ki).checked_sub(g.padding)?;
+    (y < g.in_h).then_some(y)
+}
+
+/// The output columns whose kernel column kj reads inside the image, and
+/// the image column the first of them reads.
+#[inline]
+fn inside_columns(g: &ConvGeom, kj: usize) -> (std::ops::Range<usize>, usize) {
+    // ox·stride + kj - padding in [0, in_w).
+    let start = g.padding.saturating_sub(kj).div_ceil(g.stride).min(g.out_w);
+    let end = (g.in_w + g.padding).saturating_sub(kj).div_ceil(g.stride).clamp(start, g.out_w);
+    let first = if start < end { start * g.stride + kj - g.padding } else { 0 };
+    (start..end, first)
 }
 
 /// dx (B, C, H, W) = the patches cols (C·k·k, B·Ho·Wo) summed back where they came from.
@@ -42,16 +77,16 @@ pub fn col2im(dx: &mut [f32], cols: &[f32], g: &ConvGeom, rows: usize) {
     let stride = rows * pixels;
     for (b, dx) in dx.chunks_exact_mut(g.in_len()).take(rows).enumerate() {
         dx.fill(0.0);
-        for c in 0..g.in_c {
-            let plane = &mut dx[c * g.in_h * g.in_w..][..g.in_h * g.in_w];
+        for (c, plane) in dx.chunks_exact_mut(g.in_h * g.in_w).enumerate() {
             for ki in 0..k {
                 for kj in 0..k {
                     let row = &cols[((c * k + ki) * k + kj) * stride + b * pixels..][..pixels];
-                    for oy in 0..g.out_h {
-                        for ox in 0..g.out_w {
-                            if let Some((y, x)) = g.source(ki, kj, oy, ox) {
-                                plane[y * g.in_w + x] += row[oy * g.out_w + ox];
-                            }
+                    let (inside, first) = inside_columns(g, kj);
+                    for (oy, patch) in row.chunks_exact(g.out_w).enumerate() {
+                        let Some(y) = source_row(g, ki, oy) else { continue };
+                        let line = &mut plane[y * g.in_w + first..];
+                        for (d, &p) in line.iter_mut().step_by(g.stride).zip(&patch[inside.clone()]) {
+                            *d += p;
                         }
                     }
                 }
@@ -60,7 +95,7 @@ pub fn col2im(dx: &mut [f32], cols: &[f32], g: &ConvGeom, rows: usize) {
     }
 }
 
-/// dst (C, B·P) from src (B, C, P): channels first, for one product over the batch.
+/// dst (C, B·P) from src (B, C, P): channels first, for one product over the images.
 fn channels_first(dst: &mut [f32], src: &[f32], channels: usize, pixels: usize, rows: usize) {
     for (b, image) in src.chunks_exact(channels * pixels).take(rows).enumerate() {
         for (c, plane) in image.chunks_exact(pixels).enumerate() {
@@ -78,17 +113,68 @@ fn rows_first(dst: &mut [f32], src: &[f32], channels: usize, pixels: usize, rows
     }
 }
 
+/// Images per lane for a batch of `rows`.
+fn lane_images(rows: usize) -> usize {
+    rows.div_ceil(LANES).max(1)
+}
+
+/// Images per product within a lane: as many as keep the patch matrix small.
+fn chunk_images(g: &ConvGeom, lane: usize) -> usize {
+    (PATCH_FLOATS / (g.patch() * g.out_pixels())).clamp(1, lane)
+}
+
+/// Runs `step(dx, dw, db, first_image, images)` over lanes of images in
+/// parallel, each with its own zeroed gradient sums, then adds the lanes'
+/// sums to dw and db in lane order. `dx` (when asked) is cut into the lanes'
+/// images, `dx_len` floats each.
+fn backward_lanes(
+    dx: Option<&mut [f32]>,
+    dx_len: usize,
+    dw: &mut [f32],
+    db: &mut [f32],
+    rows: usize,
+    step: impl Fn(Option<&mut [f32]>, &mut [f32], &mut [f32], usize, usize) + Sync,
+) {
+    let lane = lane_images(rows);
+    let lanes = rows.div_ceil(lane);
+    let mut dx_lanes: Vec<Option<&mut [f32]>> = match dx {
+        Some(dx) => dx[..rows * dx_len].chunks_mut(lane * dx_len).map(Some).collect(),
+        None => (0..lanes).map(|_| None).collect(),
+    };
+    let sums = dw.len() + db.len();
+    let mut partial = vec![0.0; lanes * sums];
+    dx_lanes.par_iter_mut().zip(partial.par_chunks_mut(sums)).enumerate().for_each(|(l, (dx, part))| {
+        let (pw, pb) = part.split_at_mut(dw.len());
+        let first = l * lane;
+        step(dx.as_deref_mut(), pw, pb, first, lane.min(rows - first));
+    });
+    for part in partial.chunks_exact(sums) {
+        let (pw, pb) = part.split_at(dw.len());
+        dw.iter_mut().zip(pw).for_each(|(d, p)| *d += p);
+        db.iter_mut().zip(pb).for_each(|(d, p)| *d += p);
+    }
+}
+
 /// y (B, O·Ho·Wo) = conv(x (B, C·H·W), w [O, C, k, k]) + b (O).
 pub fn conv2d_forward(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], g: &ConvGeom, rows: usize) {
-    let n = rows * g.out_pixels();
-    let mut cols = vec![0.0; g.patch() * n];
-    im2col(&mut cols, x, g, rows);
-    let mut yc = vec![0.0; g.out_c * n];
-    matmul_nn(&mut yc, w, &cols, g.out_c, g.patch(), n, false);
-    rows_first(y, &yc, g.out_c, g.out_pixels(), rows);
-    for y in y.chunks_exact_mut(g.out_len()).take(rows) {
-        add_channel_bias(y, b, g.out_pixels());
-    }
+    let lane = lane_images(rows);
+    let chunk = chunk_images(g, lane);
+    let (x, y) = (&x[..rows * g.in_len()], &mut y[..rows * g.out_len()]);
+    y.par_chunks_mut(lane * g.out_len()).zip(x.par_chunks(lane * g.in_len())).for_each(|(y, x)| {
+        let mut cols = vec![0.0; g.patch() * chunk * g.out_pixels()];
+        let mut yc = vec![0.0; g.out_c * chunk * g.out_pixels()];
+        for (y, x) in y.chunks_mut(chunk * g.out_len()).zip(x.chunks(chunk * g.in_len())) {
+            let images = x.len() / g.in_len();
+            let n = images * g.out_pixels();
+            let (cols, yc) = (&mut cols[..g.patch() * n], &mut yc[..g.out_c * n]);
+            im2col(cols, x, g, images);
+            matmul_serial(Form::Nn, yc, w, cols, g.out_c, g.patch(), n, false);
+            rows_first(y, yc, g.out_c, g.out_pixels(), images);
+            for y in y.chunks_exact_mut(g.out_len()) {
+                add_channel_bias(y, b, g.out_pixels());
+            }
+        }
+    });
 }
 
 /// dw += dy·colsᵀ, db += Σ dy per channel, and dx = col2im(wᵀ·dy) when asked,
@@ -104,31 +190,47 @@ pub fn conv2d_backward(
     g: &ConvGeom,
     rows: usize,
 ) {
-    let n = rows * g.out_pixels();
-    let mut cols = vec![0.0; g.patch() * n];
-    im2col(&mut cols, x, g, rows);
-    let mut dyc = vec![0.0; g.out_c * n];
-    channels_first(&mut dyc, dy, g.out_c, g.out_pixels(), rows);
-    matmul_nt(dw, &dyc, &cols, g.out_c, n, g.patch(), true);
-    channel_sums(db, &dyc, n);
-    if let Some(dx) = dx {
-        matmul_tn(&mut cols, w, &dyc, g.patch(), g.out_c, n, false);
-        col2im(dx, &cols, g, rows);
-    }
+    let chunk = chunk_images(g, lane_images(rows));
+    backward_lanes(dx, g.in_len(), dw, db, rows, |mut dx, dw, db, first, images| {
+        let mut cols = vec![0.0; g.patch() * chunk * g.out_pixels()];
+        let mut dyc = vec![0.0; g.out_c * chunk * g.out_pixels()];
+        for start in (0..images).step_by(chunk) {
+            let count = chunk.min(images - start);
+            let (image, n) = (first + start, count * g.out_pixels());
+            let (cols, dyc) = (&mut cols[..g.patch() * n], &mut dyc[..g.out_c * n]);
+            im2col(cols, &x[image * g.in_len()..], g, count);
+            channels_first(dyc, &dy[image * g.out_len()..], g.out_c, g.out_pixels(), count);
+            matmul_serial(Form::Nt, dw, dyc, cols, g.out_c, n, g.patch(), true);
+            channel_sums(db, dyc, n);
+            if let Some(dx) = dx.as_deref_mut() {
+                matmul_serial(Form::Tn, cols, w, dyc, g.patch(), g.out_c, n, false);
+                col2im(&mut dx[start * g.in_len()..], cols, g, count);
+            }
+        }
+    });
 }
 
 /// y (B, O·H'·W') = ConvTranspose2d(x (B, C·H·W), w [C, O, k, k]) + b (O),
 /// where `g` is the adjoint convolution from (O, H', W') to (C, H, W).
 pub fn conv_transpose2d_forward(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], g: &ConvGeom, rows: usize) {
-    let n = rows * g.out_pixels();
-    let mut xc = vec![0.0; g.out_c * n];
-    channels_first(&mut xc, x, g.out_c, g.out_pixels(), rows);
-    let mut cols = vec![0.0; g.patch() * n];
-    matmul_tn(&mut cols, w, &xc, g.patch(), g.out_c, n, false);
-    col2im(y, &cols, g, rows);
-    for y in y.chunks_exact_mut(g.in_len()).take(rows) {
-        add_channel_bias(y, b, g.in_h * g.in_w);
-    }
+    let lane = lane_images(rows);
+    let chunk = chunk_images(g, lane);
+    let (x, y) = (&x[..rows * g.out_len()], &mut y[..rows * g.in_len()]);
+    y.par_chunks_mut(lane * g.in_len()).zip(x.par_chunks(lane * g.out_len())).for_each(|(y, x)| {
+        let mut xc = vec![0.0; g.out_c * chunk * g.out_pixels()];
+        let mut cols = vec![0.0; g.patch() * chunk * g.out_pixels()];
+        for (y, x) in y.chunks_mut(chunk * g.in_len()).zip(x.chunks(chunk * g.out_len())) {
+            let images = x.len() / g.out_len();
+            let n = images * g.out_pixels();
+            let (xc, cols) = (&mut xc[..g.out_c * n], &mut cols[..g.patch() * n]);
+            channels_first(xc, x, g.out_c, g.out_pixels(), images);
+            matmul_serial(Form::Tn, cols, w, xc, g.patch(), g.out_c, n, false);
+            col2im(y, cols, g, images);
+            for y in y.chunks_exact_mut(g.in_len()) {
+                add_channel_bias(y, b, g.in_h * g.in_w);
+            }
+        }
+    });
 }
 
 /// The transposed convolution's gradients: dw += x·cols(dy)ᵀ, db += Σ dy per
@@ -144,19 +246,26 @@ pub fn conv_transpose2d_backward(
     g: &ConvGeom,
     rows: usize,
 ) {
-    let n = rows * g.out_pixels();
-    let mut cols = vec![0.0; g.patch() * n];
-    im2col(&mut cols, dy, g, rows);
-    let mut xc = vec![0.0; g.out_c * n];
-    channels_first(&mut xc, x, g.out_c, g.out_pixels(), rows);
-    matmul_nt(dw, &xc, &cols, g.out_c, n, g.patch(), true);
-    for dy in dy.chunks_exact(g.in_len()).take(rows) {
-        channel_sums(db, dy, g.in_h * g.in_w);
-    }
-    if let Some(dx) = dx {
-        matmul_nn(&mut xc, w, &cols, g.out_c, g.patch(), n, false);
-        rows_first(dx, &xc, g.out_c, g.out_pixels(), rows);
-    }
+    let chunk = chunk_images(g, lane_images(rows));
+    backward_lanes(dx, g.out_len(), dw, db, rows, |mut dx, dw, db, first, images| {
+        let mut cols = vec![0.0; g.patch() * chunk * g.out_pixels()];
+        let mut xc = vec![0.0; g.out_c * chunk * g.out_pixels()];
+        for start in (0..images).step_by(chunk) {
+            let count = chunk.min(images - start);
+            let (image, n) = (first + start, count * g.out_pixels());
+            let (cols, xc) = (&mut cols[..g.patch() * n], &mut xc[..g.out_c * n]);
+            im2col(cols, &dy[image * g.in_len()..], g, count);
+            channels_first(xc, &x[image * g.out_len()..], g.out_c, g.out_pixels(), count);
+            matmul_serial(Form::Nt, dw, xc, cols, g.out_c, n, g.patch(), true);
+            for dy in dy[image * g.in_len()..].chunks_exact(g.in_len()).take(count) {
+                channel_sums(db, dy, g.in_h * g.in_w);
+            }
+            if let Some(dx) = dx.as_deref_mut() {
+                matmul_serial(Form::Nn, xc, w, cols, g.out_c, g.patch(), n, false);
+                rows_first(&mut dx[start * g.out_len()..], xc, g.out_c, g.out_pixels(), count);
+            }
+        }
+    });
 }
 
 /// y (C, P) += b[c] on every pixel of channel c.
@@ -187,6 +296,57 @@ mod tests {
         assert_eq!((t.in_h, t.in_w, t.out_h, t.out_w), (14, 14, 7, 7));
         // A kernel larger than the padded image has no output.
         assert!(ConvGeom::conv(1, 2, 2, 1, 5, 1, 0).is_none());
+    }
+
+    fn data(len: usize, salt: u32) -> Vec<f32> {
+        (0..len as u32).map(|i| crate::rng::uniform(salt, crate::rng::Stream::Init, 0, i) - 0.5).collect()
+    }
+
+    fn close(got: &[f32], want: &[f32], what: &str) {
+        for (i, (a, b)) in got.iter().zip(want).enumerate() {
+            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{what} [{i}]: {a} vs {b}");
+        }
+    }
+
+    /// 37 images take several lanes of several products each (the patch
+    /// matrices of these shapes hold 2 images): the batch must give what its
+    /// images give one at a time, gradients summed. fp32 sums in another
+    /// order differ in the last bits: 1e-4 relative.
+    #[test]
+    fn a_batch_is_its_images_one_at_a_time() {
+        let rows = 37;
+        let conv = ConvGeom::conv(3, 30, 30, 5, 3, 1, 1).unwrap();
+        let transposed = ConvGeom::transposed(6, 20, 20, 8, 3, 2, 1, 1).unwrap();
+        for (g, is_conv) in [(conv, true), (transposed, false)] {
+            assert!(chunk_images(&g, lane_images(rows)) < lane_images(rows));
+            let (x_len, y_len) = if is_conv { (g.in_len(), g.out_len()) } else { (g.out_len(), g.in_len()) };
+            let (x, w, b, dy) =
+                (data(rows * x_len, 1), data(g.out_c * g.patch(), 2), data(8, 3), data(rows * y_len, 4));
+            let b = if is_conv { &b[..g.out_c] } else { &b[..g.in_c] };
+            let run = |rows: usize, x: &[f32], dy: &[f32]| {
+                let (mut y, mut dx, mut dw, mut db) =
+                    (vec![0.0; rows * y_len], vec![0.0; rows * x_len], vec![0.0; w.len()], vec![0.0; b.len()]);
+                if is_conv {
+                    conv2d_forward(&mut y, x, &w, b, &g, rows);
+                    conv2d_backward(Some(&mut dx), &mut dw, &mut db, dy, x, &w, &g, rows);
+                } else {
+                    conv_transpose2d_forward(&mut y, x, &w, b, &g, rows);
+                    conv_transpose2d_backward(Some(&mut dx), &mut dw, &mut db, dy, x, &w, &g, rows);
+                }
+                (y, dx, dw, db)
+            };
+            let (y, dx, dw, db) = run(rows, &x, &dy);
+            let (mut want_dw, mut want_db) = (vec![0.0; dw.len()], vec![0.0; db.len()]);
+            for i in 0..rows {
+                let (yi, dxi, dwi, dbi) = run(1, &x[i * x_len..][..x_len], &dy[i * y_len..][..y_len]);
+                close(&y[i * y_len..][..y_len], &yi, "y");
+                close(&dx[i * x_len..][..x_len], &dxi, "dx");
+                want_dw.iter_mut().zip(dwi).for_each(|(s, d)| *s += d);
+                want_db.iter_mut().zip(dbi).for_each(|(s, d)| *s += d);
+            }
+            close(&dw, &want_dw, "dw");
+            close(&db, &want_db, "db");
+        }
     }
 
     #[test]

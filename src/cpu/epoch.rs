@@ -15,8 +15,7 @@ const TICKS: usize = 50;
 
 impl Engine for CpuModel {
     fn describe(&self) -> String {
-        let threads = std::env::var("MATMUL_NUM_THREADS").unwrap_or_else(|_| "physical cores".into());
-        format!("cpu (matrixmultiply, threads: {threads})")
+        format!("cpu (matrixmultiply, threads: {})", rayon::current_num_threads())
     }
 
     fn train_epoch(

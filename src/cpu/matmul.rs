@@ -1,51 +1,112 @@
-//! Matrix products in the three forms a dense layer needs, through the
-//! `matrixmultiply` crate (packed, SIMD, threaded): strides express the
-//! transposes, so nothing is copied.
+//! Matrix products in the three forms the layers need, through the
+//! `matrixmultiply` crate (packed, SIMD with AVX-512 where the CPU has it):
+//! strides express the transposes, so nothing is copied. Threads come from
+//! rayon, over blocks of rows of the result, so every element of a product
+//! is summed in the same order whatever the thread count, and callers that
+//! run products in parallel themselves (the convolutions) call
+//! `matmul_serial` without oversubscribing the cores.
 
-/// c (M,N) = a (M,K) · b (N,K)ᵀ, plus c when `accumulate`. Forward: x·Wᵀ.
+use rayon::prelude::*;
+
+/// How the operands of a product are stored: `Nt` is a (M,K) · b (N,K)ᵀ
+/// (forward: x·Wᵀ), `Tn` a (K,M)ᵀ · b (K,N) (weight gradient: dYᵀ·X), `Nn`
+/// a (M,K) · b (K,N) (input gradient: dY·W).
+#[derive(Clone, Copy, Debug)]
+pub enum Form {
+    Nt,
+    Tn,
+    Nn,
+}
+
+/// Multiply-adds below which a product is not worth splitting across threads.
+const PARALLEL_WORK: usize = 1 << 18;
+
 pub fn matmul_nt(c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
-    check(c, a, b, m, k, n);
-    let k_ = k as isize;
-    // SAFETY: `check` proved, without overflow, that the slices hold exactly
-    // m·k, n·k and m·n elements and that every dimension fits an isize stride;
-    // the strides walk exactly those row-major shapes, so the largest index
-    // read or written is (rows - 1)·cols + cols - 1 < len.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            k_,
-            1,
-            b.as_ptr(),
-            1,
-            k_,
-            beta(accumulate),
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        )
-    }
+    matmul(Form::Nt, c, a, b, m, k, n, accumulate)
 }
 
-/// c (M,N) = a (K,M)ᵀ · b (K,N), plus c when `accumulate`. Weight gradient: dYᵀ·X.
 pub fn matmul_tn(c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
+    matmul(Form::Tn, c, a, b, m, k, n, accumulate)
+}
+
+pub fn matmul_nn(c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
+    matmul(Form::Nn, c, a, b, m, k, n, accumulate)
+}
+
+/// c (M,N) = a·b stored as `form` says, plus c when `accumulate`, with
+/// blocks of c's rows on rayon's threads.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(form: Form, c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
     check(c, a, b, m, k, n);
-    // SAFETY: as in `matmul_nt`.
+    let threads = rayon::current_num_threads();
+    if threads == 1 || m < 2 || m * k * n < PARALLEL_WORK {
+        return product_rows(form, c, a, m, b, m, k, n, accumulate);
+    }
+    let block = m.div_ceil(threads);
+    c.par_chunks_mut(block * n).enumerate().for_each(|(i, c)| {
+        let (first, rows) = (i * block, c.len() / n);
+        // Rows first.. of a: a row block when a is stored (M,K), a column
+        // block (an offset, the same strides) when it is stored (K,M).
+        let a = match form {
+            Form::Nt | Form::Nn => &a[first * k..][..rows * k],
+            Form::Tn => &a[first..],
+        };
+        product_rows(form, c, a, m, b, rows, k, n, accumulate);
+    });
+}
+
+/// `matmul` on the calling thread alone.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_serial(form: Form, c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
+    check(c, a, b, m, k, n);
+    product_rows(form, c, a, m, b, m, k, n, accumulate)
+}
+
+/// c (rows, N) = the first `rows` rows of a·b, where a stored (K,M) has row
+/// stride `a_m` (its full M). Callers have run `check` on the full shapes.
+#[allow(clippy::too_many_arguments)]
+fn product_rows(
+    form: Form,
+    c: &mut [f32],
+    a: &[f32],
+    a_m: usize,
+    b: &[f32],
+    rows: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+) {
+    // (row stride, column stride) of a as (rows,K) and of b as (K,N).
+    let (a_rs, a_cs) = match form {
+        Form::Nt | Form::Nn => (k, 1),
+        Form::Tn => (1, a_m),
+    };
+    let (b_rs, b_cs) = match form {
+        Form::Nt => (1, k),
+        Form::Tn | Form::Nn => (n, 1),
+    };
+    assert!(
+        reach(rows, k, a_rs, a_cs) <= a.len() && reach(k, n, b_rs, b_cs) <= b.len() && rows * n == c.len(),
+        "matmul blocks: a {} b {} c {} for rows={rows} k={k} n={n}",
+        a.len(),
+        b.len(),
+        c.len()
+    );
+    // SAFETY: `check` proved that the full shapes fit an isize without
+    // overflow, and the assertion that the largest index each stride
+    // pattern reaches lies inside its slice.
     unsafe {
         matrixmultiply::sgemm(
-            m,
+            rows,
             k,
             n,
             1.0,
             a.as_ptr(),
-            1,
-            m as isize,
+            a_rs as isize,
+            a_cs as isize,
             b.as_ptr(),
-            n as isize,
-            1,
+            b_rs as isize,
+            b_cs as isize,
             beta(accumulate),
             c.as_mut_ptr(),
             n as isize,
@@ -54,28 +115,9 @@ pub fn matmul_tn(c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usi
     }
 }
 
-/// c (M,N) = a (M,K) · b (K,N), plus c when `accumulate`. Input gradient: dY·W.
-pub fn matmul_nn(c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
-    check(c, a, b, m, k, n);
-    // SAFETY: as in `matmul_nt`.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            k as isize,
-            1,
-            b.as_ptr(),
-            n as isize,
-            1,
-            beta(accumulate),
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        )
-    }
+/// Elements a (rows, cols) matrix with these strides spans: its last index + 1.
+fn reach(rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> usize {
+    if rows == 0 || cols == 0 { 0 } else { (rows - 1) * row_stride + (cols - 1) * col_stride + 1 }
 }
 
 /// out (N) += sum over rows of a (M,N). Bias gradient.
@@ -167,6 +209,25 @@ mod tests {
         let mut want = naive(|i, p| a[i * k + p], |p, j| b[p * n + j], m, k, n);
         want.iter_mut().zip(&before).for_each(|(w, b)| *w += b);
         close(&c, &want);
+    }
+
+    /// Blocks of rows on 3 threads (m = 67 leaves a short last block) give
+    /// the product computed in one piece, accumulating or not.
+    #[test]
+    fn a_product_split_across_threads_is_the_serial_one() {
+        let (m, k, n) = (67, 65, 70);
+        assert!(m * k * n >= PARALLEL_WORK);
+        let (a, at, b, bt) = (data(m * k, 5), data(k * m, 6), data(k * n, 7), data(n * k, 8));
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        for (form, a, b) in [(Form::Nt, &a, &bt), (Form::Tn, &at, &b), (Form::Nn, &a, &b)] {
+            for accumulate in [false, true] {
+                let start = data(m * n, 9);
+                let (mut split, mut serial) = (start.clone(), start);
+                pool.install(|| matmul(form, &mut split, a, b, m, k, n, accumulate));
+                matmul_serial(form, &mut serial, a, b, m, k, n, accumulate);
+                close(&split, &serial);
+            }
+        }
     }
 
     /// m = 2^62 wraps m·k to 0 in unchecked arithmetic; the check must not.
