@@ -4,7 +4,9 @@ one run, alternating rounds so that both see the same machine load. Prints
 each measurement and the ratio gpu-vae / reference (above 1: gpu-vae faster).
 
   CPU:  python3 benches/compare.py cpu  [--python VENV/bin/python] [--data DIR]
-        (reference: ../shared/reference/torch_vae.py, PyTorch on 2 threads)
+                 [--models vae,ae,convvae] [--jax-python JAXVENV/bin/python]
+        (reference: ../shared/reference/torch_vae.py, PyTorch on 2 threads;
+        with --jax-python also gpu_anchor.py --which jax-scan --device cpu for the VAE)
   GPU:  python3 benches/compare.py gpu  [--batch 128,1024]
         (reference: ../shared/reference/gpu_anchor.py, PyTorch eager/graph, JAX)
 """
@@ -22,8 +24,16 @@ def run(cmd, env=None):
     return out.stdout
 
 
+# Each model as gpu-vae's bench and torch_vae.py name it.
+MODELS = {
+    "vae": (["--model", "vae"], ["--model", "vae"]),
+    "ae": (["--model", "ae"], ["--model", "ae"]),
+    "convvae": (["--model", "vae", "--arch", "conv"], ["--model", "convvae", "--latent", "16"]),
+}
+
+
 def ours(binary, data, model, device, epochs, batch=None):
-    cmd = [binary, "bench", "--data", data, "--model", model, "--device", device, "--epochs", str(epochs)]
+    cmd = [binary, "bench", "--data", data, *MODELS[model][0], "--device", device, "--epochs", str(epochs)]
     if batch:
         cmd += ["--batch-size", str(batch)]
     lines = [json.loads(l) for l in run(cmd).splitlines() if l.startswith("{")]
@@ -32,13 +42,13 @@ def ours(binary, data, model, device, epochs, batch=None):
 
 def cpu(args):
     ratios = {}
-    for model in ("vae", "ae"):
-        mine, theirs = [], []
+    for model in args.models.split(","):
+        mine, theirs, jax = [], [], []
         for _ in range(args.rounds):
             r = ours(args.binary, args.data, model, "cpu", args.epochs)
             mine.append(r["samples_per_s"])
             print(f"  gpu-vae {model}: {r['samples_per_s']:.0f} samples/s ({r['device']})", flush=True)
-            out = run([args.python, os.path.join(args.ref, "torch_vae.py"), args.data, "--model", model,
+            out = run([args.python, os.path.join(args.ref, "torch_vae.py"), args.data, *MODELS[model][1],
                        "--epochs", str(args.epochs + 1), "--threads", str(args.threads)])
             s = json.loads(out.split("SUMMARY ", 1)[1])
             # The first epoch warms up, as gpu-vae's uncounted epoch does.
@@ -46,9 +56,20 @@ def cpu(args):
             theirs.append(statistics.median(eps))
             print(f"  pytorch {s['torch']} {model}: {theirs[-1]:.0f} samples/s (threads {s['threads']}, "
                   f"max foreign cpu {100 * s['max_foreign_cpu']:.0f}%)", flush=True)
+            if args.jax_python and model == "vae":
+                # gpu_anchor.py's own steady-state epochs (after its compile epoch).
+                out = run([args.jax_python, os.path.join(args.ref, "gpu_anchor.py"), args.data, "--which", "jax-scan",
+                           "--device", "cpu", "--epochs", str(args.epochs + 1)])
+                ref = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:])
+                jax.append(ref["samples_per_s"])
+                print(f"  jax jit+scan (cpu) {model}: {jax[-1]:.0f} samples/s", flush=True)
         m, t = statistics.median(mine), statistics.median(theirs)
         ratios[model] = m / t
         print(f"{model}: gpu-vae {m:.0f} samples/s, pytorch {t:.0f} samples/s, ratio {m / t:.2f}", flush=True)
+        if jax:
+            j = statistics.median(jax)
+            ratios[model + "_vs_jax"] = m / j
+            print(f"{model}: gpu-vae {m:.0f} samples/s, jax {j:.0f} samples/s, ratio {m / j:.2f}", flush=True)
     print("RATIOS " + json.dumps(ratios))
 
 
@@ -81,6 +102,8 @@ def main():
     ap.add_argument("--epochs", type=int, default=3, help="timed epochs (one more warms up)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--models", default="vae,ae", help="cpu: any of " + ",".join(MODELS))
+    ap.add_argument("--jax-python", default="", help="cpu: a Python with jax and optax, to time JAX on the CPU too")
     ap.add_argument("--batch", default="128,1024")
     args = ap.parse_args()
     cpu(args) if args.which == "cpu" else gpu(args)

@@ -8,6 +8,7 @@
 //   conv2d_backward_data    in-space  y = Wᵀ ⋆ a (+ bias, act)    conv input gradient; convT forward
 //   conv2d_backward_weight  dW = Σ a (out-space) ⊗ x (in-space)   both weight gradients
 //   channel_sums            db[c] = Σ a over rows and pixels      both bias gradients
+// The last two own an output per workgroup (see below).
 // Rows come from the step. Parameters: ConvParams.
 
 fn in_len() -> u32 { return args.in_c * args.in_h * args.in_w; }
@@ -83,50 +84,80 @@ fn conv2d_backward_data(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     }
 }
 
+var<workgroup> partial: array<f32, WG>;
+
+// The sum of every thread's `v`, added in a fixed tree order (so results are
+// deterministic), for every thread of the workgroup. Called in uniform control flow.
+fn workgroup_sum(v: f32, lid: u32) -> f32 {
+    partial[lid] = v;
+    workgroupBarrier();
+    for (var half = WG / 2u; half > 0u; half /= 2u) {
+        if (lid < half) { partial[lid] += partial[lid + half]; }
+        workgroupBarrier();
+    }
+    let sum = partial[0];
+    workgroupBarrier();
+    return sum;
+}
+
 // dw[o, c, ki, kj] = Σ_b Σ_{oy, ox} a[b, o, oy, ox] · x[b, c, oy·s + ki - p, ox·s + kj - p],
 // a in out-space at off_a, x in in-space at off_x (the `x` binding). Writes,
-// or adds with FLAG_ACCUMULATE.
+// or adds with FLAG_ACCUMULATE. A workgroup per weight: its threads split the
+// rows·pixels terms (a thread per weight walking them all had a few hundred
+// threads for the first and last layers' weights, each summing 10^5 terms).
 @compute @workgroup_size(WG)
-fn conv2d_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn conv2d_backward_weight(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
     let k = args.kernel;
-    let total = args.out_c * args.in_c * k * k;
-    for (var e = gid.x; e < total; e += nwg.x * WG) {
+    let weights = args.out_c * args.in_c * k * k;
+    let pixels = args.out_h * args.out_w;
+    for (var e = wg.x; e < weights; e += nwg.x) {
         let o = e / (args.in_c * k * k);
         let c = (e / (k * k)) % args.in_c;
         let ki = (e / k) % k;
         let kj = e % k;
         var sum = 0.0;
-        for (var b = 0u; b < st.rows; b++) {
-            for (var oy = 0u; oy < args.out_h; oy++) {
-                let yy = i32(oy * args.stride + ki) - i32(args.padding);
-                if (yy < 0 || yy >= i32(args.in_h)) { continue; }
-                for (var ox = 0u; ox < args.out_w; ox++) {
-                    let xx = i32(ox * args.stride + kj) - i32(args.padding);
-                    if (xx < 0 || xx >= i32(args.in_w)) { continue; }
-                    let ai = args.off_a + b * out_len() + (o * args.out_h + oy) * args.out_w + ox;
-                    let xi = args.off_x + b * in_len() + (c * args.in_h + u32(yy)) * args.in_w + u32(xx);
-                    sum = fma(a[ai], x[xi], sum);
-                }
-            }
+        for (var t = lid; t < st.rows * pixels; t += WG) {
+            let b = t / pixels;
+            let oy = (t % pixels) / args.out_w;
+            let ox = t % args.out_w;
+            let yy = i32(oy * args.stride + ki) - i32(args.padding);
+            let xx = i32(ox * args.stride + kj) - i32(args.padding);
+            if (yy < 0 || yy >= i32(args.in_h) || xx < 0 || xx >= i32(args.in_w)) { continue; }
+            let ai = args.off_a + b * out_len() + o * pixels + t % pixels;
+            let xi = args.off_x + b * in_len() + (c * args.in_h + u32(yy)) * args.in_w + u32(xx);
+            sum = fma(a[ai], x[xi], sum);
         }
-        if ((args.flags & FLAG_ACCUMULATE) != 0u) { sum += out[args.off_out + e]; }
-        out[args.off_out + e] = sum;
+        sum = workgroup_sum(sum, lid);
+        if (lid == 0u) {
+            if ((args.flags & FLAG_ACCUMULATE) != 0u) { sum += out[args.off_out + e]; }
+            out[args.off_out + e] = sum;
+        }
     }
 }
 
 // db[c] = Σ_b Σ_pixels a[b, c, ·], with out_c channels of out_h·out_w pixels
 // per row (the geometry's out-space; a transposed layer passes its own). Writes,
-// or adds with FLAG_ACCUMULATE.
+// or adds with FLAG_ACCUMULATE. A workgroup per channel, as above.
 @compute @workgroup_size(WG)
-fn channel_sums(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn channel_sums(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
     let pixels = args.out_h * args.out_w;
-    for (var c = gid.x; c < args.out_c; c += nwg.x * WG) {
+    for (var c = wg.x; c < args.out_c; c += nwg.x) {
         var sum = 0.0;
-        for (var b = 0u; b < st.rows; b++) {
-            let base = args.off_a + b * out_len() + c * pixels;
-            for (var p = 0u; p < pixels; p++) { sum += a[base + p]; }
+        for (var t = lid; t < st.rows * pixels; t += WG) {
+            sum += a[args.off_a + (t / pixels) * out_len() + c * pixels + t % pixels];
         }
-        if ((args.flags & FLAG_ACCUMULATE) != 0u) { sum += out[args.off_out + c]; }
-        out[args.off_out + c] = sum;
+        sum = workgroup_sum(sum, lid);
+        if (lid == 0u) {
+            if ((args.flags & FLAG_ACCUMULATE) != 0u) { sum += out[args.off_out + c]; }
+            out[args.off_out + c] = sum;
+        }
     }
 }

@@ -15,7 +15,7 @@ use gpu_vae::gpu::params::{
 };
 use gpu_vae::gpu::program::Step;
 use gpu_vae::gpu::shaders::{
-    Kernel, MatmulForm, MatmulVariant, act_code, column_sums_groups, flags, grid_1d, loss_parts,
+    Kernel, MatmulForm, MatmulVariant, act_code, column_sums_groups, conv_groups, flags, grid_1d, loss_parts,
 };
 use gpu_vae::model::Activation;
 use gpu_vae::rng::{self, Stream};
@@ -592,7 +592,14 @@ fn conv_kernels_match_cpu() {
                 (Slot::X, Host::F32(&x)),
                 (Slot::W, Host::F32(&params)),
             ];
-            let out = run(mode, Kernel::Conv2dBackwardWeight, p, step, &bound, grid_1d(wt.len()));
+            let out = run(
+                mode,
+                Kernel::Conv2dBackwardWeight,
+                p,
+                step,
+                &bound,
+                conv_groups(Kernel::Conv2dBackwardWeight, &g, rows),
+            );
             let want: Vec<f32> = dw.iter().zip(&grads0[1..]).map(|(d, g)| d + g).collect();
             assert_close(
                 &name("conv2d_backward_weight"),
@@ -603,7 +610,7 @@ fn conv_kernels_match_cpu() {
             );
 
             let bound = [(Slot::Out, Host::F32(&grads0[..o + 1])), (Slot::A, Host::F32(&dy))];
-            let out = run(mode, Kernel::ChannelSums, p, step, &bound, grid_1d(o));
+            let out = run(mode, Kernel::ChannelSums, p, step, &bound, conv_groups(Kernel::ChannelSums, &g, rows));
             let want: Vec<f32> = db.iter().zip(&grads0[1..]).map(|(d, g)| d + g).collect();
             assert_close(&name("channel_sums"), &out[0][1..], &want, dot_atol(rows * g.out_h * g.out_w), 1e-5);
         }

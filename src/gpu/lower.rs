@@ -19,7 +19,8 @@ use super::params::{
 };
 use super::program::{Program, ProgramBuilder};
 use super::shaders::{
-    Kernel, Kernels, MAX_PARTS, MatmulForm, MatmulVariant, act_code, column_sums_groups, flags, grid_1d, loss_parts,
+    Kernel, Kernels, MAX_PARTS, MatmulForm, MatmulVariant, act_code, column_sums_groups, conv_groups, flags, grid_1d,
+    loss_parts,
 };
 use crate::engine::AdamConfig;
 use crate::error::Result;
@@ -524,13 +525,7 @@ pub fn emit(
                 if let Some(x) = &x {
                     b.push((Slot::X, x));
                 }
-                let threads = match kernel {
-                    Kernel::Conv2dForward => g.out_len() * rows,
-                    Kernel::Conv2dBackwardData => g.in_len() * rows,
-                    Kernel::Conv2dBackwardWeight => g.out_c * g.in_c * g.kernel * g.kernel,
-                    _ => g.out_c,
-                };
-                p.push(kernel, params, &b, grid_1d(threads));
+                p.push(kernel, params, &b, conv_groups(kernel, &g, rows));
             }
             Call::Adam => {
                 let (m, v, a) = bind.adam.expect("Adam's moments bound");

@@ -16,7 +16,7 @@ use super::params::{
     RandomParams, ReduceParams, ReparamParams, Step,
 };
 use crate::error::{Error, Result};
-use crate::model::Activation;
+use crate::model::{Activation, ConvGeom};
 
 /// Threads per workgroup of the element-wise and reduction kernels.
 pub const WG: u32 = 256;
@@ -405,6 +405,19 @@ pub fn grid_1d(len: usize) -> [u32; 3] {
     [(len.div_ceil(WG as usize) as u32).clamp(1, MAX_GROUPS), 1, 1]
 }
 
+/// Workgroups of a convolution kernel on `rows` images: a thread per output
+/// value, or for the gradient sums a workgroup per weight or channel.
+pub fn conv_groups(kernel: Kernel, g: &ConvGeom, rows: usize) -> [u32; 3] {
+    let per_group = |n: usize| [(n as u32).clamp(1, MAX_GROUPS), 1, 1];
+    match kernel {
+        Kernel::Conv2dForward => grid_1d(g.out_len() * rows),
+        Kernel::Conv2dBackwardData => grid_1d(g.in_len() * rows),
+        Kernel::Conv2dBackwardWeight => per_group(g.out_c * g.patch()),
+        Kernel::ChannelSums => per_group(g.out_c),
+        _ => unreachable!("{kernel:?} is not a convolution kernel"),
+    }
+}
+
 /// Workgroups of `column_sums` over `n` columns.
 pub fn column_sums_groups(n: usize) -> [u32; 3] {
     [(n as u32).div_ceil(COLSUM_COLS).max(1), 1, 1]
@@ -542,7 +555,7 @@ pub fn workgroup_needs(family: Family) -> (u32, u32) {
             ((t.tile_m / t.per_m) * (t.tile_n / t.per_n), 4 * t.bk * (t.tile_m + t.tile_n))
         }
         Family::Reduce => (COLSUM_COLS * COLSUM_GROUPS, 4 * COLSUM_COLS * COLSUM_GROUPS),
-        Family::Loss => (WG, 4 * WG),
+        Family::Loss | Family::Conv => (WG, 4 * WG),
         _ => (WG, 0),
     }
 }
