@@ -247,17 +247,36 @@ impl GpuContext {
         self.map_read(&staging, bytes)
     }
 
-    /// Maps a MAP_READ buffer, copies out its first `bytes` as f32, unmaps.
+    /// Reads `bytes` of a MAP_READ buffer once all submitted work is done (blocking).
     pub fn map_read(&self, staging: &wgpu::Buffer, bytes: u64) -> Result<Vec<f32>> {
-        let slice = staging.slice(..bytes);
+        self.finish_read(staging, self.start_read(staging, bytes, None))
+    }
+
+    /// Asks for `bytes` of a MAP_READ buffer to be mapped once `submission`
+    /// (by default all submitted work) is done, without waiting for it.
+    pub fn start_read(
+        &self,
+        staging: &wgpu::Buffer,
+        bytes: u64,
+        submission: Option<wgpu::SubmissionIndex>,
+    ) -> PendingRead {
         let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
+        staging.slice(..bytes).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        self.wait()?;
-        rx.recv()
+        PendingRead { rx, bytes, submission }
+    }
+
+    /// Waits for a `start_read` (for its submission only: later submits may
+    /// still be running) and returns the buffer's contents.
+    pub fn finish_read(&self, staging: &wgpu::Buffer, read: PendingRead) -> Result<Vec<f32>> {
+        let wait = wgpu::PollType::Wait { submission_index: read.submission, timeout: None };
+        self.device.poll(wait).map_err(|e| Error::Gpu(format!("poll: {e}")))?;
+        read.rx
+            .recv()
             .map_err(|_| Error::Gpu("readback callback was dropped".into()))?
             .map_err(|e| Error::Gpu(format!("readback: {e}")))?;
+        let slice = staging.slice(..read.bytes);
         let out = {
             let view = slice.get_mapped_range().map_err(|e| Error::Gpu(format!("readback: {e}")))?;
             bytemuck::cast_slice::<u8, f32>(&view).to_vec()
@@ -265,4 +284,11 @@ impl GpuContext {
         staging.unmap();
         Ok(out)
     }
+}
+
+/// A readback in flight (`GpuContext::start_read`).
+pub struct PendingRead {
+    rx: std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
+    bytes: u64,
+    submission: Option<wgpu::SubmissionIndex>,
 }

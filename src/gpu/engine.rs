@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::buffers::{ParamBuffers, storage};
-use super::context::GpuContext;
+use super::context::{GpuContext, PendingRead};
 use super::fuse::{Fusion, fuse};
 use super::lower::{Bindings, Call, TensorPool, emit, lower};
 use super::profile::{self, Profile, TimestampMode};
@@ -90,7 +90,8 @@ pub struct GpuEngine {
     table: StepTable,
     /// Two f32 per step of the epoch: recon and KL sums.
     slots: wgpu::Buffer,
-    readback: wgpu::Buffer,
+    /// Two, so that a tick's read can wait while the next submit copies.
+    readback: [wgpu::Buffer; 2],
     slot_capacity: usize,
     /// The last two data sets (train and test), by `Arc` identity.
     data: Vec<DataSet>,
@@ -403,6 +404,11 @@ impl GpuEngine {
         let mut next_tick = every;
         let mut done = 0;
         let mut read = 0;
+        // A tick's losses are read after the next submit has gone out, so
+        // the GPU runs while the host waits for them and encodes: (the read,
+        // the steps it covers, its readback buffer).
+        let mut pending: Option<(PendingRead, usize, usize)> = None;
+        let mut spare = 0;
         while done < steps.len() {
             // A stop request ends the epoch at a submit boundary: the steps
             // submitted are complete, and their losses are read below.
@@ -431,27 +437,36 @@ impl GpuEngine {
             let tick = end >= next_tick || end == steps.len();
             let bytes = (end * 2 * 4) as u64;
             if tick {
-                enc.copy_buffer_to_buffer(&self.slots, 0, &self.readback, 0, bytes);
+                enc.copy_buffer_to_buffer(&self.slots, 0, &self.readback[spare], 0, bytes);
             }
-            queue.submit([enc.finish()]);
+            let submission = queue.submit([enc.finish()]);
             submits += 1;
             done = end;
+            if let Some((r, at, buffer)) = pending.take() {
+                let sums = self.finish_read(buffer, r)?;
+                on_tick(at, &sums)?;
+                read = at;
+            }
             if tick {
-                let sums = self.map_read(&self.readback, bytes)?;
-                on_tick(done, &sums)?;
-                read = done;
+                pending = Some((self.ctx.start_read(&self.readback[spare], bytes, Some(submission)), done, spare));
+                spare = 1 - spare;
                 while next_tick <= done {
                     next_tick += every;
                 }
             }
         }
+        if let Some((r, at, buffer)) = pending.take() {
+            let sums = self.finish_read(buffer, r)?;
+            on_tick(at, &sums)?;
+            read = at;
+        }
         if read < done {
             // Stopped between ticks: the losses of the steps since the last one.
             let bytes = (done * 2 * 4) as u64;
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-            enc.copy_buffer_to_buffer(&self.slots, 0, &self.readback, 0, bytes);
+            enc.copy_buffer_to_buffer(&self.slots, 0, &self.readback[0], 0, bytes);
             queue.submit([enc.finish()]);
-            let sums = self.map_read(&self.readback, bytes)?;
+            let sums = self.map_read(&self.readback[0], bytes)?;
             on_tick(done, &sums)?;
         }
         if train {
@@ -466,6 +481,11 @@ impl GpuEngine {
     /// `GpuContext::map_read`, its failure named as a lost device when it was one.
     fn map_read(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<f32>> {
         self.ctx.map_read(buffer, bytes).map_err(|e| self.lost_or(e))
+    }
+
+    /// `GpuContext::finish_read` of readback buffer `buffer`, failures named likewise.
+    fn finish_read(&self, buffer: usize, read: PendingRead) -> Result<Vec<f32>> {
+        self.ctx.finish_read(&self.readback[buffer], read).map_err(|e| self.lost_or(e))
     }
 
     /// `e`, or the device loss that caused it: after a loss every call fails,
@@ -575,16 +595,18 @@ impl GpuEngine {
     }
 }
 
-fn slot_buffers(ctx: &GpuContext, steps: usize) -> Result<(wgpu::Buffer, wgpu::Buffer)> {
+fn slot_buffers(ctx: &GpuContext, steps: usize) -> Result<(wgpu::Buffer, [wgpu::Buffer; 2])> {
     let bytes = steps * 2 * 4;
     let slots = storage(ctx, "loss slots", bytes, wgpu::BufferUsages::COPY_SRC)?;
-    let readback = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("loss readback"),
-        size: bytes as u64,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    Ok((slots, readback))
+    let readback = || {
+        ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("loss readback"),
+            size: bytes as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    };
+    Ok((slots, [readback(), readback()]))
 }
 
 /// Sums per-step slots `from..to` into `sums`; the first non-finite step is an error.
