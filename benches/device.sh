@@ -34,6 +34,17 @@ if [ "${1:-}" = "--anchor" ]; then
   python3 benches/compare.py gpu --binary $bin --data $data --ref .bin --epochs 3 --batch 128,1024
 fi
 
+echo "== conv VAE (train --arch conv): throughput, and the references' eager and CUDA-graph PyTorch"
+$bin bench --data $data --model vae --arch conv --device gpu --epochs 3 --profile
+if [ "${1:-}" = "--anchor" ]; then
+  python3 .bin/gpu_anchor.py $data --model convvae --latent 16 --which torch-eager,torch-graph --epochs 4
+fi
+
+echo "== training quality on the GPU: conv VAE, 10 epochs (the README gives the CPU's)"
+$bin train --arch conv --data $data --device gpu --epochs 10 --out "$out/conv-gpu" --quiet
+cp "$out/conv-gpu/metrics.csv" "$out/conv-gpu-metrics.csv"
+rm -rf "$out/conv-gpu"
+
 echo "== training quality on the GPU: default VAE, 10 epochs"
 $bin train --data $data --device gpu --epochs 10 --out "$out/vae-gpu" --quiet
 cp "$out/vae-gpu/metrics.csv" "$out/vae-gpu-metrics.csv"
