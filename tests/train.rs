@@ -170,3 +170,28 @@ fn same_seed_same_run() {
     let read = |d: &tempfile::TempDir| std::fs::read(d.path().join("model.safetensors")).unwrap();
     assert!(read(&a) == read(&b), "checkpoints differ");
 }
+
+/// The CPU path splits its products and convolutions across threads without
+/// changing the order of any sum (lanes of images are fixed by the batch,
+/// not by the thread count): one thread and three give the same checkpoint,
+/// bit for bit, for the MLP VAE and the conv VAE.
+#[test]
+fn the_thread_count_does_not_change_a_cpu_run() {
+    let mut conv = config(ModelKind::Vae, 1);
+    conv.model.arch = gpu_vae::model::Arch::Conv;
+    conv.model.conv = vec![32, 64];
+    conv.model.hidden = vec![];
+    conv.model.latent = 16;
+    for cfg in [config(ModelKind::Vae, 1), conv] {
+        let checkpoints: Vec<Vec<u8>> = [1, 3]
+            .into_iter()
+            .map(|threads| {
+                let dir = tempfile::tempdir().unwrap();
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| train_cpu(&cfg, dir.path()));
+                std::fs::read(dir.path().join("model.safetensors")).unwrap()
+            })
+            .collect();
+        assert!(checkpoints[0] == checkpoints[1], "{:?}: 1 and 3 threads wrote different checkpoints", cfg.model.arch);
+    }
+}
