@@ -1,21 +1,26 @@
 //! Element-wise activations and their backward passes. Backward functions take
 //! the forward *output*, which is all of ReLU, leaky ReLU, tanh and sigmoid need.
 
+use super::{par_apply, par_map};
 pub use crate::fastmath::sigmoid;
 use crate::model::Activation;
 
 /// y = act(y), in place.
 pub fn activation_forward(y: &mut [f32], act: Activation) {
-    match act {
+    par_apply(y, |y| match act {
         Activation::Identity => {}
         Activation::Relu => relu_forward(y),
         Activation::LeakyRelu => y.iter_mut().for_each(|v| *v = leaky_relu(*v)),
         Activation::Tanh => y.iter_mut().for_each(|v| *v = v.tanh()),
-    }
+    })
 }
 
 /// d *= act'(x) given y = act(x), in place on the gradient.
 pub fn activation_backward(d: &mut [f32], y: &[f32], act: Activation) {
+    par_map(d, y, |d, y| activation_backward_serial(d, y, act))
+}
+
+fn activation_backward_serial(d: &mut [f32], y: &[f32], act: Activation) {
     match act {
         Activation::Identity => {}
         Activation::Relu => relu_backward(d, y),
@@ -51,14 +56,18 @@ pub fn relu_backward(d: &mut [f32], y: &[f32]) {
 
 /// y = 1 / (1 + e^-x).
 pub fn sigmoid_forward(y: &mut [f32], x: &[f32]) {
-    for (o, &v) in y.iter_mut().zip(x) {
-        *o = sigmoid(v);
-    }
+    par_map(y, x, |y, x| {
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = sigmoid(v);
+        }
+    })
 }
 
 /// dx = dy · y (1 - y), in place on the gradient.
 pub fn sigmoid_backward(d: &mut [f32], y: &[f32]) {
-    for (g, &v) in d.iter_mut().zip(y) {
-        *g *= v * (1.0 - v);
-    }
+    par_map(d, y, |d, y| {
+        for (g, &v) in d.iter_mut().zip(y) {
+            *g *= v * (1.0 - v);
+        }
+    })
 }

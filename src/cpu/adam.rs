@@ -1,21 +1,22 @@
 //! Adam (Kingma & Ba), in PyTorch's form: eps is added to the bias-corrected
 //! sqrt(v̂). One loop over the whole flat parameter buffer.
 
+use rayon::prelude::*;
+
 use crate::engine::AdamConfig;
 
 /// params, m, v (P) updated from grads (P) for step t (1-based). Memory-bound
 /// (16 bytes read and 12 written per parameter), so it runs on every core.
 pub fn adam_update(params: &mut [f32], m: &mut [f32], v: &mut [f32], grads: &[f32], cfg: &AdamConfig, t: u64) {
     let (c1, c2) = cfg.corrections(t);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // Below ~256k parameters a thread costs more than it saves.
-    let chunk = params.len().div_ceil(threads).max(1 << 17);
-    std::thread::scope(|s| {
-        let parts = params.chunks_mut(chunk).zip(m.chunks_mut(chunk)).zip(v.chunks_mut(chunk)).zip(grads.chunks(chunk));
-        for (((p, m), v), g) in parts {
-            s.spawn(move || adam_chunk(p, m, v, g, cfg, c1, c2));
-        }
-    });
+    // Below ~64k parameters a thread costs more than it saves.
+    let chunk = 1 << 16;
+    params
+        .par_chunks_mut(chunk)
+        .zip(m.par_chunks_mut(chunk))
+        .zip(v.par_chunks_mut(chunk))
+        .zip(grads.par_chunks(chunk))
+        .for_each(|(((p, m), v), g)| adam_chunk(p, m, v, g, cfg, c1, c2));
 }
 
 fn adam_chunk(params: &mut [f32], m: &mut [f32], v: &mut [f32], grads: &[f32], cfg: &AdamConfig, c1: f32, c2: f32) {

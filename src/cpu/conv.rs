@@ -20,7 +20,7 @@ use crate::model::ConvGeom;
 const LANES: usize = 16;
 
 /// A lane works through its images a few at a time, so that the patch matrix
-/// (at most this many floats, 256 KiB) stays in the L2 cache.
+/// (at most this many floats, 1 MiB, one core's L2 cache here) stays near.
 const PATCH_FLOATS: usize = 1 << 18;
 
 /// cols (C·k·k, B·Ho·Wo) = the patches of images x (B, C, H, W), zero
@@ -315,8 +315,8 @@ mod tests {
     #[test]
     fn a_batch_is_its_images_one_at_a_time() {
         let rows = 37;
-        let conv = ConvGeom::conv(3, 30, 30, 5, 3, 1, 1).unwrap();
-        let transposed = ConvGeom::transposed(6, 20, 20, 8, 3, 2, 1, 1).unwrap();
+        let conv = ConvGeom::conv(3, 60, 60, 5, 3, 1, 1).unwrap();
+        let transposed = ConvGeom::transposed(6, 40, 40, 8, 3, 2, 1, 1).unwrap();
         for (g, is_conv) in [(conv, true), (transposed, false)] {
             assert!(chunk_images(&g, lane_images(rows)) < lane_images(rows));
             let (x_len, y_len) = if is_conv { (g.in_len(), g.out_len()) } else { (g.out_len(), g.in_len()) };

@@ -3,6 +3,7 @@
 //! objective (pytorch/examples), 1/(B·D) for the AE's mean (Keras).
 
 use super::activation::sigmoid;
+use super::par_map2;
 use crate::fastmath;
 
 /// Σ max(a,0) - a·x + ln(1 + e^-|a|): BCE of sigmoid(a) against x, stable for any a.
@@ -12,9 +13,11 @@ pub fn bce_with_logits_forward(logits: &[f32], target: &[f32]) -> f64 {
 
 /// dlogits = scale · (sigmoid(a) - x).
 pub fn bce_with_logits_backward(dlogits: &mut [f32], logits: &[f32], target: &[f32], scale: f32) {
-    for ((d, &a), &x) in dlogits.iter_mut().zip(logits).zip(target) {
-        *d = scale * (sigmoid(a) - x);
-    }
+    par_map2(dlogits, logits, target, |dlogits, logits, target| {
+        for ((d, &a), &x) in dlogits.iter_mut().zip(logits).zip(target) {
+            *d = scale * (sigmoid(a) - x);
+        }
+    })
 }
 
 /// Σ (y - x)².
@@ -24,9 +27,11 @@ pub fn mse_forward(y: &[f32], target: &[f32]) -> f64 {
 
 /// dy = scale · 2 (y - x).
 pub fn mse_backward(dy: &mut [f32], y: &[f32], target: &[f32], scale: f32) {
-    for ((d, &y), &x) in dy.iter_mut().zip(y).zip(target) {
-        *d = scale * 2.0 * (y - x);
-    }
+    par_map2(dy, y, target, |dy, y, target| {
+        for ((d, &y), &x) in dy.iter_mut().zip(y).zip(target) {
+            *d = scale * 2.0 * (y - x);
+        }
+    })
 }
 
 /// KL(N(mu, e^logvar) ‖ N(0, I)) summed over the batch: -½ Σ (1 + lv - mu² - e^lv).

@@ -191,11 +191,18 @@ pub fn column_sums(out: &mut [f32], a: &[f32], m: usize, n: usize) {
 /// y (M,N) += bias (N) broadcast over rows.
 pub fn bias_add(y: &mut [f32], bias: &[f32], m: usize, n: usize) {
     assert!(bias.len() == n && y.len() == m * n);
-    for row in y.chunks_exact_mut(n) {
-        for (o, &b) in row.iter_mut().zip(bias) {
-            *o += b;
+    let add = |y: &mut [f32]| {
+        for row in y.chunks_exact_mut(n.max(1)) {
+            for (o, &b) in row.iter_mut().zip(bias) {
+                *o += b;
+            }
         }
+    };
+    let rows_per_task = (1 << 15) / n.max(1);
+    if rows_per_task >= m || rows_per_task == 0 {
+        return add(y);
     }
+    y.par_chunks_mut(rows_per_task * n).for_each(add);
 }
 
 fn beta(accumulate: bool) -> f32 {
