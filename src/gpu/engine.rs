@@ -387,9 +387,9 @@ impl GpuEngine {
         if streamed {
             // Each step's rows sit at its offset in its submit's window.
             let mut local = steps.to_vec();
-            for chunk in local.chunks_mut(self.steps_per_submit) {
+            for range in submit_ranges(steps.len(), self.steps_per_submit) {
                 let mut offset = 0;
-                for s in chunk {
+                for s in &mut local[range] {
                     s.row_offset = offset;
                     offset += s.rows;
                 }
@@ -409,13 +409,13 @@ impl GpuEngine {
         // the steps it covers, its readback buffer).
         let mut pending: Option<(PendingRead, usize, usize)> = None;
         let mut spare = 0;
-        while done < steps.len() {
+        for range in submit_ranges(steps.len(), self.steps_per_submit) {
             // A stop request ends the epoch at a submit boundary: the steps
             // submitted are complete, and their losses are read below.
             if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
                 break;
             }
-            let end = (done + self.steps_per_submit).min(steps.len());
+            let end = range.end;
             if streamed {
                 // Written before this submit, after the previous one's reads (queue order).
                 let words = GpuEngine::fill_window(images, order, &steps[done..end]);
@@ -595,6 +595,23 @@ impl GpuEngine {
     }
 }
 
+/// Steps in an epoch's first submit: few, so that the GPU starts while the
+/// host encodes the next, full one.
+const FIRST_SUBMIT: usize = 4;
+
+/// The step ranges of an epoch's submits: a short first one, then
+/// `per_submit` steps each.
+fn submit_ranges(steps: usize, per_submit: usize) -> Vec<std::ops::Range<usize>> {
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    while start < steps {
+        let len = if start == 0 { per_submit.min(FIRST_SUBMIT) } else { per_submit };
+        ranges.push(start..(start + len).min(steps));
+        start += len;
+    }
+    ranges
+}
+
 fn slot_buffers(ctx: &GpuContext, steps: usize) -> Result<(wgpu::Buffer, [wgpu::Buffer; 2])> {
     let bytes = steps * 2 * 4;
     let slots = storage(ctx, "loss slots", bytes, wgpu::BufferUsages::COPY_SRC)?;
@@ -767,4 +784,18 @@ fn pack_words(bytes: &[u8]) -> Vec<u32> {
             u32::from_le_bytes(b)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::submit_ranges;
+
+    #[test]
+    fn an_epoch_submits_a_short_chunk_first_then_full_ones() {
+        let lengths: Vec<usize> = submit_ranges(469, 64).iter().map(|r| r.len()).collect();
+        assert_eq!(lengths, [4, 64, 64, 64, 64, 64, 64, 64, 17]);
+        assert_eq!(submit_ranges(5, 2), [0..2, 2..4, 4..5]);
+        assert_eq!(submit_ranges(3, 64), [0..3]);
+        assert!(submit_ranges(0, 64).is_empty());
+    }
 }
