@@ -795,7 +795,8 @@ mod tests {
         let lengths: Vec<usize> = submit_ranges(469, 64).iter().map(|r| r.len()).collect();
         assert_eq!(lengths, [4, 64, 64, 64, 64, 64, 64, 64, 17]);
         assert_eq!(submit_ranges(5, 2), [0..2, 2..4, 4..5]);
-        assert_eq!(submit_ranges(3, 64), [0..3]);
+        assert_eq!(submit_ranges(3, 64).first(), Some(&(0..3)));
+        assert_eq!(submit_ranges(3, 64).len(), 1);
         assert!(submit_ranges(0, 64).is_empty());
     }
 }
