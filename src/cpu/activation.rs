@@ -7,12 +7,17 @@ use crate::model::Activation;
 
 /// y = act(y), in place.
 pub fn activation_forward(y: &mut [f32], act: Activation) {
-    par_apply(y, |y| match act {
+    par_apply(y, |y| activation_in_place(y, act))
+}
+
+/// `activation_forward` on the calling thread.
+pub fn activation_in_place(y: &mut [f32], act: Activation) {
+    match act {
         Activation::Identity => {}
         Activation::Relu => relu_forward(y),
         Activation::LeakyRelu => y.iter_mut().for_each(|v| *v = leaky_relu(*v)),
         Activation::Tanh => y.iter_mut().for_each(|v| *v = v.tanh()),
-    })
+    }
 }
 
 /// d *= act'(x) given y = act(x), in place on the gradient.

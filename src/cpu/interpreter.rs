@@ -7,7 +7,7 @@ use super::conv::{conv_transpose2d_backward, conv_transpose2d_forward, conv2d_ba
 use super::loss::{
     bce_with_logits_backward, bce_with_logits_forward, kl_backward, kl_forward, mse_backward, mse_forward,
 };
-use super::matmul::{bias_add, column_sums, matmul_nn, matmul_nt, matmul_tn};
+use super::matmul::{bias_activation, column_sums, matmul_nn, matmul_nt, matmul_tn};
 use super::reparam::{reparameterize_backward, reparameterize_forward};
 use crate::engine::{AdamConfig, LossSums, Noise, Objective};
 use crate::model::{Graph, Layer, LayerKind, LossTerm, Op, TensorId};
@@ -158,8 +158,7 @@ impl Interpreter {
 fn dense_forward(out: &mut [f32], x: &[f32], params: &[f32], layer: &Layer, rows: usize) {
     let (i, o) = (layer.inputs, layer.outputs);
     matmul_nt(out, x, &params[layer.weight..layer.weight + o * i], rows, i, o, false);
-    bias_add(out, &params[layer.bias..layer.bias + o], rows, o);
-    activation_forward(out, layer.activation);
+    bias_activation(out, &params[layer.bias..layer.bias + o], rows, o, layer.activation);
 }
 
 /// dW += dyᵀ·x, db += Σ dy, and dx (+)= dy·W when asked. dy is the gradient of

@@ -8,6 +8,9 @@
 
 use rayon::prelude::*;
 
+use super::activation::activation_in_place;
+use crate::model::Activation;
+
 /// How the operands of a product are stored: `Nt` is a (M,K) · b (N,K)ᵀ
 /// (forward: x·Wᵀ), `Tn` a (K,M)ᵀ · b (K,N) (weight gradient: dYᵀ·X), `Nn`
 /// a (M,K) · b (K,N) (input gradient: dY·W).
@@ -188,21 +191,27 @@ pub fn column_sums(out: &mut [f32], a: &[f32], m: usize, n: usize) {
     }
 }
 
-/// y (M,N) += bias (N) broadcast over rows.
+/// y (M,N) += bias (N) broadcast over rows: the `bias_add` kernel's twin.
 pub fn bias_add(y: &mut [f32], bias: &[f32], m: usize, n: usize) {
+    bias_activation(y, bias, m, n, Activation::Identity)
+}
+
+/// y (M,N) = act(y + bias (N) broadcast over rows), one pass over y.
+pub fn bias_activation(y: &mut [f32], bias: &[f32], m: usize, n: usize, act: Activation) {
     assert!(bias.len() == n && y.len() == m * n);
-    let add = |y: &mut [f32]| {
+    let apply = |y: &mut [f32]| {
         for row in y.chunks_exact_mut(n.max(1)) {
             for (o, &b) in row.iter_mut().zip(bias) {
                 *o += b;
             }
+            activation_in_place(row, act);
         }
     };
     let rows_per_task = (1 << 15) / n.max(1);
     if rows_per_task >= m || rows_per_task == 0 {
-        return add(y);
+        return apply(y);
     }
-    y.par_chunks_mut(rows_per_task * n).for_each(add);
+    y.par_chunks_mut(rows_per_task * n).for_each(apply);
 }
 
 fn beta(accumulate: bool) -> f32 {
