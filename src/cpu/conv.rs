@@ -123,6 +123,25 @@ fn chunk_images(g: &ConvGeom, lane: usize) -> usize {
     (PATCH_FLOATS / (g.patch() * g.out_pixels())).clamp(1, lane)
 }
 
+/// Runs `f(cols, chans)` with this thread's scratch: a patch matrix for
+/// `chunk` images and a channel-major out-space buffer as long. Reused from
+/// call to call (every use writes before it reads), so a step neither zeroes
+/// nor maps fresh pages for them.
+fn with_scratch<R>(g: &ConvGeom, chunk: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let (cols, chans) = (g.patch() * chunk * g.out_pixels(), g.out_c * chunk * g.out_pixels());
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        if scratch.len() < cols + chans {
+            scratch.resize(cols + chans, 0.0);
+        }
+        let (a, b) = scratch[..cols + chans].split_at_mut(cols);
+        f(a, b)
+    })
+}
+
 /// Runs `step(dx, dw, db, first_image, images)` over lanes of images in
 /// parallel, each with its own zeroed gradient sums, then adds the lanes'
 /// sums to dw and db in lane order. `dx` (when asked) is cut into the lanes'
@@ -161,19 +180,19 @@ pub fn conv2d_forward(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], g: &ConvGe
     let chunk = chunk_images(g, lane);
     let (x, y) = (&x[..rows * g.in_len()], &mut y[..rows * g.out_len()]);
     y.par_chunks_mut(lane * g.out_len()).zip(x.par_chunks(lane * g.in_len())).for_each(|(y, x)| {
-        let mut cols = vec![0.0; g.patch() * chunk * g.out_pixels()];
-        let mut yc = vec![0.0; g.out_c * chunk * g.out_pixels()];
-        for (y, x) in y.chunks_mut(chunk * g.out_len()).zip(x.chunks(chunk * g.in_len())) {
-            let images = x.len() / g.in_len();
-            let n = images * g.out_pixels();
-            let (cols, yc) = (&mut cols[..g.patch() * n], &mut yc[..g.out_c * n]);
-            im2col(cols, x, g, images);
-            matmul_serial(Form::Nn, yc, w, cols, g.out_c, g.patch(), n, false);
-            rows_first(y, yc, g.out_c, g.out_pixels(), images);
-            for y in y.chunks_exact_mut(g.out_len()) {
-                add_channel_bias(y, b, g.out_pixels());
+        with_scratch(g, chunk, |cols, yc| {
+            for (y, x) in y.chunks_mut(chunk * g.out_len()).zip(x.chunks(chunk * g.in_len())) {
+                let images = x.len() / g.in_len();
+                let n = images * g.out_pixels();
+                let (cols, yc) = (&mut cols[..g.patch() * n], &mut yc[..g.out_c * n]);
+                im2col(cols, x, g, images);
+                matmul_serial(Form::Nn, yc, w, cols, g.out_c, g.patch(), n, false);
+                rows_first(y, yc, g.out_c, g.out_pixels(), images);
+                for y in y.chunks_exact_mut(g.out_len()) {
+                    add_channel_bias(y, b, g.out_pixels());
+                }
             }
-        }
+        });
     });
 }
 
@@ -192,21 +211,21 @@ pub fn conv2d_backward(
 ) {
     let chunk = chunk_images(g, lane_images(rows));
     backward_lanes(dx, g.in_len(), dw, db, rows, |mut dx, dw, db, first, images| {
-        let mut cols = vec![0.0; g.patch() * chunk * g.out_pixels()];
-        let mut dyc = vec![0.0; g.out_c * chunk * g.out_pixels()];
-        for start in (0..images).step_by(chunk) {
-            let count = chunk.min(images - start);
-            let (image, n) = (first + start, count * g.out_pixels());
-            let (cols, dyc) = (&mut cols[..g.patch() * n], &mut dyc[..g.out_c * n]);
-            im2col(cols, &x[image * g.in_len()..], g, count);
-            channels_first(dyc, &dy[image * g.out_len()..], g.out_c, g.out_pixels(), count);
-            matmul_serial(Form::Nt, dw, dyc, cols, g.out_c, n, g.patch(), true);
-            channel_sums(db, dyc, n);
-            if let Some(dx) = dx.as_deref_mut() {
-                matmul_serial(Form::Tn, cols, w, dyc, g.patch(), g.out_c, n, false);
-                col2im(&mut dx[start * g.in_len()..], cols, g, count);
+        with_scratch(g, chunk, |cols, dyc| {
+            for start in (0..images).step_by(chunk) {
+                let count = chunk.min(images - start);
+                let (image, n) = (first + start, count * g.out_pixels());
+                let (cols, dyc) = (&mut cols[..g.patch() * n], &mut dyc[..g.out_c * n]);
+                im2col(cols, &x[image * g.in_len()..], g, count);
+                channels_first(dyc, &dy[image * g.out_len()..], g.out_c, g.out_pixels(), count);
+                matmul_serial(Form::Nt, dw, dyc, cols, g.out_c, n, g.patch(), true);
+                channel_sums(db, dyc, n);
+                if let Some(dx) = dx.as_deref_mut() {
+                    matmul_serial(Form::Tn, cols, w, dyc, g.patch(), g.out_c, n, false);
+                    col2im(&mut dx[start * g.in_len()..], cols, g, count);
+                }
             }
-        }
+        });
     });
 }
 
@@ -217,19 +236,19 @@ pub fn conv_transpose2d_forward(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], 
     let chunk = chunk_images(g, lane);
     let (x, y) = (&x[..rows * g.out_len()], &mut y[..rows * g.in_len()]);
     y.par_chunks_mut(lane * g.in_len()).zip(x.par_chunks(lane * g.out_len())).for_each(|(y, x)| {
-        let mut xc = vec![0.0; g.out_c * chunk * g.out_pixels()];
-        let mut cols = vec![0.0; g.patch() * chunk * g.out_pixels()];
-        for (y, x) in y.chunks_mut(chunk * g.in_len()).zip(x.chunks(chunk * g.out_len())) {
-            let images = x.len() / g.out_len();
-            let n = images * g.out_pixels();
-            let (xc, cols) = (&mut xc[..g.out_c * n], &mut cols[..g.patch() * n]);
-            channels_first(xc, x, g.out_c, g.out_pixels(), images);
-            matmul_serial(Form::Tn, cols, w, xc, g.patch(), g.out_c, n, false);
-            col2im(y, cols, g, images);
-            for y in y.chunks_exact_mut(g.in_len()) {
-                add_channel_bias(y, b, g.in_h * g.in_w);
+        with_scratch(g, chunk, |cols, xc| {
+            for (y, x) in y.chunks_mut(chunk * g.in_len()).zip(x.chunks(chunk * g.out_len())) {
+                let images = x.len() / g.out_len();
+                let n = images * g.out_pixels();
+                let (xc, cols) = (&mut xc[..g.out_c * n], &mut cols[..g.patch() * n]);
+                channels_first(xc, x, g.out_c, g.out_pixels(), images);
+                matmul_serial(Form::Tn, cols, w, xc, g.patch(), g.out_c, n, false);
+                col2im(y, cols, g, images);
+                for y in y.chunks_exact_mut(g.in_len()) {
+                    add_channel_bias(y, b, g.in_h * g.in_w);
+                }
             }
-        }
+        });
     });
 }
 
@@ -248,23 +267,23 @@ pub fn conv_transpose2d_backward(
 ) {
     let chunk = chunk_images(g, lane_images(rows));
     backward_lanes(dx, g.out_len(), dw, db, rows, |mut dx, dw, db, first, images| {
-        let mut cols = vec![0.0; g.patch() * chunk * g.out_pixels()];
-        let mut xc = vec![0.0; g.out_c * chunk * g.out_pixels()];
-        for start in (0..images).step_by(chunk) {
-            let count = chunk.min(images - start);
-            let (image, n) = (first + start, count * g.out_pixels());
-            let (cols, xc) = (&mut cols[..g.patch() * n], &mut xc[..g.out_c * n]);
-            im2col(cols, &dy[image * g.in_len()..], g, count);
-            channels_first(xc, &x[image * g.out_len()..], g.out_c, g.out_pixels(), count);
-            matmul_serial(Form::Nt, dw, xc, cols, g.out_c, n, g.patch(), true);
-            for dy in dy[image * g.in_len()..].chunks_exact(g.in_len()).take(count) {
-                channel_sums(db, dy, g.in_h * g.in_w);
+        with_scratch(g, chunk, |cols, xc| {
+            for start in (0..images).step_by(chunk) {
+                let count = chunk.min(images - start);
+                let (image, n) = (first + start, count * g.out_pixels());
+                let (cols, xc) = (&mut cols[..g.patch() * n], &mut xc[..g.out_c * n]);
+                im2col(cols, &dy[image * g.in_len()..], g, count);
+                channels_first(xc, &x[image * g.out_len()..], g.out_c, g.out_pixels(), count);
+                matmul_serial(Form::Nt, dw, xc, cols, g.out_c, n, g.patch(), true);
+                for dy in dy[image * g.in_len()..].chunks_exact(g.in_len()).take(count) {
+                    channel_sums(db, dy, g.in_h * g.in_w);
+                }
+                if let Some(dx) = dx.as_deref_mut() {
+                    matmul_serial(Form::Nn, xc, w, cols, g.out_c, g.patch(), n, false);
+                    rows_first(&mut dx[start * g.out_len()..], xc, g.out_c, g.out_pixels(), count);
+                }
             }
-            if let Some(dx) = dx.as_deref_mut() {
-                matmul_serial(Form::Nn, xc, w, cols, g.out_c, g.patch(), n, false);
-                rows_first(&mut dx[start * g.out_len()..], xc, g.out_c, g.out_pixels(), count);
-            }
-        }
+        });
     });
 }
 
