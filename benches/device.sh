@@ -29,6 +29,13 @@ done
 
 echo "== training throughput, default VAE"
 for b in 128 1024; do $bin bench --data $data --model vae --device gpu --epochs 3 --batch-size $b --profile; done
+echo "== the same with the family kernels (GPU_VAE_FUSE=tiles: 36 dispatches a step instead of 7), A/B"
+for b in 128 1024; do
+  for fuse in tiles all tiles all; do
+    echo "-- GPU_VAE_FUSE=$fuse batch $b"
+    GPU_VAE_FUSE=$fuse $bin bench --data $data --model vae --device gpu --epochs 2 --batch-size $b | grep -E "samples/s|dispatches"
+  done
+done
 if [ "${1:-}" = "--anchor" ]; then
   echo "== gpu-vae vs PyTorch and JAX on this GPU"
   python3 benches/compare.py gpu --binary $bin --data $data --ref .bin --epochs 3 --batch 128,1024

@@ -106,6 +106,19 @@ fn compare_with(
     steps_per_submit: usize,
     fusion: Fusion,
 ) {
+    compare_planned_for(name, arch, noise_std, epochs, steps_per_submit, fusion, None);
+}
+
+/// `compare_with`, the rewrites planned for an adapter with `limits`.
+fn compare_planned_for(
+    name: &str,
+    arch: Architecture,
+    noise_std: f32,
+    epochs: usize,
+    steps_per_submit: usize,
+    fusion: Fusion,
+    limits: Option<wgpu::Limits>,
+) {
     let Some(gpu) = gpu(name) else { return };
     let kind = arch.config.kind;
     let params = init_params(&arch, InitScheme::Torch, SEED);
@@ -117,6 +130,9 @@ fn compare_with(
         let mut cpu = CpuModel::new(arch.clone(), params.clone(), adam());
         let mut eng = GpuEngine::new(mode.ctx.clone(), arch.clone(), &params, adam(), BATCH).unwrap();
         eng.set_fusion(fusion);
+        if let Some(limits) = &limits {
+            eng.set_fusion_limits(limits.clone());
+        }
         eng.steps_per_submit = steps_per_submit;
         for epoch in 0..epochs {
             let plan = plan(epoch, noise_std, beta);
@@ -248,6 +264,71 @@ fn unfused_denoising_conv_ae_fifty_steps_match_cpu() {
     compare_with("unfused_denoising_conv_ae_fifty_steps_match_cpu", arch, 0.2, 17, 64, Fusion::NONE);
 }
 
+/// A VAE whose outer layers are too wide for row chains: generated products
+/// with the activation backward (and with BCE, the loss) in their epilogues,
+/// between row chains.
+fn wide_arch(loss: ReconLoss) -> Architecture {
+    Architecture::new(&ModelConfig { hidden: vec![300, 37], latent: 6, ..arch(ModelKind::Vae, loss).config }).unwrap()
+}
+
+#[test]
+fn wide_vae_fifty_steps_match_cpu() {
+    compare_with("wide_vae_fifty_steps_match_cpu", wide_arch(ReconLoss::Bce), 0.0, 17, 64, Fusion::ALL);
+}
+
+/// One step of all COUNT images on both engines: the loss sums and every
+/// gradient. Parameters are not compared here: Adam's first step is about
+/// lr·sign(g), so a gradient within rounding of zero may step either way.
+fn compare_gradients(name: &str, arch: Architecture, noise_std: f32) {
+    let Some(gpu) = gpu(name) else { return };
+    let params = init_params(&arch, InitScheme::Torch, SEED);
+    let c = &arch.config;
+    let images = gpu_common::random_planes(COUNT, c.channels, c.image_rows, c.image_cols);
+    let plan = EpochPlan { batch_size: COUNT, ..plan(0, noise_std, 0.7) };
+    for mode in &gpu.modes {
+        let what = |s: &str| format!("{name} {s} ({})", mode.name());
+        let mut cpu = CpuModel::new(arch.clone(), params.clone(), adam());
+        let want = cpu_epoch(&mut cpu, &images, &plan)[0];
+        let mut eng = GpuEngine::new(mode.ctx.clone(), arch.clone(), &params, adam(), COUNT).unwrap();
+        let got = eng.train_epoch(&images, &plan, &mut |_, _| {}).unwrap();
+        let (got_sums, want_sums) = ([got.recon as f32, got.kl as f32], [want.recon as f32, want.kl as f32]);
+        assert_close(&what("losses"), &got_sums, &want_sums, 1e-4, 2e-5);
+        let grads = eng.grads().unwrap();
+        // f32 sums of up to 784 terms in other orders: on lavapipe the default
+        // VAE's worst value was 55x 1e-9·largest + 1e-7·|g| (about 1.6e-6 of
+        // a largest gradient of 29); this allows about 18x that.
+        let largest = cpu.grads().iter().fold(0f32, |m, g| m.max(g.abs()));
+        assert_close(&what("gradients"), &grads, cpu.grads(), 1e-6 * largest, 1e-4);
+    }
+}
+
+#[test]
+fn wide_denoising_vae_mse_step_matches_cpu() {
+    compare_gradients("wide_denoising_vae_mse_step_matches_cpu", wide_arch(ReconLoss::Mse), 0.2);
+}
+
+#[test]
+fn default_vae_step_matches_cpu() {
+    // The default model's shapes (784-400-20) in the fused step of 7 dispatches.
+    compare_gradients("default_vae_step_matches_cpu", pytorch_vae(), 0.0);
+}
+
+#[test]
+fn wide_vae_on_eight_bindings_fifty_steps_match_cpu() {
+    // WebGPU's default of 8 storage buffers per kernel: the weight gradients
+    // take several grouped kernels and Adam its own dispatch.
+    let limits = wgpu::Limits::default();
+    assert_eq!(limits.max_storage_buffers_per_shader_stage, 8);
+    let name = "wide_vae_on_eight_bindings_fifty_steps_match_cpu";
+    compare_planned_for(name, wide_arch(ReconLoss::Bce), 0.0, 17, 64, Fusion::ALL, Some(limits));
+}
+
+#[test]
+fn tiled_vae_fifty_steps_match_cpu() {
+    // The family kernels' path (GPU_VAE_FUSE=tiles): tiles and split-K.
+    compare_with("tiled_vae_fifty_steps_match_cpu", wide_arch(ReconLoss::Bce), 0.0, 17, 64, Fusion::TILES);
+}
+
 #[test]
 fn vae_mse_fifty_steps_match_cpu() {
     compare("vae_mse_fifty_steps_match_cpu", ModelKind::Vae, ReconLoss::Mse, 0.0, 17, 5);
@@ -279,7 +360,7 @@ fn denoising_vae_evaluation_matches_cpu() {
         assert_close(&what, &[got.recon as f32, got.kl as f32], &[want.recon as f32, want.kl as f32], 1e-4, 1e-5);
         assert_eq!(eng.params().unwrap(), params, "evaluate must not train");
         let stats = eng.stats();
-        assert!(stats.dispatches_per_eval_step > 5, "{stats:?}");
+        assert!(stats.dispatches_per_eval_step >= 2, "the gather and the step: {stats:?}");
     }
 }
 
@@ -346,9 +427,12 @@ fn vae_epoch_timing() {
 
 #[test]
 fn default_vae_step_keeps_its_dispatch_count() {
-    // The fused default VAE step at batch 128: 36 dispatches before the
-    // graph (13 forward with the gather, 23 backward and Adam); the lowering
-    // and its rewrites must not add any.
+    // The default VAE step at batch 128 was 36 dispatches with the family
+    // kernels (13 forward with the gather, 23 backward and Adam); generated
+    // kernels make it 7: the gather, the first layer, the middle as one row
+    // chain, the output layer with BCE, the last layer's input gradient with
+    // the ReLU backward, the middle backward as a row chain, and every weight
+    // gradient, loss fold and Adam step in one grouped kernel.
     let Some(gpu) = gpu("default_vae_step_keeps_its_dispatch_count") else { return };
     let arch = pytorch_vae();
     let params = init_params(&arch, InitScheme::Torch, SEED);
@@ -357,10 +441,14 @@ fn default_vae_step_keeps_its_dispatch_count() {
     eng.set_fusion(Fusion::ALL);
     let images = gpu_common::random_images(8, 28, 28);
     let labels = eng.train_step_labels(&images, false, 128).unwrap();
-    assert!(labels.len() <= 36, "{} dispatches: {labels:#?}", labels.len());
-    eprintln!("default VAE step at batch 128: {} dispatches", labels.len());
+    eprintln!("default VAE step at batch 128: {} dispatches {labels:#?}", labels.len());
+    assert!(labels.len() <= 7, "{} dispatches: {labels:#?}", labels.len());
+    assert!(labels.last().is_some_and(|l| l.contains("+adam")), "Adam in the gradients' epilogue: {labels:#?}");
+    eng.set_fusion(Fusion::TILES);
+    let tiled = eng.train_step_labels(&images, false, 128).unwrap();
+    assert!(tiled.len() <= 36, "{} dispatches: {tiled:#?}", tiled.len());
     let epilogue_ops = |l: &[String]| l.iter().filter(|l| *l == "bias_add" || *l == "activation_forward").count();
-    assert_eq!(epilogue_ops(&labels), 0, "bias and activation are in the products' epilogues: {labels:#?}");
+    assert_eq!(epilogue_ops(&tiled), 0, "bias and activation are in the products' epilogues: {tiled:#?}");
     eng.set_fusion(Fusion::NONE);
     let unfused = eng.train_step_labels(&images, false, 128).unwrap();
     assert_eq!(epilogue_ops(&unfused), 6, "unfused: one call per CPU function: {unfused:#?}");

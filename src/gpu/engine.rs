@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 
 use super::buffers::{ParamBuffers, storage};
 use super::context::{GpuContext, PendingRead};
-use super::fuse::{Fusion, fuse};
+use super::fuse::{Env, Fusion, fuse};
 use super::lower::{Bindings, Call, TensorPool, emit, lower};
 use super::profile::{self, Profile, TimestampMode};
 use super::program::{Program, Step, StepTable};
@@ -85,6 +85,8 @@ pub struct GpuEngine {
     partials: wgpu::Buffer,
     /// Which rewrites the programs get (`set_fusion`).
     fusion: Fusion,
+    /// The limits the rewrites plan for: the device's, or tighter ones (`set_fusion_limits`).
+    fusion_limits: wgpu::Limits,
     /// Programs by (training, noisy input).
     programs: Vec<((bool, bool), Program)>,
     table: StepTable,
@@ -150,6 +152,7 @@ impl GpuEngine {
             pool: TensorPool::new(max_batch),
             partials,
             fusion: Fusion::from_env(),
+            fusion_limits: ctx.limits.clone(),
             programs: Vec::new(),
             table,
             slots,
@@ -184,6 +187,12 @@ impl GpuEngine {
 
     /// Streams data sets of more than `bytes` bytes instead of keeping them on
     /// the device (data sets larger than a storage binding always stream).
+    /// The gradients of the last training step (for tests).
+    pub fn grads(&mut self) -> Result<Vec<f32>> {
+        let grads = self.params.grads.as_ref().ok_or_else(|| Error::invalid("grads", "an inference engine"))?;
+        self.ctx.read_f32(grads, 0, self.arch.param_count).map_err(|e| self.lost_or(e))
+    }
+
     pub fn set_resident_limit(&mut self, bytes: u64) {
         self.resident_limit = bytes;
         self.data.clear();
@@ -192,6 +201,13 @@ impl GpuEngine {
     /// Rebuilds the step programs with other rewrites (`GPU_VAE_FUSE` sets the default).
     pub fn set_fusion(&mut self, fusion: Fusion) {
         self.fusion = fusion;
+        self.programs.clear();
+    }
+
+    /// Plans the rewrites for an adapter with `limits` (at most the device's),
+    /// so that the fallbacks of smaller adapters can be tested on this one.
+    pub fn set_fusion_limits(&mut self, limits: wgpu::Limits) {
+        self.fusion_limits = limits;
         self.programs.clear();
     }
 
@@ -211,7 +227,14 @@ impl GpuEngine {
             return Ok(i);
         }
         let graph = if train { Graph::training(&self.arch, noisy) } else { Graph::forward(&self.arch, noisy) };
-        let calls = fuse(lower(&graph), self.fusion, self.max_batch, &self.ctx.limits);
+        let env = Env {
+            graph: &graph,
+            max_rows: self.max_batch,
+            limits: &self.fusion_limits,
+            param_count: self.arch.param_count,
+            keep: graph.named(),
+        };
+        let calls = fuse(lower(&graph), self.fusion, &env);
         let p = &self.params;
         let bind = Bindings {
             params: &p.params,

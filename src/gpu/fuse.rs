@@ -3,48 +3,498 @@
 //! CPU reference of a fused kernel is the sequence it replaced (the
 //! GPU-vs-CPU step tests run both, `tests/gpu_steps.rs`).
 //!
-//! A rewrite is a function `Vec<Call> -> Vec<Call>`; add one to `fuse`.
+//! By default the calls become generated kernels (`gpu::fused`): weight
+//! gradients and loss folds sink to the end of the step, a large product
+//! takes the activation backward or the BCE loss that follows it into its
+//! epilogue, runs of row-local calls become one row-owned kernel, and the
+//! weight gradients of all layers become one grouped kernel with Adam in
+//! its epilogue. Every rewrite checks the adapter's limits and otherwise
+//! leaves the calls as they were.
 
-use super::lower::{Call, Matmul, size};
-use super::shaders::{Kernel, MatmulVariant};
-use crate::model::Activation;
+use super::fused::{self, Epilogue, REDUCE_BYTES, Res, Task};
+use super::lower::{Buf, Call, Matmul, size};
+use super::shaders::{Kernel, MAX_PARTS, MatmulForm, MatmulVariant};
+use crate::engine::AdamConfig;
+use crate::model::{Activation, Graph, TensorId};
 
 /// Which rewrites run: all by default; `GPU_VAE_FUSE=0` turns them off (the
 /// unfused list, one dispatch per CPU function, products on the naive
-/// variant) for debugging and A/B runs.
+/// variant) and `GPU_VAE_FUSE=tiles` keeps the family kernels (epilogues,
+/// tiles and split-K, no generated kernels), for debugging and A/B runs.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Fusion {
     pub epilogues: bool,
     pub tiles: bool,
     pub split_k: bool,
+    /// Generated kernels (`gpu::fused`); the three above apply without them.
+    pub kernels: bool,
 }
 
 impl Fusion {
-    pub const ALL: Fusion = Fusion { epilogues: true, tiles: true, split_k: true };
-    pub const NONE: Fusion = Fusion { epilogues: false, tiles: false, split_k: false };
+    pub const ALL: Fusion = Fusion { epilogues: true, tiles: true, split_k: true, kernels: true };
+    pub const TILES: Fusion = Fusion { kernels: false, ..Fusion::ALL };
+    pub const NONE: Fusion = Fusion { epilogues: false, tiles: false, split_k: false, kernels: false };
 
     pub fn from_env() -> Fusion {
         match std::env::var("GPU_VAE_FUSE").as_deref() {
             Ok("0") => Fusion::NONE,
+            Ok("tiles") => Fusion::TILES,
             _ => Fusion::ALL,
         }
     }
 }
 
-/// The rewrites of `fusion` for a program of at most `max_rows` rows on an
-/// adapter with `limits`.
-pub fn fuse(calls: Vec<Call>, fusion: Fusion, max_rows: usize, limits: &wgpu::Limits) -> Vec<Call> {
+/// What the rewrites need to know besides the calls.
+pub struct Env<'a> {
+    pub graph: &'a Graph,
+    /// The most rows a step has.
+    pub max_rows: usize,
+    pub limits: &'a wgpu::Limits,
+    pub param_count: usize,
+    /// Tensors read after the program (by the host or another program).
+    pub keep: Vec<TensorId>,
+}
+
+/// The rewrites of `fusion` for a program on `env`.
+pub fn fuse(calls: Vec<Call>, fusion: Fusion, env: &Env) -> Vec<Call> {
     let mut calls = calls;
     if fusion.epilogues {
         calls = epilogues(calls);
     }
+    if fusion.kernels && generated_kernels_fit(env.limits) {
+        calls = sink_gradients(calls);
+        calls = absorb(calls, env);
+        calls = row_chains(calls, env);
+        calls = count_parts(calls, env);
+        calls = group_gradients(calls, env);
+        return products(calls);
+    }
     if fusion.tiles {
-        calls = tiles(calls, max_rows, limits);
+        calls = tiles(calls, env.max_rows, env.limits);
     }
     if fusion.split_k {
-        calls = split_k(calls, max_rows);
+        calls = split_k(calls, env.max_rows);
     }
     calls
+}
+
+/// Whether an adapter can run generated products (workgroups of 256 and
+/// 16 KiB, up to 6 storage bindings): WebGPU's defaults, so every adapter.
+fn generated_kernels_fit(limits: &wgpu::Limits) -> bool {
+    limits.max_compute_invocations_per_workgroup >= fused::THREADS
+        && limits.max_compute_workgroup_storage_size >= fused::PRODUCT_BYTES
+        && limits.max_storage_buffers_per_shader_stage >= 6
+}
+
+/// What a call reads and what it writes.
+pub fn access(call: &Call) -> (Vec<Res>, Vec<Res>) {
+    let t = Res::Tensor;
+    let b = |x: Buf| Res::of(x);
+    let mut reads = Vec::new();
+    let mut writes = Vec::new();
+    match call {
+        &Call::Gather { out, .. } => writes.push(t(out)),
+        &Call::InputNoise { out, clean, .. } => (reads, writes) = (vec![t(clean)], vec![t(out)]),
+        Call::Matmul(m) | Call::SplitFinish(m) => product_access(m, &mut reads, &mut writes),
+        &Call::BiasAdd { y, .. } => (reads, writes) = (vec![t(y), Res::Params], vec![t(y)]),
+        &Call::Activation { y, .. } => (reads, writes) = (vec![t(y)], vec![t(y)]),
+        &Call::ActivationBackward { d, y, .. } | &Call::SigmoidBackward { d, y, .. } => {
+            (reads, writes) = (vec![t(d), t(y)], vec![t(d)])
+        }
+        &Call::ColumnSums { a, .. } => (reads, writes) = (vec![t(a)], vec![Res::Grads]),
+        &Call::Sigmoid { y, x, .. } => (reads, writes) = (vec![t(x)], vec![t(y)]),
+        Call::LossPartials { inputs, which, .. } => {
+            (reads, writes) = (inputs.iter().map(|&i| t(i)).collect(), vec![Res::Part(*which)])
+        }
+        &Call::LossFinish { which, .. } => (reads, writes) = (vec![Res::Part(which)], vec![Res::Slots]),
+        &Call::LossBackward { out, inputs: [x, target], .. } => (reads, writes) = (vec![t(x), t(target)], vec![t(out)]),
+        &Call::Reparameterize { z, eps, mulv, .. } => (reads, writes) = (vec![t(mulv)], vec![t(z), t(eps)]),
+        &Call::ReparameterizeBackward { d, dz, mulv, eps, accumulate, .. } => {
+            reads = vec![t(dz), t(mulv), t(eps)];
+            if accumulate {
+                reads.push(t(d));
+            }
+            writes.push(t(d));
+        }
+        &Call::KlBackward { d, mulv, accumulate, .. } => {
+            reads = vec![t(mulv)];
+            if accumulate {
+                reads.push(t(d));
+            }
+            writes.push(t(d));
+        }
+        &Call::Conv { a, x, out, .. } => {
+            reads = vec![t(a), Res::Params];
+            reads.extend(x.map(t));
+            writes.push(b(out));
+        }
+        Call::Adam => {
+            reads = vec![Res::Grads, Res::Params, Res::AdamM, Res::AdamV];
+            writes = vec![Res::Params, Res::AdamM, Res::AdamV];
+        }
+        Call::Fused(tasks) => {
+            for task in tasks {
+                match task {
+                    Task::Product { mm, epilogue } => {
+                        product_access(mm, &mut reads, &mut writes);
+                        match epilogue {
+                            Epilogue::Store { act_backward } => reads.extend(act_backward.map(|(y, _)| t(y))),
+                            &Epilogue::Bce { target, dlogits, which } => {
+                                reads.push(t(target));
+                                writes.extend([t(dlogits), Res::Part(which)]);
+                            }
+                            Epilogue::Gradient { adam, .. } => {
+                                if *adam {
+                                    reads.extend([Res::Params, Res::AdamM, Res::AdamV]);
+                                    writes.extend([Res::Params, Res::AdamM, Res::AdamV]);
+                                }
+                            }
+                        }
+                    }
+                    Task::Rows { stages, .. } => {
+                        for s in stages {
+                            let (r, w) = access(s);
+                            reads.extend(r);
+                            writes.extend(w);
+                        }
+                    }
+                    &Task::LossFinish { which, .. } => {
+                        reads.push(Res::Part(which));
+                        writes.push(Res::Slots);
+                    }
+                }
+            }
+        }
+    }
+    (reads, writes)
+}
+
+fn product_access(m: &Matmul, reads: &mut Vec<Res>, writes: &mut Vec<Res>) {
+    reads.extend([Res::of(m.a.0), Res::of(m.b.0)]);
+    if m.bias.is_some() {
+        reads.push(Res::Params);
+    }
+    if m.accumulate {
+        reads.push(Res::of(m.c.0));
+    }
+    writes.push(Res::of(m.c.0));
+}
+
+/// Whether `first`, run after `second` instead of before, could change a result.
+fn conflict(first: &Call, second: &Call) -> bool {
+    let (r1, w1) = access(first);
+    let (r2, w2) = access(second);
+    w1.iter().any(|x| r2.contains(x) || w2.contains(x)) || r1.iter().any(|x| w2.contains(x))
+}
+
+/// Calls whose results only Adam or the host read.
+fn sinkable(call: &Call) -> bool {
+    match call {
+        Call::Matmul(m) => m.c.0 == Buf::Grads,
+        Call::Conv { out, .. } => *out == Buf::Grads,
+        Call::ColumnSums { .. } | Call::LossFinish { .. } => true,
+        _ => false,
+    }
+}
+
+/// Weight gradients and loss folds move to just before Adam (or the end),
+/// past every call they do not conflict with, keeping their order: there
+/// they can share one dispatch.
+fn sink_gradients(calls: Vec<Call>) -> Vec<Call> {
+    let end = calls.iter().position(|c| matches!(c, Call::Adam)).unwrap_or(calls.len());
+    let mut stays = vec![true; end];
+    for i in (0..end).rev() {
+        if sinkable(&calls[i]) && (i + 1..end).filter(|&j| stays[j]).all(|j| !conflict(&calls[i], &calls[j])) {
+            stays[i] = false;
+        }
+    }
+    let mut calls = calls;
+    let tail = calls.split_off(end);
+    let (mut kept, mut sunk) = (Vec::new(), Vec::new());
+    for (call, stays) in calls.into_iter().zip(stays) {
+        if stays { kept.push(call) } else { sunk.push(call) }
+    }
+    kept.extend(sunk);
+    kept.extend(tail);
+    kept
+}
+
+/// Bytes of workgroup memory of a kernel of `tasks`.
+fn kernel_bytes(tasks: &[Task], graph: &Graph) -> u32 {
+    let product = tasks.iter().any(|t| matches!(t, Task::Product { .. }));
+    let reduce = tasks.iter().any(|t| !matches!(t, Task::Product { .. }));
+    let rows = tasks
+        .iter()
+        .filter(|t| matches!(t, Task::Rows { .. }))
+        .map(|t| t.workgroup_bytes(graph) - REDUCE_BYTES)
+        .max()
+        .unwrap_or(0);
+    // Reductions share a product's tiles where there is one (`fused::generate`).
+    (if product {
+        fused::PRODUCT_BYTES
+    } else if reduce {
+        REDUCE_BYTES
+    } else {
+        0
+    }) + rows
+}
+
+/// Whether a kernel of `tasks` fits the adapter: bindings, memory, workgroups.
+fn fits(tasks: &[Task], env: &Env) -> bool {
+    const SETTINGS: AdamConfig = AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+    let generated = fused::generate(tasks, env.graph, env.max_rows, Some(&SETTINGS));
+    generated.bindings.len() as u32 <= env.limits.max_storage_buffers_per_shader_stage
+        && kernel_bytes(tasks, env.graph) <= env.limits.max_compute_workgroup_storage_size
+        && generated.groups <= env.limits.max_compute_workgroups_per_dimension
+}
+
+/// A large product (not row-local) followed by the activation backward of
+/// its output, or by the BCE loss and gradient of its output (the logits),
+/// becomes one product with these in its epilogue.
+fn absorb(calls: Vec<Call>, env: &Env) -> Vec<Call> {
+    let mut out = Vec::with_capacity(calls.len());
+    let mut i = 0;
+    while i < calls.len() {
+        let call = &calls[i];
+        let Call::Matmul(m) = call else {
+            out.push(call.clone());
+            i += 1;
+            continue;
+        };
+        let c = match m.c {
+            (Buf::Tensor(c), 0) if !fused::row_local(call) => c,
+            _ => {
+                out.push(call.clone());
+                i += 1;
+                continue;
+            }
+        };
+        let next = calls.get(i + 1);
+        if let Some(&Call::ActivationBackward { d, y, act, .. }) = next
+            && d == c
+        {
+            out.push(Call::Fused(vec![Task::Product {
+                mm: *m,
+                epilogue: Epilogue::Store { act_backward: Some((y, act)) },
+            }]));
+            i += 2;
+            continue;
+        }
+        if let (
+            Some(Call::LossPartials { kernel: Kernel::BceWithLogitsForward, inputs, which, .. }),
+            Some(&Call::LossBackward {
+                kernel: Kernel::BceWithLogitsBackward, out: dlogits, inputs: [x, target], ..
+            }),
+        ) = (next, calls.get(i + 2))
+            && inputs[..] == [c, target]
+            && x == c
+            && !m.accumulate
+        {
+            let task = Task::Product { mm: *m, epilogue: Epilogue::Bce { target, dlogits, which: *which } };
+            if task.groups(env.max_rows) <= MAX_PARTS {
+                out.push(Call::Fused(vec![task]));
+                i += 3;
+                continue;
+            }
+        }
+        out.push(call.clone());
+        i += 1;
+    }
+    out
+}
+
+/// Rows per workgroup of a row chain: enough workgroups at small batches,
+/// fewer weight reads at large ones.
+fn rows_per_group(max_rows: usize) -> u32 {
+    match max_rows {
+        0..256 => 1,
+        256..512 => 2,
+        _ => 4,
+    }
+}
+
+/// The row chain of `stages`, storing what `rest` or the host reads, if it fits.
+fn chain(stages: &[Call], rest: &[Call], env: &Env) -> Option<Task> {
+    let read_later: Vec<Res> = rest.iter().flat_map(|c| access(c).0).collect();
+    let mut store = Vec::new();
+    for s in stages {
+        for r in access(s).1 {
+            if let Res::Tensor(t) = r
+                && !store.contains(&t)
+                && (read_later.contains(&r) || env.keep.contains(&t))
+            {
+                store.push(t);
+            }
+        }
+    }
+    let mut per_group = rows_per_group(env.max_rows);
+    loop {
+        let task = Task::Rows { stages: stages.to_vec(), per_group, store: store.clone() };
+        if fits(std::slice::from_ref(&task), env) {
+            return Some(task);
+        }
+        if per_group == 1 {
+            return None;
+        }
+        per_group /= 2;
+    }
+}
+
+/// Runs of row-local calls become one row-owned kernel each (the longest
+/// run from each start that fits the adapter).
+fn row_chains(calls: Vec<Call>, env: &Env) -> Vec<Call> {
+    let mut out = Vec::with_capacity(calls.len());
+    let mut i = 0;
+    while i < calls.len() {
+        let mut best = None;
+        let mut j = i;
+        while j < calls.len() && fused::row_local(&calls[j]) {
+            match chain(&calls[i..=j], &calls[j + 1..], env) {
+                Some(task) => best = Some((j, task)),
+                None => break,
+            }
+            j += 1;
+        }
+        match best {
+            Some((j, task)) if j > i => {
+                out.push(Call::Fused(vec![task]));
+                i = j + 1;
+            }
+            _ => {
+                out.push(calls[i].clone());
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Each loss fold learns how many partials its loss's fused kernel wrote.
+fn count_parts(mut calls: Vec<Call>, env: &Env) -> Vec<Call> {
+    for i in 0..calls.len() {
+        let Call::LossFinish { which, .. } = calls[i] else { continue };
+        let producer = calls[..i].iter().rev().find(|c| access(c).1.contains(&Res::Part(which)));
+        let parts = match producer {
+            Some(Call::Fused(tasks)) => {
+                tasks.iter().find(|t| access(&Call::Fused(vec![(*t).clone()])).1.contains(&Res::Part(which)))
+            }
+            _ => None,
+        }
+        .map(|t| t.groups(env.max_rows));
+        if let Call::LossFinish { parts: p, .. } = &mut calls[i] {
+            *p = parts.or(*p);
+        }
+    }
+    calls
+}
+
+/// The weight gradients and loss folds at the end of the step (before Adam)
+/// become one grouped kernel: a product per layer with the bias gradient as
+/// a column of ones, each loss fold a workgroup. When these products write
+/// every parameter's gradient exactly once, Adam runs in their epilogue and
+/// its own dispatch goes. Kernels that outgrow the adapter's bindings are
+/// split (and Adam stays separate).
+fn group_gradients(calls: Vec<Call>, env: &Env) -> Vec<Call> {
+    let end = calls.iter().position(|c| matches!(c, Call::Adam)).unwrap_or(calls.len());
+    let mut start = end;
+    while start > 0 && sinkable(&calls[start - 1]) {
+        start -= 1;
+    }
+    let run = &calls[start..end];
+    let mut tasks = Vec::new();
+    let mut others = Vec::new();
+    let mut paired = vec![false; run.len()];
+    for (i, call) in run.iter().enumerate() {
+        match call {
+            Call::Matmul(m) if m.form == MatmulForm::Tn && m.c.0 == Buf::Grads => {
+                let bias = run.iter().enumerate().find_map(|(j, c)| match c {
+                    &Call::ColumnSums { a, width, at }
+                        if !paired[j] && m.a == (Buf::Tensor(a), 0) && m.m == super::lower::Size::Fixed(width) =>
+                    {
+                        Some((j, at))
+                    }
+                    _ => None,
+                });
+                if let Some((j, _)) = bias {
+                    paired[j] = true;
+                }
+                let epilogue = Epilogue::Gradient { bias: bias.map(|(_, at)| at), adam: false };
+                tasks.push(Task::Product { mm: *m, epilogue });
+            }
+            &Call::LossFinish { which, parts: Some(parts), .. } => tasks.push(Task::LossFinish { which, parts }),
+            _ => others.push(i),
+        }
+    }
+    let others: Vec<Call> = others.into_iter().filter(|&i| !paired[i]).map(|i| run[i].clone()).collect();
+    if tasks.is_empty() {
+        return calls;
+    }
+    // Adam fuses when the products cover the parameters exactly and nothing else writes gradients.
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    let mut exact = others.iter().all(|c| !access(c).1.contains(&Res::Grads))
+        && calls[..start].iter().all(|c| !access(c).1.contains(&Res::Grads));
+    for task in &tasks {
+        if let Task::Product { mm, epilogue: Epilogue::Gradient { bias, .. } } = task {
+            exact &= !mm.accumulate;
+            let (rows, cols) = (size(mm.m, env.max_rows), mm.n);
+            ranges.push((mm.c.1, rows * cols));
+            if let Some(b) = bias {
+                ranges.push((*b, rows));
+            }
+        }
+    }
+    ranges.sort_unstable();
+    let mut next = 0;
+    for (at, len) in ranges {
+        exact &= at == next;
+        next = at + len;
+    }
+    exact &= next == env.param_count && end < calls.len();
+    // Pack the tasks into as few kernels as the limits allow.
+    let mut kernels: Vec<Vec<Task>> = vec![Vec::new()];
+    for task in tasks {
+        let mut candidate = kernels.last().expect("one kernel").clone();
+        candidate.push(task.clone());
+        if fits(&candidate, env) {
+            *kernels.last_mut().expect("one kernel") = candidate;
+        } else {
+            kernels.push(vec![task]);
+        }
+    }
+    let adam = exact && kernels.len() == 1 && {
+        let mut with_adam = kernels[0].clone();
+        set_adam(&mut with_adam);
+        fits(&with_adam, env)
+    };
+    if adam {
+        set_adam(&mut kernels[0]);
+    }
+    let mut out: Vec<Call> = calls[..start].to_vec();
+    out.extend(others);
+    out.extend(kernels.into_iter().map(Call::Fused));
+    out.extend(calls[end..].iter().filter(|c| !(adam && matches!(c, Call::Adam))).cloned());
+    out
+}
+
+fn set_adam(tasks: &mut [Task]) {
+    for task in tasks {
+        if let Task::Product { epilogue: Epilogue::Gradient { adam, .. }, .. } = task {
+            *adam = true;
+        }
+    }
+}
+
+/// Every remaining product becomes a generated one with its own epilogue.
+fn products(calls: Vec<Call>) -> Vec<Call> {
+    calls
+        .into_iter()
+        .map(|call| match call {
+            Call::Matmul(mm) => {
+                Call::Fused(vec![Task::Product { mm, epilogue: Epilogue::Store { act_backward: None } }])
+            }
+            call => call,
+        })
+        .collect()
 }
 
 /// A product followed by a bias add and an activation of its output becomes
@@ -116,4 +566,74 @@ fn split_k(calls: Vec<Call>, max_rows: usize) -> Vec<Call> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::lower::lower;
+    use crate::model::{Arch, Architecture, ModelConfig, ModelKind, ReconLoss};
+
+    fn default_vae() -> Architecture {
+        Architecture::new(&ModelConfig {
+            kind: ModelKind::Vae,
+            image_rows: 28,
+            image_cols: 28,
+            channels: 1,
+            hidden: vec![400],
+            latent: 20,
+            loss: ReconLoss::Bce,
+            activation: Activation::Relu,
+            arch: Arch::Mlp,
+            conv: vec![],
+        })
+        .unwrap()
+    }
+
+    fn plan(limits: &wgpu::Limits, rows: usize) -> Vec<Call> {
+        let arch = default_vae();
+        let graph = Graph::training(&arch, false);
+        let env = Env { graph: &graph, max_rows: rows, limits, param_count: arch.param_count, keep: graph.named() };
+        let calls = fuse(lower(&graph), Fusion::ALL, &env);
+        for call in &calls {
+            if let Call::Fused(tasks) = call {
+                let adam = AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+                let bindings = fused::generate(tasks, &graph, rows, Some(&adam)).bindings.len() as u32;
+                assert!(bindings <= limits.max_storage_buffers_per_shader_stage, "{bindings} bindings: {tasks:?}");
+                assert!(kernel_bytes(tasks, &graph) <= limits.max_compute_workgroup_storage_size);
+            }
+        }
+        calls
+    }
+
+    #[test]
+    fn the_default_step_fuses_adam_where_bindings_allow() {
+        let roomy = wgpu::Limits { max_storage_buffers_per_shader_stage: 16, ..wgpu::Limits::default() };
+        for rows in [128, 1024] {
+            let calls = plan(&roomy, rows);
+            assert_eq!(calls.len(), 7, "the gather and 6 kernels: {calls:#?}");
+            assert!(!calls.contains(&Call::Adam));
+        }
+        // WebGPU's defaults (8 storage buffers): the gradients split, Adam stays.
+        let calls = plan(&wgpu::Limits::default(), 128);
+        assert!(calls.contains(&Call::Adam), "{calls:#?}");
+        assert!(calls.len() <= 10, "{calls:#?}");
+    }
+
+    #[test]
+    fn adapters_below_the_webgpu_defaults_keep_the_family_kernels() {
+        let small = wgpu::Limits { max_compute_workgroup_storage_size: 8192, ..wgpu::Limits::default() };
+        let calls = plan(&small, 128);
+        assert!(!calls.iter().any(|c| matches!(c, Call::Fused(_))), "{calls:#?}");
+    }
+
+    #[test]
+    fn gradients_sink_past_what_they_do_not_touch() {
+        let graph = Graph::training(&default_vae(), false);
+        let calls = sink_gradients(lower(&graph));
+        let adam = calls.iter().position(|c| matches!(c, Call::Adam)).unwrap();
+        let first_sunk = calls.iter().position(sinkable).unwrap();
+        assert!(calls[first_sunk..adam].iter().all(sinkable), "{calls:#?}");
+        assert_eq!(calls.iter().filter(|c| sinkable(c)).count(), 10, "4 products, 4 column sums, 2 loss folds");
+    }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::buffers::ParamBuffers;
 use super::context::GpuContext;
-use super::fuse::{Fusion, fuse};
+use super::fuse::{Env, Fusion, fuse};
 use super::lower::{Bindings, TensorPool, emit, lower};
 use super::program::{Program, Step, StepTable};
 use super::shaders::Kernels;
@@ -113,7 +113,14 @@ impl GpuInference {
             Some(i) => i,
             None => {
                 let mut pool = TensorPool::new(bucket);
-                let calls = fuse(lower(&half.graph), *fusion, bucket, &ctx.limits);
+                let env = Env {
+                    graph: &half.graph,
+                    max_rows: bucket,
+                    limits: &ctx.limits,
+                    param_count: params.count,
+                    keep: [half.graph.named(), vec![half.input, half.output]].concat(),
+                };
+                let calls = fuse(lower(&half.graph), *fusion, &env);
                 let bind = Bindings {
                     params: &params.params,
                     param_count: params.count,

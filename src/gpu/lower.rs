@@ -13,6 +13,7 @@ use std::collections::HashMap;
 
 use super::buffers::storage;
 use super::context::GpuContext;
+use super::fused::{Res, Task, generate};
 use super::params::{
     AdamParams, ConvParams, ElementwiseParams, GatherParams, LossParams, MatmulParams, ReduceParams, ReparamParams,
     Slot,
@@ -113,10 +114,12 @@ pub enum Call {
         width: usize,
         which: u32,
     },
-    /// The partials of slot `which` folded into the step's loss slot.
+    /// The partials of slot `which` folded into the step's loss slot: those
+    /// of a loss kernel over (rows, width), or `parts` of them.
     LossFinish {
         width: usize,
         which: u32,
+        parts: Option<u32>,
     },
     /// BCE or MSE backward: out = recon_scale · (...).
     LossBackward {
@@ -160,6 +163,8 @@ pub enum Call {
         act: Activation,
     },
     Adam,
+    /// A generated kernel (`gpu::fused`): tasks over ranges of its workgroups.
+    Fused(Vec<Task>),
 }
 
 fn which(term: LossTerm) -> u32 {
@@ -315,7 +320,7 @@ fn product(form: MatmulForm, (m, k, n): (Size, Size, usize), [a, b, c]: [(Buf, u
 fn loss(calls: &mut Vec<Call>, kernel: Kernel, ins: &[TensorId], width: usize, term: LossTerm) {
     let which = which(term);
     calls.push(Call::LossPartials { kernel, inputs: ins.to_vec(), width, which });
-    calls.push(Call::LossFinish { width, which });
+    calls.push(Call::LossFinish { width, which, parts: None });
 }
 
 /// A model's tensors on the device, sized for `rows` images, by name.
@@ -398,23 +403,7 @@ pub fn emit(
             Call::Matmul(m) | Call::SplitFinish(m) => {
                 let (a, b, c) =
                     (resolve(&mut t, bind, m.a.0)?, resolve(&mut t, bind, m.b.0)?, resolve(&mut t, bind, m.c.0)?);
-                let mut fl = 0;
-                fl |= if m.m == Size::Rows { flags::ROWS_M } else { 0 };
-                fl |= if m.k == Size::Rows { flags::ROWS_K } else { 0 };
-                fl |= if m.bias.is_some() { flags::BIAS } else { 0 };
-                fl |= if m.accumulate { flags::ACCUMULATE } else { 0 };
-                let params = MatmulParams {
-                    m: fixed(m.m),
-                    k: fixed(m.k),
-                    n: m.n as u32,
-                    flags: fl,
-                    off_a: m.a.1 as u32,
-                    off_b: m.b.1 as u32,
-                    off_c: m.c.1 as u32,
-                    off_bias: m.bias.unwrap_or(0) as u32,
-                    slices: if m.slices > 1 { m.slices } else { 0 },
-                    act: act_code(m.act),
-                };
+                let params = matmul_params(m);
                 let mut bound = vec![(Slot::C, &c), (Slot::A, &a), (Slot::B, &b)];
                 if m.bias.is_some() {
                     bound.push((Slot::Bias, bind.params));
@@ -471,9 +460,9 @@ pub fn emit(
                 }
                 p.push(*kernel, params, &b, [parts, 1, 1]);
             }
-            &Call::LossFinish { width, which } => {
+            &Call::LossFinish { width, which, parts } => {
                 let (partials, slots) = bind.losses.expect("losses bound");
-                let parts = loss_parts(rows * width);
+                let parts = parts.unwrap_or_else(|| loss_parts(rows * width));
                 let params = LossParams { parts, off_x: which * MAX_PARTS, which, ..Default::default() };
                 p.push(Kernel::LossFinish, params, &[(Slot::Out, slots), (Slot::X, partials)], [1, 1, 1]);
             }
@@ -527,6 +516,28 @@ pub fn emit(
                 }
                 p.push(kernel, params, &b, conv_groups(kernel, &g, rows));
             }
+            Call::Fused(tasks) => {
+                let adam = bind.adam.map(|(_, _, a)| a);
+                let generated = generate(tasks, graph, rows, adam);
+                let buffers = generated
+                    .bindings
+                    .iter()
+                    .map(|&(res, _)| {
+                        Ok(match res {
+                            Res::Tensor(id) => t(id)?,
+                            Res::Params => bind.params.clone(),
+                            Res::Grads => need(bind.grads, "grads"),
+                            Res::AdamM => bind.adam.expect("Adam's moments bound").0.clone(),
+                            Res::AdamV => bind.adam.expect("Adam's moments bound").1.clone(),
+                            Res::Partials | Res::Part(_) => bind.losses.expect("losses bound").0.clone(),
+                            Res::Slots => bind.losses.expect("losses bound").1.clone(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let written: Vec<bool> = generated.bindings.iter().map(|&(_, w)| w).collect();
+                let pipeline = kernels.generated(ctx, &generated.source, &written);
+                p.push_generated(pipeline, buffers, tasks.clone(), generated.groups);
+            }
             Call::Adam => {
                 let (m, v, a) = bind.adam.expect("Adam's moments bound");
                 let grads = need(bind.grads, "grads");
@@ -538,6 +549,27 @@ pub fn emit(
         }
     }
     Ok(p.build(&ctx.device, kernels))
+}
+
+/// A product's kernel parameters.
+pub fn matmul_params(m: &Matmul) -> MatmulParams {
+    let mut fl = 0;
+    fl |= if m.m == Size::Rows { flags::ROWS_M } else { 0 };
+    fl |= if m.k == Size::Rows { flags::ROWS_K } else { 0 };
+    fl |= if m.bias.is_some() { flags::BIAS } else { 0 };
+    fl |= if m.accumulate { flags::ACCUMULATE } else { 0 };
+    MatmulParams {
+        m: fixed(m.m),
+        k: fixed(m.k),
+        n: m.n as u32,
+        flags: fl,
+        off_a: m.a.1 as u32,
+        off_b: m.b.1 as u32,
+        off_c: m.c.1 as u32,
+        off_bias: m.bias.unwrap_or(0) as u32,
+        slices: if m.slices > 1 { m.slices } else { 0 },
+        act: act_code(m.act),
+    }
 }
 
 fn resolve(tensor: &mut impl FnMut(TensorId) -> Result<wgpu::Buffer>, bind: &Bindings, b: Buf) -> Result<wgpu::Buffer> {

@@ -17,6 +17,7 @@ pub mod buffers;
 pub mod context;
 pub mod engine;
 pub mod fuse;
+pub mod fused;
 pub mod inference;
 pub mod lower;
 pub mod ops;

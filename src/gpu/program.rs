@@ -5,10 +5,21 @@
 
 use wgpu::util::DeviceExt;
 
+use std::sync::Arc;
+
+use super::fused::Task;
 use super::params::{KernelParams, MatmulParams, PARAMS_SLOT, Slot};
-use super::shaders::{Family, Kernel, Kernels, flags};
+use super::shaders::{Family, GeneratedPipeline, Kernel, Kernels, flags};
 
 pub use super::params::Step;
+
+/// A generated kernel's pipeline, its buffers in binding order and its tasks.
+struct PendingGenerated {
+    pipeline: Arc<GeneratedPipeline>,
+    buffers: Vec<wgpu::Buffer>,
+    tasks: Vec<Task>,
+    groups: u32,
+}
 
 /// One dispatch before its bind group exists.
 struct Pending {
@@ -21,7 +32,8 @@ struct Pending {
 }
 
 pub struct Dispatch {
-    pub kernel: Kernel,
+    /// The kernel, or for a generated one the tasks it runs.
+    pub kernel: Result<Kernel, Vec<Task>>,
     /// A product's parameters, so profiles can name it by shape.
     pub matmul: Option<MatmulParams>,
     pipeline: wgpu::ComputePipeline,
@@ -41,7 +53,10 @@ impl Dispatch {
 
     /// This dispatch's `dispatch_label`.
     pub fn label(&self, rows: u32) -> String {
-        dispatch_label(self.kernel, self.matmul.as_ref(), rows)
+        match &self.kernel {
+            Ok(kernel) => dispatch_label(*kernel, self.matmul.as_ref(), rows),
+            Err(tasks) => format!("fused[{}]", tasks.iter().map(|t| t.label(rows)).collect::<Vec<_>>().join(" | ")),
+        }
     }
 }
 
@@ -64,7 +79,8 @@ pub fn dispatch_label(kernel: Kernel, matmul: Option<&MatmulParams>, rows: u32) 
 /// buffer and makes their bind groups.
 #[derive(Default)]
 pub struct ProgramBuilder {
-    pending: Vec<Pending>,
+    /// Dispatches in order: a family kernel or a generated one.
+    pending: Vec<Result<Pending, PendingGenerated>>,
 }
 
 impl ProgramBuilder {
@@ -90,13 +106,25 @@ impl ProgramBuilder {
         }
         let bytes = bytemuck::bytes_of(&params).to_vec();
         let matmul = (P::NAME == MatmulParams::NAME).then(|| bytemuck::pod_read_unaligned(&bytes));
-        self.pending.push(Pending {
+        self.pending.push(Ok(Pending {
             kernel,
             params: bytes,
             matmul,
             bindings: bindings.iter().map(|&(s, b)| (s, b.clone())).collect(),
             groups,
-        });
+        }));
+    }
+
+    /// Adds a dispatch of a generated kernel on `groups` workgroups, its
+    /// buffers in binding order.
+    pub fn push_generated(
+        &mut self,
+        pipeline: Arc<GeneratedPipeline>,
+        buffers: Vec<wgpu::Buffer>,
+        tasks: Vec<Task>,
+        groups: u32,
+    ) {
+        self.pending.push(Err(PendingGenerated { pipeline, buffers, tasks, groups }));
     }
 
     pub fn len(&self) -> usize {
@@ -111,6 +139,7 @@ impl ProgramBuilder {
         let stride = (PARAMS_SLOT as u64).next_multiple_of(kernels.uniform_align);
         let mut bytes = vec![0u8; (stride * self.pending.len().max(1) as u64) as usize];
         for (i, d) in self.pending.iter().enumerate() {
+            let Ok(d) = d else { continue };
             let at = i * stride as usize;
             bytes[at..at + d.params.len()].copy_from_slice(&d.params);
         }
@@ -125,6 +154,29 @@ impl ProgramBuilder {
             .into_iter()
             .enumerate()
             .map(|(i, d)| {
+                let d = match d {
+                    Ok(d) => d,
+                    Err(g) => {
+                        let entries: Vec<_> = g
+                            .buffers
+                            .iter()
+                            .zip(0..)
+                            .map(|(b, i)| wgpu::BindGroupEntry { binding: i, resource: b.as_entire_binding() })
+                            .collect();
+                        let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                            label: Some("fused"),
+                            layout: &g.pipeline.layout,
+                            entries: &entries,
+                        });
+                        return Dispatch {
+                            kernel: Err(g.tasks),
+                            matmul: None,
+                            pipeline: g.pipeline.pipeline.clone(),
+                            bind,
+                            groups: [g.groups, 1, 1],
+                        };
+                    }
+                };
                 let family = d.kernel.family();
                 let mut entries = vec![wgpu::BindGroupEntry {
                     binding: 0,
@@ -145,7 +197,7 @@ impl ProgramBuilder {
                     entries: &entries,
                 });
                 Dispatch {
-                    kernel: d.kernel,
+                    kernel: Ok(d.kernel),
                     matmul: d.matmul,
                     pipeline: kernels.pipeline(d.kernel).clone(),
                     bind,

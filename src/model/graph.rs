@@ -174,6 +174,11 @@ impl Graph {
         Graph { nodes, ..self.clone() }
     }
 
+    /// The tensors the trainer and inference name (read after a step).
+    pub fn named(&self) -> Vec<TensorId> {
+        vec![self.clean, self.input, self.code, self.latent, self.logits]
+    }
+
     pub fn width(&self, t: TensorId) -> usize {
         self.tensors[t.0].width
     }

@@ -1,0 +1,891 @@
+//! Generated kernels: what the fusion pass (`fuse.rs`) turns several calls
+//! into. A fused kernel is a list of tasks, each over its own range of the
+//! dispatch's workgroups, and its WGSL is written here from the tasks, with
+//! every size, offset and buffer a constant:
+//!
+//! - `Task::Product`: a tiled product whose workgroup holds all of K (split
+//!   between four thread groups and summed in a fixed order, so no second
+//!   pass), with an epilogue: the layer's own (bias, activation) plus an
+//!   activation backward; or the output layer's BCE (logits, their gradient
+//!   and a partial of the loss); or a weight gradient with the bias gradient
+//!   as an extra column of ones and, optionally, Adam on each parameter.
+//! - `Task::Rows`: a chain of row-local calls (thin products, the
+//!   reparameterization, losses and their gradients, activations) run by
+//!   workgroups that each own a few rows, passing tensors in workgroup memory.
+//! - `Task::LossFinish`: a loss's partials folded into the step's slot.
+//!
+//! The CPU reference of a fused kernel is the sequence of calls it replaced
+//! (the GPU-vs-CPU step tests run both).
+
+use std::fmt::Write;
+
+use super::lower::{Buf, Call, Matmul, Size};
+use super::shaders::{Kernel, MAX_PARTS, MatmulForm, act_code};
+use crate::engine::AdamConfig;
+use crate::model::{Activation, Graph, TensorId};
+
+/// Threads of every fused workgroup.
+pub const THREADS: u32 = 256;
+/// A product task's output tile (TILE x TILE), PER x PER per thread, K split
+/// between GROUPS thread groups taking BK-deep slices in turn.
+const TILE: u32 = 32;
+const PER: u32 = 4;
+const GROUPS: u32 = 4;
+const BK: u32 = 16;
+/// Workgroup memory of a product task: each group's A and B tiles, reused
+/// for the sum of the groups' output tiles and for the loss reduction.
+pub const PRODUCT_BYTES: u32 = 2 * GROUPS * BK * TILE * 4;
+/// Workgroup memory of the reduction scratch of row chains and loss finishes.
+pub const REDUCE_BYTES: u32 = THREADS * 4;
+
+/// What a product task does with each output value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Epilogue {
+    /// The product's own epilogue (accumulate, bias, activation), then
+    /// d·act'(y) from the activation's output y (an activation backward).
+    Store { act_backward: Option<(TensorId, Activation)> },
+    /// The output layer and BCE with logits: the logits are stored, their
+    /// gradient recon_scale·(σ(v) - target) too, and each workgroup's share
+    /// of the loss is partial `t` of slot `which`.
+    Bce { target: TensorId, dlogits: TensorId, which: u32 },
+    /// A weight gradient into the gradients at the product's `c`; with
+    /// `bias`, B gets a column of ones whose outputs are the bias gradient;
+    /// with `adam`, each parameter's Adam step follows its gradient.
+    Gradient { bias: Option<usize>, adam: bool },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Task {
+    Product {
+        mm: Matmul,
+        epilogue: Epilogue,
+    },
+    /// Row-local calls on `per_group` rows per workgroup; `store` lists the
+    /// tensors they write that are read after the chain.
+    Rows {
+        stages: Vec<Call>,
+        per_group: u32,
+        store: Vec<TensorId>,
+    },
+    LossFinish {
+        which: u32,
+        parts: u32,
+    },
+}
+
+/// A buffer a fused kernel binds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Res {
+    Tensor(TensorId),
+    Params,
+    Grads,
+    AdamM,
+    AdamV,
+    Partials,
+    Slots,
+    /// One loss's region of the partials buffer (for ordering; bound as `Partials`).
+    Part(u32),
+}
+
+impl Res {
+    pub fn of(b: Buf) -> Res {
+        match b {
+            Buf::Tensor(t) => Res::Tensor(t),
+            Buf::Params => Res::Params,
+            Buf::Grads => Res::Grads,
+        }
+    }
+}
+
+impl Task {
+    /// Workgroups of the task for at most `rows` rows.
+    pub fn groups(&self, rows: usize) -> u32 {
+        match self {
+            Task::Product { mm, epilogue } => {
+                let cols = mm.n + usize::from(matches!(epilogue, Epilogue::Gradient { bias: Some(_), .. }));
+                let m = super::lower::size(mm.m, rows) as u32;
+                m.div_ceil(TILE).max(1) * (cols as u32).div_ceil(TILE).max(1)
+            }
+            Task::Rows { per_group, .. } => (rows as u32).div_ceil(*per_group).max(1),
+            Task::LossFinish { .. } => 1,
+        }
+    }
+
+    /// Bytes of workgroup memory the task needs.
+    pub fn workgroup_bytes(&self, graph: &Graph) -> u32 {
+        match self {
+            Task::Product { .. } => PRODUCT_BYTES,
+            Task::Rows { stages, per_group, .. } => REDUCE_BYTES + 4 * per_group * chain_width(stages, graph) as u32,
+            Task::LossFinish { .. } => REDUCE_BYTES,
+        }
+    }
+
+    /// A short name for profiles.
+    pub fn label(&self, rows: u32) -> String {
+        match self {
+            Task::Product { mm, epilogue } => {
+                let base = super::program::dispatch_label(
+                    Kernel::Matmul(mm.variant, mm.form),
+                    Some(&super::lower::matmul_params(mm)),
+                    rows,
+                );
+                let base = base.replacen(&format!(" {:?}", mm.variant), "", 1);
+                let mut extra = String::new();
+                if mm.bias.is_some() {
+                    extra.push_str("+bias");
+                }
+                if mm.act != Activation::Identity {
+                    extra.push_str(&format!("+{:?}", mm.act).to_lowercase());
+                }
+                match epilogue {
+                    Epilogue::Store { act_backward: Some(_) } => extra.push_str("+activation_backward"),
+                    Epilogue::Store { act_backward: None } => {}
+                    Epilogue::Bce { .. } => extra.push_str("+bce"),
+                    Epilogue::Gradient { bias, adam } => {
+                        if bias.is_some() {
+                            extra.push_str("+bias_grad");
+                        }
+                        if *adam {
+                            extra.push_str("+adam");
+                        }
+                    }
+                }
+                format!("{base} {extra}").trim_end().to_string()
+            }
+            Task::Rows { stages, .. } => {
+                let names: Vec<String> = stages.iter().map(|c| stage_name(c, rows)).collect();
+                format!("rows({})", names.join(", "))
+            }
+            Task::LossFinish { .. } => "loss_finish".into(),
+        }
+    }
+}
+
+fn stage_name(call: &Call, rows: u32) -> String {
+    match call {
+        Call::Matmul(m) => Task::Product { mm: *m, epilogue: Epilogue::Store { act_backward: None } }.label(rows),
+        Call::Activation { .. } => "activation_forward".into(),
+        Call::ActivationBackward { .. } => "activation_backward".into(),
+        Call::BiasAdd { .. } => "bias_add".into(),
+        Call::Sigmoid { .. } => "sigmoid_forward".into(),
+        Call::SigmoidBackward { .. } => "sigmoid_backward".into(),
+        Call::LossPartials { kernel, .. } | Call::LossBackward { kernel, .. } => kernel.entry().into(),
+        Call::Reparameterize { .. } => "reparameterize_forward".into(),
+        Call::ReparameterizeBackward { .. } => "reparameterize_backward".into(),
+        Call::KlBackward { .. } => "kl_backward".into(),
+        Call::InputNoise { .. } => "add_input_noise".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Whether a call can be a stage of a row chain: each output row depends
+/// only on the same row of its inputs. Products qualify when their weights
+/// are small enough for every workgroup to read them whole.
+pub fn row_local(call: &Call) -> bool {
+    const THIN_WEIGHTS: usize = 1 << 15;
+    match call {
+        Call::Matmul(m) => {
+            m.form != MatmulForm::Tn
+                && m.m == Size::Rows
+                && matches!(m.k, Size::Fixed(k) if k * m.n <= THIN_WEIGHTS)
+                && m.b.0 == Buf::Params
+                && matches!(m.a, (Buf::Tensor(_), 0))
+                && matches!(m.c, (Buf::Tensor(_), 0))
+                && m.slices <= 1
+        }
+        Call::Activation { .. }
+        | Call::ActivationBackward { .. }
+        | Call::BiasAdd { .. }
+        | Call::Sigmoid { .. }
+        | Call::SigmoidBackward { .. }
+        | Call::LossBackward { .. }
+        | Call::Reparameterize { .. }
+        | Call::ReparameterizeBackward { .. }
+        | Call::KlBackward { .. }
+        | Call::InputNoise { .. } => true,
+        Call::LossPartials { .. } => true,
+        _ => false,
+    }
+}
+
+/// The tensors a row chain writes, each once, in order of first write.
+fn chain_outputs(stages: &[Call]) -> Vec<TensorId> {
+    let mut out = Vec::new();
+    for s in stages {
+        for r in super::fuse::access(s).1 {
+            if let Res::Tensor(t) = r
+                && !out.contains(&t)
+            {
+                out.push(t);
+            }
+        }
+    }
+    out
+}
+
+/// Floats per row a chain keeps in workgroup memory: every tensor it writes.
+pub fn chain_width(stages: &[Call], graph: &Graph) -> usize {
+    chain_outputs(stages).iter().map(|&t| graph.width(t)).sum()
+}
+
+/// A generated kernel: its WGSL, its storage bindings in binding order
+/// (with whether each is written) and its workgroups.
+pub struct Generated {
+    pub source: String,
+    pub bindings: Vec<(Res, bool)>,
+    pub groups: u32,
+    pub label: String,
+}
+
+/// Writes the kernel of `tasks` for at most `rows` rows.
+pub fn generate(tasks: &[Task], graph: &Graph, rows: usize, adam: Option<&AdamConfig>) -> Generated {
+    let mut g = Gen { graph, bindings: Vec::new(), fns: String::new() };
+    let mut dispatch = String::new();
+    let mut first = 0u32;
+    let mut needs_product_memory = false;
+    let mut needs_reduce = false;
+    let mut row_floats = 0usize;
+    for (id, task) in tasks.iter().enumerate() {
+        let groups = task.groups(rows);
+        let cond = if id + 1 == tasks.len() { String::new() } else { format!("if (wid < {}u) ", first + groups) };
+        let els = if id == 0 { "" } else { "else " };
+        writeln!(dispatch, "    {els}{cond}{{ task{id}(wid - {first}u, lid); }}").unwrap();
+        first += groups;
+        match task {
+            Task::Product { mm, epilogue } => {
+                needs_product_memory = true;
+                g.product(id, mm, epilogue, adam);
+            }
+            Task::Rows { stages, per_group, store } => {
+                needs_reduce = true;
+                row_floats = row_floats.max(*per_group as usize * chain_width(stages, graph));
+                g.rows(id, stages, *per_group, store);
+            }
+            &Task::LossFinish { which, parts } => {
+                needs_reduce = true;
+                g.loss_finish(id, which, parts);
+            }
+        }
+    }
+    let mut s = super::shaders::prelude(None);
+    for (i, (res, written)) in g.bindings.iter().enumerate() {
+        let access = if *written { "read_write" } else { "read" };
+        writeln!(s, "@group(0) @binding({i}) var<storage, {access}> {}: array<f32>;", var_name(*res)).unwrap();
+    }
+    if needs_product_memory {
+        let half = PRODUCT_BYTES / 8;
+        writeln!(s, "var<workgroup> fa: array<f32, {half}>;\nvar<workgroup> fb: array<f32, {half}>;").unwrap();
+    }
+    // A workgroup runs one task: reductions may use a product's tiles.
+    let (mut fns, mut tree_sum) = (g.fns, TREE_SUM.to_string());
+    if needs_product_memory {
+        fns = fns.replace("red[", "fa[");
+        tree_sum = tree_sum.replace("red[", "fa[");
+    } else if needs_reduce {
+        writeln!(s, "var<workgroup> red: array<f32, {THREADS}>;").unwrap();
+    }
+    if row_floats > 0 {
+        writeln!(s, "var<workgroup> rowbuf: array<f32, {row_floats}>;").unwrap();
+    }
+    s.push_str(FUSED_LIBRARY);
+    if needs_reduce {
+        s.push_str(&tree_sum);
+    }
+    s.push_str(&fns);
+    writeln!(
+        s,
+        "@compute @workgroup_size({THREADS})\nfn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{\n    let wid = wg.x;\n{dispatch}}}"
+    )
+    .unwrap();
+    let label = tasks.iter().map(|t| t.label(rows as u32)).collect::<Vec<_>>().join(" | ");
+    Generated { source: s, bindings: g.bindings, groups: first, label }
+}
+
+const FUSED_LIBRARY: &str = "
+fn sigmoid(x: f32) -> f32 {
+    let e = exp(-abs(x));
+    let s = 1.0 / (1.0 + e);
+    return select(e * s, s, x >= 0.0);
+}
+";
+
+const TREE_SUM: &str = "
+// Sum over the workgroup in a fixed tree; every thread must call it.
+fn tree_sum(lid: u32, v: f32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) { red[lid] += red[lid + s]; }
+        workgroupBarrier();
+    }
+    let total = red[0];
+    workgroupBarrier();
+    return total;
+}
+";
+
+fn var_name(r: Res) -> String {
+    match r {
+        Res::Tensor(t) => format!("t{}", t.0),
+        Res::Params => "params".into(),
+        Res::Grads => "grads".into(),
+        Res::AdamM => "adam_m".into(),
+        Res::AdamV => "adam_v".into(),
+        Res::Partials => "partials".into(),
+        Res::Slots => "slots".into(),
+        Res::Part(_) => "partials".into(),
+    }
+}
+
+fn size_expr(s: Size) -> String {
+    match s {
+        Size::Rows => "st.rows".into(),
+        Size::Fixed(n) => format!("{n}u"),
+    }
+}
+
+fn float(x: f32) -> String {
+    format!("{x:?}f")
+}
+
+struct Gen<'a> {
+    graph: &'a Graph,
+    bindings: Vec<(Res, bool)>,
+    fns: String,
+}
+
+impl Gen<'_> {
+    /// The variable of `res`, bound on first use; `write` marks it written.
+    fn bind(&mut self, res: Res, write: bool) -> String {
+        match self.bindings.iter_mut().find(|(r, _)| *r == res) {
+            Some((_, w)) => *w |= write,
+            None => self.bindings.push((res, write)),
+        }
+        var_name(res)
+    }
+
+    fn product(&mut self, id: usize, mm: &Matmul, epilogue: &Epilogue, adam: Option<&AdamConfig>) {
+        let a = self.bind(Res::of(mm.a.0), false);
+        let b = self.bind(Res::of(mm.b.0), false);
+        let (off_a, off_b, n) = (mm.a.1, mm.b.1, mm.n);
+        let ones = matches!(epilogue, Epilogue::Gradient { bias: Some(_), .. });
+        let cols = n + usize::from(ones);
+        let tiles_n = (cols as u32).div_ceil(TILE).max(1);
+        // Loads walk each operand's contiguous axis across neighbouring threads.
+        let (a_ip, load_a) = match mm.form {
+            MatmulForm::Tn => (("e % 32u", "e / 32u"), format!("{a}[{off_a}u + kk * m + row]")),
+            _ => (("e / 16u", "e % 16u"), format!("{a}[{off_a}u + row * k + kk]")),
+        };
+        let (b_jp, load_b) = match mm.form {
+            MatmulForm::Nt => (("e / 16u", "e % 16u"), format!("{b}[{off_b}u + col * k + kk]")),
+            _ => (("e % 32u", "e / 32u"), format!("{b}[{off_b}u + kk * {n}u + col]")),
+        };
+        let load_b = if ones {
+            format!("if (col == {n}u) {{ v = 1.0; }} else if (col < {n}u) {{ v = {load_b}; }}")
+        } else {
+            format!("if (col < {n}u) {{ v = {load_b}; }}")
+        };
+        let mut epi = String::new();
+        let mut after = String::new();
+        let w = &mut epi;
+        match epilogue {
+            Epilogue::Store { act_backward } => {
+                let c = self.bind(Res::of(mm.c.0), true);
+                writeln!(w, "let idx = {}u + row * {n}u + col;\n        var v = s;", mm.c.1).unwrap();
+                if mm.accumulate {
+                    writeln!(w, "        v += {c}[idx];").unwrap();
+                }
+                if let Some(bias) = mm.bias {
+                    let p = self.bind(Res::Params, false);
+                    writeln!(w, "        v += {p}[{bias}u + col];").unwrap();
+                }
+                writeln!(w, "        v = activate(v, {}u);", act_code(mm.act)).unwrap();
+                if let Some((y, act)) = act_backward {
+                    let y = self.bind(Res::Tensor(*y), false);
+                    writeln!(w, "        v = activate_backward(v, {y}[row * {n}u + col], {}u);", act_code(*act))
+                        .unwrap();
+                }
+                write!(w, "        {c}[idx] = v;").unwrap();
+            }
+            Epilogue::Bce { target, dlogits, which } => {
+                let c = self.bind(Res::of(mm.c.0), true);
+                let t = self.bind(Res::Tensor(*target), false);
+                let d = self.bind(Res::Tensor(*dlogits), true);
+                let parts = self.bind(Res::Partials, true);
+                writeln!(w, "let idx = row * {n}u + col;\n        var v = s;").unwrap();
+                if let Some(bias) = mm.bias {
+                    let p = self.bind(Res::Params, false);
+                    writeln!(w, "        v += {p}[{bias}u + col];").unwrap();
+                }
+                writeln!(w, "        v = activate(v, {}u);", act_code(mm.act)).unwrap();
+                writeln!(w, "        {c}[{}u + idx] = v;", mm.c.1).unwrap();
+                writeln!(w, "        let tv = {t}[idx];").unwrap();
+                writeln!(w, "        {d}[idx] = st.recon_scale * (sigmoid(v) - tv);").unwrap();
+                write!(w, "        part += max(v, 0.0) - v * tv + log(1.0 + exp(-abs(v)));").unwrap();
+                let at = which * MAX_PARTS;
+                write!(
+                    after,
+                    "    workgroupBarrier();\n    fa[lid] = part;\n    workgroupBarrier();\n    for (var h = {}u; h > 0u; h >>= 1u) {{\n        if (lid < h) {{ fa[lid] += fa[lid + h]; }}\n        workgroupBarrier();\n    }}\n    if (lid == 0u) {{ {parts}[{at}u + t] = fa[0]; }}\n",
+                    THREADS / 2
+                )
+                .unwrap();
+            }
+            Epilogue::Gradient { bias, adam: with_adam } => {
+                let grads = self.bind(Res::of(mm.c.0), true);
+                let at = mm.c.1;
+                match bias {
+                    Some(bias) => writeln!(w, "let pi = select({at}u + row * {n}u + col, {bias}u + row, col == {n}u);"),
+                    None => writeln!(w, "let pi = {at}u + row * {n}u + col;"),
+                }
+                .unwrap();
+                if mm.accumulate {
+                    write!(w, "        {grads}[pi] += s;").unwrap();
+                } else {
+                    write!(w, "        {grads}[pi] = s;").unwrap();
+                }
+                if *with_adam {
+                    let cfg = adam.expect("Adam's settings for a fused Adam step");
+                    let (pm, m, v) =
+                        (self.bind(Res::Params, true), self.bind(Res::AdamM, true), self.bind(Res::AdamV, true));
+                    let (b1, b2, lr, eps) = (float(cfg.beta1), float(cfg.beta2), float(cfg.lr), float(cfg.eps));
+                    write!(
+                        w,
+                        "
+        let gr = {grads}[pi];
+        let b1 = {b1};
+        let b2 = {b2};
+        let mo = b1 * {m}[pi] + (1.0 - b1) * gr;
+        let ve = b2 * {v}[pi] + (1.0 - b2) * gr * gr;
+        {m}[pi] = mo;
+        {v}[pi] = ve;
+        {pm}[pi] -= {lr} * (mo * st.c1) / (sqrt(ve) * st.c2 + {eps});"
+                    )
+                    .unwrap();
+                }
+            }
+        }
+        let part_decl = if after.is_empty() { "" } else { "var part = 0.0;\n    " };
+        let (ai, ap) = a_ip;
+        let (bj, bp) = b_jp;
+        let (m, k) = (size_expr(mm.m), size_expr(mm.k));
+        let group = (TILE / PER) * (TILE / PER);
+        let slice = BK * TILE;
+        let round = GROUPS * BK;
+        let out_tile = TILE * TILE;
+        write!(
+            self.fns,
+            "
+// {label}
+fn task{id}(t: u32, lid: u32) {{
+    let m = {m};
+    let k = {k};
+    let row0 = (t / {tiles_n}u) * {TILE}u;
+    let col0 = (t % {tiles_n}u) * {TILE}u;
+    let g = lid / {group}u;
+    let q = lid % {group}u;
+    let tx = q % {tpn}u;
+    let ty = q / {tpn}u;
+    let base = g * {slice}u;
+    var acc: array<vec4<f32>, {PER}>;
+    let rounds = (k + {round_m1}u) / {round}u;
+    for (var r = 0u; r < rounds; r++) {{
+        let k0 = r * {round}u + g * {BK}u;
+        for (var e = q; e < {slice}u; e += {group}u) {{
+            let i = {ai};
+            let p = {ap};
+            let row = row0 + i;
+            let kk = k0 + p;
+            var v = 0.0;
+            if (row < m && kk < k) {{ v = {load_a}; }}
+            fa[base + p * {TILE}u + i] = v;
+        }}
+        for (var e = q; e < {slice}u; e += {group}u) {{
+            let j = {bj};
+            let p = {bp};
+            let col = col0 + j;
+            let kk = k0 + p;
+            var v = 0.0;
+            if (kk < k) {{ {load_b} }}
+            fb[base + p * {TILE}u + j] = v;
+        }}
+        workgroupBarrier();
+        for (var p = 0u; p < {BK}u; p++) {{
+            let ra = base + p * {TILE}u + ty;
+            let rb = base + p * {TILE}u + tx;
+            let bv = vec4<f32>(fb[rb], fb[rb + {tpn}u], fb[rb + {tpn2}u], fb[rb + {tpn3}u]);
+            acc[0] = fma(vec4<f32>(fa[ra]), bv, acc[0]);
+            acc[1] = fma(vec4<f32>(fa[ra + {tpn}u]), bv, acc[1]);
+            acc[2] = fma(vec4<f32>(fa[ra + {tpn2}u]), bv, acc[2]);
+            acc[3] = fma(vec4<f32>(fa[ra + {tpn3}u]), bv, acc[3]);
+        }}
+        workgroupBarrier();
+    }}
+    // The groups' tiles, summed in group order below.
+    for (var i = 0u; i < {PER}u; i++) {{
+        for (var j = 0u; j < {PER}u; j++) {{
+            let e = (ty + i * {tpn}u) * {TILE}u + tx + j * {tpn}u;
+            let v = acc[i][j];
+            if (g < 2u) {{ fa[g * {out_tile}u + e] = v; }} else {{ fb[(g - 2u) * {out_tile}u + e] = v; }}
+        }}
+    }}
+    workgroupBarrier();
+    {part_decl}for (var u = 0u; u < {per_thread}u; u++) {{
+        let e = lid + u * {THREADS}u;
+        let row = row0 + e / {TILE}u;
+        let col = col0 + e % {TILE}u;
+        let s = ((fa[e] + fa[{out_tile}u + e]) + fb[e]) + fb[{out_tile}u + e];
+        if (row < m && col < {cols}u) {{
+        {epi}
+        }}
+    }}
+{after}}}
+",
+            label = Task::Product { mm: *mm, epilogue: epilogue.clone() }.label(0),
+            tpn = TILE / PER,
+            tpn2 = 2 * TILE / PER,
+            tpn3 = 3 * TILE / PER,
+            round_m1 = round - 1,
+            per_thread = out_tile / THREADS,
+        )
+        .unwrap();
+    }
+
+    fn loss_finish(&mut self, id: usize, which: u32, parts: u32) {
+        let p = self.bind(Res::Partials, false);
+        let s = self.bind(Res::Slots, true);
+        let at = which * MAX_PARTS;
+        write!(
+            self.fns,
+            "
+fn task{id}(t: u32, lid: u32) {{
+    var s = 0.0;
+    for (var i = lid; i < {parts}u; i += {THREADS}u) {{ s += {p}[{at}u + i]; }}
+    let total = tree_sum(lid, s);
+    if (lid == 0u) {{ {s}[2u * st.slot + {which}u] = total; }}
+}}
+"
+        )
+        .unwrap();
+    }
+
+    fn rows(&mut self, id: usize, stages: &[Call], per_group: u32, store: &[TensorId]) {
+        let mut chain = Chain { writer: self, layout: Vec::new(), valid: Vec::new(), code: String::new(), per_group };
+        let mut at = 0;
+        for t in chain_outputs(stages) {
+            chain.layout.push((t, at));
+            at += per_group as usize * chain.writer.graph.width(t);
+        }
+        for stage in stages {
+            chain.stage(stage);
+        }
+        for &t in store {
+            let w = chain.writer.graph.width(t);
+            let dst = chain.writer.bind(Res::Tensor(t), true);
+            let src = chain.shared(t, "r", "e");
+            chain.each(w, &format!("{dst}[(row0 + r) * {w}u + e] = {src};"));
+        }
+        // Workgroups past the step's rows still write their loss partials (0).
+        let mut empty = String::new();
+        for stage in stages {
+            if let Call::LossPartials { which, .. } = stage {
+                let p = chain.writer.bind(Res::Partials, true);
+                write!(empty, "if (lid == 0u) {{ {p}[{}u + t] = 0.0; }} ", which * MAX_PARTS).unwrap();
+            }
+        }
+        let code = chain.code;
+        write!(
+            self.fns,
+            "
+fn task{id}(t: u32, lid: u32) {{
+    let row0 = t * {per_group}u;
+    if (row0 >= st.rows) {{ {empty}return; }}
+    let nrows = min({per_group}u, st.rows - row0);
+{code}}}
+"
+        )
+        .unwrap();
+    }
+}
+
+/// A row chain being written: where its tensors live in workgroup memory
+/// (`rowbuf`, per_group rows each) and which of them hold current values.
+struct Chain<'g, 'a> {
+    writer: &'g mut Gen<'a>,
+    layout: Vec<(TensorId, usize)>,
+    valid: Vec<TensorId>,
+    code: String,
+    per_group: u32,
+}
+
+impl Chain<'_, '_> {
+    fn width(&self, t: TensorId) -> usize {
+        self.writer.graph.width(t)
+    }
+
+    fn shared(&self, t: TensorId, r: &str, e: &str) -> String {
+        let base = self.layout.iter().find(|(x, _)| *x == t).expect("a chain output").1;
+        format!("rowbuf[{base}u + ({r}) * {}u + ({e})]", self.width(t))
+    }
+
+    /// Element (r, e) of t: its workgroup copy when current, else its buffer.
+    fn get(&mut self, t: TensorId, r: &str, e: &str) -> String {
+        if self.valid.contains(&t) {
+            self.shared(t, r, e)
+        } else {
+            let name = self.writer.bind(Res::Tensor(t), false);
+            format!("{name}[(row0 + ({r})) * {}u + ({e})]", self.width(t))
+        }
+    }
+
+    /// Makes t's workgroup copy current before a stage updates it in place.
+    fn load(&mut self, t: TensorId) {
+        if self.valid.contains(&t) {
+            return;
+        }
+        let w = self.width(t);
+        let src = self.get(t, "r", "e");
+        let dst = self.shared(t, "r", "e");
+        self.each(w, &format!("{dst} = {src};"));
+        self.valid.push(t);
+    }
+
+    /// Marks t written in full by the coming stage.
+    fn written(&mut self, t: TensorId) {
+        if !self.valid.contains(&t) {
+            self.valid.push(t);
+        }
+    }
+
+    /// A loop over this workgroup's rows x `width`, then a barrier.
+    fn each(&mut self, width: usize, body: &str) {
+        writeln!(
+            self.code,
+            "    for (var i = lid; i < nrows * {width}u; i += {THREADS}u) {{\n        let r = i / {width}u;\n        let e = i % {width}u;\n        {body}\n    }}\n    workgroupBarrier();"
+        )
+        .unwrap();
+    }
+
+    fn stage(&mut self, call: &Call) {
+        match call {
+            Call::Matmul(m) => self.product(m),
+            &Call::Activation { y, width, act } => {
+                self.load(y);
+                let v = self.shared(y, "r", "e");
+                self.each(width, &format!("{v} = activate({v}, {}u);", act_code(act)));
+            }
+            &Call::BiasAdd { y, width, bias } => {
+                self.load(y);
+                let v = self.shared(y, "r", "e");
+                let p = self.writer.bind(Res::Params, false);
+                self.each(width, &format!("{v} = {v} + {p}[{bias}u + e];"));
+            }
+            &Call::ActivationBackward { d, y, width, act } => {
+                self.load(d);
+                let yv = self.get(y, "r", "e");
+                let v = self.shared(d, "r", "e");
+                self.each(width, &format!("{v} = activate_backward({v}, {yv}, {}u);", act_code(act)));
+            }
+            &Call::Sigmoid { y, x, width } => {
+                let xv = self.get(x, "r", "e");
+                self.written(y);
+                let v = self.shared(y, "r", "e");
+                self.each(width, &format!("{v} = sigmoid({xv});"));
+            }
+            &Call::SigmoidBackward { d, y, width } => {
+                self.load(d);
+                let yv = self.get(y, "r", "e");
+                let v = self.shared(d, "r", "e");
+                self.each(width, &format!("let y = {yv};\n        {v} = {v} * (y * (1.0 - y));"));
+            }
+            &Call::LossBackward { kernel, out, inputs: [x, target], width } => {
+                let (xv, tv) = (self.get(x, "r", "e"), self.get(target, "r", "e"));
+                self.written(out);
+                let v = self.shared(out, "r", "e");
+                let body = match kernel {
+                    Kernel::BceWithLogitsBackward => format!("{v} = st.recon_scale * (sigmoid({xv}) - {tv});"),
+                    Kernel::MseBackward => format!("{v} = st.recon_scale * 2.0 * ({xv} - {tv});"),
+                    other => unreachable!("{other:?} is not a loss gradient"),
+                };
+                self.each(width, &body);
+            }
+            Call::LossPartials { kernel, inputs, width, which } => {
+                let term = match kernel {
+                    Kernel::BceWithLogitsForward => {
+                        let (a, t) = (self.get(inputs[0], "r", "e"), self.get(inputs[1], "r", "e"));
+                        format!(
+                            "let a = {a};\n        let tv = {t};\n        s += max(a, 0.0) - a * tv + log(1.0 + exp(-abs(a)));"
+                        )
+                    }
+                    Kernel::MseForward => {
+                        let (a, t) = (self.get(inputs[0], "r", "e"), self.get(inputs[1], "r", "e"));
+                        format!("let d = {a} - {t};\n        s += d * d;")
+                    }
+                    Kernel::KlForward => {
+                        let (mu, lv) =
+                            (self.get(inputs[0], "r", "e"), self.get(inputs[0], "r", &format!("{width}u + e")));
+                        format!(
+                            "let mu = {mu};\n        let lv = {lv};\n        s += -0.5 * (1.0 + lv - mu * mu - exp(lv));"
+                        )
+                    }
+                    other => unreachable!("{other:?} is not a loss"),
+                };
+                let p = self.writer.bind(Res::Partials, true);
+                writeln!(
+                    self.code,
+                    "    {{\n        var s = 0.0;\n        for (var i = lid; i < nrows * {width}u; i += {THREADS}u) {{\n        let r = i / {width}u;\n        let e = i % {width}u;\n        {term}\n        }}\n        let total = tree_sum(lid, s);\n        if (lid == 0u) {{ {p}[{}u + t] = total; }}\n    }}",
+                    which * MAX_PARTS
+                )
+                .unwrap();
+            }
+            &Call::Reparameterize { z, eps, mulv, latent } => {
+                let (mu, lv) = (self.get(mulv, "r", "e"), self.get(mulv, "r", &format!("{latent}u + e")));
+                self.written(z);
+                self.written(eps);
+                let (zv, ev) = (self.shared(z, "r", "e"), self.shared(eps, "r", "e"));
+                self.each(
+                    latent,
+                    &format!(
+                        "let n = normal(st.seed, st.reparam_stream, st.rng_step, (row0 + r) * {latent}u + e);\n        {ev} = n;\n        {zv} = {mu} + exp(0.5 * {lv}) * n;"
+                    ),
+                );
+            }
+            &Call::ReparameterizeBackward { d, dz, mulv, eps, latent, accumulate } => {
+                if accumulate {
+                    self.load(d);
+                }
+                let (g, n, lv) =
+                    (self.get(dz, "r", "e"), self.get(eps, "r", "e"), self.get(mulv, "r", &format!("{latent}u + e")));
+                let (dmu, dlv) = (self.shared(d, "r", "e"), self.shared(d, "r", &format!("{latent}u + e")));
+                let acc =
+                    if accumulate { format!("\n        dmu += {dmu};\n        dlv += {dlv};") } else { String::new() };
+                self.written(d);
+                self.each(
+                    latent,
+                    &format!(
+                        "let g = {g};\n        var dmu = g;\n        var dlv = g * {n} * 0.5 * exp(0.5 * {lv});{acc}\n        {dmu} = dmu;\n        {dlv} = dlv;"
+                    ),
+                );
+            }
+            &Call::KlBackward { d, mulv, latent, accumulate } => {
+                if accumulate {
+                    self.load(d);
+                }
+                let (mu, lv) = (self.get(mulv, "r", "e"), self.get(mulv, "r", &format!("{latent}u + e")));
+                let (dmu, dlv) = (self.shared(d, "r", "e"), self.shared(d, "r", &format!("{latent}u + e")));
+                let body = if accumulate {
+                    format!(
+                        "let mu = {mu};\n        let lv = {lv};\n        {dmu} = {dmu} + st.kl_scale * mu;\n        {dlv} = {dlv} + st.kl_scale * 0.5 * (exp(lv) - 1.0);"
+                    )
+                } else {
+                    format!(
+                        "let mu = {mu};\n        let lv = {lv};\n        {dmu} = st.kl_scale * mu;\n        {dlv} = st.kl_scale * 0.5 * (exp(lv) - 1.0);"
+                    )
+                };
+                self.written(d);
+                self.each(latent, &body);
+            }
+            &Call::InputNoise { out, clean, width } => {
+                let c = self.get(clean, "r", "e");
+                self.written(out);
+                let v = self.shared(out, "r", "e");
+                self.each(
+                    width,
+                    &format!(
+                        "{v} = clamp({c} + st.noise_std * normal(st.seed, st.noise_stream, st.rng_step, (row0 + r) * {width}u + e), 0.0, 1.0);"
+                    ),
+                );
+            }
+            other => unreachable!("{other:?} is not row-local"),
+        }
+    }
+
+    /// out[r][o] = Σ_s in[r][s]·W(o, s) for this workgroup's rows: each output
+    /// by `lanes` threads that split s and add their sums in a fixed tree.
+    fn product(&mut self, m: &Matmul) {
+        let (Buf::Tensor(x), Buf::Tensor(y)) = (m.a.0, m.c.0) else { unreachable!("row products are on tensors") };
+        let Size::Fixed(sum) = m.k else { unreachable!("row products have a fixed K") };
+        let outs = m.n;
+        let p = self.writer.bind(Res::Params, false);
+        let w = match m.form {
+            MatmulForm::Nt => format!("{p}[{}u + o * {sum}u + s]", m.b.1),
+            _ => format!("{p}[{}u + s * {outs}u + o]", m.b.1),
+        };
+        // Rows past nrows read the last row again: in bounds, and discarded.
+        let input = self.get(x, "min(r, nrows - 1u)", "s");
+        if m.accumulate {
+            self.load(y);
+        }
+        self.written(y);
+        let out = self.shared(y, "r", "o");
+        let mut epi = String::from("var v = sum;");
+        if m.accumulate {
+            write!(epi, " v += {out};").unwrap();
+        }
+        if let Some(bias) = m.bias {
+            write!(epi, " v += {p}[{bias}u + o];").unwrap();
+        }
+        write!(epi, " {out} = activate(v, {}u);", act_code(m.act)).unwrap();
+        let rows = self.per_group;
+        let lanes = lanes(outs);
+        let c = &mut self.code;
+        if lanes == 1 {
+            writeln!(
+                c,
+                "    for (var o = lid; o < {outs}u; o += {THREADS}u) {{
+        var acc: array<f32, {rows}>;
+        for (var s = 0u; s < {sum}u; s++) {{
+            let w = {w};
+            for (var r = 0u; r < {rows}u; r++) {{ acc[r] = fma({input}, w, acc[r]); }}
+        }}
+        for (var r = 0u; r < nrows; r++) {{ let sum = acc[r]; {epi} }}
+    }}
+    workgroupBarrier();"
+            )
+            .unwrap();
+            return;
+        }
+        // Nt: a output's lanes are neighbours (its weights are a row);
+        // Nn: lanes are a pass apart (neighbouring outputs read neighbouring weights).
+        let per_pass = THREADS / lanes;
+        let (lane, o, stride) = match m.form {
+            MatmulForm::Nt => (format!("lid % {lanes}u"), format!("lid / {lanes}u"), 1),
+            _ => (format!("lid / {per_pass}u"), format!("lid % {per_pass}u"), per_pass),
+        };
+        writeln!(
+            c,
+            "    {{
+        let lane = {lane};
+        let o = {o};
+        var acc: array<f32, {rows}>;
+        if (o < {outs}u) {{
+            for (var s = lane; s < {sum}u; s += {lanes}u) {{
+                let w = {w};
+                for (var r = 0u; r < {rows}u; r++) {{ acc[r] = fma({input}, w, acc[r]); }}
+            }}
+        }}
+        for (var r = 0u; r < {rows}u; r++) {{
+            red[lid] = acc[r];
+            workgroupBarrier();
+            for (var h = {half}u; h > 0u; h >>= 1u) {{
+                if (lane < h) {{ red[lid] += red[lid + h * {stride}u]; }}
+                workgroupBarrier();
+            }}
+            if (lane == 0u && o < {outs}u && r < nrows) {{ let sum = red[lid]; {epi} }}
+            workgroupBarrier();
+        }}
+    }}",
+            half = lanes / 2,
+        )
+        .unwrap();
+    }
+}
+
+/// Threads per output of a row product with `outs` outputs: a power of two
+/// that keeps most of the workgroup busy.
+fn lanes(outs: usize) -> u32 {
+    let mut lanes = 1;
+    while lanes < 64 && outs * lanes as usize * 2 <= THREADS as usize {
+        lanes *= 2;
+    }
+    lanes
+}
