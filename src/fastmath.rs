@@ -57,6 +57,30 @@ pub fn sum_zip(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> f64 
     sums.iter().sum()
 }
 
+/// `sum_zip(a, b, f)`, and out[i] = g(a[i], b[i]) in the same pass.
+pub fn sum_zip_writing(
+    out: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    f: impl Fn(f32, f32) -> f32 + Sync,
+    g: impl Fn(f32, f32) -> f32 + Sync,
+) -> f64 {
+    const PIECE: usize = 1024;
+    assert!(a.len() == b.len() && out.len() == a.len());
+    let piece = |((out, a), b): ((&mut [f32], &[f32]), &[f32])| {
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            *o = g(x, y);
+        }
+        sum_piece(a, b, &f)
+    };
+    if a.len() <= 32 * PIECE {
+        return out.chunks_mut(PIECE).zip(a.chunks(PIECE)).zip(b.chunks(PIECE)).map(piece).sum();
+    }
+    let sums: Vec<f64> =
+        out.par_chunks_mut(PIECE).zip(a.par_chunks(PIECE)).zip(b.par_chunks(PIECE)).map(piece).collect();
+    sums.iter().sum()
+}
+
 fn sum_piece(a: &[f32], b: &[f32], f: &impl Fn(f32, f32) -> f32) -> f64 {
     const LANES: usize = 16;
     let mut acc = [0.0f32; LANES];

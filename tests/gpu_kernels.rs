@@ -208,8 +208,10 @@ fn column_sums_match_cpu() {
         for (m, n) in [(1, 1), (7, 63), (129, 65), (17, 784), (300, 20), (1024, 33)] {
             let a = random(2 + m * n, 1, -1.0, 1.0);
             let out0 = random(n + 1, 2, -1.0, 1.0);
-            let mut want = out0[1..].to_vec();
-            matmul::column_sums(&mut want, &a[2..], m, n);
+            // The kernel adds to its output (FLAG_ACCUMULATE); the CPU twin writes.
+            let mut sums = vec![0.0; n];
+            matmul::column_sums(&mut sums, &a[2..], m, n);
+            let want: Vec<f32> = out0[1..].iter().zip(&sums).map(|(o, s)| o + s).collect();
             let params = ReduceParams { n: n as u32, off_in: 2, off_out: 1, flags: flags::ACCUMULATE };
             let kernel = Kernel::ColumnSums;
             let groups = column_sums_groups(n);

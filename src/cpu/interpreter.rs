@@ -5,12 +5,13 @@ use super::activation::{activation_backward, activation_forward, sigmoid_backwar
 use super::adam::adam_update;
 use super::conv::{conv_transpose2d_backward, conv_transpose2d_forward, conv2d_backward, conv2d_forward};
 use super::loss::{
-    bce_with_logits_backward, bce_with_logits_forward, kl_backward, kl_forward, mse_backward, mse_forward,
+    bce_with_logits_backward, bce_with_logits_forward, bce_with_logits_forward_backward, kl_backward, kl_forward,
+    mse_backward, mse_forward, sigmoid_mse_forward_backward,
 };
 use super::matmul::{bias_activation, column_sums, matmul_nn, matmul_nt, matmul_tn};
 use super::reparam::{reparameterize_backward, reparameterize_forward};
 use crate::engine::{AdamConfig, LossSums, Noise, Objective};
-use crate::model::{Graph, Layer, LayerKind, LossTerm, Op, TensorId};
+use crate::model::{Graph, Layer, LayerKind, LossTerm, Node, Op, TensorId};
 use crate::rng;
 
 /// Parameters with their gradients and Adam's moments, one flat buffer each
@@ -39,16 +40,23 @@ pub struct Interpreter {
     pub graph: Graph,
     values: Vec<Vec<f32>>,
     rows: usize,
-    /// Whether the graph computes parameter gradients (they are cleared first).
+    /// Whether the graph has convolution gradients, which add to cleared ones
+    /// (dense layers write theirs).
+    clears_grads: bool,
+    /// The grads buffer is sized on the first run of a graph with a backward pass.
     has_backward: bool,
+    /// Loss nodes run with their backward in one pass: start node -> nodes taken.
+    fused_losses: Vec<Option<FusedLoss>>,
 }
 
 impl Interpreter {
     pub fn new(graph: Graph) -> Interpreter {
         let has_backward =
             graph.nodes.iter().any(|n| matches!(n.op, Op::DenseBackward { .. } | Op::ConvBackward { .. }));
+        let clears_grads = graph.nodes.iter().any(|n| matches!(n.op, Op::ConvBackward { .. }));
         let values = vec![Vec::new(); graph.tensors.len()];
-        Interpreter { graph, values, rows: 0, has_backward }
+        let fused_losses = (0..graph.nodes.len()).map(|i| FusedLoss::at(&graph.nodes, i)).collect();
+        Interpreter { graph, values, rows: 0, clears_grads, has_backward, fused_losses }
     }
 
     /// Sizes every tensor for `rows` images.
@@ -79,11 +87,22 @@ impl Interpreter {
         self.resize(step.rows);
         if self.has_backward {
             state.grads.resize(state.params.len(), 0.0);
-            state.grads.fill(0.0);
+            if self.clears_grads {
+                state.grads.fill(0.0);
+            }
         }
         let mut sums = LossSums::default();
         let rows = step.rows;
-        for node in &self.graph.nodes {
+        let mut skip = 0;
+        for (i, node) in self.graph.nodes.iter().enumerate() {
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            if let Some(fused) = self.fused_losses[i] {
+                skip = fused.run(&self.graph.nodes[i..], &mut self.values, step, &mut sums);
+                continue;
+            }
             let (ins, outs) = (&node.inputs, &node.outputs);
             let mut out = outs.iter().map(|t| std::mem::take(&mut self.values[t.0])).collect::<Vec<_>>();
             let v = &self.values;
@@ -154,6 +173,58 @@ impl Interpreter {
     }
 }
 
+/// A loss and the first steps of its backward pass, run as one pass over
+/// the batch by `cpu::loss` (the same values, bit for bit, as node by node).
+#[derive(Clone, Copy, Debug)]
+enum FusedLoss {
+    /// BceWithLogits, BceWithLogitsBackward.
+    Bce,
+    /// Mse, MseBackward, SigmoidBackward (the MSE of a sigmoid's output).
+    SigmoidMse,
+}
+
+impl FusedLoss {
+    fn at(nodes: &[Node], i: usize) -> Option<FusedLoss> {
+        let op = |j: usize| nodes.get(i + j).map(|n| &n.op);
+        let ins = |j: usize| &nodes[i + j].inputs;
+        let outs = |j: usize| &nodes[i + j].outputs;
+        match (op(0)?, op(1)?, op(2)) {
+            (Op::BceWithLogits(_), Op::BceWithLogitsBackward { accumulate: false }, _) if ins(0) == ins(1) => {
+                Some(FusedLoss::Bce)
+            }
+            (Op::Mse(_), Op::MseBackward { accumulate: false }, Some(Op::SigmoidBackward))
+                if ins(0) == ins(1) && outs(1) == outs(2) && ins(2)[..] == ins(0)[..1] =>
+            {
+                Some(FusedLoss::SigmoidMse)
+            }
+            _ => None,
+        }
+    }
+
+    /// Runs the fused nodes from `nodes[0]`; returns how many more it took.
+    fn run(self, nodes: &[Node], values: &mut [Vec<f32>], step: &StepInputs, sums: &mut LossSums) -> usize {
+        let (Op::BceWithLogits(term) | Op::Mse(term)) = nodes[0].op else {
+            unreachable!("a fused loss starts with its loss")
+        };
+        let (x, target, d) = (nodes[0].inputs[0], nodes[0].inputs[1], nodes[1].outputs[0]);
+        let mut out = std::mem::take(&mut values[d.0]);
+        let scale = step.objective.recon_scale;
+        let sum = match self {
+            FusedLoss::Bce => bce_with_logits_forward_backward(&mut out, &values[x.0], &values[target.0], scale),
+            FusedLoss::SigmoidMse => sigmoid_mse_forward_backward(&mut out, &values[x.0], &values[target.0], scale),
+        };
+        values[d.0] = out;
+        match term {
+            LossTerm::Recon => sums.recon += sum,
+            LossTerm::Kl => sums.kl += sum,
+        }
+        match self {
+            FusedLoss::Bce => 1,
+            FusedLoss::SigmoidMse => 2,
+        }
+    }
+}
+
 /// out (B,O) = act(x (B,I) · Wᵀ + b).
 fn dense_forward(out: &mut [f32], x: &[f32], params: &[f32], layer: &Layer, rows: usize) {
     let (i, o) = (layer.inputs, layer.outputs);
@@ -161,7 +232,8 @@ fn dense_forward(out: &mut [f32], x: &[f32], params: &[f32], layer: &Layer, rows
     bias_activation(out, &params[layer.bias..layer.bias + o], rows, o, layer.activation);
 }
 
-/// dW += dyᵀ·x, db += Σ dy, and dx (+)= dy·W when asked. dy is the gradient of
+/// dW = dyᵀ·x, db = Σ dy (a layer's parameters have one Dense node), and
+/// dx (+)= dy·W when asked. dy is the gradient of
 /// the layer's pre-activation (the activation's backward has run).
 #[allow(clippy::too_many_arguments)]
 fn dense_backward(
@@ -175,7 +247,7 @@ fn dense_backward(
     rows: usize,
 ) {
     let (i, o) = (layer.inputs, layer.outputs);
-    matmul_tn(&mut grads[layer.weight..layer.weight + o * i], dy, x, o, rows, i, true);
+    matmul_tn(&mut grads[layer.weight..layer.weight + o * i], dy, x, o, rows, i, false);
     column_sums(&mut grads[layer.bias..layer.bias + o], dy, rows, o);
     if let Some(dx) = dx {
         matmul_nn(dx, dy, &params[layer.weight..layer.weight + o * i], rows, o, i, accumulate);

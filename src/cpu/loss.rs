@@ -20,6 +20,25 @@ pub fn bce_with_logits_backward(dlogits: &mut [f32], logits: &[f32], target: &[f
     })
 }
 
+/// `bce_with_logits_forward` and `bce_with_logits_backward` in one pass over
+/// the batch: the same sum and gradient, bit for bit.
+pub fn bce_with_logits_forward_backward(dlogits: &mut [f32], logits: &[f32], target: &[f32], scale: f32) -> f64 {
+    fastmath::sum_zip_writing(
+        dlogits,
+        logits,
+        target,
+        |a, x| a.max(0.0) - a * x + fastmath::ln_1p_unit(fastmath::exp(-a.abs())),
+        |a, x| scale * (sigmoid(a) - x),
+    )
+}
+
+/// `mse_forward`, `mse_backward` and `sigmoid_backward` in one pass, for
+/// y = sigmoid(logits) against the target: the sum, and the logits' gradient
+/// into `d`, bit for bit as the three.
+pub fn sigmoid_mse_forward_backward(d: &mut [f32], y: &[f32], target: &[f32], scale: f32) -> f64 {
+    fastmath::sum_zip_writing(d, y, target, |y, x| (y - x) * (y - x), |y, x| (scale * 2.0 * (y - x)) * (y * (1.0 - y)))
+}
+
 /// Σ (y - x)².
 pub fn mse_forward(y: &[f32], target: &[f32]) -> f64 {
     fastmath::sum_zip(y, target, |y, x| (y - x) * (y - x))

@@ -181,10 +181,11 @@ fn reach(rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> usiz
     if rows == 0 || cols == 0 { 0 } else { (rows - 1) * row_stride + (cols - 1) * col_stride + 1 }
 }
 
-/// out (N) += sum over rows of a (M,N). Bias gradient.
+/// out (N) = sum over rows of a (M,N), as the `column_sums` kernel: the bias gradient.
 pub fn column_sums(out: &mut [f32], a: &[f32], m: usize, n: usize) {
     assert!(out.len() == n && a.len() == m * n);
-    for row in a.chunks_exact(n) {
+    out.fill(0.0);
+    for row in a.chunks_exact(n.max(1)) {
         for (o, &x) in out.iter_mut().zip(row) {
             *o += x;
         }
