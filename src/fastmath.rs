@@ -42,12 +42,46 @@ pub fn ln_1p_unit(x: f32) -> f32 {
     2.0 * t * s
 }
 
+/// Runs `f` compiled for the widest vector unit this x86-64 CPU has
+/// (AVX-512, then AVX2; the build targets baseline x86-64, SSE2 only), so
+/// that the element-wise loops it inlines use 2-4x wider vectors. Rust does
+/// not contract a·b + c into FMAs, so the results are the same bits on
+/// every path. Wrap the innermost loop: work handed to other threads runs
+/// outside it.
+#[inline(always)]
+pub fn widest<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked above).
+            return unsafe { with_avx512(f) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked above).
+            return unsafe { with_avx2(f) };
+        }
+    }
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
 /// Σ f(a[i], b[i]) in 16 f32 lanes that stay in vector registers, blocks of
 /// 1024 adding up in f64 so that no f32 partial sum grows long.
 pub fn sum_zip(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> f64 {
     const PIECE: usize = 1024;
     assert_eq!(a.len(), b.len());
-    let piece = |(a, b): (&[f32], &[f32])| sum_piece(a, b, &f);
+    let piece = |(a, b): (&[f32], &[f32])| widest(|| sum_piece(a, b, &f));
     // The pieces' sums are added in order either way: the same result,
     // bit for bit, on one thread or many.
     if a.len() <= 32 * PIECE {
@@ -68,10 +102,10 @@ pub fn sum_zip_writing(
     const PIECE: usize = 1024;
     assert!(a.len() == b.len() && out.len() == a.len());
     let piece = |((out, a), b): ((&mut [f32], &[f32]), &[f32])| {
-        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-            *o = g(x, y);
-        }
-        sum_piece(a, b, &f)
+        widest(
+            #[inline(always)]
+            || write_and_sum_piece(out, a, b, &f, &g),
+        )
     };
     if a.len() <= 32 * PIECE {
         return out.chunks_mut(PIECE).zip(a.chunks(PIECE)).zip(b.chunks(PIECE)).map(piece).sum();
@@ -81,6 +115,30 @@ pub fn sum_zip_writing(
     sums.iter().sum()
 }
 
+#[inline(always)]
+fn write_and_sum_piece(
+    out: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    f: &impl Fn(f32, f32) -> f32,
+    g: &impl Fn(f32, f32) -> f32,
+) -> f64 {
+    const LANES: usize = 16;
+    let mut o = out.chunks_exact_mut(LANES);
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for ((o, a), b) in (&mut o).zip(ca).zip(cb) {
+        for l in 0..LANES {
+            o[l] = g(a[l], b[l]);
+        }
+    }
+    for ((o, &x), &y) in o.into_remainder().iter_mut().zip(ra).zip(rb) {
+        *o = g(x, y);
+    }
+    sum_piece(a, b, f)
+}
+
+#[inline(always)]
 fn sum_piece(a: &[f32], b: &[f32], f: &impl Fn(f32, f32) -> f32) -> f64 {
     const LANES: usize = 16;
     let mut acc = [0.0f32; LANES];

@@ -16,9 +16,10 @@ pub fn adam_update(params: &mut [f32], m: &mut [f32], v: &mut [f32], grads: &[f3
         .zip(m.par_chunks_mut(chunk))
         .zip(v.par_chunks_mut(chunk))
         .zip(grads.par_chunks(chunk))
-        .for_each(|(((p, m), v), g)| adam_chunk(p, m, v, g, cfg, c1, c2));
+        .for_each(|(((p, m), v), g)| crate::fastmath::widest(|| adam_chunk(p, m, v, g, cfg, c1, c2)));
 }
 
+#[inline(always)]
 fn adam_chunk(params: &mut [f32], m: &mut [f32], v: &mut [f32], grads: &[f32], cfg: &AdamConfig, c1: f32, c2: f32) {
     let (b1, b2) = (cfg.beta1, cfg.beta2);
     for (((p, m), v), &g) in params.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(grads) {

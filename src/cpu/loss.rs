@@ -28,7 +28,7 @@ pub fn bce_with_logits_forward_backward(dlogits: &mut [f32], logits: &[f32], tar
         logits,
         target,
         |a, x| a.max(0.0) - a * x + fastmath::ln_1p_unit(fastmath::exp(-a.abs())),
-        |a, x| scale * (sigmoid(a) - x),
+        move |a, x| scale * (sigmoid(a) - x),
     )
 }
 
@@ -36,7 +36,8 @@ pub fn bce_with_logits_forward_backward(dlogits: &mut [f32], logits: &[f32], tar
 /// y = sigmoid(logits) against the target: the sum, and the logits' gradient
 /// into `d`, bit for bit as the three.
 pub fn sigmoid_mse_forward_backward(d: &mut [f32], y: &[f32], target: &[f32], scale: f32) -> f64 {
-    fastmath::sum_zip_writing(d, y, target, |y, x| (y - x) * (y - x), |y, x| (scale * 2.0 * (y - x)) * (y * (1.0 - y)))
+    let gradient = move |y: f32, x: f32| (scale * 2.0 * (y - x)) * (y * (1.0 - y));
+    fastmath::sum_zip_writing(d, y, target, |y, x| (y - x) * (y - x), gradient)
 }
 
 /// Σ (y - x)².

@@ -201,12 +201,14 @@ pub fn bias_add(y: &mut [f32], bias: &[f32], m: usize, n: usize) {
 pub fn bias_activation(y: &mut [f32], bias: &[f32], m: usize, n: usize, act: Activation) {
     assert!(bias.len() == n && y.len() == m * n);
     let apply = |y: &mut [f32]| {
-        for row in y.chunks_exact_mut(n.max(1)) {
-            for (o, &b) in row.iter_mut().zip(bias) {
-                *o += b;
+        crate::fastmath::widest(|| {
+            for row in y.chunks_exact_mut(n.max(1)) {
+                for (o, &b) in row.iter_mut().zip(bias) {
+                    *o += b;
+                }
+                activation_in_place(row, act);
             }
-            activation_in_place(row, act);
-        }
+        })
     };
     let rows_per_task = (1 << 15) / n.max(1);
     if rows_per_task >= m || rows_per_task == 0 {

@@ -19,12 +19,15 @@ pub use engine::CpuModel;
 
 use rayon::prelude::*;
 
+use crate::fastmath::widest;
+
 /// Elements per task of the element-wise loops on rayon's threads: enough
 /// work to outweigh the hand-off, few enough to spread a batch's activations.
 const ELEMENTS_PER_TASK: usize = 1 << 15;
 
 /// `f(out)` over pieces of `out`, in parallel for large slices.
 pub(crate) fn par_apply(out: &mut [f32], f: impl Fn(&mut [f32]) + Sync + Send) {
+    let f = |out: &mut [f32]| widest(|| f(out));
     if out.len() <= ELEMENTS_PER_TASK {
         return f(out);
     }
@@ -34,6 +37,7 @@ pub(crate) fn par_apply(out: &mut [f32], f: impl Fn(&mut [f32]) + Sync + Send) {
 /// `f(out, x)` over matching pieces of `out` and `x` (as long), in parallel for large slices.
 pub(crate) fn par_map(out: &mut [f32], x: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync + Send) {
     assert_eq!(out.len(), x.len(), "par_map: slices of different lengths");
+    let f = |out: &mut [f32], x: &[f32]| widest(|| f(out, x));
     if out.len() <= ELEMENTS_PER_TASK {
         return f(out, x);
     }
@@ -43,6 +47,7 @@ pub(crate) fn par_map(out: &mut [f32], x: &[f32], f: impl Fn(&mut [f32], &[f32])
 /// `f(out, x, y)` likewise, over three matching slices.
 pub(crate) fn par_map2(out: &mut [f32], x: &[f32], y: &[f32], f: impl Fn(&mut [f32], &[f32], &[f32]) + Sync + Send) {
     assert!(out.len() == x.len() && out.len() == y.len(), "par_map2: slices of different lengths");
+    let f = |out: &mut [f32], x: &[f32], y: &[f32]| widest(|| f(out, x, y));
     if out.len() <= ELEMENTS_PER_TASK {
         return f(out, x, y);
     }
