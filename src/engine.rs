@@ -228,4 +228,18 @@ pub struct EngineStats {
     pub dispatches_per_step: Option<usize>,
     /// Queue submits during the last training epoch.
     pub submits_per_epoch: Option<usize>,
+    /// Where the host's time went, per step of the last training epoch.
+    pub host: Option<HostTimes>,
+}
+
+/// Host time per training step, in µs: recording the step's commands,
+/// `CommandEncoder::finish` (where wgpu does most of its encoding work),
+/// `Queue::submit`, and the rest: waiting for loss readbacks (GPU time the
+/// host could not overlap) and handling them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct HostTimes {
+    pub record_us: f64,
+    pub finish_us: f64,
+    pub submit_us: f64,
+    pub wait_us: f64,
 }

@@ -101,6 +101,8 @@ fn bench_one(
         "samples_per_s": images.count as f64 / median,
         "dispatches_per_step": stats.dispatches_per_step,
         "submits_per_epoch": stats.submits_per_epoch,
+        "host_us_per_step": stats.host,
+        "host_encode_us_per_dispatch": stats.host.zip(stats.dispatches_per_step).map(|(h, d)| (h.record_us + h.finish_us) / d as f64),
         "train_loss_last_epoch": last_loss,
     });
     println!("{record}");

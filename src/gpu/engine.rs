@@ -30,6 +30,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use super::buffers::{ParamBuffers, storage};
 use super::context::{GpuContext, PendingRead};
@@ -39,7 +40,9 @@ use super::profile::{self, Profile, TimestampMode};
 use super::program::{Program, Step, StepTable};
 use super::shaders::{Kernels, MAX_PARTS};
 use crate::data::Images;
-use crate::engine::{AdamConfig, AdamState, Engine, EngineStats, EpochPlan, EpochStart, EvalPlan, LossSums, Objective};
+use crate::engine::{
+    AdamConfig, AdamState, Engine, EngineStats, EpochPlan, EpochStart, EvalPlan, HostTimes, LossSums, Objective,
+};
 use crate::error::{Error, Result};
 use crate::model::{Architecture, Graph};
 use crate::rng::Stream;
@@ -70,6 +73,7 @@ pub struct GpuStats {
     pub dispatches_per_eval_step: usize,
     pub steps_per_submit: usize,
     pub submits_last_epoch: usize,
+    pub host: HostTimes,
 }
 
 pub struct GpuEngine {
@@ -432,6 +436,13 @@ impl GpuEngine {
         // the steps it covers, its readback buffer).
         let mut pending: Option<(PendingRead, usize, usize)> = None;
         let mut spare = 0;
+        let mut host = HostTimes::default();
+        let mut clock = Instant::now();
+        let mut lap = |into: &mut f64| {
+            let now = Instant::now();
+            *into += (now - clock).as_secs_f64() * 1e6;
+            clock = now;
+        };
         for range in submit_ranges(steps.len(), self.steps_per_submit) {
             // A stop request ends the epoch at a submit boundary: the steps
             // submitted are complete, and their losses are read below.
@@ -444,6 +455,7 @@ impl GpuEngine {
                 let words = GpuEngine::fill_window(images, order, &steps[done..end]);
                 queue.write_buffer(&self.data[d].pixels, 0, bytemuck::cast_slice(&words));
             }
+            lap(&mut host.wait_us);
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
             if done == 0 {
                 enc.clear_buffer(&self.slots, 0, None);
@@ -462,11 +474,16 @@ impl GpuEngine {
             if tick {
                 enc.copy_buffer_to_buffer(&self.slots, 0, &self.readback[spare], 0, bytes);
             }
-            let submission = queue.submit([enc.finish()]);
+            lap(&mut host.record_us);
+            let commands = enc.finish();
+            lap(&mut host.finish_us);
+            let submission = queue.submit([commands]);
+            lap(&mut host.submit_us);
             submits += 1;
             done = end;
             if let Some((r, at, buffer)) = pending.take() {
                 let sums = self.finish_read(buffer, r)?;
+                lap(&mut host.wait_us);
                 on_tick(at, &sums)?;
                 read = at;
             }
@@ -480,6 +497,7 @@ impl GpuEngine {
         }
         if let Some((r, at, buffer)) = pending.take() {
             let sums = self.finish_read(buffer, r)?;
+            lap(&mut host.wait_us);
             on_tick(at, &sums)?;
             read = at;
         }
@@ -494,6 +512,13 @@ impl GpuEngine {
         }
         if train {
             self.stats.submits_last_epoch = submits;
+            let per_step = |us: f64| us / done.max(1) as f64;
+            self.stats.host = HostTimes {
+                record_us: per_step(host.record_us),
+                finish_us: per_step(host.finish_us),
+                submit_us: per_step(host.submit_us),
+                wait_us: per_step(host.wait_us),
+            };
         }
         let validation = pollster::block_on(scope.pop());
         let out_of_memory = pollster::block_on(oom.pop());
@@ -792,6 +817,7 @@ impl Engine for GpuEngine {
         EngineStats {
             dispatches_per_step: Some(s.dispatches_per_train_step),
             submits_per_epoch: Some(s.submits_last_epoch),
+            host: Some(s.host),
         }
     }
 }
