@@ -65,3 +65,79 @@ fn every_kernel_id_is_an_entry_point_and_back() {
         }
     }
 }
+
+fn validate_and_translate(what: &str, source: &str) {
+    let module =
+        naga::front::wgsl::parse_str(source).unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(source)));
+    let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(source)));
+    let msl = naga::back::msl::Options { lang_version: (2, 1), ..Default::default() };
+    naga::back::msl::write_string(&module, &info, &msl, &Default::default())
+        .unwrap_or_else(|e| panic!("{what} to MSL: {e}"));
+    let mut out = String::new();
+    naga::back::hlsl::Writer::new(&mut out, &Default::default(), &Default::default())
+        .write(&module, &info, None)
+        .unwrap_or_else(|e| panic!("{what} to HLSL: {e}"));
+}
+
+#[test]
+fn every_generated_kernel_validates_and_translates_to_msl_and_hlsl() {
+    use gpu_vae::engine::AdamConfig;
+    use gpu_vae::gpu::fuse::{Env, Fusion, fuse};
+    use gpu_vae::gpu::fused::generate;
+    use gpu_vae::gpu::lower::{Call, lower};
+    use gpu_vae::model::{Activation, Arch, Architecture, Graph, ModelConfig, ModelKind, ReconLoss};
+
+    let vae = ModelConfig {
+        kind: ModelKind::Vae,
+        image_rows: 28,
+        image_cols: 28,
+        channels: 1,
+        hidden: vec![400],
+        latent: 20,
+        loss: ReconLoss::Bce,
+        activation: Activation::Relu,
+        arch: Arch::Mlp,
+        conv: vec![],
+    };
+    let configs = [
+        vae.clone(),
+        ModelConfig { kind: ModelKind::Ae, hidden: vec![], latent: 64, loss: ReconLoss::Mse, ..vae.clone() },
+        ModelConfig {
+            hidden: vec![300, 37],
+            latent: 6,
+            loss: ReconLoss::Mse,
+            activation: Activation::Tanh,
+            ..vae.clone()
+        },
+        ModelConfig { arch: Arch::Conv, hidden: vec![], latent: 16, conv: vec![32, 64], ..vae },
+    ];
+    let adam = AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+    let roomy = wgpu::Limits { max_storage_buffers_per_shader_stage: 16, ..wgpu::Limits::default() };
+    let mut kernels = 0;
+    for config in &configs {
+        let arch = Architecture::new(config).unwrap();
+        for noisy in [false, true] {
+            for graph in [Graph::training(&arch, noisy), Graph::forward(&arch, noisy)] {
+                for (limits, rows) in [(&roomy, 128), (&roomy, 1024), (&wgpu::Limits::default(), 37)] {
+                    let env = Env {
+                        graph: &graph,
+                        max_rows: rows,
+                        limits,
+                        param_count: arch.param_count,
+                        keep: graph.named(),
+                    };
+                    for call in fuse(lower(&graph), Fusion::ALL, &env) {
+                        if let Call::Fused(tasks) = call {
+                            let generated = generate(&tasks, &graph, rows, Some(&adam));
+                            validate_and_translate(&generated.label, &generated.source);
+                            kernels += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(kernels > 50, "{kernels} kernels");
+}

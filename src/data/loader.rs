@@ -73,11 +73,17 @@ pub fn spawn_batches(images: Arc<Images>, plan: BatchPlan) -> flume::Receiver<Ba
 pub fn gather_batch(images: &Images, indices: &[u32], out: &mut [f32]) {
     let dim = images.dim();
     assert_eq!(out.len(), indices.len() * dim, "batch buffer size");
-    for (row, &i) in out.chunks_exact_mut(dim).zip(indices) {
-        for (o, &p) in row.iter_mut().zip(images.image(i as usize)) {
-            *o = p as f32 / 255.0;
-        }
-    }
+    // Wide vectors: this runs beside the step's threads on the loader thread.
+    crate::fastmath::widest(
+        #[inline(always)]
+        || {
+            for (row, &i) in out.chunks_exact_mut(dim).zip(indices) {
+                for (o, &p) in row.iter_mut().zip(images.image(i as usize)) {
+                    *o = p as f32 / 255.0;
+                }
+            }
+        },
+    )
 }
 
 /// `noisy = clamp(clean + std * N(0, 1), 0, 1)`, one normal per element drawn at
