@@ -182,14 +182,30 @@ fn reach(rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> usiz
 }
 
 /// out (N) = sum over rows of a (M,N), as the `column_sums` kernel: the bias gradient.
+/// Blocks of columns go to different threads; each column adds its rows in
+/// order, so the result is the same for any thread count.
 pub fn column_sums(out: &mut [f32], a: &[f32], m: usize, n: usize) {
     assert!(out.len() == n && a.len() == m * n);
-    out.fill(0.0);
-    for row in a.chunks_exact(n.max(1)) {
-        for (o, &x) in out.iter_mut().zip(row) {
-            *o += x;
-        }
+    let sum = |(j, out): (usize, &mut [f32])| {
+        crate::fastmath::widest(
+            #[inline(always)]
+            || {
+                out.fill(0.0);
+                let cols = j..j + out.len();
+                for row in a.chunks_exact(n.max(1)) {
+                    for (o, &x) in out.iter_mut().zip(&row[cols.clone()]) {
+                        *o += x;
+                    }
+                }
+            },
+        )
+    };
+    // Blocks of 64 columns (a few cache lines per row), when there is enough work.
+    const COLUMNS: usize = 64;
+    if m * n < 1 << 15 || n <= COLUMNS {
+        return sum((0, out));
     }
+    out.par_chunks_mut(COLUMNS).enumerate().for_each(|(b, out)| sum((b * COLUMNS, out)));
 }
 
 /// y (M,N) += bias (N) broadcast over rows: the `bias_add` kernel's twin.
