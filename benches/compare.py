@@ -79,8 +79,10 @@ def gpu(args):
         print(f"gpu-vae batch {batch}: {1000 * r['median_epoch_s']:.1f} ms/epoch, {r['samples_per_s']:.0f} samples/s, "
               f"{r['dispatches_per_step']} dispatches/step, {r['submits_per_epoch']} submits/epoch ({r['device']})",
               flush=True)
+        print(f"  host per step: {r.get('host_us_per_step')}", flush=True)
+        # Every peer variant: PyTorch eager / CUDA graph (fp32 and TF32), JAX default precision and full fp32.
         out = run([args.python, os.path.join(args.ref, "gpu_anchor.py"), args.data, "--epochs", str(args.epochs + 1),
-                   "--batch", batch])
+                   "--batch", batch, "--which", "torch-eager,torch-graph,torch-graph-tf32,jax-scan,jax-scan-fp32"])
         for line in out.splitlines():
             if line.startswith("RESULT "):
                 ref = json.loads(line[7:])
