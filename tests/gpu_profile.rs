@@ -114,8 +114,9 @@ fn profile_names_and_times_every_dispatch() {
         assert_eq!(profile.backwards, 0);
         let first = &profile.dispatches[0];
         assert_eq!(first.label, "gather_batch");
-        // Adam last, in the weight gradients' epilogue (see tests/gpu_steps.rs).
-        assert!(profile.dispatches[per_step - 1].label.contains("+adam"), "{:?}", profile.dispatches[per_step - 1]);
+        // Adam last: in the weight gradients' epilogue (see tests/gpu_steps.rs),
+        // or its own dispatch on adapters with few storage bindings.
+        assert!(profile.dispatches[per_step - 1].label.contains("adam"), "{:?}", profile.dispatches[per_step - 1]);
         // The thin first layer (260 -> 13) is a stage of a row chain, named by shape.
         let wanted = profile.dispatches.iter().any(|d| d.label.contains("matmul_nt 17x260x13"));
         assert!(wanted, "{mode:?}: no first-layer product among {:?}", &profile.dispatches[..per_step]);
