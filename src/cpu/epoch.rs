@@ -60,7 +60,11 @@ impl Engine for CpuModel {
             }
             let step = plan.first_step + index as u64;
             let noise = Noise { seed: plan.seed, stream: Stream::Reparam, step: step as u32 };
-            let loss = self.train_step(&batch.clean, batch.input.as_deref(), batch.rows, noise, plan.beta);
+            // The step runs on a pool thread: its parallel loops then split
+            // by work stealing, where a call from outside the pool would
+            // block this thread and wake a worker for each of them.
+            let loss =
+                rayon::scope(|_| self.train_step(&batch.clean, batch.input.as_deref(), batch.rows, noise, plan.beta));
             let total = (loss.recon + loss.kl) as f32;
             if !total.is_finite() {
                 return Err(Error::NonFiniteLoss { value: total, step: step + 1, epoch: 0 });
@@ -98,7 +102,7 @@ impl Engine for CpuModel {
                 &*noisy
             });
             let noise = Noise { seed: plan.seed, stream: Stream::EvalReparam, step: b as u32 };
-            sums += self.forward(clean, noisy, rows, noise);
+            sums += rayon::scope(|_| self.forward(clean, noisy, rows, noise));
         }
         Ok(sums)
     }
