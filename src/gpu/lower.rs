@@ -4,10 +4,10 @@
 //! per CPU function of the node (a dense layer is a product, a bias add and
 //! an activation), so that the unfused list is op for op the CPU
 //! interpreter's work. `fuse::fuse` then rewrites the list (epilogues,
-//! split-K), and `emit` binds each call to buffers: the graph's tensors get a
-//! buffer each from a `TensorPool` (by name, so that the training and
-//! evaluation programs of a model share them), parameters and their
-//! gradients live in the flat buffers.
+//! generated kernels, or split-K), and `emit` binds each call to buffers:
+//! the graph's tensors get a buffer each from a `TensorPool` (by name, so
+//! that the training and evaluation programs of a model share them),
+//! parameters and their gradients live in the flat buffers.
 
 use std::collections::HashMap;
 

@@ -5,7 +5,9 @@
 //! - `shaders`: the kernel table, shared constants and pipelines.
 //! - `params`: each family's parameter struct and bindings (WGSL generated from them).
 //! - `lower`: a `model::Graph` lowered to kernel calls and bound to buffers.
-//! - `fuse`: rewrites of the lowered calls (epilogues, split-K).
+//! - `fuse`: rewrites of the lowered calls (epilogues, row chains, grouped
+//!   gradients with Adam; or tiles and split-K on the family kernels).
+//! - `fused`: the WGSL of the generated kernels those rewrites make.
 //! - `program`: step programs (dispatch lists built once, replayed) and step tables.
 //! - `ops`: one kernel on host data, for tests and benchmarks.
 //! - `buffers`: storage buffers within the adapter's limits; the flat parameters.
