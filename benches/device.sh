@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks of one device session, in one go, from the repository root of
 # a machine with an NVIDIA GPU and no Vulkan loader:  bash benches/device.sh [--anchor]
-# Carried in ignored folders:
+# Carried in ignored folders, which `bash benches/device_bundle.sh` prepares:
 #   .gl/    the Vulkan loader packages (../shared/device/prepare.sh)
 #   .bin/   bins.tar.xz (release builds, stripped: gpu-vae, and test binaries
 #           under deps/ so that assert_cmd finds ../gpu-vae) and gpu_anchor.py
