@@ -8,16 +8,19 @@ mod gpu_common;
 use gpu_common::{Mode, assert_close, gpu, random};
 use gpu_vae::cpu::{activation, adam, loss, matmul, reparam};
 use gpu_vae::data::{Images, loader};
-use gpu_vae::gpu::ops::{Host, Launch, run_once};
+use gpu_vae::engine::AdamConfig;
+use gpu_vae::gpu::fused::{Epilogue, Res, Task};
+use gpu_vae::gpu::lower::{Buf, Matmul, Size};
+use gpu_vae::gpu::ops::{Host, Launch, run_generated, run_once};
 use gpu_vae::gpu::params::{
     AdamParams, ConvParams, ElementwiseParams, GatherParams, KernelParams, LossParams, MatmulParams, RandomParams,
     ReduceParams, ReparamParams, Slot,
 };
 use gpu_vae::gpu::program::Step;
 use gpu_vae::gpu::shaders::{
-    Kernel, MatmulForm, MatmulVariant, act_code, column_sums_groups, conv_groups, flags, grid_1d, loss_parts,
+    Kernel, MAX_PARTS, MatmulForm, MatmulVariant, act_code, column_sums_groups, conv_groups, flags, grid_1d, loss_parts,
 };
-use gpu_vae::model::Activation;
+use gpu_vae::model::{Activation, Graph, TensorId, TensorInfo};
 use gpu_vae::rng::{self, Stream};
 
 /// f32 unit roundoff.
@@ -615,6 +618,188 @@ fn conv_kernels_match_cpu() {
             let out = run(mode, Kernel::ChannelSums, p, step, &bound, conv_groups(Kernel::ChannelSums, &g, rows));
             let want: Vec<f32> = db.iter().zip(&grads0[1..]).map(|(d, g)| d + g).collect();
             assert_close(&name("channel_sums"), &out[0][1..], &want, dot_atol(rows * g.out_h * g.out_w), 1e-5);
+        }
+    }
+}
+
+/// Tensors t0..t5 of the given widths, for generated kernels (which read
+/// only the widths).
+fn tensor_graph(widths: &[usize]) -> Graph {
+    let tensors = widths.iter().enumerate().map(|(i, &w)| TensorInfo { name: format!("t{i}"), width: w }).collect();
+    let t = TensorId(0);
+    Graph { tensors, nodes: Vec::new(), clean: t, input: t, code: t, latent: t, logits: t }
+}
+
+/// The generated products (`gpu::fused`) on awkward shapes, each form with
+/// the epilogues the fusion pass gives it, against the CPU functions they
+/// replace: nt with bias, an activation and (or) the activation backward or
+/// BCE; nn accumulating, with the activation backward; tn as a weight
+/// gradient with the bias gradient as a column of ones, with and without
+/// Adam. The step has fewer rows than the kernel was made for.
+#[test]
+fn generated_products_match_cpu() {
+    let Some(gpu) = gpu("generated_products_match_cpu") else { return };
+    let adam_cfg = AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+    let (c1, c2) = adam_cfg.corrections(3);
+    for mode in &gpu.modes {
+        for (s, &(m, k, n)) in MATMUL_SHAPES.iter().enumerate() {
+            let salt = s as u32;
+            let max_rows = m + 3;
+            let step = Step { rows: m as u32, recon_scale: 0.7, c1, c2, ..Default::default() };
+            // t0: a (rows, k); t1: c (rows, n); t2: y (rows, n); t3: target; t4: dlogits.
+            let graph = tensor_graph(&[k, n, n, n, n]);
+            let (t0, t1, t2, t3, t4) = (TensorId(0), TensorId(1), TensorId(2), TensorId(3), TensorId(4));
+            let a = random(max_rows * k, 50 + salt, -1.0, 1.0);
+            let c0 = random(max_rows * n, 51 + salt, -1.0, 1.0);
+            let y = random(max_rows * n, 52 + salt, -1.0, 1.0);
+            let target = random(max_rows * n, 53 + salt, 0.0, 1.0);
+            // Parameters: 5 spare, W (n, k) or (k, n), the bias (n), spare.
+            let (w_at, bias_at) = (5, 5 + n * k);
+            let params = random(bias_at + n + 3, 54 + salt, -1.0, 1.0);
+            let (w, bias) = (&params[w_at..w_at + n * k], &params[bias_at..bias_at + n]);
+            let act = [Activation::Relu, Activation::LeakyRelu, Activation::Tanh][s % 3];
+            let what = |e: &str| format!("generated {e} m={m} k={k} n={n} ({})", mode.name());
+            let atol = 16.0 * k as f32 * U;
+            let run = |task: Task, bindings: &[(Res, Host)]| {
+                run_generated(&mode.ctx, &mode.kernels, &[task], &graph, max_rows, step, Some(&adam_cfg), bindings)
+                    .unwrap_or_else(|e| panic!("{}: {e}", what("kernel")))
+            };
+            let product = |form, k_size, (a, b, c): ((Buf, usize), (Buf, usize), (Buf, usize))| Matmul {
+                form,
+                variant: MatmulVariant::Naive,
+                m: Size::Rows,
+                k: k_size,
+                n,
+                a,
+                b,
+                c,
+                bias: None,
+                act: Activation::Identity,
+                accumulate: false,
+                slices: 1,
+            };
+
+            // nt: act(a·Wᵀ + bias), then d·act'(y) with another activation.
+            let mut mm = product(
+                MatmulForm::Nt,
+                Size::Fixed(k),
+                ((Buf::Tensor(t0), 0), (Buf::Params, w_at), (Buf::Tensor(t1), 0)),
+            );
+            mm.bias = Some(bias_at);
+            mm.act = act;
+            let back = [Activation::Tanh, Activation::Relu, Activation::LeakyRelu][s % 3];
+            let mut want = vec![0.0; m * n];
+            matmul::matmul_nt(&mut want, &a[..m * k], w, m, k, n, false);
+            matmul::bias_activation(&mut want, bias, m, n, act);
+            activation::activation_backward(&mut want, &y[..m * n], back);
+            let task = Task::Product { mm, epilogue: Epilogue::Store { act_backward: Some((t2, back)) } };
+            let bound = [
+                (Res::Tensor(t0), Host::F32(&a)),
+                (Res::Params, Host::F32(&params)),
+                (Res::Tensor(t1), Host::F32(&c0)),
+                (Res::Tensor(t2), Host::F32(&y)),
+            ];
+            let out = run(task, &bound);
+            assert_close(&what("nt +bias+act+activation_backward"), &out[2][..m * n], &want, atol, 1e-5);
+            assert_eq!(out[2][m * n..], c0[m * n..], "{}: wrote past the step's rows", what("nt"));
+
+            // nt + BCE: the logits, their gradient and the loss partials.
+            let mut mm = mm;
+            mm.act = Activation::Identity;
+            let mut logits = vec![0.0; m * n];
+            matmul::matmul_nt(&mut logits, &a[..m * k], w, m, k, n, false);
+            matmul::bias_add(&mut logits, bias, m, n);
+            let mut dlogits = vec![0.0; m * n];
+            loss::bce_with_logits_backward(&mut dlogits, &logits, &target[..m * n], 0.7);
+            let bce = loss::bce_with_logits_forward(&logits, &target[..m * n]);
+            let partials = vec![0.0f32; 2 * MAX_PARTS as usize];
+            let task = Task::Product { mm, epilogue: Epilogue::Bce { target: t3, dlogits: t4, which: 1 } };
+            let groups = task.groups(max_rows) as usize;
+            let bound = [
+                (Res::Tensor(t0), Host::F32(&a)),
+                (Res::Params, Host::F32(&params)),
+                (Res::Tensor(t1), Host::F32(&c0)),
+                (Res::Tensor(t3), Host::F32(&target)),
+                (Res::Tensor(t4), Host::F32(&c0)),
+                (Res::Partials, Host::F32(&partials)),
+            ];
+            let out = run(task, &bound);
+            assert_close(&what("nt +bce logits"), &out[2][..m * n], &logits, atol, 1e-5);
+            // σ and the scale add a few ulps to the logits' error.
+            assert_close(&what("nt +bce dlogits"), &out[4][..m * n], &dlogits, atol + 8.0 * U, 1e-5);
+            let parts = &out[5][MAX_PARTS as usize..];
+            let got: f64 = parts[..groups].iter().map(|&p| p as f64).sum();
+            // f32 tree sums of m·n terms of at most ~k + 1 each.
+            let tol = 1e-5 * (m * n) as f64 * (k as f64 + 1.0) + 1e-4 * bce.abs();
+            assert!((got - bce).abs() <= tol, "{}: BCE {got} against {bce}", what("nt +bce"));
+            assert!(
+                parts[groups..].iter().all(|&p| p == 0.0) && out[5][..MAX_PARTS as usize].iter().all(|&p| p == 0.0)
+            );
+
+            // nn: c += a·W (W as (k, n)), then d·act'(y).
+            let mut mm = product(
+                MatmulForm::Nn,
+                Size::Fixed(k),
+                ((Buf::Tensor(t0), 0), (Buf::Params, w_at), (Buf::Tensor(t1), 0)),
+            );
+            mm.accumulate = true;
+            let mut want = c0[..m * n].to_vec();
+            matmul::matmul_nn(&mut want, &a[..m * k], w, m, k, n, true);
+            activation::activation_backward(&mut want, &y[..m * n], back);
+            let task = Task::Product { mm, epilogue: Epilogue::Store { act_backward: Some((t2, back)) } };
+            let bound = [
+                (Res::Tensor(t0), Host::F32(&a)),
+                (Res::Params, Host::F32(&params)),
+                (Res::Tensor(t1), Host::F32(&c0)),
+                (Res::Tensor(t2), Host::F32(&y)),
+            ];
+            let out = run(task, &bound);
+            assert_close(&what("nn +accumulate+activation_backward"), &out[2][..m * n], &want, atol + 4.0 * U, 1e-5);
+
+            // tn: dW (k, n) = dyᵀ·x over the step's m rows, db = Σ dy, then Adam.
+            // dy is t0 read as (rows, k); x is t1 as (rows, n).
+            let (dw_at, db_at) = (3, 3 + k * n + 1);
+            let count = db_at + k + 2;
+            let mut mm =
+                product(MatmulForm::Tn, Size::Rows, ((Buf::Tensor(t0), 0), (Buf::Tensor(t1), 0), (Buf::Grads, dw_at)));
+            mm.m = Size::Fixed(k);
+            let mut dw = vec![0.0; k * n];
+            matmul::matmul_tn(&mut dw, &a[..m * k], &c0[..m * n], k, m, n, false);
+            let mut db = vec![0.0; k];
+            matmul::column_sums(&mut db, &a[..m * k], m, k);
+            let grads0 = random(count, 55 + salt, -1.0, 1.0);
+            let (p0, m0) = (random(count, 56 + salt, -1.0, 1.0), random(count, 57 + salt, -0.1, 0.1));
+            let v0 = random(count, 58 + salt, 0.5, 1.0);
+            for with_adam in [false, true] {
+                let task = Task::Product { mm, epilogue: Epilogue::Gradient { bias: Some(db_at), adam: with_adam } };
+                let bound = [
+                    (Res::Tensor(t0), Host::F32(&a)),
+                    (Res::Tensor(t1), Host::F32(&c0)),
+                    (Res::Grads, Host::F32(&grads0)),
+                    (Res::Params, Host::F32(&p0)),
+                    (Res::AdamM, Host::F32(&m0)),
+                    (Res::AdamV, Host::F32(&v0)),
+                ];
+                let out = run(task, &bound);
+                let e = |s: &str| what(&format!("tn {s} (adam: {with_adam})"));
+                let atol_tn = 16.0 * m as f32 * U;
+                assert_close(&e("dW"), &out[2][dw_at..dw_at + k * n], &dw, atol_tn, 1e-5);
+                assert_close(&e("db"), &out[2][db_at..db_at + k], &db, atol_tn, 1e-5);
+                assert_eq!(out[2][dw_at + k * n], grads0[dw_at + k * n], "{}: the gap", e("grads"));
+                // Adam on exactly the covered parameters, from the GPU's gradients.
+                let (mut p, mut am, mut av) = (p0.clone(), m0.clone(), v0.clone());
+                if with_adam {
+                    for range in [dw_at..dw_at + k * n, db_at..db_at + k] {
+                        let g = &out[2][range.clone()];
+                        let (pr, mr, vr) = (&mut p[range.clone()], &mut am[range.clone()], &mut av[range]);
+                        adam::adam_update(pr, mr, vr, g, &adam_cfg, 3);
+                    }
+                }
+                // The same f32 formula on the same gradients: a few ulps.
+                assert_close(&e("params"), &out[3], &p, 4.0 * U, 4.0 * U);
+                assert_close(&e("adam m"), &out[4], &am, 4.0 * U, 4.0 * U);
+                assert_close(&e("adam v"), &out[5], &av, 4.0 * U, 4.0 * U);
+            }
         }
     }
 }

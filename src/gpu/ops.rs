@@ -4,10 +4,13 @@
 use wgpu::util::DeviceExt;
 
 use super::context::GpuContext;
+use super::fused::{Res, Task, generate};
 use super::params::{KernelParams, Slot};
 use super::program::{ProgramBuilder, Step, StepTable};
 use super::shaders::{Kernel, Kernels};
+use crate::engine::AdamConfig;
 use crate::error::{Error, Result};
+use crate::model::Graph;
 
 /// A buffer's initial contents, as f32 or u32 words.
 #[derive(Clone, Copy, Debug)]
@@ -72,6 +75,50 @@ pub fn run_once<P: KernelParams>(
     ctx.queue.submit([enc.finish()]);
     if let Some(e) = pollster::block_on(scope.pop()) {
         return Err(Error::Gpu(format!("{}: {e}", kernel.entry())));
+    }
+    bindings.iter().zip(&buffers).map(|(&(_, d), b)| ctx.read_f32(b, 0, d.bytes().len() / 4)).collect()
+}
+
+/// Runs a generated kernel (`gpu::fused`) made for at most `rows` rows, for
+/// one step, on buffers initialised from `bindings` (by what each holds;
+/// `graph` names the tensors' widths). Returns every given buffer's contents,
+/// in the order given; one the kernel does not bind comes back as it went in.
+#[allow(clippy::too_many_arguments)]
+pub fn run_generated(
+    ctx: &GpuContext,
+    kernels: &Kernels,
+    tasks: &[Task],
+    graph: &Graph,
+    rows: usize,
+    step: Step,
+    adam: Option<&AdamConfig>,
+    bindings: &[(Res, Host<'_>)],
+) -> Result<Vec<Vec<f32>>> {
+    let generated = generate(tasks, graph, rows, adam);
+    let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let buffers: Vec<wgpu::Buffer> = bindings.iter().map(|&(_, d)| upload(ctx, d)).collect();
+    let holding = |res: Res| {
+        let res = if let Res::Part(_) = res { Res::Partials } else { res };
+        let at = bindings.iter().position(|&(r, _)| r == res);
+        at.map(|i| buffers[i].clone()).ok_or_else(|| Error::Gpu(format!("{}: no buffer for {res:?}", generated.label)))
+    };
+    let bound = generated.bindings.iter().map(|&(res, _)| holding(res)).collect::<Result<Vec<_>>>()?;
+    let written: Vec<bool> = generated.bindings.iter().map(|&(_, w)| w).collect();
+    let pipeline = kernels.generated(ctx, &generated.source, &written);
+    let mut builder = ProgramBuilder::default();
+    builder.push_generated(pipeline, bound, tasks.to_vec(), generated.groups);
+    let program = builder.build(&ctx.device, kernels);
+    let table = StepTable::new(&ctx.device, kernels, 1);
+    table.write(&ctx.queue, &[step]);
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        pass.set_bind_group(1, &table.bind, &[table.offset(0)]);
+        program.record(&mut pass);
+    }
+    ctx.queue.submit([enc.finish()]);
+    if let Some(e) = pollster::block_on(scope.pop()) {
+        return Err(Error::Gpu(format!("{}: {e}", generated.label)));
     }
     bindings.iter().zip(&buffers).map(|(&(_, d), b)| ctx.read_f32(b, 0, d.bytes().len() / 4)).collect()
 }
