@@ -704,7 +704,6 @@ fn generated_products_match_cpu() {
             assert_eq!(out[2][m * n..], c0[m * n..], "{}: wrote past the step's rows", what("nt"));
 
             // nt + BCE: the logits, their gradient and the loss partials.
-            let mut mm = mm;
             mm.act = Activation::Identity;
             let mut logits = vec![0.0; m * n];
             matmul::matmul_nt(&mut logits, &a[..m * k], w, m, k, n, false);
