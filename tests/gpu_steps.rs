@@ -106,7 +106,17 @@ fn compare_with(
     steps_per_submit: usize,
     fusion: Fusion,
 ) {
-    compare_planned_for(name, arch, noise_std, epochs, steps_per_submit, fusion, None);
+    compare_planned_for(name, arch, noise_std, epochs, steps_per_submit, fusion, Plan::default());
+}
+
+/// What the programs are planned for besides the rewrites.
+#[derive(Default)]
+struct Plan {
+    /// The adapter's limits (default: the device's).
+    limits: Option<wgpu::Limits>,
+    /// The engine's largest batch (default: BATCH); row chains take more
+    /// rows per workgroup for larger ones.
+    max_batch: Option<usize>,
 }
 
 /// `compare_with`, the rewrites planned for an adapter with `limits`.
@@ -117,7 +127,7 @@ fn compare_planned_for(
     epochs: usize,
     steps_per_submit: usize,
     fusion: Fusion,
-    limits: Option<wgpu::Limits>,
+    plan_for: Plan,
 ) {
     let Some(gpu) = gpu(name) else { return };
     let kind = arch.config.kind;
@@ -128,9 +138,10 @@ fn compare_planned_for(
     for mode in &gpu.modes {
         let what = |s: &str| format!("{name} {s} ({})", mode.name());
         let mut cpu = CpuModel::new(arch.clone(), params.clone(), adam());
-        let mut eng = GpuEngine::new(mode.ctx.clone(), arch.clone(), &params, adam(), BATCH).unwrap();
+        let max_batch = plan_for.max_batch.unwrap_or(BATCH);
+        let mut eng = GpuEngine::new(mode.ctx.clone(), arch.clone(), &params, adam(), max_batch).unwrap();
         eng.set_fusion(fusion);
-        if let Some(limits) = &limits {
+        if let Some(limits) = &plan_for.limits {
             eng.set_fusion_limits(limits.clone());
         }
         eng.steps_per_submit = steps_per_submit;
@@ -320,7 +331,20 @@ fn wide_vae_on_eight_bindings_fifty_steps_match_cpu() {
     let limits = wgpu::Limits::default();
     assert_eq!(limits.max_storage_buffers_per_shader_stage, 8);
     let name = "wide_vae_on_eight_bindings_fifty_steps_match_cpu";
-    compare_planned_for(name, wide_arch(ReconLoss::Bce), 0.0, 17, 64, Fusion::ALL, Some(limits));
+    let plan_for = Plan { limits: Some(limits), ..Plan::default() };
+    compare_planned_for(name, wide_arch(ReconLoss::Bce), 0.0, 17, 64, Fusion::ALL, plan_for);
+}
+
+#[test]
+fn row_chains_of_two_and_four_rows_match_cpu() {
+    // An engine built for batches of 300 or 600 plans row chains of 2 or 4
+    // rows per workgroup; batches of 17 (and the short 6) leave the last
+    // workgroup part-full and the rest past the step's rows.
+    for max_batch in [300, 600] {
+        let name = "row_chains_of_two_and_four_rows_match_cpu";
+        let plan_for = Plan { max_batch: Some(max_batch), ..Plan::default() };
+        compare_planned_for(name, arch(ModelKind::Vae, ReconLoss::Mse), 0.2, 17, 64, Fusion::ALL, plan_for);
+    }
 }
 
 #[test]
