@@ -451,14 +451,13 @@ fn group_gradients(calls: Vec<Call>, env: &Env) -> Vec<Call> {
     }
     exact &= next == env.param_count && end < calls.len();
     // Pack the tasks into as few kernels as the limits allow.
-    let mut kernels: Vec<Vec<Task>> = vec![Vec::new()];
+    let mut kernels: Vec<Vec<Task>> = Vec::new();
     for task in tasks {
-        let mut candidate = kernels.last().expect("one kernel").clone();
+        let mut candidate = kernels.last().cloned().unwrap_or_default();
         candidate.push(task.clone());
-        if fits(&candidate, env) {
-            *kernels.last_mut().expect("one kernel") = candidate;
-        } else {
-            kernels.push(vec![task]);
+        match kernels.last_mut() {
+            Some(last) if fits(&candidate, env) => *last = candidate,
+            _ => kernels.push(vec![task]),
         }
     }
     let adam = exact && kernels.len() == 1 && {
