@@ -508,17 +508,5 @@ fn streamed_data_trains_exactly_as_resident_data() {
 
 /// The pytorch/examples VAE: 784-400-[20, 20], BCE.
 fn pytorch_vae() -> Architecture {
-    Architecture::new(&ModelConfig {
-        kind: ModelKind::Vae,
-        image_rows: 28,
-        image_cols: 28,
-        channels: 1,
-        hidden: vec![400],
-        latent: 20,
-        loss: ReconLoss::Bce,
-        activation: Activation::Relu,
-        arch: gpu_vae::model::Arch::Mlp,
-        conv: vec![],
-    })
-    .unwrap()
+    Architecture::new(&ModelConfig::pytorch_vae()).unwrap()
 }

@@ -89,18 +89,7 @@ fn every_generated_kernel_validates_and_translates_to_msl_and_hlsl() {
     use gpu_vae::gpu::lower::{Call, lower};
     use gpu_vae::model::{Activation, Arch, Architecture, Graph, ModelConfig, ModelKind, ReconLoss};
 
-    let vae = ModelConfig {
-        kind: ModelKind::Vae,
-        image_rows: 28,
-        image_cols: 28,
-        channels: 1,
-        hidden: vec![400],
-        latent: 20,
-        loss: ReconLoss::Bce,
-        activation: Activation::Relu,
-        arch: Arch::Mlp,
-        conv: vec![],
-    };
+    let vae = ModelConfig::pytorch_vae();
     let configs = [
         vae.clone(),
         ModelConfig { kind: ModelKind::Ae, hidden: vec![], latent: 64, loss: ReconLoss::Mse, ..vae.clone() },

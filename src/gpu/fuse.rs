@@ -225,8 +225,10 @@ fn kernel_bytes(tasks: &[Task], graph: &Graph) -> u32 {
     let reduce = tasks.iter().any(|t| !matches!(t, Task::Product { .. }));
     let rows = tasks
         .iter()
-        .filter(|t| matches!(t, Task::Rows { .. }))
-        .map(|t| t.workgroup_bytes(graph) - REDUCE_BYTES)
+        .filter_map(|t| match t {
+            Task::Rows { stages, per_group, .. } => Some(4 * per_group * fused::chain_width(stages, graph) as u32),
+            _ => None,
+        })
         .max()
         .unwrap_or(0);
     // Reductions share a product's tiles where there is one (`fused::generate`).
@@ -571,22 +573,10 @@ fn split_k(calls: Vec<Call>, max_rows: usize) -> Vec<Call> {
 mod tests {
     use super::*;
     use crate::gpu::lower::lower;
-    use crate::model::{Arch, Architecture, ModelConfig, ModelKind, ReconLoss};
+    use crate::model::{Architecture, ModelConfig};
 
     fn default_vae() -> Architecture {
-        Architecture::new(&ModelConfig {
-            kind: ModelKind::Vae,
-            image_rows: 28,
-            image_cols: 28,
-            channels: 1,
-            hidden: vec![400],
-            latent: 20,
-            loss: ReconLoss::Bce,
-            activation: Activation::Relu,
-            arch: Arch::Mlp,
-            conv: vec![],
-        })
-        .unwrap()
+        Architecture::new(&ModelConfig::pytorch_vae()).unwrap()
     }
 
     fn plan(limits: &wgpu::Limits, rows: usize) -> Vec<Call> {

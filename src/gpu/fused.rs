@@ -111,15 +111,6 @@ impl Task {
         }
     }
 
-    /// Bytes of workgroup memory the task needs.
-    pub fn workgroup_bytes(&self, graph: &Graph) -> u32 {
-        match self {
-            Task::Product { .. } => PRODUCT_BYTES,
-            Task::Rows { stages, per_group, .. } => REDUCE_BYTES + 4 * per_group * chain_width(stages, graph) as u32,
-            Task::LossFinish { .. } => REDUCE_BYTES,
-        }
-    }
-
     /// A short name for profiles.
     pub fn label(&self, rows: u32) -> String {
         match self {

@@ -6,7 +6,7 @@ use wgpu::util::DeviceExt;
 use super::context::GpuContext;
 use super::fused::{Res, Task, generate};
 use super::params::{KernelParams, Slot};
-use super::program::{ProgramBuilder, Step, StepTable};
+use super::program::{Program, ProgramBuilder, Step, StepTable};
 use super::shaders::{Kernel, Kernels};
 use crate::engine::AdamConfig;
 use crate::error::{Error, Result};
@@ -64,15 +64,7 @@ pub fn run_once<P: KernelParams>(
     let mut builder = ProgramBuilder::default();
     builder.push(kernel, params, &named, groups);
     let program = builder.build(&ctx.device, kernels);
-    let table = StepTable::new(&ctx.device, kernels, 1);
-    table.write(&ctx.queue, &[step]);
-    let mut enc = ctx.device.create_command_encoder(&Default::default());
-    {
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        pass.set_bind_group(1, &table.bind, &[table.offset(0)]);
-        program.record(&mut pass);
-    }
-    ctx.queue.submit([enc.finish()]);
+    submit_once(ctx, kernels, &program, step);
     if let Some(e) = pollster::block_on(scope.pop()) {
         return Err(Error::Gpu(format!("{}: {e}", kernel.entry())));
     }
@@ -108,6 +100,15 @@ pub fn run_generated(
     let mut builder = ProgramBuilder::default();
     builder.push_generated(pipeline, bound, tasks.to_vec(), generated.groups);
     let program = builder.build(&ctx.device, kernels);
+    submit_once(ctx, kernels, &program, step);
+    if let Some(e) = pollster::block_on(scope.pop()) {
+        return Err(Error::Gpu(format!("{}: {e}", generated.label)));
+    }
+    bindings.iter().zip(&buffers).map(|(&(_, d), b)| ctx.read_f32(b, 0, d.bytes().len() / 4)).collect()
+}
+
+/// Records `program` for one step row and submits it.
+fn submit_once(ctx: &GpuContext, kernels: &Kernels, program: &Program, step: Step) {
     let table = StepTable::new(&ctx.device, kernels, 1);
     table.write(&ctx.queue, &[step]);
     let mut enc = ctx.device.create_command_encoder(&Default::default());
@@ -117,8 +118,4 @@ pub fn run_generated(
         program.record(&mut pass);
     }
     ctx.queue.submit([enc.finish()]);
-    if let Some(e) = pollster::block_on(scope.pop()) {
-        return Err(Error::Gpu(format!("{}: {e}", generated.label)));
-    }
-    bindings.iter().zip(&buffers).map(|(&(_, d), b)| ctx.read_f32(b, 0, d.bytes().len() / 4)).collect()
 }

@@ -84,6 +84,23 @@ fn one_channel() -> usize {
 }
 
 impl ModelConfig {
+    /// The pytorch/examples VAE: 784-400-[20, 20] on 28x28 grayscale, ReLU, BCE
+    /// (`train`'s defaults; the tests and plans that need its shapes use it).
+    pub fn pytorch_vae() -> ModelConfig {
+        ModelConfig {
+            kind: ModelKind::Vae,
+            image_rows: 28,
+            image_cols: 28,
+            channels: 1,
+            hidden: vec![400],
+            latent: 20,
+            loss: ReconLoss::Bce,
+            activation: Activation::Relu,
+            arch: Arch::Mlp,
+            conv: vec![],
+        }
+    }
+
     /// Values per image: channels x rows x cols.
     pub fn input_dim(&self) -> usize {
         self.channels * self.image_rows * self.image_cols
@@ -369,18 +386,7 @@ mod tests {
     use super::*;
 
     fn vae() -> ModelConfig {
-        ModelConfig {
-            kind: ModelKind::Vae,
-            image_rows: 28,
-            image_cols: 28,
-            channels: 1,
-            hidden: vec![400],
-            latent: 20,
-            loss: ReconLoss::Bce,
-            activation: Activation::Relu,
-            arch: Arch::Mlp,
-            conv: vec![],
-        }
+        ModelConfig::pytorch_vae()
     }
 
     #[test]
