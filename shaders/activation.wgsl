@@ -4,13 +4,6 @@
 // Parameters: ElementwiseParams (n; off_in into inp, off_out into out, the
 // in-place operand; act, as in the matmul epilogue).
 
-// 1 / (1 + e^-x) without overflowing exp for very negative x.
-fn sigmoid(x: f32) -> f32 {
-    let e = exp(-abs(x));
-    let s = 1.0 / (1.0 + e);
-    return select(e * s, s, x >= 0.0);
-}
-
 // y = act(y) in place on out: the unfused twin of the matmul epilogue.
 @compute @workgroup_size(WG)
 fn activation_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -20,12 +13,22 @@ fn activation_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
     }
 }
 
-// d (out) *= act'(x), from y = act(x) (inp).
+// y (out) = act(x (inp)): a layer that keeps its pre-activation x.
+@compute @workgroup_size(WG)
+fn activation_forward_from(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let len = st.rows * args.n;
+    for (var i = gid.x; i < len; i += nwg.x * WG) {
+        out[args.off_out + i] = activate(inp[args.off_in + i], args.act);
+    }
+}
+
+// d (out) *= act'(x), from y = act(x) (inp) and x (x; y again for the
+// activations that need only y).
 @compute @workgroup_size(WG)
 fn activation_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let len = st.rows * args.n;
     for (var i = gid.x; i < len; i += nwg.x * WG) {
-        out[args.off_out + i] = activate_backward(out[args.off_out + i], inp[args.off_in + i], args.act);
+        out[args.off_out + i] = d_activate(out[args.off_out + i], x[args.off_in + i], inp[args.off_in + i], args.act);
     }
 }
 
@@ -53,7 +56,6 @@ fn sigmoid_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
 fn sigmoid_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let len = st.rows * args.n;
     for (var i = gid.x; i < len; i += nwg.x * WG) {
-        let y = inp[args.off_in + i];
-        out[args.off_out + i] *= y * (1.0 - y);
+        out[args.off_out + i] = d_sigmoid(out[args.off_out + i], inp[args.off_in + i]);
     }
 }

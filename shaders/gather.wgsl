@@ -23,6 +23,6 @@ fn add_input_noise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     let len = st.rows * args.n;
     for (var i = gid.x; i < len; i += nwg.x * WG) {
         let z = normal(st.seed, st.noise_stream, st.rng_step, i);
-        out[args.off_out + i] = clamp(clean[args.off_in + i] + st.noise_std * z, 0.0, 1.0);
+        out[args.off_out + i] = input_noise(clean[args.off_in + i], st.noise_std, z);
     }
 }

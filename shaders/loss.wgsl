@@ -6,24 +6,8 @@
 // into truth (the target), off_out into out; flags ACCUMULATE for kl_backward;
 // loss_finish: parts, off_x, which (0 recon, 1 KL)); rows from the step.
 
+// tree_sum's scratch (shaders/tree_sum.wgsl).
 var<workgroup> red: array<f32, WG>;
-
-// Sum over the workgroup in a fixed tree; every thread must call it.
-fn tree_sum(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) { red[lid] += red[lid + s]; }
-        workgroupBarrier();
-    }
-    return red[0];
-}
-
-fn sigmoid(x: f32) -> f32 {
-    let e = exp(-abs(x));
-    let s = 1.0 / (1.0 + e);
-    return select(e * s, s, x >= 0.0);
-}
 
 // Partials of Σ max(a,0) - a·t + ln(1 + e^-|a|); a = x (logits), t = truth (the target).
 @compute @workgroup_size(WG)
@@ -36,9 +20,7 @@ fn bce_with_logits_forward(
     let len = st.rows * args.n;
     var s = 0.0;
     for (var i = gid.x; i < len; i += nwg.x * WG) {
-        let a = x[args.off_x + i];
-        let t = truth[args.off_target + i];
-        s += max(a, 0.0) - a * t + log(1.0 + exp(-abs(a)));
+        s += bce_with_logits(x[args.off_x + i], truth[args.off_target + i]);
     }
     let total = tree_sum(lid, s);
     if (lid == 0u) { out[args.off_out + wg.x] = total; }
@@ -49,7 +31,7 @@ fn bce_with_logits_forward(
 fn bce_with_logits_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let len = st.rows * args.n;
     for (var i = gid.x; i < len; i += nwg.x * WG) {
-        out[args.off_out + i] = st.recon_scale * (sigmoid(x[args.off_x + i]) - truth[args.off_target + i]);
+        out[args.off_out + i] = d_bce_with_logits(x[args.off_x + i], truth[args.off_target + i], st.recon_scale);
     }
 }
 
@@ -64,8 +46,7 @@ fn mse_forward(
     let len = st.rows * args.n;
     var s = 0.0;
     for (var i = gid.x; i < len; i += nwg.x * WG) {
-        let d = x[args.off_x + i] - truth[args.off_target + i];
-        s += d * d;
+        s += mse(x[args.off_x + i], truth[args.off_target + i]);
     }
     let total = tree_sum(lid, s);
     if (lid == 0u) { out[args.off_out + wg.x] = total; }
@@ -76,7 +57,7 @@ fn mse_forward(
 fn mse_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let len = st.rows * args.n;
     for (var i = gid.x; i < len; i += nwg.x * WG) {
-        out[args.off_out + i] = st.recon_scale * 2.0 * (x[args.off_x + i] - truth[args.off_target + i]);
+        out[args.off_out + i] = d_mse(x[args.off_x + i], truth[args.off_target + i], st.recon_scale);
     }
 }
 
@@ -93,9 +74,7 @@ fn kl_forward(
     var s = 0.0;
     for (var i = gid.x; i < len; i += nwg.x * WG) {
         let base = args.off_x + (i / latent) * 2u * latent + i % latent;
-        let mu = x[base];
-        let lv = x[base + latent];
-        s += -0.5 * (1.0 + lv - mu * mu - exp(lv));
+        s += kl(x[base], x[base + latent]);
     }
     let total = tree_sum(lid, s);
     if (lid == 0u) { out[args.off_out + wg.x] = total; }
@@ -108,16 +87,12 @@ fn kl_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     let len = st.rows * latent;
     for (var i = gid.x; i < len; i += nwg.x * WG) {
         let rel = (i / latent) * 2u * latent + i % latent;
-        let mu = x[args.off_x + rel];
-        let lv = x[args.off_x + rel + latent];
-        var dmu = st.kl_scale * mu;
-        var dlv = st.kl_scale * 0.5 * (exp(lv) - 1.0);
+        var g = d_kl(x[args.off_x + rel], x[args.off_x + rel + latent], st.kl_scale);
         if ((args.flags & FLAG_ACCUMULATE) != 0u) {
-            dmu = out[args.off_out + rel] + dmu;
-            dlv = out[args.off_out + rel + latent] + dlv;
+            g = vec2<f32>(out[args.off_out + rel], out[args.off_out + rel + latent]) + g;
         }
-        out[args.off_out + rel] = dmu;
-        out[args.off_out + rel + latent] = dlv;
+        out[args.off_out + rel] = g.x;
+        out[args.off_out + rel + latent] = g.y;
     }
 }
 

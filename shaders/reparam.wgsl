@@ -13,7 +13,7 @@ fn reparameterize_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builti
         let base = args.off_mulv + (i / latent) * 2u * latent + i % latent;
         let e = normal(st.seed, st.reparam_stream, st.rng_step, i);
         eps[args.off_rows + i] = e;
-        z[args.off_rows + i] = mulv[base] + exp(0.5 * mulv[base + latent]) * e;
+        z[args.off_rows + i] = reparameterize(mulv[base], mulv[base + latent], e);
     }
 }
 
@@ -27,14 +27,11 @@ fn reparameterize_backward(@builtin(global_invocation_id) gid: vec3<u32>, @built
     let acc = (args.flags & FLAG_ACCUMULATE) != 0u;
     for (var i = gid.x; i < len; i += nwg.x * WG) {
         let rel = (i / latent) * 2u * latent + i % latent;
-        let g = dz[args.off_rows + i];
-        var dmu = g;
-        var dlv = g * noise[args.off_rows + i] * 0.5 * exp(0.5 * mulv[args.off_mulv + rel + latent]);
+        var g = d_reparameterize(dz[args.off_rows + i], mulv[args.off_mulv + rel + latent], noise[args.off_rows + i]);
         if (acc) {
-            dmu += dmulv[args.off_mulv + rel];
-            dlv += dmulv[args.off_mulv + rel + latent];
+            g += vec2<f32>(dmulv[args.off_mulv + rel], dmulv[args.off_mulv + rel + latent]);
         }
-        dmulv[args.off_mulv + rel] = dmu;
-        dmulv[args.off_mulv + rel + latent] = dlv;
+        dmulv[args.off_mulv + rel] = g.x;
+        dmulv[args.off_mulv + rel + latent] = g.y;
     }
 }

@@ -67,6 +67,12 @@ impl AdamConfig {
         let c2 = 1.0 / (1.0 - (self.beta2 as f64).powf(t as f64)).sqrt();
         (c1 as f32, c2 as f32)
     }
+
+    /// The settings of step `t` (1-based) at learning rate `lr`.
+    pub fn step(&self, t: u64, lr: f32) -> crate::ops::AdamStep {
+        let (c1, c2) = self.corrections(t);
+        crate::ops::AdamStep { lr, beta1: self.beta1, beta2: self.beta2, eps: self.eps, c1, c2 }
+    }
 }
 
 /// What the uses need from a trained model, whatever computes it.
@@ -82,7 +88,7 @@ pub trait Inference {
     /// Pixel probabilities sigmoid(logits) (B, D).
     fn decode(&mut self, z: &[f32], rows: usize) -> Result<Vec<f32>> {
         let mut out = self.decode_logits(z, rows)?;
-        out.iter_mut().for_each(|v| *v = crate::fastmath::sigmoid(*v));
+        out.iter_mut().for_each(|v| *v = crate::ops::sigmoid(*v));
         Ok(out)
     }
 }
@@ -104,6 +110,8 @@ pub struct EpochPlan {
     pub noise_std: f32,
     /// Weight of the KL term in the objective this epoch (after warm-up).
     pub beta: f32,
+    /// Adam's learning rate at each step: the engine's rate, scheduled.
+    pub lr: crate::schedule::LrPlan,
 }
 
 impl EpochPlan {

@@ -155,12 +155,6 @@ fn sum_piece(a: &[f32], b: &[f32], f: &impl Fn(f32, f32) -> f32) -> f64 {
     acc.iter().map(|&v| v as f64).sum::<f64>()
 }
 
-/// 1 / (1 + e^-x), the twin of the WGSL `sigmoid`.
-#[inline(always)]
-pub fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + exp(-x))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -419,6 +419,7 @@ fn loss_plot_is_written() {
             test: loss(295.0 - 8.0 * epoch as f64),
             seconds: 1.0,
             samples_per_s: 1e4,
+            lr: 1e-3,
         })
         .collect();
     let png = out("loss.png");

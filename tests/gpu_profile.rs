@@ -53,6 +53,7 @@ fn plan() -> EpochPlan {
         seed: SEED,
         noise_std: 0.0,
         beta: 1.0,
+        lr: Default::default(),
     }
 }
 

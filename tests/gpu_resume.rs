@@ -45,6 +45,7 @@ fn config() -> TrainConfig {
         },
         init: InitScheme::Torch,
         adam: AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+        lr_schedule: Default::default(),
         batch_size: BATCH,
         epochs: EPOCHS,
         beta: 0.7,

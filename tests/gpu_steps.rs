@@ -20,6 +20,7 @@ use gpu_vae::gpu::GpuEngine;
 use gpu_vae::gpu::fuse::Fusion;
 use gpu_vae::model::{Activation, Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
 use gpu_vae::rng::{self, Stream};
+use gpu_vae::schedule::{LrSchedule, ScheduleKind};
 
 const COUNT: usize = 40;
 const BATCH: usize = 17;
@@ -64,6 +65,7 @@ fn plan(epoch: usize, noise_std: f32, beta: f32) -> EpochPlan {
         seed: SEED,
         noise_std,
         beta,
+        lr: Default::default(),
     }
 }
 
@@ -87,6 +89,7 @@ fn cpu_epoch(model: &mut CpuModel, images: &Images, plan: &EpochPlan) -> Vec<Los
             indices.len(),
             noise,
             plan.beta,
+            plan.lr.lr(adam().lr, step as u64),
         ));
     }
     out
@@ -117,6 +120,8 @@ struct Plan {
     /// The engine's largest batch (default: BATCH); row chains take more
     /// rows per workgroup for larger ones.
     max_batch: Option<usize>,
+    /// A learning-rate schedule over the epochs (default: constant).
+    lr: Option<LrSchedule>,
 }
 
 /// `compare_with`, the rewrites planned for an adapter with `limits`.
@@ -139,14 +144,25 @@ fn compare_planned_for(
         let what = |s: &str| format!("{name} {s} ({})", mode.name());
         let mut cpu = CpuModel::new(arch.clone(), params.clone(), adam());
         let max_batch = plan_for.max_batch.unwrap_or(BATCH);
-        let mut eng = GpuEngine::new(mode.ctx.clone(), arch.clone(), &params, adam(), max_batch).unwrap();
+        // A scheduled run counts the pipelines its engine builds: on a
+        // context of its own, so that tests running beside it do not count.
+        let ctx = match plan_for.lr {
+            Some(_) => Arc::new(mode.ctx.with_checked_shaders(mode.checked)),
+            None => mode.ctx.clone(),
+        };
+        let kernels = ctx.kernels().unwrap();
+        let mut eng = GpuEngine::new(ctx, arch.clone(), &params, adam(), max_batch).unwrap();
         eng.set_fusion(fusion);
         if let Some(limits) = &plan_for.limits {
             eng.set_fusion_limits(limits.clone());
         }
         eng.steps_per_submit = steps_per_submit;
+        let mut pipelines_after_first_epoch = 0;
         for epoch in 0..epochs {
-            let plan = plan(epoch, noise_std, beta);
+            let mut plan = plan(epoch, noise_std, beta);
+            if let Some(schedule) = plan_for.lr {
+                plan.lr = schedule.plan(plan.batches(), epochs);
+            }
             let want = cpu_epoch(&mut cpu, &images, &plan);
             let mut ticks = Vec::new();
             let got = eng.train_epoch(&images, &plan, &mut |done, sums| ticks.push((done, sums))).unwrap();
@@ -165,6 +181,13 @@ fn compare_planned_for(
                 1e-4,
                 2e-5,
             );
+            if epoch == 0 {
+                pipelines_after_first_epoch = kernels.generated_count();
+            }
+        }
+        if plan_for.lr.is_some() {
+            // The rates are step data: later epochs build no pipelines.
+            assert_eq!(kernels.generated_count(), pipelines_after_first_epoch, "{}", what("pipelines built"));
         }
         // Parameters move by up to lr per step (0.056 over 51 steps); f32
         // rounding in different orders, which Adam's normalisation can amplify
@@ -231,6 +254,26 @@ fn denoising_ae_leaky_relu_fifty_steps_match_cpu() {
     compare_with("denoising_ae_leaky_relu_fifty_steps_match_cpu", arch, 0.3, 17, 64, Fusion::ALL);
 }
 
+/// A cosine schedule with warm-up: every step's rate reaches the kernels as
+/// step data (the Adam epilogue of the grouped gradient kernel here), equal
+/// to the CPU's, and no epoch after the first builds a pipeline.
+#[test]
+fn scheduled_vae_fifty_steps_match_cpu() {
+    let schedule = LrSchedule { kind: ScheduleKind::Cosine, warmup_steps: 7, lr_min: 1e-4, ..Default::default() };
+    let plan = Plan { lr: Some(schedule), ..Plan::default() };
+    let arch = arch(ModelKind::Vae, ReconLoss::Bce);
+    compare_planned_for("scheduled_vae_fifty_steps_match_cpu", arch, 0.0, 17, 64, Fusion::ALL, plan);
+}
+
+/// The step schedule on the family kernels' path (Adam as its own kernel).
+#[test]
+fn step_scheduled_tiled_ae_fifty_steps_match_cpu() {
+    let schedule = LrSchedule { kind: ScheduleKind::Step, step_epochs: 5, gamma: 0.5, ..Default::default() };
+    let plan = Plan { lr: Some(schedule), ..Plan::default() };
+    let arch = arch(ModelKind::Ae, ReconLoss::Mse);
+    compare_planned_for("step_scheduled_tiled_ae_fifty_steps_match_cpu", arch, 0.0, 17, 64, Fusion::TILES, plan);
+}
+
 #[test]
 fn unfused_vae_fifty_steps_match_cpu() {
     // The lowered calls before any rewrite: one dispatch per CPU function.
@@ -285,6 +328,43 @@ fn wide_arch(loss: ReconLoss) -> Architecture {
 #[test]
 fn wide_vae_fifty_steps_match_cpu() {
     compare_with("wide_vae_fifty_steps_match_cpu", wide_arch(ReconLoss::Bce), 0.0, 17, 64, Fusion::ALL);
+}
+
+/// An activation whose backward reads its input, in every form a layer
+/// takes: a row-chain stage (the small model's 13-wide layer), a product
+/// epilogue that keeps the pre-activation (the wide model's 300-wide one,
+/// whose backward is the next product's epilogue), the family kernels
+/// (tiles) and the unfused calls; and in a convolution.
+fn activation_in_every_form(name: &str, act: Activation) {
+    let wide = |kind| {
+        let c = arch_with(kind, ReconLoss::Bce, act).config;
+        Architecture::new(&ModelConfig { hidden: vec![300, 37], latent: 6, ..c }).unwrap()
+    };
+    let forms = [
+        ("row chain", arch_with(ModelKind::Vae, ReconLoss::Mse, act), 0.0, Fusion::ALL),
+        ("product epilogue", wide(ModelKind::Vae), 0.0, Fusion::ALL),
+        ("denoising, tiles", arch_with(ModelKind::Ae, ReconLoss::Mse, act), 0.3, Fusion::TILES),
+        ("unfused", arch_with(ModelKind::Vae, ReconLoss::Bce, act), 0.0, Fusion::NONE),
+        ("conv", conv_arch(ModelKind::Vae, act, vec![7]), 0.0, Fusion::ALL),
+    ];
+    for (form, arch, noise_std, fusion) in forms {
+        compare_with(&format!("{name} ({form})"), arch, noise_std, 17, 64, fusion);
+    }
+}
+
+#[test]
+fn silu_fifty_steps_match_cpu_in_every_form() {
+    activation_in_every_form("silu_fifty_steps_match_cpu_in_every_form", Activation::Silu);
+}
+
+#[test]
+fn gelu_fifty_steps_match_cpu_in_every_form() {
+    activation_in_every_form("gelu_fifty_steps_match_cpu_in_every_form", Activation::Gelu);
+}
+
+#[test]
+fn elu_fifty_steps_match_cpu_in_every_form() {
+    activation_in_every_form("elu_fifty_steps_match_cpu_in_every_form", Activation::Elu);
 }
 
 /// One step of all COUNT images on both engines: the loss sums and every
@@ -437,6 +517,7 @@ fn vae_epoch_timing() {
             seed: SEED,
             noise_std: 0.0,
             beta: 1.0,
+            lr: Default::default(),
         };
         let start = std::time::Instant::now();
         let sums = eng.train_epoch(&images, &plan, &mut |_, _| {}).unwrap();

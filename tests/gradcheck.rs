@@ -8,9 +8,7 @@
 //! the size of any real mistake (a wrong factor of ½ or a dropped term).
 
 use gpu_vae::cpu::CpuModel;
-use gpu_vae::cpu::activation::{
-    activation_backward, activation_forward, relu_backward, relu_forward, sigmoid_backward, sigmoid_forward,
-};
+use gpu_vae::cpu::activation::{activation_backward, activation_forward, sigmoid_backward, sigmoid_forward};
 use gpu_vae::cpu::loss::{
     bce_with_logits_backward, bce_with_logits_forward, kl_backward, kl_forward, mse_backward, mse_forward,
 };
@@ -98,12 +96,12 @@ fn relu_away_from_the_kink() {
     let x: Vec<f32> = randn(64, 5).iter().map(|v| if v.abs() < 0.1 { v + 0.3 } else { *v }).collect();
     let w = randn(64, 6);
     let mut y = x.clone();
-    relu_forward(&mut y);
+    activation_forward(&mut y, Activation::Relu);
     let mut d = w.clone();
-    relu_backward(&mut d, &y);
+    activation_backward(&mut d, None, &y, Activation::Relu);
     check("relu", &x, &d, |x| {
         let mut y = x.to_vec();
-        relu_forward(&mut y);
+        activation_forward(&mut y, Activation::Relu);
         weighted_sum(&y, &w)
     });
 }
@@ -112,11 +110,11 @@ fn relu_away_from_the_kink() {
 fn every_activation_away_from_the_kink() {
     let x: Vec<f32> = randn(65, 7).iter().map(|v| if v.abs() < 0.1 { v + 0.3 } else { *v }).collect();
     let w = randn(65, 8);
-    for act in [Activation::Identity, Activation::Relu, Activation::LeakyRelu, Activation::Tanh] {
+    for act in Activation::ALL {
         let mut y = x.clone();
         activation_forward(&mut y, act);
         let mut d = w.clone();
-        activation_backward(&mut d, &y, act);
+        activation_backward(&mut d, Some(&x), &y, act);
         check(&format!("{act:?}"), &x, &d, |x| {
             let mut y = x.to_vec();
             activation_forward(&mut y, act);
@@ -247,4 +245,15 @@ fn whole_ae_leaky_relu() {
 fn whole_vae_identity_hidden_layers() {
     // Regression: backward once applied ReLU's mask whatever the activation.
     check_model_with(ModelKind::Vae, ReconLoss::Mse, vec![6], Activation::Identity);
+}
+
+/// The activations whose backward reads the kept pre-activation, through a
+/// whole model: the pre-activation reaches the right backward node.
+#[test]
+fn whole_models_with_activations_that_need_their_input() {
+    for activation in [Activation::Silu, Activation::Gelu] {
+        check_model_with(ModelKind::Vae, ReconLoss::Bce, vec![6, 4], activation);
+        check_model_with(ModelKind::Ae, ReconLoss::Mse, vec![6], activation);
+    }
+    check_model_with(ModelKind::Vae, ReconLoss::Mse, vec![6], Activation::Elu);
 }

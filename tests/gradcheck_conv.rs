@@ -105,10 +105,10 @@ fn transposed_convolution_is_the_adjoint() {
 }
 
 /// The whole objective of a small convolutional model against its analytic gradient.
-fn check_conv_model(kind: gpu_vae::model::ModelKind, hidden: Vec<usize>) {
+fn check_conv_model(kind: gpu_vae::model::ModelKind, hidden: Vec<usize>, activation: gpu_vae::model::Activation) {
     use gpu_vae::cpu::CpuModel;
     use gpu_vae::engine::{AdamConfig, Noise, Objective};
-    use gpu_vae::model::{Activation, Arch, Architecture, InitScheme, ModelConfig, ReconLoss, init_params};
+    use gpu_vae::model::{Arch, Architecture, InitScheme, ModelConfig, ReconLoss, init_params};
     let config = ModelConfig {
         kind,
         image_rows: 8,
@@ -117,7 +117,7 @@ fn check_conv_model(kind: gpu_vae::model::ModelKind, hidden: Vec<usize>) {
         hidden,
         latent: 2,
         loss: ReconLoss::Bce,
-        activation: Activation::Tanh,
+        activation,
         arch: Arch::Conv,
         conv: vec![2, 3],
     };
@@ -131,7 +131,7 @@ fn check_conv_model(kind: gpu_vae::model::ModelKind, hidden: Vec<usize>) {
     let mut model = CpuModel::new(arch.clone(), params.clone(), adam);
     model.gradients(&target, None, rows, noise, objective);
     let analytic = model.grads().to_vec();
-    check(&format!("conv {kind:?} {:?}", config.hidden), &params, &analytic, |p| {
+    check(&format!("conv {kind:?} {:?} {activation:?}", config.hidden), &params, &analytic, |p| {
         let mut m = CpuModel::new(arch.clone(), p.to_vec(), adam);
         let s = m.forward(&target, None, rows, noise);
         objective.recon_scale as f64 * s.recon + objective.kl_scale as f64 * s.kl
@@ -140,10 +140,16 @@ fn check_conv_model(kind: gpu_vae::model::ModelKind, hidden: Vec<usize>) {
 
 #[test]
 fn whole_conv_vae() {
-    check_conv_model(gpu_vae::model::ModelKind::Vae, vec![]);
+    check_conv_model(gpu_vae::model::ModelKind::Vae, vec![], gpu_vae::model::Activation::Tanh);
+}
+
+/// The convolutions keep their pre-activation for SiLU's backward.
+#[test]
+fn whole_conv_vae_silu() {
+    check_conv_model(gpu_vae::model::ModelKind::Vae, vec![3], gpu_vae::model::Activation::Silu);
 }
 
 #[test]
 fn whole_conv_ae_with_a_dense_layer() {
-    check_conv_model(gpu_vae::model::ModelKind::Ae, vec![3]);
+    check_conv_model(gpu_vae::model::ModelKind::Ae, vec![3], gpu_vae::model::Activation::Tanh);
 }

@@ -104,6 +104,7 @@ fn small_config(epochs: usize) -> TrainConfig {
         },
         init: InitScheme::Torch,
         adam: AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+        lr_schedule: Default::default(),
         batch_size: 128,
         epochs,
         beta: 1.0,

@@ -33,6 +33,7 @@ fn small_config(kind: ModelKind) -> TrainConfig {
         },
         init: InitScheme::Torch,
         adam: AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+        lr_schedule: Default::default(),
         batch_size: 64,
         epochs: 1,
         beta: 1.0,

@@ -83,7 +83,6 @@ fn validate_and_translate(what: &str, source: &str) {
 
 #[test]
 fn every_generated_kernel_validates_and_translates_to_msl_and_hlsl() {
-    use gpu_vae::engine::AdamConfig;
     use gpu_vae::gpu::fuse::{Env, Fusion, fuse};
     use gpu_vae::gpu::fused::generate;
     use gpu_vae::gpu::lower::{Call, lower};
@@ -102,7 +101,6 @@ fn every_generated_kernel_validates_and_translates_to_msl_and_hlsl() {
         },
         ModelConfig { arch: Arch::Conv, hidden: vec![], latent: 16, conv: vec![32, 64], ..vae },
     ];
-    let adam = AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
     let roomy = wgpu::Limits { max_storage_buffers_per_shader_stage: 16, ..wgpu::Limits::default() };
     let mut kernels = 0;
     for config in &configs {
@@ -119,7 +117,7 @@ fn every_generated_kernel_validates_and_translates_to_msl_and_hlsl() {
                     };
                     for call in fuse(lower(&graph), Fusion::ALL, &env) {
                         if let Call::Fused(tasks) = call {
-                            let generated = generate(&tasks, &graph, rows, Some(&adam));
+                            let generated = generate(&tasks, &graph, rows);
                             validate_and_translate(&generated.label, &generated.source);
                             kernels += 1;
                         }

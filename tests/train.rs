@@ -37,6 +37,7 @@ fn config(kind: ModelKind, epochs: usize) -> TrainConfig {
         },
         init: if vae { InitScheme::Torch } else { InitScheme::Glorot },
         adam: AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: if vae { 1e-8 } else { 1e-7 } },
+        lr_schedule: Default::default(),
         batch_size: if vae { 128 } else { 256 },
         epochs,
         beta: 1.0,

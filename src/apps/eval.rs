@@ -14,9 +14,9 @@ use super::{
 use crate::cpu::loss::{bce_with_logits_forward, kl_forward, mse_forward};
 use crate::data::DataSet;
 use crate::error::{Error, Result};
-use crate::fastmath::sigmoid;
 use crate::limits;
 use crate::model::{ModelKind, ReconLoss};
+use crate::ops::sigmoid;
 use crate::rng::{self, Stream};
 
 /// Importance samples per image of the IWAE bound when none are asked for.

@@ -244,7 +244,7 @@ mod tests {
         let z = [0.3, -1.0, 2.0, 0.5];
         let logits = model.decode_logits(&z, 2).unwrap();
         let probs = model.decode(&z, 2).unwrap();
-        let squashed: Vec<f32> = logits.iter().map(|&v| crate::fastmath::sigmoid(v)).collect();
+        let squashed: Vec<f32> = logits.iter().map(|&v| crate::ops::sigmoid(v)).collect();
         assert_eq!(probs, squashed);
     }
 

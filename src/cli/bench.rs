@@ -75,6 +75,7 @@ fn bench_one(
             seed: config.seed,
             noise_std: 0.0,
             beta: 1.0,
+            lr: Default::default(),
         };
         let started = Instant::now();
         let sums = engine.train_epoch(images, &plan, &mut |_, _| {})?;
@@ -115,6 +116,7 @@ fn bench_one(
             seed: config.seed,
             noise_std: 0.0,
             beta: 1.0,
+            lr: Default::default(),
         };
         let wall_us = 1e6 * median / plan.batches() as f64;
         profile(gpu.as_mut(), images, &plan, args.profile_steps, wall_us)?;

@@ -99,6 +99,23 @@ pub struct TrainArgs {
     /// Adam learning rate.
     #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
     pub lr: f32,
+    /// Learning-rate schedule over the run's steps: constant, cosine
+    /// (PyTorch's CosineAnnealingLR down to --lr-min at the last step) or
+    /// step (StepLR: times --lr-gamma every --lr-step-epochs epochs).
+    #[arg(long, value_enum, default_value = "constant")]
+    pub lr_schedule: crate::schedule::ScheduleKind,
+    /// Steps of linear warm-up of the learning rate from 0.
+    #[arg(long, default_value_t = 0)]
+    pub warmup_steps: u64,
+    /// The cosine schedule's final learning rate.
+    #[arg(long, allow_negative_numbers = true)]
+    pub lr_min: Option<f32>,
+    /// The step schedule's period, in epochs [default: 1].
+    #[arg(long)]
+    pub lr_step_epochs: Option<usize>,
+    /// The step schedule's decay factor [default: 0.1].
+    #[arg(long, allow_negative_numbers = true)]
+    pub lr_gamma: Option<f32>,
     /// Adam epsilon [default: 1e-8 with torch init, 1e-7 with glorot (Keras)].
     #[arg(long, allow_negative_numbers = true)]
     pub adam_eps: Option<f32>,
@@ -147,7 +164,7 @@ pub struct TrainArgs {
 
 /// The `train` flags a run's config.json sets: `--resume` refuses them rather
 /// than ignore them or train a run whose config.json no longer describes it.
-const RESUME_CONFLICTS: [&str; 22] = [
+const RESUME_CONFLICTS: [&str; 27] = [
     "data",
     "model",
     "arch",
@@ -160,6 +177,11 @@ const RESUME_CONFLICTS: [&str; 22] = [
     "batch_size",
     "lr",
     "adam_eps",
+    "lr_schedule",
+    "warmup_steps",
+    "lr_min",
+    "lr_step_epochs",
+    "lr_gamma",
     "beta",
     "kl_warmup",
     "noise",

@@ -12,6 +12,7 @@ use crate::engine::AdamConfig;
 use crate::error::Error;
 use crate::limits;
 use crate::model::{Arch, Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
+use crate::schedule::LrSchedule;
 use crate::train::run_dir;
 use crate::train::{self, Run, TrainConfig};
 
@@ -150,6 +151,7 @@ pub(super) fn config_from_args(args: &TrainArgs) -> anyhow::Result<TrainConfig> 
     }
     limits::at_most("--image-size", args.image_size, limits::MAX_IMAGE_SIDE)?;
     Ok(TrainConfig {
+        lr_schedule: lr_schedule(args)?,
         model: ModelConfig {
             kind: args.model,
             image_rows: args.image_size,
@@ -177,6 +179,31 @@ pub(super) fn config_from_args(args: &TrainArgs) -> anyhow::Result<TrainConfig> 
         normal_class: args.normal_class,
         data: args.data.clone().unwrap_or_else(|| "embedded".into()),
         test_fraction: args.test_fraction,
+    })
+}
+
+/// The schedule the flags describe; a flag of another schedule is refused.
+fn lr_schedule(args: &TrainArgs) -> anyhow::Result<LrSchedule> {
+    use crate::schedule::ScheduleKind::{self, Cosine, Step};
+    let kind = args.lr_schedule;
+    let misplaced = [
+        ("--lr-min", args.lr_min.is_some(), Cosine),
+        ("--lr-step-epochs", args.lr_step_epochs.is_some(), Step),
+        ("--lr-gamma", args.lr_gamma.is_some(), Step),
+    ];
+    for (flag, given, of) in misplaced {
+        if given && kind != of {
+            let name = |k: ScheduleKind| format!("{k:?}").to_lowercase();
+            bail!("invalid {flag}: it sets --lr-schedule {}, not {}", name(of), name(kind));
+        }
+    }
+    let d = LrSchedule::default();
+    Ok(LrSchedule {
+        kind,
+        warmup_steps: args.warmup_steps,
+        lr_min: args.lr_min.unwrap_or(d.lr_min),
+        step_epochs: args.lr_step_epochs.unwrap_or(d.step_epochs),
+        gamma: args.lr_gamma.unwrap_or(d.gamma),
     })
 }
 

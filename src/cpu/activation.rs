@@ -1,9 +1,11 @@
-//! Element-wise activations and their backward passes. Backward functions take
-//! the forward *output*, which is all of ReLU, leaky ReLU, tanh and sigmoid need.
+//! Element-wise activations and their backward passes over whole tensors,
+//! the loops around `ops::activate` and friends. Backward functions take the
+//! forward output, and the input where the activation needs it.
 
-use super::{par_apply, par_map};
-pub use crate::fastmath::sigmoid;
+use super::{par_apply, par_map, par_map2};
 use crate::model::Activation;
+pub use crate::ops::sigmoid;
+use crate::ops::{activate, d_activate};
 
 /// y = act(y), in place.
 pub fn activation_forward(y: &mut [f32], act: Activation) {
@@ -12,67 +14,34 @@ pub fn activation_forward(y: &mut [f32], act: Activation) {
 
 /// `activation_forward` on the calling thread.
 pub fn activation_in_place(y: &mut [f32], act: Activation) {
-    match act {
-        Activation::Identity => {}
-        Activation::Relu => relu_forward(y),
-        Activation::LeakyRelu => y.iter_mut().for_each(|v| *v = leaky_relu(*v)),
-        Activation::Tanh => y.iter_mut().for_each(|v| *v = v.tanh()),
-    }
+    // The loop is unswitched on `act` by the compiler: one tight loop each.
+    y.iter_mut().for_each(|v| *v = activate(*v, act));
 }
 
-/// d *= act'(x) given y = act(x), in place on the gradient.
-pub fn activation_backward(d: &mut [f32], y: &[f32], act: Activation) {
-    par_map(d, y, |d, y| activation_backward_serial(d, y, act))
+/// y = act(x), out of place: the layer keeps x, its pre-activation.
+pub fn activation_forward_from(y: &mut [f32], x: &[f32], act: Activation) {
+    par_map(y, x, |y, x| y.iter_mut().zip(x).for_each(|(o, &v)| *o = activate(v, act)))
 }
 
-fn activation_backward_serial(d: &mut [f32], y: &[f32], act: Activation) {
-    match act {
-        Activation::Identity => {}
-        Activation::Relu => relu_backward(d, y),
-        Activation::LeakyRelu => {
-            // Positive slope: y > 0 exactly where x > 0.
-            for (g, &v) in d.iter_mut().zip(y) {
-                *g = if v <= 0.0 { *g * Activation::LEAKY_SLOPE } else { *g };
+/// d *= act'(x) given y = act(x), in place on the gradient; `x` is needed
+/// only by activations whose derivative reads it (`Activation::needs_input`).
+pub fn activation_backward(d: &mut [f32], x: Option<&[f32]>, y: &[f32], act: Activation) {
+    match x {
+        Some(x) => par_map2(d, x, y, |d, x, y| {
+            for ((g, &x), &y) in d.iter_mut().zip(x).zip(y) {
+                *g = d_activate(*g, x, y, act);
             }
-        }
-        Activation::Tanh => d.iter_mut().zip(y).for_each(|(g, &v)| *g *= 1.0 - v * v),
-    }
-}
-
-#[inline(always)]
-fn leaky_relu(x: f32) -> f32 {
-    if x > 0.0 { x } else { Activation::LEAKY_SLOPE * x }
-}
-
-/// y = max(x, 0), in place.
-pub fn relu_forward(y: &mut [f32]) {
-    for v in y {
-        *v = v.max(0.0);
-    }
-}
-
-/// dx = dy where y > 0, else 0, in place on the gradient. A select rather
-/// than a conditional store, so that it vectorizes.
-pub fn relu_backward(d: &mut [f32], y: &[f32]) {
-    for (g, &v) in d.iter_mut().zip(y) {
-        *g = if v <= 0.0 { 0.0 } else { *g };
+        }),
+        None => par_map(d, y, |d, y| d.iter_mut().zip(y).for_each(|(g, &y)| *g = d_activate(*g, y, y, act))),
     }
 }
 
 /// y = 1 / (1 + e^-x).
 pub fn sigmoid_forward(y: &mut [f32], x: &[f32]) {
-    par_map(y, x, |y, x| {
-        for (o, &v) in y.iter_mut().zip(x) {
-            *o = sigmoid(v);
-        }
-    })
+    par_map(y, x, |y, x| y.iter_mut().zip(x).for_each(|(o, &v)| *o = sigmoid(v)))
 }
 
 /// dx = dy · y (1 - y), in place on the gradient.
 pub fn sigmoid_backward(d: &mut [f32], y: &[f32]) {
-    par_map(d, y, |d, y| {
-        for (g, &v) in d.iter_mut().zip(y) {
-            *g *= v * (1.0 - v);
-        }
-    })
+    par_map(d, y, |d, y| d.iter_mut().zip(y).for_each(|(g, &y)| *g = crate::ops::d_sigmoid(*g, y)))
 }

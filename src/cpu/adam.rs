@@ -1,14 +1,14 @@
-//! Adam (Kingma & Ba), in PyTorch's form: eps is added to the bias-corrected
-//! sqrt(v̂). One loop over the whole flat parameter buffer.
+//! Adam (Kingma & Ba), in PyTorch's form (`ops::adam`): one loop over the
+//! whole flat parameter buffer.
 
 use rayon::prelude::*;
 
-use crate::engine::AdamConfig;
+use crate::ops::{AdamStep, adam};
 
-/// params, m, v (P) updated from grads (P) for step t (1-based). Memory-bound
-/// (16 bytes read and 12 written per parameter), so it runs on every core.
-pub fn adam_update(params: &mut [f32], m: &mut [f32], v: &mut [f32], grads: &[f32], cfg: &AdamConfig, t: u64) {
-    let (c1, c2) = cfg.corrections(t);
+/// params, m, v (P) updated from grads (P) with one step's settings.
+/// Memory-bound (16 bytes read and 12 written per parameter), so it runs on
+/// every core.
+pub fn adam_update(params: &mut [f32], m: &mut [f32], v: &mut [f32], grads: &[f32], step: &AdamStep) {
     // Below ~64k parameters a thread costs more than it saves.
     let chunk = 1 << 16;
     params
@@ -16,15 +16,12 @@ pub fn adam_update(params: &mut [f32], m: &mut [f32], v: &mut [f32], grads: &[f3
         .zip(m.par_chunks_mut(chunk))
         .zip(v.par_chunks_mut(chunk))
         .zip(grads.par_chunks(chunk))
-        .for_each(|(((p, m), v), g)| crate::fastmath::widest(|| adam_chunk(p, m, v, g, cfg, c1, c2)));
+        .for_each(|(((p, m), v), g)| crate::fastmath::widest(|| adam_chunk(p, m, v, g, step)));
 }
 
 #[inline(always)]
-fn adam_chunk(params: &mut [f32], m: &mut [f32], v: &mut [f32], grads: &[f32], cfg: &AdamConfig, c1: f32, c2: f32) {
-    let (b1, b2) = (cfg.beta1, cfg.beta2);
+fn adam_chunk(params: &mut [f32], m: &mut [f32], v: &mut [f32], grads: &[f32], step: &AdamStep) {
     for (((p, m), v), &g) in params.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(grads) {
-        *m = b1 * *m + (1.0 - b1) * g;
-        *v = b2 * *v + (1.0 - b2) * g * g;
-        *p -= cfg.lr * (*m * c1) / ((*v).sqrt() * c2 + cfg.eps);
+        (*p, *m, *v) = adam(*p, *m, *v, g, step);
     }
 }

@@ -124,9 +124,10 @@ impl CpuModel {
         rows: usize,
         noise: Noise,
         beta: f32,
+        lr: f32,
     ) -> LossSums {
         let objective = Objective::for_batch(&self.arch, rows, beta);
-        let step = StepInputs { rows, reparam: noise, objective };
+        let step = StepInputs { rows, reparam: noise, objective, lr };
         self.run(Part::Train(noisy.is_some()), clean, noisy, rows, step)
     }
 
@@ -139,21 +140,22 @@ impl CpuModel {
         noise: Noise,
         objective: Objective,
     ) -> LossSums {
-        let step = StepInputs { rows, reparam: noise, objective };
+        let step = StepInputs { rows, reparam: noise, objective, lr: 0.0 };
         self.run(Part::Gradients(noisy.is_some()), clean, noisy, rows, step)
     }
 
     /// The loss sums of a batch, without training.
     pub fn forward(&mut self, clean: &[f32], noisy: Option<&[f32]>, rows: usize, noise: Noise) -> LossSums {
         let objective = Objective { recon_scale: 0.0, kl_scale: 0.0 };
-        let step = StepInputs { rows, reparam: noise, objective };
+        let step = StepInputs { rows, reparam: noise, objective, lr: 0.0 };
         self.run(Part::Eval(noisy.is_some()), clean, noisy, rows, step)
     }
 
     /// The output `out` of a slice `part` for its input x (rows, width).
     fn slice_output(&mut self, part: Part, x: &[f32], rows: usize) -> Vec<f32> {
         let noise = Noise { seed: 0, stream: crate::rng::Stream::Sample, step: 0 };
-        let step = StepInputs { rows, reparam: noise, objective: Objective { recon_scale: 0.0, kl_scale: 0.0 } };
+        let step =
+            StepInputs { rows, reparam: noise, objective: Objective { recon_scale: 0.0, kl_scale: 0.0 }, lr: 0.0 };
         let interp = self.part(part);
         let (from, to) = match part {
             Part::Encode => (interp.graph.input, interp.graph.code),

@@ -63,8 +63,9 @@ impl Engine for CpuModel {
             // The step runs on a pool thread: its parallel loops then split
             // by work stealing, where a call from outside the pool would
             // block this thread and wake a worker for each of them.
-            let loss =
-                rayon::scope(|_| self.train_step(&batch.clean, batch.input.as_deref(), batch.rows, noise, plan.beta));
+            let lr = plan.lr.lr(self.state.adam.lr, step);
+            let (clean, input) = (&batch.clean, batch.input.as_deref());
+            let loss = rayon::scope(|_| self.train_step(clean, input, batch.rows, noise, plan.beta, lr));
             let total = (loss.recon + loss.kl) as f32;
             if !total.is_finite() {
                 return Err(Error::NonFiniteLoss { value: total, step: step + 1, epoch: 0 });

@@ -1,7 +1,9 @@
 //! The CPU engine runs a `model::Graph` node by node, each op through the
 //! `cpu::` functions that are the GPU kernels' reference twins.
 
-use super::activation::{activation_backward, activation_forward, sigmoid_backward, sigmoid_forward};
+use super::activation::{
+    activation_backward, activation_forward, activation_forward_from, sigmoid_backward, sigmoid_forward,
+};
 use super::adam::adam_update;
 use super::conv::{conv_transpose2d_backward, conv_transpose2d_forward, conv2d_backward, conv2d_forward};
 use super::loss::{
@@ -11,7 +13,7 @@ use super::loss::{
 use super::matmul::{bias_activation, column_sums, matmul_nn, matmul_nt, matmul_tn};
 use super::reparam::{reparameterize_backward, reparameterize_forward};
 use crate::engine::{AdamConfig, LossSums, Noise, Objective};
-use crate::model::{Graph, Layer, LayerKind, LossTerm, Node, Op, TensorId};
+use crate::model::{Activation, Graph, Layer, LayerKind, LossTerm, Node, Op, TensorId};
 use crate::rng;
 
 /// Parameters with their gradients and Adam's moments, one flat buffer each
@@ -33,6 +35,8 @@ pub struct StepInputs {
     pub rows: usize,
     pub reparam: Noise,
     pub objective: Objective,
+    /// Adam's learning rate for this step (a schedule's, or the config's).
+    pub lr: f32,
 }
 
 /// A graph and the values of its tensors for the current batch size.
@@ -113,8 +117,22 @@ impl Interpreter {
             };
             match &node.op {
                 Op::Gather | Op::InputNoise => {} // fed
-                Op::Dense(layer) => dense_forward(&mut out[0], x(0), &state.params, layer, rows),
-                Op::Conv(layer) => conv_forward(&mut out[0], x(0), &state.params, layer, rows),
+                Op::Dense(layer) | Op::Conv(layer) => {
+                    // With a second output the layer keeps its pre-activation
+                    // and activates out of place.
+                    let (y, pre) = out.split_at_mut(1);
+                    let (target, act) = match pre.first_mut() {
+                        Some(pre) => (pre, Activation::Identity),
+                        None => (&mut y[0], layer.activation),
+                    };
+                    match node.op {
+                        Op::Dense(_) => dense_forward(target, x(0), &state.params, layer, rows, act),
+                        _ => conv_forward(target, x(0), &state.params, layer, rows, act),
+                    }
+                    if let Some(pre) = pre.first() {
+                        activation_forward_from(&mut y[0], pre, layer.activation);
+                    }
+                }
                 &Op::Reparameterize { latent } => {
                     let (z, eps) = out.split_at_mut(1);
                     rng::fill_normal(&mut eps[0], step.reparam.seed, step.reparam.stream, step.reparam.step);
@@ -134,7 +152,9 @@ impl Interpreter {
                     mse_backward(&mut out[0], x(0), x(1), step.objective.recon_scale);
                 }
                 Op::SigmoidBackward => sigmoid_backward(&mut out[0], x(0)),
-                &Op::ActivationBackward(act) => activation_backward(&mut out[0], x(0), act),
+                &Op::ActivationBackward(act) => {
+                    activation_backward(&mut out[0], ins.get(1).map(|t| v[t.0].as_slice()), x(0), act)
+                }
                 Op::DenseBackward { layer, accumulate } => {
                     let dx = out.first_mut().map(|d| d.as_mut_slice());
                     dense_backward(dx, *accumulate, x(0), x(1), &state.params, &mut state.grads, layer, rows);
@@ -162,7 +182,8 @@ impl Interpreter {
                     state.adam_v.resize(p, 0.0);
                     state.steps += 1;
                     let s = &mut *state;
-                    adam_update(&mut s.params, &mut s.adam_m, &mut s.adam_v, &s.grads, &s.adam, s.steps);
+                    let settings = s.adam.step(s.steps, step.lr);
+                    adam_update(&mut s.params, &mut s.adam_m, &mut s.adam_v, &s.grads, &settings);
                 }
             }
             for (t, value) in outs.iter().zip(out) {
@@ -226,10 +247,10 @@ impl FusedLoss {
 }
 
 /// out (B,O) = act(x (B,I) · Wᵀ + b).
-fn dense_forward(out: &mut [f32], x: &[f32], params: &[f32], layer: &Layer, rows: usize) {
+fn dense_forward(out: &mut [f32], x: &[f32], params: &[f32], layer: &Layer, rows: usize, act: Activation) {
     let (i, o) = (layer.inputs, layer.outputs);
     matmul_nt(out, x, &params[layer.weight..layer.weight + o * i], rows, i, o, false);
-    bias_activation(out, &params[layer.bias..layer.bias + o], rows, o, layer.activation);
+    bias_activation(out, &params[layer.bias..layer.bias + o], rows, o, act);
 }
 
 /// dW = dyᵀ·x, db = Σ dy (a layer's parameters have one Dense node), and
@@ -255,7 +276,7 @@ fn dense_backward(
 }
 
 /// out (B, O) = act(conv(x (B, I)) + b), either kind of convolution.
-fn conv_forward(out: &mut [f32], x: &[f32], params: &[f32], layer: &Layer, rows: usize) {
+fn conv_forward(out: &mut [f32], x: &[f32], params: &[f32], layer: &Layer, rows: usize, act: Activation) {
     let w = &params[layer.weight..layer.bias];
     let b_len = match layer.kind {
         LayerKind::Conv2d(g) => g.out_c,
@@ -268,7 +289,7 @@ fn conv_forward(out: &mut [f32], x: &[f32], params: &[f32], layer: &Layer, rows:
         LayerKind::ConvTranspose2d(g) => conv_transpose2d_forward(out, x, w, b, &g, rows),
         LayerKind::Dense => unreachable!(),
     }
-    activation_forward(out, layer.activation);
+    activation_forward(out, act);
 }
 
 /// dW += .., db += .., dx = .. when asked, from dy (the pre-activation's gradient).

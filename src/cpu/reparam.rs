@@ -8,7 +8,7 @@ pub fn reparameterize_forward(z: &mut [f32], mulv: &[f32], eps: &[f32], latent: 
     {
         let (mu, logvar) = mulv.split_at(latent);
         for j in 0..latent {
-            z[j] = mu[j] + (0.5 * logvar[j]).exp() * eps[j];
+            z[j] = crate::ops::reparameterize(mu[j], logvar[j], eps[j]);
         }
     }
 }
@@ -19,8 +19,9 @@ pub fn reparameterize_backward(dmulv: &mut [f32], dz: &[f32], mulv: &[f32], eps:
     for ((dmulv, dz), (mulv, eps)) in rows.zip(mulv.chunks_exact(2 * latent).zip(eps.chunks_exact(latent))) {
         let (dmu, dlogvar) = dmulv.split_at_mut(latent);
         for j in 0..latent {
-            dmu[j] += dz[j];
-            dlogvar[j] += dz[j] * eps[j] * 0.5 * (0.5 * mulv[latent + j]).exp();
+            let (g_mu, g_lv) = crate::ops::d_reparameterize(dz[j], mulv[latent + j], eps[j]);
+            dmu[j] += g_mu;
+            dlogvar[j] += g_lv;
         }
     }
 }

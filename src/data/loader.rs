@@ -92,7 +92,7 @@ pub fn gather_batch(images: &Images, indices: &[u32], out: &mut [f32]) {
 pub fn add_input_noise(clean: &[f32], noisy: &mut [f32], std: f32, seed: u32, stream: Stream, step: u32) {
     assert_eq!(clean.len(), noisy.len(), "noise buffer size");
     for (i, (n, &c)) in noisy.iter_mut().zip(clean).enumerate() {
-        *n = (c + std * rng::normal(seed, stream, step, i as u32)).clamp(0.0, 1.0);
+        *n = crate::ops::input_noise(c, std, rng::normal(seed, stream, step, i as u32));
     }
 }
 

@@ -244,7 +244,7 @@ impl GpuEngine {
             params: &p.params,
             param_count: p.count,
             grads: p.grads.as_ref(),
-            adam: p.adam_m.as_ref().zip(p.adam_v.as_ref()).map(|(m, v)| (m, v, &self.adam)),
+            adam: p.adam_m.as_ref().zip(p.adam_v.as_ref()).map(|(m, v)| (m, v)),
             losses: Some((&self.partials, &self.slots)),
             data: None,
         };
@@ -567,7 +567,7 @@ impl GpuEngine {
             .map(|b| {
                 let rows = plan.batch_size.min(n - b * plan.batch_size);
                 let s = plan.first_step + b as u64;
-                let (c1, c2) = self.adam.corrections(s + 1);
+                let adam = self.adam.step(s + 1, plan.lr.lr(self.adam.lr, s));
                 let obj = Objective::for_batch(&self.arch, rows, plan.beta);
                 Step {
                     rows: rows as u32,
@@ -578,8 +578,12 @@ impl GpuEngine {
                     reparam_stream: Stream::Reparam as u32,
                     noise_stream: Stream::InputNoise as u32,
                     noise_std: plan.noise_std,
-                    c1,
-                    c2,
+                    lr: adam.lr,
+                    beta1: adam.beta1,
+                    beta2: adam.beta2,
+                    eps: adam.eps,
+                    c1: adam.c1,
+                    c2: adam.c2,
                     recon_scale: obj.recon_scale,
                     kl_scale: obj.kl_scale,
                     ..Default::default()

@@ -11,10 +11,9 @@
 //! its epilogue. Every rewrite checks the adapter's limits and otherwise
 //! leaves the calls as they were.
 
-use super::fused::{self, Epilogue, REDUCE_BYTES, Res, Task};
+use super::fused::{self, ActBackward, Epilogue, REDUCE_BYTES, Res, Task};
 use super::lower::{Buf, Call, Matmul, size};
 use super::shaders::{Kernel, MAX_PARTS, MatmulForm, MatmulVariant};
-use crate::engine::AdamConfig;
 use crate::model::{Activation, Graph, TensorId};
 
 /// Which rewrites run: all by default; `GPU_VAE_FUSE=0` turns them off (the
@@ -58,10 +57,11 @@ pub struct Env<'a> {
 /// The rewrites of `fusion` for a program on `env`.
 pub fn fuse(calls: Vec<Call>, fusion: Fusion, env: &Env) -> Vec<Call> {
     let mut calls = calls;
+    let generated = fusion.kernels && generated_kernels_fit(env.limits);
     if fusion.epilogues {
-        calls = epilogues(calls);
+        calls = epilogues(calls, generated);
     }
-    if fusion.kernels && generated_kernels_fit(env.limits) {
+    if generated {
         calls = sink_gradients(calls);
         calls = absorb(calls, env);
         calls = row_chains(calls, env);
@@ -97,10 +97,11 @@ pub fn access(call: &Call) -> (Vec<Res>, Vec<Res>) {
         &Call::InputNoise { out, clean, .. } => (reads, writes) = (vec![t(clean)], vec![t(out)]),
         Call::Matmul(m) | Call::SplitFinish(m) => product_access(m, &mut reads, &mut writes),
         &Call::BiasAdd { y, .. } => (reads, writes) = (vec![t(y), Res::Params], vec![t(y)]),
-        &Call::Activation { y, .. } => (reads, writes) = (vec![t(y)], vec![t(y)]),
-        &Call::ActivationBackward { d, y, .. } | &Call::SigmoidBackward { d, y, .. } => {
-            (reads, writes) = (vec![t(d), t(y)], vec![t(d)])
+        &Call::Activation { y, x, .. } => (reads, writes) = (vec![t(x.unwrap_or(y))], vec![t(y)]),
+        &Call::ActivationBackward { d, y, x, .. } => {
+            (reads, writes) = ([Some(d), Some(y), x].into_iter().flatten().map(t).collect(), vec![t(d)])
         }
+        &Call::SigmoidBackward { d, y, .. } => (reads, writes) = (vec![t(d), t(y)], vec![t(d)]),
         &Call::ColumnSums { a, .. } => (reads, writes) = (vec![t(a)], vec![Res::Grads]),
         &Call::Sigmoid { y, x, .. } => (reads, writes) = (vec![t(x)], vec![t(y)]),
         Call::LossPartials { inputs, which, .. } => {
@@ -138,7 +139,10 @@ pub fn access(call: &Call) -> (Vec<Res>, Vec<Res>) {
                     Task::Product { mm, epilogue } => {
                         product_access(mm, &mut reads, &mut writes);
                         match epilogue {
-                            Epilogue::Store { act_backward } => reads.extend(act_backward.map(|(y, _)| t(y))),
+                            Epilogue::Store { act_backward: Some(b) } => {
+                                reads.extend([Some(b.y), b.x].into_iter().flatten().map(t))
+                            }
+                            Epilogue::Store { act_backward: None } => {}
                             &Epilogue::Bce { target, dlogits, which } => {
                                 reads.push(t(target));
                                 writes.extend([t(dlogits), Res::Part(which)]);
@@ -178,6 +182,7 @@ fn product_access(m: &Matmul, reads: &mut Vec<Res>, writes: &mut Vec<Res>) {
         reads.push(Res::of(m.c.0));
     }
     writes.push(Res::of(m.c.0));
+    writes.extend(m.pre.map(Res::Tensor));
 }
 
 /// Whether `first`, run after `second` instead of before, could change a result.
@@ -243,8 +248,7 @@ fn kernel_bytes(tasks: &[Task], graph: &Graph) -> u32 {
 
 /// Whether a kernel of `tasks` fits the adapter: bindings, memory, workgroups.
 fn fits(tasks: &[Task], env: &Env) -> bool {
-    const SETTINGS: AdamConfig = AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
-    let generated = fused::generate(tasks, env.graph, env.max_rows, Some(&SETTINGS));
+    let generated = fused::generate(tasks, env.graph, env.max_rows);
     generated.bindings.len() as u32 <= env.limits.max_storage_buffers_per_shader_stage
         && kernel_bytes(tasks, env.graph) <= env.limits.max_compute_workgroup_storage_size
         && generated.groups <= env.limits.max_compute_workgroups_per_dimension
@@ -272,12 +276,12 @@ fn absorb(calls: Vec<Call>, env: &Env) -> Vec<Call> {
             }
         };
         let next = calls.get(i + 1);
-        if let Some(&Call::ActivationBackward { d, y, act, .. }) = next
+        if let Some(&Call::ActivationBackward { d, y, x, act, .. }) = next
             && d == c
         {
             out.push(Call::Fused(vec![Task::Product {
                 mm: *m,
-                epilogue: Epilogue::Store { act_backward: Some((y, act)) },
+                epilogue: Epilogue::Store { act_backward: Some(ActBackward { y, x, act }) },
             }]));
             i += 2;
             continue;
@@ -500,12 +504,14 @@ fn products(calls: Vec<Call>) -> Vec<Call> {
 
 /// A product followed by a bias add and an activation of its output becomes
 /// one product with the bias and activation in its epilogue (the epilogue
-/// applies them in the CPU's order: sum, + bias, activation).
-fn epilogues(calls: Vec<Call>) -> Vec<Call> {
+/// applies them in the CPU's order: sum, + bias, activation). With
+/// `keep_pre` (generated products) an activation out of place joins too:
+/// the product stores the pre-activation and writes the activation's output.
+fn epilogues(calls: Vec<Call>, keep_pre: bool) -> Vec<Call> {
     let mut out: Vec<Call> = Vec::with_capacity(calls.len());
     for call in calls {
         // A convolution's activation, into the kernel writing its output.
-        if let (Some(Call::Conv { out: prev_out, act: prev_act, kernel, .. }), Call::Activation { y, act, .. }) =
+        if let (Some(Call::Conv { out: prev_out, act: prev_act, kernel, .. }), Call::Activation { y, x: None, act, .. }) =
             (out.last_mut(), &call)
             && *prev_out == super::lower::Buf::Tensor(*y)
             && *prev_act == Activation::Identity
@@ -525,7 +531,14 @@ fn epilogues(calls: Vec<Call>) -> Vec<Call> {
             {
                 prev.bias = Some(bias);
             }
-            Call::Activation { y, act, .. } if plain_output(y) && prev.act == Activation::Identity => prev.act = act,
+            Call::Activation { y, x: None, act, .. } if plain_output(y) && prev.act == Activation::Identity => {
+                prev.act = act
+            }
+            Call::Activation { y, x: Some(x), act, .. }
+                if keep_pre && plain_output(x) && prev.act == Activation::Identity =>
+            {
+                (prev.pre, prev.c, prev.act) = (Some(x), (super::lower::Buf::Tensor(y), 0), act);
+            }
             call => out.push(call),
         }
     }
@@ -586,8 +599,7 @@ mod tests {
         let calls = fuse(lower(&graph), Fusion::ALL, &env);
         for call in &calls {
             if let Call::Fused(tasks) = call {
-                let adam = AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
-                let bindings = fused::generate(tasks, &graph, rows, Some(&adam)).bindings.len() as u32;
+                let bindings = fused::generate(tasks, &graph, rows).bindings.len() as u32;
                 assert!(bindings <= limits.max_storage_buffers_per_shader_stage, "{bindings} bindings: {tasks:?}");
                 assert!(kernel_bytes(tasks, &graph) <= limits.max_compute_workgroup_storage_size);
             }

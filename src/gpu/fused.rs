@@ -20,8 +20,7 @@
 use std::fmt::Write;
 
 use super::lower::{Buf, Call, Matmul, Size};
-use super::shaders::{Kernel, MAX_PARTS, MatmulForm, act_code};
-use crate::engine::AdamConfig;
+use super::shaders::{Kernel, MAX_PARTS, MatmulForm, TREE_SUM};
 use crate::model::{Activation, Graph, TensorId};
 
 /// Threads of every fused workgroup.
@@ -35,15 +34,19 @@ const BK: u32 = 16;
 /// Workgroup memory of a product task: each group's A and B tiles, reused
 /// for the sum of the groups' output tiles and for the loss reduction.
 pub const PRODUCT_BYTES: u32 = 2 * GROUPS * BK * TILE * 4;
+/// Where the B tiles start in the workgroup array (`red`, which the A tiles
+/// begin and every reduction uses).
+const FB: u32 = PRODUCT_BYTES / 8;
 /// Workgroup memory of the reduction scratch of row chains and loss finishes.
 pub const REDUCE_BYTES: u32 = THREADS * 4;
 
 /// What a product task does with each output value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Epilogue {
-    /// The product's own epilogue (accumulate, bias, activation), then
-    /// d·act'(y) from the activation's output y (an activation backward).
-    Store { act_backward: Option<(TensorId, Activation)> },
+    /// The product's own epilogue (accumulate, bias, the pre-activation
+    /// stored where the product keeps one, activation), then an activation
+    /// backward.
+    Store { act_backward: Option<ActBackward> },
     /// The output layer and BCE with logits: the logits are stored, their
     /// gradient recon_scale·(σ(v) - target) too, and each workgroup's share
     /// of the loss is partial `t` of slot `which`.
@@ -71,6 +74,15 @@ pub enum Task {
         which: u32,
         parts: u32,
     },
+}
+
+/// d·act'(x) in a product's epilogue: from the activation's output y and,
+/// where the activation needs it, its input x.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ActBackward {
+    pub y: TensorId,
+    pub x: Option<TensorId>,
+    pub act: Activation,
 }
 
 /// A buffer a fused kernel binds.
@@ -229,7 +241,7 @@ pub struct Generated {
 }
 
 /// Writes the kernel of `tasks` for at most `rows` rows.
-pub fn generate(tasks: &[Task], graph: &Graph, rows: usize, adam: Option<&AdamConfig>) -> Generated {
+pub fn generate(tasks: &[Task], graph: &Graph, rows: usize) -> Generated {
     let mut g = Gen { graph, bindings: Vec::new(), fns: String::new() };
     let mut dispatch = String::new();
     let mut first = 0u32;
@@ -245,7 +257,7 @@ pub fn generate(tasks: &[Task], graph: &Graph, rows: usize, adam: Option<&AdamCo
         match task {
             Task::Product { mm, epilogue } => {
                 needs_product_memory = true;
-                g.product(id, mm, epilogue, adam);
+                g.product(id, mm, epilogue);
             }
             Task::Rows { stages, per_group, store } => {
                 needs_reduce = true;
@@ -263,26 +275,19 @@ pub fn generate(tasks: &[Task], graph: &Graph, rows: usize, adam: Option<&AdamCo
         let access = if *written { "read_write" } else { "read" };
         writeln!(s, "@group(0) @binding({i}) var<storage, {access}> {}: array<f32>;", var_name(*res)).unwrap();
     }
+    // A workgroup runs one task: reductions use a product's tiles where there are some.
     if needs_product_memory {
-        let half = PRODUCT_BYTES / 8;
-        writeln!(s, "var<workgroup> fa: array<f32, {half}>;\nvar<workgroup> fb: array<f32, {half}>;").unwrap();
-    }
-    // A workgroup runs one task: reductions may use a product's tiles.
-    let (mut fns, mut tree_sum) = (g.fns, TREE_SUM.to_string());
-    if needs_product_memory {
-        fns = fns.replace("red[", "fa[");
-        tree_sum = tree_sum.replace("red[", "fa[");
+        writeln!(s, "const FB: u32 = {FB}u;\nvar<workgroup> red: array<f32, {}>;", PRODUCT_BYTES / 4).unwrap();
     } else if needs_reduce {
         writeln!(s, "var<workgroup> red: array<f32, {THREADS}>;").unwrap();
     }
     if row_floats > 0 {
         writeln!(s, "var<workgroup> rowbuf: array<f32, {row_floats}>;").unwrap();
     }
-    s.push_str(FUSED_LIBRARY);
-    if needs_reduce {
-        s.push_str(&tree_sum);
+    if needs_product_memory || needs_reduce {
+        s.push_str(TREE_SUM);
     }
-    s.push_str(&fns);
+    s.push_str(&g.fns);
     writeln!(
         s,
         "@compute @workgroup_size({THREADS})\nfn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{\n    let wid = wg.x;\n{dispatch}}}"
@@ -291,29 +296,6 @@ pub fn generate(tasks: &[Task], graph: &Graph, rows: usize, adam: Option<&AdamCo
     let label = tasks.iter().map(|t| t.label(rows as u32)).collect::<Vec<_>>().join(" | ");
     Generated { source: s, bindings: g.bindings, groups: first, label }
 }
-
-const FUSED_LIBRARY: &str = "
-fn sigmoid(x: f32) -> f32 {
-    let e = exp(-abs(x));
-    let s = 1.0 / (1.0 + e);
-    return select(e * s, s, x >= 0.0);
-}
-";
-
-const TREE_SUM: &str = "
-// Sum over the workgroup in a fixed tree; every thread must call it.
-fn tree_sum(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) { red[lid] += red[lid + s]; }
-        workgroupBarrier();
-    }
-    let total = red[0];
-    workgroupBarrier();
-    return total;
-}
-";
 
 fn var_name(r: Res) -> String {
     match r {
@@ -335,10 +317,6 @@ fn size_expr(s: Size) -> String {
     }
 }
 
-fn float(x: f32) -> String {
-    format!("{x:?}f")
-}
-
 struct Gen<'a> {
     graph: &'a Graph,
     bindings: Vec<(Res, bool)>,
@@ -355,7 +333,7 @@ impl Gen<'_> {
         var_name(res)
     }
 
-    fn product(&mut self, id: usize, mm: &Matmul, epilogue: &Epilogue, adam: Option<&AdamConfig>) {
+    fn product(&mut self, id: usize, mm: &Matmul, epilogue: &Epilogue) {
         let a = self.bind(Res::of(mm.a.0), false);
         let b = self.bind(Res::of(mm.b.0), false);
         let (off_a, off_b, n) = (mm.a.1, mm.b.1, mm.n);
@@ -390,11 +368,19 @@ impl Gen<'_> {
                     let p = self.bind(Res::Params, false);
                     writeln!(w, "        v += {p}[{bias}u + col];").unwrap();
                 }
-                writeln!(w, "        v = activate(v, {}u);", act_code(mm.act)).unwrap();
-                if let Some((y, act)) = act_backward {
+                if let Some(pre) = mm.pre {
+                    let pre = self.bind(Res::Tensor(pre), true);
+                    writeln!(w, "        {pre}[row * {n}u + col] = v;").unwrap();
+                }
+                writeln!(w, "        v = activate(v, {}u);", mm.act.code()).unwrap();
+                if let Some(ActBackward { y, x, act }) = act_backward {
                     let y = self.bind(Res::Tensor(*y), false);
-                    writeln!(w, "        v = activate_backward(v, {y}[row * {n}u + col], {}u);", act_code(*act))
-                        .unwrap();
+                    let x = match x {
+                        Some(x) => self.bind(Res::Tensor(*x), false),
+                        None => y.clone(),
+                    };
+                    let at = format!("[row * {n}u + col]");
+                    writeln!(w, "        v = d_activate(v, {x}{at}, {y}{at}, {}u);", act.code()).unwrap();
                 }
                 write!(w, "        {c}[idx] = v;").unwrap();
             }
@@ -408,16 +394,16 @@ impl Gen<'_> {
                     let p = self.bind(Res::Params, false);
                     writeln!(w, "        v += {p}[{bias}u + col];").unwrap();
                 }
-                writeln!(w, "        v = activate(v, {}u);", act_code(mm.act)).unwrap();
+                writeln!(w, "        v = activate(v, {}u);", mm.act.code()).unwrap();
                 writeln!(w, "        {c}[{}u + idx] = v;", mm.c.1).unwrap();
                 writeln!(w, "        let tv = {t}[idx];").unwrap();
-                writeln!(w, "        {d}[idx] = st.recon_scale * (sigmoid(v) - tv);").unwrap();
-                write!(w, "        part += max(v, 0.0) - v * tv + log(1.0 + exp(-abs(v)));").unwrap();
+                writeln!(w, "        {d}[idx] = d_bce_with_logits(v, tv, st.recon_scale);").unwrap();
+                write!(w, "        part += bce_with_logits(v, tv);").unwrap();
                 let at = which * MAX_PARTS;
+                // The barrier: other threads may still read the tiles tree_sum reuses.
                 write!(
                     after,
-                    "    workgroupBarrier();\n    fa[lid] = part;\n    workgroupBarrier();\n    for (var h = {}u; h > 0u; h >>= 1u) {{\n        if (lid < h) {{ fa[lid] += fa[lid + h]; }}\n        workgroupBarrier();\n    }}\n    if (lid == 0u) {{ {parts}[{at}u + t] = fa[0]; }}\n",
-                    THREADS / 2
+                    "    workgroupBarrier();\n    let total = tree_sum(lid, part);\n    if (lid == 0u) {{ {parts}[{at}u + t] = total; }}\n"
                 )
                 .unwrap();
             }
@@ -435,21 +421,15 @@ impl Gen<'_> {
                     write!(w, "        {grads}[pi] = s;").unwrap();
                 }
                 if *with_adam {
-                    let cfg = adam.expect("Adam's settings for a fused Adam step");
                     let (pm, m, v) =
                         (self.bind(Res::Params, true), self.bind(Res::AdamM, true), self.bind(Res::AdamV, true));
-                    let (b1, b2, lr, eps) = (float(cfg.beta1), float(cfg.beta2), float(cfg.lr), float(cfg.eps));
                     write!(
                         w,
                         "
-        let gr = {grads}[pi];
-        let b1 = {b1};
-        let b2 = {b2};
-        let mo = b1 * {m}[pi] + (1.0 - b1) * gr;
-        let ve = b2 * {v}[pi] + (1.0 - b2) * gr * gr;
-        {m}[pi] = mo;
-        {v}[pi] = ve;
-        {pm}[pi] -= {lr} * (mo * st.c1) / (sqrt(ve) * st.c2 + {eps});"
+        let u = adam({pm}[pi], {m}[pi], {v}[pi], {grads}[pi]);
+        {pm}[pi] = u.x;
+        {m}[pi] = u.y;
+        {v}[pi] = u.z;"
                     )
                     .unwrap();
                 }
@@ -488,7 +468,7 @@ fn task{id}(t: u32, lid: u32) {{
             let kk = k0 + p;
             var v = 0.0;
             if (row < m && kk < k) {{ v = {load_a}; }}
-            fa[base + p * {TILE}u + i] = v;
+            red[base + p * {TILE}u + i] = v;
         }}
         for (var e = q; e < {slice}u; e += {group}u) {{
             let j = {bj};
@@ -497,17 +477,17 @@ fn task{id}(t: u32, lid: u32) {{
             let kk = k0 + p;
             var v = 0.0;
             if (kk < k) {{ {load_b} }}
-            fb[base + p * {TILE}u + j] = v;
+            red[FB + base + p * {TILE}u + j] = v;
         }}
         workgroupBarrier();
         for (var p = 0u; p < {BK}u; p++) {{
             let ra = base + p * {TILE}u + ty;
-            let rb = base + p * {TILE}u + tx;
-            let bv = vec4<f32>(fb[rb], fb[rb + {tpn}u], fb[rb + {tpn2}u], fb[rb + {tpn3}u]);
-            acc[0] = fma(vec4<f32>(fa[ra]), bv, acc[0]);
-            acc[1] = fma(vec4<f32>(fa[ra + {tpn}u]), bv, acc[1]);
-            acc[2] = fma(vec4<f32>(fa[ra + {tpn2}u]), bv, acc[2]);
-            acc[3] = fma(vec4<f32>(fa[ra + {tpn3}u]), bv, acc[3]);
+            let rb = FB + base + p * {TILE}u + tx;
+            let bv = vec4<f32>(red[rb], red[rb + {tpn}u], red[rb + {tpn2}u], red[rb + {tpn3}u]);
+            acc[0] = fma(vec4<f32>(red[ra]), bv, acc[0]);
+            acc[1] = fma(vec4<f32>(red[ra + {tpn}u]), bv, acc[1]);
+            acc[2] = fma(vec4<f32>(red[ra + {tpn2}u]), bv, acc[2]);
+            acc[3] = fma(vec4<f32>(red[ra + {tpn3}u]), bv, acc[3]);
         }}
         workgroupBarrier();
     }}
@@ -516,7 +496,7 @@ fn task{id}(t: u32, lid: u32) {{
         for (var j = 0u; j < {PER}u; j++) {{
             let e = (ty + i * {tpn}u) * {TILE}u + tx + j * {tpn}u;
             let v = acc[i][j];
-            if (g < 2u) {{ fa[g * {out_tile}u + e] = v; }} else {{ fb[(g - 2u) * {out_tile}u + e] = v; }}
+            red[g * {out_tile}u + e] = v;
         }}
     }}
     workgroupBarrier();
@@ -524,7 +504,7 @@ fn task{id}(t: u32, lid: u32) {{
         let e = lid + u * {THREADS}u;
         let row = row0 + e / {TILE}u;
         let col = col0 + e % {TILE}u;
-        let s = ((fa[e] + fa[{out_tile}u + e]) + fb[e]) + fb[{out_tile}u + e];
+        let s = ((red[e] + red[{out_tile}u + e]) + red[{out_tile2}u + e]) + red[{out_tile3}u + e];
         if (row < m && col < {cols}u) {{
         {epi}
         }}
@@ -537,6 +517,8 @@ fn task{id}(t: u32, lid: u32) {{
             tpn3 = 3 * TILE / PER,
             round_m1 = round - 1,
             per_thread = out_tile / THREADS,
+            out_tile2 = 2 * out_tile,
+            out_tile3 = 3 * out_tile,
         )
         .unwrap();
     }
@@ -659,10 +641,17 @@ impl Chain<'_, '_> {
     fn stage(&mut self, call: &Call) {
         match call {
             Call::Matmul(m) => self.product(m),
-            &Call::Activation { y, width, act } => {
-                self.load(y);
+            &Call::Activation { y, x, width, act } => {
+                let xv = match x {
+                    Some(x) => self.get(x, "r", "e"),
+                    None => {
+                        self.load(y);
+                        self.shared(y, "r", "e")
+                    }
+                };
+                self.written(y);
                 let v = self.shared(y, "r", "e");
-                self.each(width, &format!("{v} = activate({v}, {}u);", act_code(act)));
+                self.each(width, &format!("{v} = activate({xv}, {}u);", act.code()));
             }
             &Call::BiasAdd { y, width, bias } => {
                 self.load(y);
@@ -670,11 +659,12 @@ impl Chain<'_, '_> {
                 let p = self.writer.bind(Res::Params, false);
                 self.each(width, &format!("{v} = {v} + {p}[{bias}u + e];"));
             }
-            &Call::ActivationBackward { d, y, width, act } => {
+            &Call::ActivationBackward { d, y, x, width, act } => {
                 self.load(d);
                 let yv = self.get(y, "r", "e");
+                let xv = x.map(|x| self.get(x, "r", "e")).unwrap_or_else(|| yv.clone());
                 let v = self.shared(d, "r", "e");
-                self.each(width, &format!("{v} = activate_backward({v}, {yv}, {}u);", act_code(act)));
+                self.each(width, &format!("{v} = d_activate({v}, {xv}, {yv}, {}u);", act.code()));
             }
             &Call::Sigmoid { y, x, width } => {
                 let xv = self.get(x, "r", "e");
@@ -686,37 +676,30 @@ impl Chain<'_, '_> {
                 self.load(d);
                 let yv = self.get(y, "r", "e");
                 let v = self.shared(d, "r", "e");
-                self.each(width, &format!("let y = {yv};\n        {v} = {v} * (y * (1.0 - y));"));
+                self.each(width, &format!("{v} = d_sigmoid({v}, {yv});"));
             }
             &Call::LossBackward { kernel, out, inputs: [x, target], width } => {
                 let (xv, tv) = (self.get(x, "r", "e"), self.get(target, "r", "e"));
                 self.written(out);
                 let v = self.shared(out, "r", "e");
                 let body = match kernel {
-                    Kernel::BceWithLogitsBackward => format!("{v} = st.recon_scale * (sigmoid({xv}) - {tv});"),
-                    Kernel::MseBackward => format!("{v} = st.recon_scale * 2.0 * ({xv} - {tv});"),
+                    Kernel::BceWithLogitsBackward => format!("{v} = d_bce_with_logits({xv}, {tv}, st.recon_scale);"),
+                    Kernel::MseBackward => format!("{v} = d_mse({xv}, {tv}, st.recon_scale);"),
                     other => unreachable!("{other:?} is not a loss gradient"),
                 };
                 self.each(width, &body);
             }
             Call::LossPartials { kernel, inputs, width, which } => {
                 let term = match kernel {
-                    Kernel::BceWithLogitsForward => {
+                    Kernel::BceWithLogitsForward | Kernel::MseForward => {
                         let (a, t) = (self.get(inputs[0], "r", "e"), self.get(inputs[1], "r", "e"));
-                        format!(
-                            "let a = {a};\n        let tv = {t};\n        s += max(a, 0.0) - a * tv + log(1.0 + exp(-abs(a)));"
-                        )
-                    }
-                    Kernel::MseForward => {
-                        let (a, t) = (self.get(inputs[0], "r", "e"), self.get(inputs[1], "r", "e"));
-                        format!("let d = {a} - {t};\n        s += d * d;")
+                        let f = if *kernel == Kernel::MseForward { "mse" } else { "bce_with_logits" };
+                        format!("s += {f}({a}, {t});")
                     }
                     Kernel::KlForward => {
                         let (mu, lv) =
                             (self.get(inputs[0], "r", "e"), self.get(inputs[0], "r", &format!("{width}u + e")));
-                        format!(
-                            "let mu = {mu};\n        let lv = {lv};\n        s += -0.5 * (1.0 + lv - mu * mu - exp(lv));"
-                        )
+                        format!("s += kl({mu}, {lv});")
                     }
                     other => unreachable!("{other:?} is not a loss"),
                 };
@@ -736,7 +719,7 @@ impl Chain<'_, '_> {
                 self.each(
                     latent,
                     &format!(
-                        "let n = normal(st.seed, st.reparam_stream, st.rng_step, (row0 + r) * {latent}u + e);\n        {ev} = n;\n        {zv} = {mu} + exp(0.5 * {lv}) * n;"
+                        "let n = normal(st.seed, st.reparam_stream, st.rng_step, (row0 + r) * {latent}u + e);\n        {ev} = n;\n        {zv} = reparameterize({mu}, {lv}, n);"
                     ),
                 );
             }
@@ -747,13 +730,12 @@ impl Chain<'_, '_> {
                 let (g, n, lv) =
                     (self.get(dz, "r", "e"), self.get(eps, "r", "e"), self.get(mulv, "r", &format!("{latent}u + e")));
                 let (dmu, dlv) = (self.shared(d, "r", "e"), self.shared(d, "r", &format!("{latent}u + e")));
-                let acc =
-                    if accumulate { format!("\n        dmu += {dmu};\n        dlv += {dlv};") } else { String::new() };
+                let acc = if accumulate { format!("\n        g += vec2<f32>({dmu}, {dlv});") } else { String::new() };
                 self.written(d);
                 self.each(
                     latent,
                     &format!(
-                        "let g = {g};\n        var dmu = g;\n        var dlv = g * {n} * 0.5 * exp(0.5 * {lv});{acc}\n        {dmu} = dmu;\n        {dlv} = dlv;"
+                        "var g = d_reparameterize({g}, {lv}, {n});{acc}\n        {dmu} = g.x;\n        {dlv} = g.y;"
                     ),
                 );
             }
@@ -763,17 +745,13 @@ impl Chain<'_, '_> {
                 }
                 let (mu, lv) = (self.get(mulv, "r", "e"), self.get(mulv, "r", &format!("{latent}u + e")));
                 let (dmu, dlv) = (self.shared(d, "r", "e"), self.shared(d, "r", &format!("{latent}u + e")));
-                let body = if accumulate {
-                    format!(
-                        "let mu = {mu};\n        let lv = {lv};\n        {dmu} = {dmu} + st.kl_scale * mu;\n        {dlv} = {dlv} + st.kl_scale * 0.5 * (exp(lv) - 1.0);"
-                    )
-                } else {
-                    format!(
-                        "let mu = {mu};\n        let lv = {lv};\n        {dmu} = st.kl_scale * mu;\n        {dlv} = st.kl_scale * 0.5 * (exp(lv) - 1.0);"
-                    )
-                };
+                let acc =
+                    if accumulate { format!("\n        g = vec2<f32>({dmu}, {dlv}) + g;") } else { String::new() };
                 self.written(d);
-                self.each(latent, &body);
+                self.each(
+                    latent,
+                    &format!("var g = d_kl({mu}, {lv}, st.kl_scale);{acc}\n        {dmu} = g.x;\n        {dlv} = g.y;"),
+                );
             }
             &Call::InputNoise { out, clean, width } => {
                 let c = self.get(clean, "r", "e");
@@ -782,7 +760,7 @@ impl Chain<'_, '_> {
                 self.each(
                     width,
                     &format!(
-                        "{v} = clamp({c} + st.noise_std * normal(st.seed, st.noise_stream, st.rng_step, (row0 + r) * {width}u + e), 0.0, 1.0);"
+                        "{v} = input_noise({c}, st.noise_std, normal(st.seed, st.noise_stream, st.rng_step, (row0 + r) * {width}u + e));"
                     ),
                 );
             }
@@ -815,7 +793,11 @@ impl Chain<'_, '_> {
         if let Some(bias) = m.bias {
             write!(epi, " v += {p}[{bias}u + o];").unwrap();
         }
-        write!(epi, " {out} = activate(v, {}u);", act_code(m.act)).unwrap();
+        if let Some(pre) = m.pre {
+            self.written(pre);
+            write!(epi, " {} = v;", self.shared(pre, "r", "o")).unwrap();
+        }
+        write!(epi, " {out} = activate(v, {}u);", m.act.code()).unwrap();
         let rows = self.per_group;
         let lanes = lanes(outs);
         let c = &mut self.code;

@@ -20,10 +20,8 @@ use super::params::{
 };
 use super::program::{Program, ProgramBuilder};
 use super::shaders::{
-    Kernel, Kernels, MAX_PARTS, MatmulForm, MatmulVariant, act_code, column_sums_groups, conv_groups, flags, grid_1d,
-    loss_parts,
+    Kernel, Kernels, MAX_PARTS, MatmulForm, MatmulVariant, column_sums_groups, conv_groups, flags, grid_1d, loss_parts,
 };
-use crate::engine::AdamConfig;
 use crate::error::Result;
 use crate::model::{Activation, ConvGeom, Graph, LayerKind, LossTerm, Op, TensorId};
 
@@ -55,6 +53,9 @@ pub struct Matmul {
     pub c: (Buf, usize),
     pub bias: Option<usize>,
     pub act: Activation,
+    /// Where the epilogue also stores the pre-activation (sum + bias), for
+    /// an activation whose backward reads it (generated products only).
+    pub pre: Option<TensorId>,
     pub accumulate: bool,
     /// K slices (1: not split); each >1 product is followed by its finish.
     pub slices: u32,
@@ -80,14 +81,18 @@ pub enum Call {
         width: usize,
         bias: usize,
     },
+    /// y = act(y) in place, or y = act(x) when the layer keeps x.
     Activation {
         y: TensorId,
+        x: Option<TensorId>,
         width: usize,
         act: Activation,
     },
+    /// d *= act'(x) from y = act(x) and, where the activation needs it, x.
     ActivationBackward {
         d: TensorId,
         y: TensorId,
+        x: Option<TensorId>,
         width: usize,
         act: Activation,
     },
@@ -185,16 +190,18 @@ pub fn lower(graph: &Graph) -> Vec<Call> {
             Op::Gather => calls.push(Call::Gather { out: outs[0], width: w(outs[0]) }),
             Op::InputNoise => calls.push(Call::InputNoise { out: outs[0], clean: ins[0], width: w(outs[0]) }),
             Op::Dense(l) => {
-                let y = outs[0];
+                // The product and bias go to the pre-activation where the layer keeps one.
+                let (y, pre) = (outs[0], outs.get(1).copied());
+                let sum = pre.unwrap_or(y);
                 calls.push(Call::Matmul(product(
                     MatmulForm::Nt,
                     (Size::Rows, Size::Fixed(l.inputs), l.outputs),
-                    [(Buf::Tensor(ins[0]), 0), (Buf::Params, l.weight), (Buf::Tensor(y), 0)],
+                    [(Buf::Tensor(ins[0]), 0), (Buf::Params, l.weight), (Buf::Tensor(sum), 0)],
                     false,
                 )));
-                calls.push(Call::BiasAdd { y, width: l.outputs, bias: l.bias });
+                calls.push(Call::BiasAdd { y: sum, width: l.outputs, bias: l.bias });
                 if l.activation != Activation::Identity {
-                    calls.push(Call::Activation { y, width: l.outputs, act: l.activation });
+                    calls.push(Call::Activation { y, x: pre, width: l.outputs, act: l.activation });
                 }
             }
             &Op::Reparameterize { latent } => {
@@ -214,9 +221,13 @@ pub fn lower(graph: &Graph) -> Vec<Call> {
                 calls.push(Call::LossBackward { kernel, out: outs[0], inputs: [ins[0], ins[1]], width });
             }
             Op::SigmoidBackward => calls.push(Call::SigmoidBackward { d: outs[0], y: ins[0], width: w(outs[0]) }),
-            &Op::ActivationBackward(act) => {
-                calls.push(Call::ActivationBackward { d: outs[0], y: ins[0], width: w(outs[0]), act })
-            }
+            &Op::ActivationBackward(act) => calls.push(Call::ActivationBackward {
+                d: outs[0],
+                y: ins[0],
+                x: ins.get(1).copied(),
+                width: w(outs[0]),
+                act,
+            }),
             Op::DenseBackward { layer: l, accumulate } => {
                 let (dy, x) = (ins[0], ins[1]);
                 // Overwrites dW: each layer's parameters have one Dense node.
@@ -249,17 +260,17 @@ pub fn lower(graph: &Graph) -> Vec<Call> {
             }
             Op::AdamUpdate => calls.push(Call::Adam),
             Op::Conv(l) => {
-                let (x, y) = (ins[0], outs[0]);
+                let (x, y, pre) = (ins[0], outs[0], outs.get(1).copied());
                 let (kernel, geom) = match l.kind {
                     LayerKind::Conv2d(g) => (Kernel::Conv2dForward, g),
                     LayerKind::ConvTranspose2d(g) => (Kernel::Conv2dBackwardData, g),
                     LayerKind::Dense => unreachable!("a Conv node holds a convolution"),
                 };
                 let (out, out_at, weight, bias, act) =
-                    (Buf::Tensor(y), 0, l.weight, Some(l.bias), Activation::Identity);
+                    (Buf::Tensor(pre.unwrap_or(y)), 0, l.weight, Some(l.bias), Activation::Identity);
                 calls.push(Call::Conv { kernel, geom, a: x, x: None, out, out_at, weight, bias, act });
                 if l.activation != Activation::Identity {
-                    calls.push(Call::Activation { y, width: l.outputs, act: l.activation });
+                    calls.push(Call::Activation { y, x: pre, width: l.outputs, act: l.activation });
                 }
             }
             Op::ConvBackward { layer: l, accumulate } => {
@@ -314,7 +325,7 @@ pub fn lower(graph: &Graph) -> Vec<Call> {
 
 fn product(form: MatmulForm, (m, k, n): (Size, Size, usize), [a, b, c]: [(Buf, usize); 3], accumulate: bool) -> Matmul {
     let variant = MatmulVariant::Naive;
-    Matmul { form, variant, m, k, n, a, b, c, bias: None, act: Activation::Identity, accumulate, slices: 1 }
+    Matmul { form, variant, m, k, n, a, b, c, bias: None, act: Activation::Identity, pre: None, accumulate, slices: 1 }
 }
 
 fn loss(calls: &mut Vec<Call>, kernel: Kernel, ins: &[TensorId], width: usize, term: LossTerm) {
@@ -352,7 +363,8 @@ pub struct Bindings<'a> {
     pub params: &'a wgpu::Buffer,
     pub param_count: usize,
     pub grads: Option<&'a wgpu::Buffer>,
-    pub adam: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer, &'a AdamConfig)>,
+    /// Adam's moments (its settings come with each step).
+    pub adam: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
     /// Loss partials (2 x MAX_PARTS) and the per-step loss slots.
     pub losses: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
     /// The data set's pixels and order, for `Gather`; without them gathers are skipped.
@@ -386,7 +398,7 @@ pub fn emit(
         n: n as u32,
         off_in: off_in as u32,
         off_out: 0,
-        act: act_code(act),
+        act: act.code(),
     };
     for call in calls {
         match call {
@@ -423,11 +435,16 @@ pub fn emit(
                 let params = ew(width, bias, Activation::Identity);
                 p.push(Kernel::BiasAdd, params, &[(Slot::Out, &t(y)?), (Slot::Inp, bind.params)], grid(width));
             }
-            &Call::Activation { y, width, act } => {
+            &Call::Activation { y, x: None, width, act } => {
                 p.push(Kernel::ActivationForward, ew(width, 0, act), &[(Slot::Out, &t(y)?)], grid(width));
             }
-            &Call::ActivationBackward { d, y, width, act } => {
-                let b = [(Slot::Out, &t(d)?), (Slot::Inp, &t(y)?)];
+            &Call::Activation { y, x: Some(x), width, act } => {
+                let b = [(Slot::Out, &t(y)?), (Slot::Inp, &t(x)?)];
+                p.push(Kernel::ActivationForwardFrom, ew(width, 0, act), &b, grid(width));
+            }
+            &Call::ActivationBackward { d, y, x, width, act } => {
+                // Activations that need only y get it for x too (`ops::d_activate`).
+                let b = [(Slot::Out, &t(d)?), (Slot::Inp, &t(y)?), (Slot::X, &t(x.unwrap_or(y))?)];
                 p.push(Kernel::ActivationBackward, ew(width, 0, act), &b, grid(width));
             }
             &Call::ColumnSums { a, width, at } => {
@@ -498,7 +515,7 @@ pub fn emit(
                     stride: g.stride as u32,
                     padding: g.padding as u32,
                     flags: if bias.is_some() { flags::BIAS } else { 0 },
-                    act: act_code(act),
+                    act: act.code(),
                     off_w: weight as u32,
                     off_bias: bias.unwrap_or(0) as u32,
                     off_out: out_at as u32,
@@ -517,8 +534,7 @@ pub fn emit(
                 p.push(kernel, params, &b, conv_groups(kernel, &g, rows));
             }
             Call::Fused(tasks) => {
-                let adam = bind.adam.map(|(_, _, a)| a);
-                let generated = generate(tasks, graph, rows, adam);
+                let generated = generate(tasks, graph, rows);
                 let buffers = generated
                     .bindings
                     .iter()
@@ -539,10 +555,10 @@ pub fn emit(
                 p.push_generated(pipeline, buffers, tasks.clone(), generated.groups);
             }
             Call::Adam => {
-                let (m, v, a) = bind.adam.expect("Adam's moments bound");
+                let (m, v) = bind.adam.expect("Adam's moments bound");
                 let grads = need(bind.grads, "grads");
                 let n = bind.param_count;
-                let params = AdamParams { count: n as u32, lr: a.lr, beta1: a.beta1, beta2: a.beta2, eps: a.eps };
+                let params = AdamParams { count: n as u32 };
                 let b = [(Slot::Params, bind.params), (Slot::AdamM, m), (Slot::AdamV, v), (Slot::Grads, &grads)];
                 p.push(Kernel::AdamUpdate, params, &b, grid_1d(n));
             }
@@ -568,7 +584,7 @@ pub fn matmul_params(m: &Matmul) -> MatmulParams {
         off_c: m.c.1 as u32,
         off_bias: m.bias.unwrap_or(0) as u32,
         slices: if m.slices > 1 { m.slices } else { 0 },
-        act: act_code(m.act),
+        act: m.act.code(),
     }
 }
 

@@ -8,7 +8,6 @@ use super::fused::{Res, Task, generate};
 use super::params::{KernelParams, Slot};
 use super::program::{Program, ProgramBuilder, Step, StepTable};
 use super::shaders::{Kernel, Kernels};
-use crate::engine::AdamConfig;
 use crate::error::{Error, Result};
 use crate::model::Graph;
 
@@ -75,7 +74,6 @@ pub fn run_once<P: KernelParams>(
 /// one step, on buffers initialised from `bindings` (by what each holds;
 /// `graph` names the tensors' widths). Returns every given buffer's contents,
 /// in the order given; one the kernel does not bind comes back as it went in.
-#[allow(clippy::too_many_arguments)]
 pub fn run_generated(
     ctx: &GpuContext,
     kernels: &Kernels,
@@ -83,10 +81,9 @@ pub fn run_generated(
     graph: &Graph,
     rows: usize,
     step: Step,
-    adam: Option<&AdamConfig>,
     bindings: &[(Res, Host<'_>)],
 ) -> Result<Vec<Vec<f32>>> {
-    let generated = generate(tasks, graph, rows, adam);
+    let generated = generate(tasks, graph, rows);
     let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
     let buffers: Vec<wgpu::Buffer> = bindings.iter().map(|&(_, d)| upload(ctx, d)).collect();
     let holding = |res: Res| {
@@ -105,6 +102,31 @@ pub fn run_generated(
         return Err(Error::Gpu(format!("{}: {e}", generated.label)));
     }
     bindings.iter().zip(&buffers).map(|(&(_, d), b)| ctx.read_f32(b, 0, d.bytes().len() / 4)).collect()
+}
+
+/// Runs a module of our own WGSL (after `shaders::prelude`: constants,
+/// `Step`, the ops) whose entry point `main` binds `bindings.len()`
+/// read-write f32 arrays at group 0, for one step on `groups` workgroups.
+/// Returns the arrays' contents: the ops' GPU-vs-CPU test runs them so.
+pub fn run_wgsl(
+    ctx: &GpuContext,
+    kernels: &Kernels,
+    source: &str,
+    groups: u32,
+    step: Step,
+    bindings: &[Host<'_>],
+) -> Result<Vec<Vec<f32>>> {
+    let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let buffers: Vec<wgpu::Buffer> = bindings.iter().map(|&d| upload(ctx, d)).collect();
+    let pipeline = kernels.generated(ctx, source, &vec![true; bindings.len()]);
+    let mut builder = ProgramBuilder::default();
+    builder.push_generated(pipeline, buffers.clone(), Vec::new(), groups);
+    let program = builder.build(&ctx.device, kernels);
+    submit_once(ctx, kernels, &program, step);
+    if let Some(e) = pollster::block_on(scope.pop()) {
+        return Err(Error::Gpu(format!("run_wgsl: {e}")));
+    }
+    bindings.iter().zip(&buffers).map(|(d, b)| ctx.read_f32(b, 0, d.bytes().len() / 4)).collect()
 }
 
 /// Records `program` for one step row and submits it.

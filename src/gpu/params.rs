@@ -28,8 +28,6 @@ macro_rules! kernel_params {
             const WGSL: &'static str =
                 concat!("struct ", stringify!($name), " {\n", $("    ", stringify!($field), ": ", stringify!($ty), ",\n",)* "}\n");
         }
-
-        const _: () = assert!(std::mem::size_of::<$name>() <= PARAMS_SLOT, "parameters outgrow their uniform slot");
     };
 }
 
@@ -92,8 +90,8 @@ kernel_params! {
 }
 
 kernel_params! {
-    /// Adam over `count` parameters.
-    AdamParams { count: u32, lr: f32, beta1: f32, beta2: f32, eps: f32 }
+    /// Adam over `count` parameters (its settings come with the step).
+    AdamParams { count: u32 }
 }
 
 kernel_params! {
@@ -118,7 +116,13 @@ kernel_params! {
         noise_stream: u32,
         pad0: u32,
         noise_std: f32,
-        /// Adam bias corrections from `AdamConfig::corrections(t)`.
+        /// Adam's settings for this step (`ops::AdamStep`): a schedule's
+        /// learning rate, betas, eps and the bias corrections, as data, so
+        /// that no setting is compiled into a kernel.
+        lr: f32,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
         c1: f32,
         c2: f32,
         /// Objective weights from `Objective::for_batch`.
@@ -129,6 +133,28 @@ kernel_params! {
         pad3: f32,
     }
 }
+
+// Each family's parameters fit the uniform slot every dispatch gets (the
+// step table has rows of its own size).
+const _: () = {
+    use std::mem::size_of;
+    let sizes = [
+        size_of::<MatmulParams>(),
+        size_of::<ConvParams>(),
+        size_of::<ElementwiseParams>(),
+        size_of::<ReduceParams>(),
+        size_of::<LossParams>(),
+        size_of::<ReparamParams>(),
+        size_of::<GatherParams>(),
+        size_of::<AdamParams>(),
+        size_of::<RandomParams>(),
+    ];
+    let mut i = 0;
+    while i < sizes.len() {
+        assert!(sizes[i] <= PARAMS_SLOT, "parameters outgrow their uniform slot");
+        i += 1;
+    }
+};
 
 /// A storage binding of some family, by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -211,7 +237,7 @@ const fn ro(slot: Slot) -> Binding {
 
 pub const MATMUL: &[Binding] = &[rw(Slot::C), rw(Slot::Partial), ro(Slot::A), ro(Slot::B), ro(Slot::Bias)];
 pub const CONV: &[Binding] = &[rw(Slot::Out), ro(Slot::A), ro(Slot::X), ro(Slot::W), ro(Slot::Bias)];
-pub const ACTIVATION: &[Binding] = &[rw(Slot::Out), ro(Slot::Inp)];
+pub const ACTIVATION: &[Binding] = &[rw(Slot::Out), ro(Slot::Inp), ro(Slot::X)];
 pub const REDUCE: &[Binding] = &[rw(Slot::Out), ro(Slot::A)];
 pub const LOSS: &[Binding] = &[rw(Slot::Out), ro(Slot::X), ro(Slot::Target)];
 pub const REPARAM: &[Binding] =
@@ -252,7 +278,7 @@ mod tests {
             ReduceParams::WGSL,
             "struct ReduceParams {\n    n: u32,\n    flags: u32,\n    off_in: u32,\n    off_out: u32,\n}\n"
         );
-        assert!(AdamParams::WGSL.contains("lr: f32,"));
+        assert!(Step::WGSL.contains("lr: f32,"));
         assert_eq!(std::mem::size_of::<MatmulParams>(), 40);
     }
 }

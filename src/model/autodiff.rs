@@ -51,7 +51,9 @@ pub(super) fn append_backward(g: &mut Graph) {
                 let (x, y) = (ins[0], node.outputs[0]);
                 let Some(dy) = grad[y.0] else { continue };
                 if layer.activation != Activation::Identity {
-                    push(&mut b, Op::ActivationBackward(layer.activation), vec![y], vec![dy]);
+                    // [y] and, when the node kept it, the pre-activation.
+                    let inputs = node.outputs.clone();
+                    push(&mut b, Op::ActivationBackward(layer.activation), inputs, vec![dy]);
                 }
                 let (dx, accumulate) = if needs[x.0] {
                     let (d, acc) = grad_of(&mut b, &mut grad, x);

@@ -37,9 +37,11 @@ pub enum Op {
     Gather,
     /// [clean] -> [noisy]: clamp(clean + std·N(0, 1), 0, 1), std from the step.
     InputNoise,
-    /// [x] -> [y]: y = act(x·Wᵀ + b).
+    /// [x] -> [y] or [y, pre]: y = act(pre), pre = x·Wᵀ + b, kept as a
+    /// tensor when the activation's backward needs its input.
     Dense(Layer),
-    /// [x] -> [y]: y = act(conv(x) + b), a `Conv2d` or `ConvTranspose2d` layer.
+    /// [x] -> [y] or [y, pre]: as `Dense` with pre = conv(x) + b, a
+    /// `Conv2d` or `ConvTranspose2d` layer.
     Conv(Layer),
     /// [mulv] -> [z, eps]: z = mu + e^(logvar/2)·eps, eps ~ N(0, 1) from the step.
     Reparameterize { latent: usize },
@@ -58,7 +60,8 @@ pub enum Op {
     MseBackward { accumulate: bool },
     /// [y] -> [d] in place: d *= y(1 - y).
     SigmoidBackward,
-    /// [y] -> [d] in place: d *= act'(x), from the activation's output y.
+    /// [y] or [y, x] -> [d] in place: d *= act'(x), from the activation's
+    /// output y and, for an activation that needs it, its input x.
     ActivationBackward(Activation),
     /// [dy, x] -> [dx] (or [] when x needs no gradient): dW += dyᵀ·x and
     /// db += Σ dy into the flat gradient buffer, dx = dy·W.
@@ -214,14 +217,20 @@ impl Builder {
         outputs
     }
 
-    /// A layer of any kind: `Dense` or `Conv`.
+    /// A layer of any kind: `Dense` or `Conv`, with its pre-activation as a
+    /// second output when the activation's backward reads it.
     fn dense(&mut self, layer: &Layer, x: TensorId) -> TensorId {
         let name = layer.name.clone();
         let op = match layer.kind {
             LayerKind::Dense => Op::Dense(layer.clone()),
             LayerKind::Conv2d(_) | LayerKind::ConvTranspose2d(_) => Op::Conv(layer.clone()),
         };
-        self.node(op, &[x], &[(&name, layer.outputs)])[0]
+        let pre = format!("{name} (pre-activation)");
+        let mut outputs = vec![(name.as_str(), layer.outputs)];
+        if layer.activation.needs_input() {
+            outputs.push((&pre, layer.outputs));
+        }
+        self.node(op, &[x], &outputs)[0]
     }
 }
 

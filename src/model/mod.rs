@@ -140,26 +140,7 @@ impl ModelConfig {
     }
 }
 
-/// An element-wise activation; its backward pass needs only its output.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Activation {
-    /// No activation (output layers, the VAE head).
-    #[value(skip)]
-    Identity,
-    /// max(x, 0).
-    #[default]
-    Relu,
-    /// x for x > 0, else 0.01·x (PyTorch's default slope).
-    LeakyRelu,
-    /// tanh(x).
-    Tanh,
-}
-
-impl Activation {
-    /// The slope of `LeakyRelu` below zero.
-    pub const LEAKY_SLOPE: f32 = 0.01;
-}
+pub use crate::ops::Activation;
 
 /// One dense layer `y = act(x·Wᵀ + b)`; W is [outputs, inputs] as in PyTorch.
 /// What a layer computes; its weights are shaped as PyTorch's module's.

@@ -6,12 +6,16 @@ use crate::engine::AdamConfig;
 use crate::error::{Error, Result};
 use crate::limits;
 use crate::model::{InitScheme, ModelConfig};
+use crate::schedule::LrSchedule;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub model: ModelConfig,
     pub init: InitScheme,
     pub adam: AdamConfig,
+    /// Absent (constant) in runs from before schedules.
+    #[serde(default, skip_serializing_if = "LrSchedule::is_constant")]
+    pub lr_schedule: LrSchedule,
     pub batch_size: usize,
     pub epochs: usize,
     /// Weight of the KL term (VAE).
@@ -39,6 +43,7 @@ impl TrainConfig {
         if !lr.is_finite() || lr <= 0.0 {
             return Err(Error::invalid("--lr", format!("{lr} is not a positive finite number")));
         }
+        self.lr_schedule.validate(lr)?;
         if !self.adam.eps.is_finite() || self.adam.eps <= 0.0 {
             return Err(Error::invalid("--adam-eps", format!("{} is not a positive finite number", self.adam.eps)));
         }

@@ -34,9 +34,14 @@ pub struct EpochRecord {
     pub test: Losses,
     pub seconds: f64,
     pub samples_per_s: f64,
+    /// The learning rate of the epoch's last step.
+    pub lr: f32,
 }
 
-const HEADER: &str = "epoch,train_loss,train_recon,train_kl,test_loss,test_recon,test_kl,seconds,samples_per_s\n";
+const HEADER: &str = "epoch,train_loss,train_recon,train_kl,test_loss,test_recon,test_kl,seconds,samples_per_s,lr\n";
+/// The header of runs from before schedules, whose rate was constant.
+const HEADER_BEFORE_LR: &str =
+    "epoch,train_loss,train_recon,train_kl,test_loss,test_recon,test_kl,seconds,samples_per_s\n";
 
 pub fn write_csv(path: &Path, records: &[EpochRecord]) -> Result<()> {
     write_atomic(path, csv(records).as_bytes())
@@ -49,8 +54,8 @@ pub fn csv(records: &[EpochRecord]) -> String {
         let (a, b) = (r.train, r.test);
         writeln!(
             csv,
-            "{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.3},{:.0}",
-            r.epoch, a.total, a.recon, a.kl, b.total, b.recon, b.kl, r.seconds, r.samples_per_s
+            "{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.3},{:.0},{}",
+            r.epoch, a.total, a.recon, a.kl, b.total, b.recon, b.kl, r.seconds, r.samples_per_s, r.lr
         )
         .expect("writing to a String");
     }
@@ -59,18 +64,20 @@ pub fn csv(records: &[EpochRecord]) -> String {
 
 /// Reads back what `csv` wrote (a resumed run continues its rows); `path`
 /// only names the file in errors. Printing the parsed rows again gives the
-/// same text.
-pub fn parse_csv(text: &str, path: &Path) -> Result<Vec<EpochRecord>> {
+/// same text. Files from before the `lr` column get `constant_lr`.
+pub fn parse_csv(text: &str, path: &Path, constant_lr: f32) -> Result<Vec<EpochRecord>> {
     let bad = |line: usize, what: String| Error::bad_file(path, format!("line {line}: {what}"));
     let mut lines = text.lines();
-    if lines.next() != Some(HEADER.trim_end()) {
-        return Err(bad(1, "not the header of a gpu-vae metrics file".into()));
-    }
+    let width = match lines.next() {
+        Some(h) if h == HEADER.trim_end() => 10,
+        Some(h) if h == HEADER_BEFORE_LR.trim_end() => 9,
+        _ => return Err(bad(1, "not the header of a gpu-vae metrics file".into())),
+    };
     let mut records = Vec::new();
     for (i, line) in lines.enumerate() {
         let fields: Vec<&str> = line.split(',').collect();
-        if fields.len() != 9 {
-            return Err(bad(i + 2, format!("{} fields, expected 9", fields.len())));
+        if fields.len() != width {
+            return Err(bad(i + 2, format!("{} fields, expected {width}", fields.len())));
         }
         let num = |k: usize| fields[k].parse::<f64>().map_err(|e| bad(i + 2, format!("`{}`: {e}", fields[k])));
         let epoch = fields[0].parse::<usize>().map_err(|e| bad(i + 2, format!("epoch `{}`: {e}", fields[0])))?;
@@ -83,6 +90,7 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<Vec<EpochRecord>> {
             test: Losses { total: num(4)?, recon: num(5)?, kl: num(6)? },
             seconds: num(7)?,
             samples_per_s: num(8)?,
+            lr: if width == 10 { num(9)? as f32 } else { constant_lr },
         });
     }
     Ok(records)
@@ -102,12 +110,17 @@ mod tests {
                 test: l(1.0 / 3.0 + e as f64),
                 seconds: 0.1234 * e as f64,
                 samples_per_s: 12345.678,
+                lr: 1e-3 / e as f32,
             })
             .collect();
         let text = csv(&records);
-        let back = parse_csv(&text, Path::new("metrics.csv")).unwrap();
+        let back = parse_csv(&text, Path::new("metrics.csv"), 0.0).unwrap();
         assert_eq!(csv(&back), text);
-        let e = parse_csv("epoch,x\n", Path::new("m.csv")).unwrap_err().to_string();
+        // A run from before the lr column: its constant rate fills it.
+        let old: String = text.lines().map(|l| l.rsplit_once(',').unwrap().0.to_string() + "\n").collect();
+        let back = parse_csv(&old, Path::new("metrics.csv"), 5e-4).unwrap();
+        assert!(back.iter().all(|r| r.lr == 5e-4));
+        let e = parse_csv("epoch,x\n", Path::new("m.csv"), 0.0).unwrap_err().to_string();
         assert!(e.contains("m.csv: line 1"), "{e}");
     }
 }

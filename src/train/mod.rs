@@ -94,7 +94,7 @@ pub fn train_from(
             ));
         }
         let file = run.out.join(state::OPTIMIZER_FILE);
-        records = metrics::parse_csv(&state.metrics, &file)?;
+        records = metrics::parse_csv(&state.metrics, &file, cfg.adam.lr)?;
         if records.len() != p.epochs_done {
             let rows = records.len();
             return Err(Error::bad_file(
@@ -116,6 +116,7 @@ pub fn train_from(
             seed: cfg.seed,
             noise_std: cfg.noise_std,
             beta: cfg.beta_at(epoch),
+            lr: cfg.lr_schedule.plan(batches, cfg.epochs),
         };
         progress.epoch_started(epoch, plan.batches());
         let started = Instant::now();
@@ -151,6 +152,7 @@ pub fn train_from(
             test: Losses::from_sums(arch, test, run.test.count),
             seconds,
             samples_per_s: n as f64 / seconds,
+            lr: plan.lr.lr(cfg.adam.lr, step - 1),
         };
         if !record.test.total.is_finite() {
             return Err(Error::NonFiniteLoss { value: record.test.total as f32, step, epoch });

@@ -1,0 +1,58 @@
+//! Nothing moves: 2-epoch CPU runs of the default VAE, the seed AE, a
+//! denoising AE and the conv VAE on the embedded data give the model bytes
+//! and the losses recorded in `tests/fixtures/cpu-2-epochs/` (written by the
+//! binary of commit 5915a7b, before the ops were defined once). The CPU path
+//! is bit-identical across thread counts and vector widths (no FMA
+//! contraction), so these hold on any x86-64 machine; a change that moves
+//! them must say why and rewrite them.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use sha2::{Digest, Sha256};
+
+/// What a fixture holds: the model file's SHA-256 and metrics.csv without
+/// the timing columns.
+fn summary(run: &Path) -> String {
+    let model = std::fs::read(run.join("model.safetensors")).unwrap();
+    let hash: String = Sha256::digest(&model).iter().map(|b| format!("{b:02x}")).collect();
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let header: Vec<&str> = metrics.lines().next().unwrap().split(',').collect();
+    let kept = |line: &str| {
+        let cells = line.split(',').zip(&header);
+        let losses = cells.filter(|(_, h)| !matches!(**h, "seconds" | "samples_per_s" | "lr"));
+        losses.map(|(c, _)| c).collect::<Vec<_>>().join(",")
+    };
+    let mut s = format!("model.safetensors {hash}\n");
+    metrics.lines().for_each(|l| s.push_str(&format!("{}\n", kept(l))));
+    s
+}
+
+#[test]
+fn cpu_runs_match_their_fixtures() {
+    let runs: [(&str, &[&str]); 4] = [
+        ("vae", &[]),
+        ("ae", &["--model", "ae"]),
+        ("dae", &["--model", "ae", "--noise", "0.5"]),
+        ("convvae", &["--arch", "conv"]),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cpu-2-epochs");
+    let mut moved = Vec::new();
+    for (name, args) in runs {
+        let out = dir.path().join(name);
+        Command::cargo_bin("gpu-vae")
+            .unwrap()
+            .args(["train", "--device", "cpu", "--epochs", "2", "--quiet", "--out"])
+            .arg(&out)
+            .args(args)
+            .assert()
+            .success();
+        let want = std::fs::read_to_string(fixtures.join(format!("{name}.txt"))).unwrap();
+        let got = summary(&out);
+        if got != want {
+            moved.push(format!("{name}:\n  want\n{want}  got\n{got}"));
+        }
+    }
+    assert!(moved.is_empty(), "CPU runs moved from their fixtures:\n{}", moved.join("\n"));
+}
