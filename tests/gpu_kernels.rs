@@ -9,8 +9,7 @@ use gpu_common::{Mode, assert_close, gpu, random};
 use gpu_vae::cpu::{activation, adam, loss, matmul, reparam};
 use gpu_vae::data::{Images, loader};
 use gpu_vae::engine::AdamConfig;
-use gpu_vae::gpu::fused::{ActBackward, Epilogue, Res, Task};
-use gpu_vae::gpu::lower::{Buf, Matmul, Size};
+use gpu_vae::gpu::ir::{ActBackward, Buf, Epilogue, Matmul, Res, Size, Task};
 use gpu_vae::gpu::ops::{Host, Launch, run_generated, run_once};
 use gpu_vae::gpu::params::{
     AdamParams, ConvParams, ElementwiseParams, GatherParams, KernelParams, LossParams, MatmulParams, RandomParams,
@@ -671,7 +670,7 @@ fn generated_products_match_cpu() {
             let (w_at, bias_at) = (5, 5 + n * k);
             let params = random(bias_at + n + 3, 54 + salt, -1.0, 1.0);
             let (w, bias) = (&params[w_at..w_at + n * k], &params[bias_at..bias_at + n]);
-            let act = Activation::ALL[1 + s % 6];
+            let act = Activation::ALL[1 + s % (Activation::ALL.len() - 1)];
             let what = |e: &str| format!("generated {e} m={m} k={k} n={n} ({})", mode.name());
             let atol = 16.0 * k as f32 * U;
             let run = |task: Task, bindings: &[(Res, Host)]| {
@@ -705,7 +704,7 @@ fn generated_products_match_cpu() {
             // An activation that needs its input keeps the pre-activation (t6)
             // and has its backward read one (t5).
             mm.pre = act.needs_input().then_some(t6);
-            let back = Activation::ALL[1 + (s + 2) % 6];
+            let back = Activation::ALL[1 + (s + 2) % (Activation::ALL.len() - 1)];
             let back_x = back.needs_input().then_some(t5);
             let mut pre = vec![0.0; m * n];
             matmul::matmul_nt(&mut pre, &a[..m * k], w, m, k, n, false);

@@ -16,14 +16,14 @@ use gpu_vae::model::Activation;
 use gpu_vae::ops::{self, AdamStep};
 
 /// Every activation, the identity included.
-const ACTIVATIONS: [Activation; 7] = Activation::ALL;
+const ACTIVATIONS: &[Activation] = &Activation::ALL;
 
 /// The ops' results for inputs (a, b, c, d), one row of `WIDTH` values per
 /// input: what the WGSL kernel below writes, computed with `crate::ops`.
 fn cpu_row(a: f32, b: f32, c: f32, d: f32, adam: &AdamStep, scale: f32) -> Vec<f32> {
     let t = c.abs().fract(); // a target in [0, 1)
     let mut row = vec![ops::sigmoid(a), ops::d_sigmoid(b, ops::sigmoid(c))];
-    for act in ACTIVATIONS {
+    for &act in ACTIVATIONS {
         row.push(ops::activate(a, act));
         row.push(ops::d_activate(b, c, ops::activate(c, act), act));
     }
@@ -54,7 +54,7 @@ fn cpu_row(a: f32, b: f32, c: f32, d: f32, adam: &AdamStep, scale: f32) -> Vec<f
 fn kernel_source(n: usize) -> String {
     let mut body =
         String::from("    out[o] = sigmoid(a);\n    out[o + 1u] = d_sigmoid(b, sigmoid(c));\n    var k = 2u;\n");
-    for act in ACTIVATIONS {
+    for &act in ACTIVATIONS {
         let code = act.code();
         writeln!(
             body,

@@ -85,7 +85,8 @@ fn validate_and_translate(what: &str, source: &str) {
 fn every_generated_kernel_validates_and_translates_to_msl_and_hlsl() {
     use gpu_vae::gpu::fuse::{Env, Fusion, fuse};
     use gpu_vae::gpu::fused::generate;
-    use gpu_vae::gpu::lower::{Call, lower};
+    use gpu_vae::gpu::ir::Call;
+    use gpu_vae::gpu::lower::lower;
     use gpu_vae::model::{Activation, Arch, Architecture, Graph, ModelConfig, ModelKind, ReconLoss};
 
     let vae = ModelConfig::pytorch_vae();

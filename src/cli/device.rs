@@ -16,7 +16,7 @@ use super::{DeviceArgs, DeviceChoice};
 /// software adapter such as lavapipe is slower than the CPU path; `--device
 /// gpu` still takes it).
 pub fn open_gpu(device: &DeviceArgs) -> anyhow::Result<Option<Arc<GpuContext>>> {
-    let options = GpuOptions { checked_shaders: device.checked_shaders, adapter_name: None };
+    let options = GpuOptions { checked_shaders: device.checked_shaders, ..Default::default() };
     match device.device {
         DeviceChoice::Cpu => Ok(None),
         DeviceChoice::Gpu => Ok(Some(Arc::new(GpuContext::new(options)?))),

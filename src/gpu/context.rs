@@ -1,8 +1,10 @@
 //! One wgpu device, built once and shared (`Arc`) by everything on the GPU path.
 
+use super::fuse::Fusion;
 use crate::error::{Error, Result};
 
-/// How to pick and drive the device.
+/// How to pick and drive the device. The environment switches are read here
+/// once (`with_env`, when a context is made) and nowhere else.
 #[derive(Clone, Debug, Default)]
 pub struct GpuOptions {
     /// Create shader modules with wgpu's runtime checks (bounds clamping,
@@ -12,16 +14,35 @@ pub struct GpuOptions {
     /// Substring of the adapter's name (case-insensitive); `WGPU_ADAPTER_NAME`
     /// when `None`.
     pub adapter_name: Option<String>,
+    /// The programs' rewrites: `GPU_VAE_FUSE=0` none, `GPU_VAE_FUSE=tiles`
+    /// the family kernels; `GPU_VAE_SPLIT_K=N` the family products' split-K
+    /// target (0: off).
+    pub fusion: Fusion,
+    /// The most bytes of a data set kept on the device whole; larger ones
+    /// are streamed (`GPU_VAE_RESIDENT_BYTES`; `None`: the device's limits).
+    pub resident_bytes: Option<u64>,
 }
 
 impl GpuOptions {
     /// The options after the environment variables have had their say.
     pub fn with_env(mut self) -> GpuOptions {
-        if std::env::var("GPU_VAE_CHECKED_SHADERS").is_ok_and(|v| v != "0" && !v.is_empty()) {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        if var("GPU_VAE_CHECKED_SHADERS").is_some_and(|v| v != "0") {
             self.checked_shaders = true;
         }
         if self.adapter_name.is_none() {
-            self.adapter_name = std::env::var("WGPU_ADAPTER_NAME").ok().filter(|s| !s.is_empty());
+            self.adapter_name = var("WGPU_ADAPTER_NAME");
+        }
+        match var("GPU_VAE_FUSE").as_deref() {
+            Some("0") => self.fusion = Fusion::NONE,
+            Some("tiles") => self.fusion = Fusion::TILES,
+            _ => {}
+        }
+        if let Some(target) = var("GPU_VAE_SPLIT_K").and_then(|v| v.parse().ok()) {
+            self.fusion.split_k = target;
+        }
+        if let Some(bytes) = var("GPU_VAE_RESIDENT_BYTES").and_then(|v| v.parse().ok()) {
+            self.resident_bytes = Some(bytes);
         }
         self
     }
@@ -86,6 +107,9 @@ pub struct GpuContext {
     /// A CPU implementation such as lavapipe: correct but slow.
     pub is_software: bool,
     pub checked_shaders: bool,
+    /// The rewrites and data residency every engine on this context starts with.
+    pub fusion: Fusion,
+    pub resident_bytes: Option<u64>,
     /// The timestamp features the device was opened with (those of
     /// `TIMESTAMP_QUERY | TIMESTAMP_QUERY_INSIDE_PASSES` the adapter has), for
     /// `gpu::profile`. Enabling them costs nothing until a query is written.
@@ -167,6 +191,8 @@ impl GpuContext {
         Ok(GpuContext {
             is_software: info.device_type == wgpu::DeviceType::Cpu,
             checked_shaders: opts.checked_shaders,
+            fusion: opts.fusion,
+            resident_bytes: opts.resident_bytes,
             timestamps,
             kernels: Default::default(),
             instance,
@@ -190,6 +216,8 @@ impl GpuContext {
             limits: self.limits.clone(),
             is_software: self.is_software,
             checked_shaders: checked,
+            fusion: self.fusion,
+            resident_bytes: self.resident_bytes,
             timestamps: self.timestamps,
             kernels: Default::default(),
         }
@@ -200,7 +228,8 @@ impl GpuContext {
         if let Some(k) = self.kernels.get() {
             return Ok(k.clone());
         }
-        let built = std::sync::Arc::new(super::shaders::Kernels::new(self)?);
+        let built =
+            std::sync::Arc::new(super::shaders::Kernels::new(&self.device, &self.limits, self.checked_shaders)?);
         Ok(self.kernels.get_or_init(|| built).clone())
     }
 
@@ -208,19 +237,6 @@ impl GpuContext {
         let soft = if self.is_software { ", software" } else { "" };
         let checked = if self.checked_shaders { ", checked shaders" } else { "" };
         format!("{} ({:?}{soft}{checked})", self.info.name, self.info.backend)
-    }
-
-    /// A shader module from WGSL source, trusted unless checked mode is on.
-    pub fn shader_module(&self, label: &str, source: &str) -> wgpu::ShaderModule {
-        let desc = wgpu::ShaderModuleDescriptor { label: Some(label), source: wgpu::ShaderSource::Wgsl(source.into()) };
-        if self.checked_shaders {
-            self.device.create_shader_module(desc)
-        } else {
-            // SAFETY: every kernel guards its own indices against the sizes it is
-            // given, and each is cross-checked against its CPU twin in both modes
-            // (tests/gpu_kernels.rs); loops are bounded by those sizes.
-            unsafe { self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
-        }
     }
 
     /// Waits for all submitted work.

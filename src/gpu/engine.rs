@@ -35,7 +35,8 @@ use std::time::Instant;
 use super::buffers::{ParamBuffers, storage};
 use super::context::{GpuContext, PendingRead};
 use super::fuse::{Env, Fusion, fuse};
-use super::lower::{Bindings, Call, TensorPool, emit, lower};
+use super::ir::Call;
+use super::lower::{Bindings, TensorPool, emit, lower};
 use super::profile::{self, Profile, TimestampMode};
 use super::program::{Program, Step, StepTable};
 use super::shaders::{Kernels, MAX_PARTS};
@@ -155,7 +156,7 @@ impl GpuEngine {
             params: param_buffers,
             pool: TensorPool::new(max_batch),
             partials,
-            fusion: Fusion::from_env(),
+            fusion: ctx.fusion,
             fusion_limits: ctx.limits.clone(),
             programs: Vec::new(),
             table,
@@ -164,10 +165,7 @@ impl GpuEngine {
             slot_capacity: 1,
             data: Vec::new(),
             steps_per_submit: STEPS_PER_SUBMIT,
-            resident_limit: std::env::var("GPU_VAE_RESIDENT_BYTES")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(u64::MAX),
+            resident_limit: ctx.resident_bytes.unwrap_or(u64::MAX),
             stats: GpuStats { steps_per_submit: STEPS_PER_SUBMIT, ..Default::default() },
             adam_steps: 0,
             lost,
@@ -244,7 +242,7 @@ impl GpuEngine {
             params: &p.params,
             param_count: p.count,
             grads: p.grads.as_ref(),
-            adam: p.adam_m.as_ref().zip(p.adam_v.as_ref()).map(|(m, v)| (m, v)),
+            adam: p.adam_m.as_ref().zip(p.adam_v.as_ref()),
             losses: Some((&self.partials, &self.slots)),
             data: None,
         };

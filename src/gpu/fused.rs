@@ -19,7 +19,7 @@
 
 use std::fmt::Write;
 
-use super::lower::{Buf, Call, Matmul, Size};
+use super::ir::{ActBackward, Buf, Call, Epilogue, Matmul, Res, Size, Task, access, matmul_params, size};
 use super::shaders::{Kernel, MAX_PARTS, MatmulForm, TREE_SUM};
 use crate::model::{Activation, Graph, TensorId};
 
@@ -40,82 +40,13 @@ const FB: u32 = PRODUCT_BYTES / 8;
 /// Workgroup memory of the reduction scratch of row chains and loss finishes.
 pub const REDUCE_BYTES: u32 = THREADS * 4;
 
-/// What a product task does with each output value.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Epilogue {
-    /// The product's own epilogue (accumulate, bias, the pre-activation
-    /// stored where the product keeps one, activation), then an activation
-    /// backward.
-    Store { act_backward: Option<ActBackward> },
-    /// The output layer and BCE with logits: the logits are stored, their
-    /// gradient recon_scale·(σ(v) - target) too, and each workgroup's share
-    /// of the loss is partial `t` of slot `which`.
-    Bce { target: TensorId, dlogits: TensorId, which: u32 },
-    /// A weight gradient into the gradients at the product's `c`; with
-    /// `bias`, B gets a column of ones whose outputs are the bias gradient;
-    /// with `adam`, each parameter's Adam step follows its gradient.
-    Gradient { bias: Option<usize>, adam: bool },
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum Task {
-    Product {
-        mm: Matmul,
-        epilogue: Epilogue,
-    },
-    /// Row-local calls on `per_group` rows per workgroup; `store` lists the
-    /// tensors they write that are read after the chain.
-    Rows {
-        stages: Vec<Call>,
-        per_group: u32,
-        store: Vec<TensorId>,
-    },
-    LossFinish {
-        which: u32,
-        parts: u32,
-    },
-}
-
-/// d·act'(x) in a product's epilogue: from the activation's output y and,
-/// where the activation needs it, its input x.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ActBackward {
-    pub y: TensorId,
-    pub x: Option<TensorId>,
-    pub act: Activation,
-}
-
-/// A buffer a fused kernel binds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Res {
-    Tensor(TensorId),
-    Params,
-    Grads,
-    AdamM,
-    AdamV,
-    Partials,
-    Slots,
-    /// One loss's region of the partials buffer (for ordering; bound as `Partials`).
-    Part(u32),
-}
-
-impl Res {
-    pub fn of(b: Buf) -> Res {
-        match b {
-            Buf::Tensor(t) => Res::Tensor(t),
-            Buf::Params => Res::Params,
-            Buf::Grads => Res::Grads,
-        }
-    }
-}
-
 impl Task {
     /// Workgroups of the task for at most `rows` rows.
     pub fn groups(&self, rows: usize) -> u32 {
         match self {
             Task::Product { mm, epilogue } => {
                 let cols = mm.n + usize::from(matches!(epilogue, Epilogue::Gradient { bias: Some(_), .. }));
-                let m = super::lower::size(mm.m, rows) as u32;
+                let m = size(mm.m, rows) as u32;
                 m.div_ceil(TILE).max(1) * (cols as u32).div_ceil(TILE).max(1)
             }
             Task::Rows { per_group, .. } => (rows as u32).div_ceil(*per_group).max(1),
@@ -127,11 +58,8 @@ impl Task {
     pub fn label(&self, rows: u32) -> String {
         match self {
             Task::Product { mm, epilogue } => {
-                let base = super::program::dispatch_label(
-                    Kernel::Matmul(mm.variant, mm.form),
-                    Some(&super::lower::matmul_params(mm)),
-                    rows,
-                );
+                let base =
+                    super::shaders::dispatch_label(Kernel::Matmul(mm.variant, mm.form), Some(&matmul_params(mm)), rows);
                 let base = base.replacen(&format!(" {:?}", mm.variant), "", 1);
                 let mut extra = String::new();
                 if mm.bias.is_some() {
@@ -215,7 +143,7 @@ pub fn row_local(call: &Call) -> bool {
 fn chain_outputs(stages: &[Call]) -> Vec<TensorId> {
     let mut out = Vec::new();
     for s in stages {
-        for r in super::fuse::access(s).1 {
+        for r in access(s).1 {
             if let Res::Tensor(t) = r
                 && !out.contains(&t)
             {

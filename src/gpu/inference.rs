@@ -77,18 +77,7 @@ impl GpuInference {
             mapped_at_creation: false,
         });
         let table = StepTable::new(&ctx.device, &kernels, 1);
-        Ok(GpuInference {
-            fusion: Fusion::from_env(),
-            ctx,
-            kernels,
-            arch,
-            max_rows,
-            params,
-            table,
-            readback,
-            encoder,
-            decoder,
-        })
+        Ok(GpuInference { fusion: ctx.fusion, ctx, kernels, arch, max_rows, params, table, readback, encoder, decoder })
     }
 
     /// The half's output for x (rows, in width), `max_rows` rows per submit.

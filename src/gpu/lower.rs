@@ -13,10 +13,10 @@ use std::collections::HashMap;
 
 use super::buffers::storage;
 use super::context::GpuContext;
-use super::fused::{Res, Task, generate};
+use super::fused::generate;
+use super::ir::{Buf, Call, Matmul, Res, Size, matmul_params, size};
 use super::params::{
-    AdamParams, ConvParams, ElementwiseParams, GatherParams, LossParams, MatmulParams, ReduceParams, ReparamParams,
-    Slot,
+    AdamParams, ConvParams, ElementwiseParams, GatherParams, LossParams, ReduceParams, ReparamParams, Slot,
 };
 use super::program::{Program, ProgramBuilder};
 use super::shaders::{
@@ -24,153 +24,6 @@ use super::shaders::{
 };
 use crate::error::Result;
 use crate::model::{Activation, ConvGeom, Graph, LayerKind, LossTerm, Op, TensorId};
-
-/// A product's M or K: the step's batch rows, or fixed.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Size {
-    Rows,
-    Fixed(usize),
-}
-
-/// Where a product's operand lives.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Buf {
-    Tensor(TensorId),
-    Params,
-    Grads,
-}
-
-/// c (M,N) = [c +] form(a, b) [+ bias] then act; the bias is at a parameter offset.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Matmul {
-    pub form: MatmulForm,
-    pub variant: MatmulVariant,
-    pub m: Size,
-    pub k: Size,
-    pub n: usize,
-    pub a: (Buf, usize),
-    pub b: (Buf, usize),
-    pub c: (Buf, usize),
-    pub bias: Option<usize>,
-    pub act: Activation,
-    /// Where the epilogue also stores the pre-activation (sum + bias), for
-    /// an activation whose backward reads it (generated products only).
-    pub pre: Option<TensorId>,
-    pub accumulate: bool,
-    /// K slices (1: not split); each >1 product is followed by its finish.
-    pub slices: u32,
-}
-
-/// One kernel call on the graph's tensors. Element-wise calls cover (rows, width).
-#[derive(Clone, Debug, PartialEq)]
-pub enum Call {
-    Gather {
-        out: TensorId,
-        width: usize,
-    },
-    InputNoise {
-        out: TensorId,
-        clean: TensorId,
-        width: usize,
-    },
-    Matmul(Matmul),
-    /// Sums a split product's slices and applies its epilogue.
-    SplitFinish(Matmul),
-    BiasAdd {
-        y: TensorId,
-        width: usize,
-        bias: usize,
-    },
-    /// y = act(y) in place, or y = act(x) when the layer keeps x.
-    Activation {
-        y: TensorId,
-        x: Option<TensorId>,
-        width: usize,
-        act: Activation,
-    },
-    /// d *= act'(x) from y = act(x) and, where the activation needs it, x.
-    ActivationBackward {
-        d: TensorId,
-        y: TensorId,
-        x: Option<TensorId>,
-        width: usize,
-        act: Activation,
-    },
-    /// grads[at..at + width] = Σ_rows a.
-    ColumnSums {
-        a: TensorId,
-        width: usize,
-        at: usize,
-    },
-    Sigmoid {
-        y: TensorId,
-        x: TensorId,
-        width: usize,
-    },
-    SigmoidBackward {
-        d: TensorId,
-        y: TensorId,
-        width: usize,
-    },
-    /// Partial sums of a loss (BCE, MSE or KL forward) into slot `which`'s partials.
-    LossPartials {
-        kernel: Kernel,
-        inputs: Vec<TensorId>,
-        width: usize,
-        which: u32,
-    },
-    /// The partials of slot `which` folded into the step's loss slot: those
-    /// of a loss kernel over (rows, width), or `parts` of them.
-    LossFinish {
-        width: usize,
-        which: u32,
-        parts: Option<u32>,
-    },
-    /// BCE or MSE backward: out = recon_scale · (...).
-    LossBackward {
-        kernel: Kernel,
-        out: TensorId,
-        inputs: [TensorId; 2],
-        width: usize,
-    },
-    Reparameterize {
-        z: TensorId,
-        eps: TensorId,
-        mulv: TensorId,
-        latent: usize,
-    },
-    ReparameterizeBackward {
-        d: TensorId,
-        dz: TensorId,
-        mulv: TensorId,
-        eps: TensorId,
-        latent: usize,
-        accumulate: bool,
-    },
-    KlBackward {
-        d: TensorId,
-        mulv: TensorId,
-        latent: usize,
-        accumulate: bool,
-    },
-    /// A convolution kernel (`Kernel::Conv2d*`, `ChannelSums`) on the
-    /// geometry `geom`: `a` and `x` its tensor operands, the weights and bias
-    /// at parameter offsets, the output a tensor or the gradients at `out_at`.
-    Conv {
-        kernel: Kernel,
-        geom: ConvGeom,
-        a: TensorId,
-        x: Option<TensorId>,
-        out: Buf,
-        out_at: usize,
-        weight: usize,
-        bias: Option<usize>,
-        act: Activation,
-    },
-    Adam,
-    /// A generated kernel (`gpu::fused`): tasks over ranges of its workgroups.
-    Fused(Vec<Task>),
-}
 
 fn which(term: LossTerm) -> u32 {
     match term {
@@ -551,7 +404,7 @@ pub fn emit(
                     })
                     .collect::<Result<Vec<_>>>()?;
                 let written: Vec<bool> = generated.bindings.iter().map(|&(_, w)| w).collect();
-                let pipeline = kernels.generated(ctx, &generated.source, &written);
+                let pipeline = kernels.generated(&generated.source, &written);
                 p.push_generated(pipeline, buffers, tasks.clone(), generated.groups);
             }
             Call::Adam => {
@@ -567,49 +420,12 @@ pub fn emit(
     Ok(p.build(&ctx.device, kernels))
 }
 
-/// A product's kernel parameters.
-pub fn matmul_params(m: &Matmul) -> MatmulParams {
-    let mut fl = 0;
-    fl |= if m.m == Size::Rows { flags::ROWS_M } else { 0 };
-    fl |= if m.k == Size::Rows { flags::ROWS_K } else { 0 };
-    fl |= if m.bias.is_some() { flags::BIAS } else { 0 };
-    fl |= if m.accumulate { flags::ACCUMULATE } else { 0 };
-    MatmulParams {
-        m: fixed(m.m),
-        k: fixed(m.k),
-        n: m.n as u32,
-        flags: fl,
-        off_a: m.a.1 as u32,
-        off_b: m.b.1 as u32,
-        off_c: m.c.1 as u32,
-        off_bias: m.bias.unwrap_or(0) as u32,
-        slices: if m.slices > 1 { m.slices } else { 0 },
-        act: m.act.code(),
-    }
-}
-
 fn resolve(tensor: &mut impl FnMut(TensorId) -> Result<wgpu::Buffer>, bind: &Bindings, b: Buf) -> Result<wgpu::Buffer> {
     Ok(match b {
         Buf::Tensor(id) => tensor(id)?,
         Buf::Params => bind.params.clone(),
         Buf::Grads => bind.grads.expect("grads bound").clone(),
     })
-}
-
-/// A size at the largest batch.
-pub fn size(s: Size, rows: usize) -> usize {
-    match s {
-        Size::Rows => rows,
-        Size::Fixed(n) => n,
-    }
-}
-
-/// A fixed size for `Dims` (0 when it comes from the step's rows).
-fn fixed(s: Size) -> u32 {
-    match s {
-        Size::Rows => 0,
-        Size::Fixed(n) => n as u32,
-    }
 }
 
 fn accumulate_flag(accumulate: bool) -> u32 {

@@ -21,6 +21,7 @@ pub mod engine;
 pub mod fuse;
 pub mod fused;
 pub mod inference;
+pub mod ir;
 pub mod lower;
 pub mod ops;
 pub mod params;

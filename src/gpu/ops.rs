@@ -4,7 +4,8 @@
 use wgpu::util::DeviceExt;
 
 use super::context::GpuContext;
-use super::fused::{Res, Task, generate};
+use super::fused::generate;
+use super::ir::{Res, Task};
 use super::params::{KernelParams, Slot};
 use super::program::{Program, ProgramBuilder, Step, StepTable};
 use super::shaders::{Kernel, Kernels};
@@ -93,7 +94,7 @@ pub fn run_generated(
     };
     let bound = generated.bindings.iter().map(|&(res, _)| holding(res)).collect::<Result<Vec<_>>>()?;
     let written: Vec<bool> = generated.bindings.iter().map(|&(_, w)| w).collect();
-    let pipeline = kernels.generated(ctx, &generated.source, &written);
+    let pipeline = kernels.generated(&generated.source, &written);
     let mut builder = ProgramBuilder::default();
     builder.push_generated(pipeline, bound, tasks.to_vec(), generated.groups);
     let program = builder.build(&ctx.device, kernels);
@@ -118,7 +119,7 @@ pub fn run_wgsl(
 ) -> Result<Vec<Vec<f32>>> {
     let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
     let buffers: Vec<wgpu::Buffer> = bindings.iter().map(|&d| upload(ctx, d)).collect();
-    let pipeline = kernels.generated(ctx, source, &vec![true; bindings.len()]);
+    let pipeline = kernels.generated(source, &vec![true; bindings.len()]);
     let mut builder = ProgramBuilder::default();
     builder.push_generated(pipeline, buffers.clone(), Vec::new(), groups);
     let program = builder.build(&ctx.device, kernels);

@@ -7,9 +7,9 @@ use wgpu::util::DeviceExt;
 
 use std::sync::Arc;
 
-use super::fused::Task;
+use super::ir::Task;
 use super::params::{KernelParams, MatmulParams, PARAMS_SLOT, Slot};
-use super::shaders::{Family, GeneratedPipeline, Kernel, Kernels, flags};
+use super::shaders::{GeneratedPipeline, Kernel, Kernels, dispatch_label};
 
 pub use super::params::Step;
 
@@ -58,21 +58,6 @@ impl Dispatch {
             Err(tasks) => format!("fused[{}]", tasks.iter().map(|t| t.label(rows)).collect::<Vec<_>>().join(" | ")),
         }
     }
-}
-
-/// A name for profiles: the entry, and for products the variant, M x K x N
-/// (batch-sized ones at `rows`, the step's) and the split-K slices, e.g.
-/// `matmul_nt Tile32 128x784x400 /4`; a split-K finish carries its product's
-/// shape, so the finishes of two products of one shape share a name. Other
-/// kernels are named by entry alone.
-pub fn dispatch_label(kernel: Kernel, matmul: Option<&MatmulParams>, rows: u32) -> String {
-    let (Family::Matmul(variant), Some(p)) = (kernel.family(), matmul) else {
-        return kernel.entry().to_string();
-    };
-    let m = if p.flags & flags::ROWS_M != 0 { rows } else { p.m };
-    let k = if p.flags & flags::ROWS_K != 0 { rows } else { p.k };
-    let split = if p.slices > 1 { format!(" /{}", p.slices) } else { String::new() };
-    format!("{} {variant:?} {m}x{k}x{}{split}", kernel.entry(), p.n)
 }
 
 /// Collects dispatches; `build` packs their parameters into one uniform
@@ -296,8 +281,8 @@ impl StepTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::shaders::MatmulForm;
     use crate::gpu::shaders::MatmulVariant::{Tile32, Tile64};
+    use crate::gpu::shaders::{MatmulForm, flags};
 
     #[test]
     fn labels_name_products_by_shape() {

@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 
-use super::context::GpuContext;
 use super::params::{
     self, AdamParams, Binding, ConvParams, ElementwiseParams, GatherParams, KernelParams, LossParams, MatmulParams,
     RandomParams, ReduceParams, ReparamParams, Step,
@@ -34,11 +33,6 @@ pub const COLSUM_COLS: u32 = 32;
 pub const COLSUM_GROUPS: u32 = WG / COLSUM_COLS;
 /// Most K slices of a split-K product.
 pub const MAX_SPLIT: u32 = 8;
-/// Workgroups a product should have to keep a large GPU busy; fewer, and
-/// split-K adds workgroups along K. `GPU_VAE_SPLIT_K=N` sets it for
-/// benchmarks (0 turns splitting off). On an H200, 512 and 1024 beat 256 by
-/// 4-5% at batch 128 and 1024 (two rounds of 5 epochs each).
-const TARGET_GROUPS: u32 = 512;
 /// Shallowest K slice worth a workgroup.
 const MIN_SLICE: u32 = 64;
 
@@ -97,11 +91,11 @@ impl MatmulVariant {
         [(n as u32).div_ceil(t.tile_n).max(1), (m as u32).div_ceil(t.tile_m).max(1), 1]
     }
 
-    /// K slices for an M x K x N product: batch-128 layers give a few dozen
-    /// workgroups, each walking all of a K of 400-784 alone; splitting K
-    /// multiplies the workgroups (at the price of one more dispatch).
-    pub fn split_k(self, m: usize, k: usize, n: usize) -> u32 {
-        let target = std::env::var("GPU_VAE_SPLIT_K").ok().and_then(|v| v.parse().ok()).unwrap_or(TARGET_GROUPS);
+    /// K slices for an M x K x N product to reach about `target`
+    /// workgroups: batch-128 layers give a few dozen workgroups, each walking
+    /// all of a K of 400-784 alone; splitting K multiplies the workgroups
+    /// (at the price of one more dispatch).
+    pub fn split_k(self, m: usize, k: usize, n: usize, target: u32) -> u32 {
         if self == MatmulVariant::Naive || target == 0 {
             return 1;
         }
@@ -414,6 +408,21 @@ pub fn prelude(family: Option<Family>) -> String {
     s
 }
 
+/// A name for profiles: the entry, and for products the variant, M x K x N
+/// (batch-sized ones at `rows`, the step's) and the split-K slices, e.g.
+/// `matmul_nt Tile32 128x784x400 /4`; a split-K finish carries its product's
+/// shape, so the finishes of two products of one shape share a name. Other
+/// kernels are named by entry alone.
+pub fn dispatch_label(kernel: Kernel, matmul: Option<&MatmulParams>, rows: u32) -> String {
+    let (Family::Matmul(variant), Some(p)) = (kernel.family(), matmul) else {
+        return kernel.entry().to_string();
+    };
+    let m = if p.flags & flags::ROWS_M != 0 { rows } else { p.m };
+    let k = if p.flags & flags::ROWS_K != 0 { rows } else { p.k };
+    let split = if p.slices > 1 { format!(" /{}", p.slices) } else { String::new() };
+    format!("{} {variant:?} {m}x{k}x{}{split}", kernel.entry(), p.n)
+}
+
 /// Workgroups for a grid-stride kernel over `len` elements.
 pub fn grid_1d(len: usize) -> [u32; 3] {
     [(len.div_ceil(WG as usize) as u32).clamp(1, MAX_GROUPS), 1, 1]
@@ -443,6 +452,19 @@ pub fn loss_parts(len: usize) -> u32 {
 }
 
 /// All pipelines, built once per context.
+/// A shader module from WGSL source, trusted unless checked mode is on.
+fn shader_module(device: &wgpu::Device, checked: bool, label: &str, source: &str) -> wgpu::ShaderModule {
+    let desc = wgpu::ShaderModuleDescriptor { label: Some(label), source: wgpu::ShaderSource::Wgsl(source.into()) };
+    if checked {
+        device.create_shader_module(desc)
+    } else {
+        // SAFETY: every kernel guards its own indices against the sizes it is
+        // given, and each is cross-checked against its CPU twin in both modes
+        // (tests/gpu_kernels.rs); loops are bounded by those sizes.
+        unsafe { device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+    }
+}
+
 /// All pipelines, built once per context (`GpuContext::kernels`).
 pub struct Kernels {
     /// Group 0 of each family: its parameters and storage bindings.
@@ -456,6 +478,9 @@ pub struct Kernels {
     pub uniform_align: u64,
     /// Pipelines of generated kernels (`gpu::fused`), by source.
     generated: Mutex<HashMap<String, Arc<GeneratedPipeline>>>,
+    /// For generated kernels: the device and the shader mode.
+    device: wgpu::Device,
+    checked: bool,
 }
 
 /// A generated kernel's pipeline and the layout of its storage bindings.
@@ -491,10 +516,11 @@ fn uniform(binding: u32, dynamic: bool) -> wgpu::BindGroupLayoutEntry {
 }
 
 impl Kernels {
-    pub fn new(ctx: &GpuContext) -> Result<Kernels> {
-        let device = &ctx.device;
+    /// The pipelines of `device`, whose adapter has `limits`, with wgpu's
+    /// runtime checks in every module when `checked`.
+    pub fn new(device: &wgpu::Device, limits: &wgpu::Limits, checked: bool) -> Result<Kernels> {
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        check_limits(&ctx.limits)?;
+        check_limits(limits)?;
         let step_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("step table"),
             entries: &[uniform(0, true)],
@@ -510,9 +536,9 @@ impl Kernels {
             layouts.insert(family, layout);
         }
         let mut pipelines = HashMap::new();
-        for family in Family::ALL.into_iter().filter(|&f| fits(f, &ctx.limits)) {
+        for family in Family::ALL.into_iter().filter(|&f| fits(f, limits)) {
             let label = format!("{family:?} ({})", family.body().0);
-            let module = ctx.shader_module(&label, &family.source());
+            let module = shader_module(device, checked, &label, &family.source());
             let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                 label: Some(&label),
                 bind_group_layouts: &[Some(&layouts[&family]), Some(&step_layout)],
@@ -528,7 +554,7 @@ impl Kernels {
                     compilation_options: wgpu::PipelineCompilationOptions {
                         constants: &[],
                         // Every kernel writes workgroup memory before reading it.
-                        zero_initialize_workgroup_memory: ctx.checked_shaders,
+                        zero_initialize_workgroup_memory: checked,
                     },
                     cache: None,
                 });
@@ -548,7 +574,9 @@ impl Kernels {
             .collect();
         let kernels = Kernels {
             dummies,
-            uniform_align: ctx.limits.min_uniform_buffer_offset_alignment as u64,
+            uniform_align: limits.min_uniform_buffer_offset_alignment as u64,
+            device: device.clone(),
+            checked,
             layouts,
             step_layout,
             pipelines,
@@ -566,16 +594,16 @@ impl Kernels {
 
     /// The pipeline of a generated kernel whose bindings are storage buffers
     /// in order (`written[i]`: read-write), built on first use.
-    pub fn generated(&self, ctx: &GpuContext, source: &str, written: &[bool]) -> Arc<GeneratedPipeline> {
+    pub fn generated(&self, source: &str, written: &[bool]) -> Arc<GeneratedPipeline> {
         let mut cache = self.generated.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = cache.get(source) {
             return p.clone();
         }
-        let device = &ctx.device;
+        let device = &self.device;
         let entries: Vec<_> = written.iter().zip(0..).map(|(&w, i)| storage(i, !w)).collect();
         let layout = device
             .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("fused"), entries: &entries });
-        let module = ctx.shader_module("fused", source);
+        let module = shader_module(device, self.checked, "fused", source);
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some("fused"),
             bind_group_layouts: &[Some(&layout), Some(&self.step_layout)],
@@ -588,7 +616,7 @@ impl Kernels {
             entry_point: Some("main"),
             compilation_options: wgpu::PipelineCompilationOptions {
                 constants: &[],
-                zero_initialize_workgroup_memory: ctx.checked_shaders,
+                zero_initialize_workgroup_memory: self.checked,
             },
             cache: None,
         });

@@ -5,10 +5,26 @@
 //! work in place on the gradient of their output, which then becomes the
 //! gradient of their input.
 
-use super::Activation;
 use super::graph::{Builder, Graph, Node, Op, TensorId};
+use super::{Activation, Architecture};
 
-pub(super) fn append_backward(g: &mut Graph) {
+impl Graph {
+    /// Forward and backward: the objective's gradients for every parameter.
+    pub fn with_backward(arch: &Architecture, noisy: bool) -> Graph {
+        let mut g = Graph::forward(arch, noisy);
+        append_backward(&mut g);
+        g
+    }
+
+    /// The whole training step: forward, backward, Adam.
+    pub fn training(arch: &Architecture, noisy: bool) -> Graph {
+        let mut g = Graph::with_backward(arch, noisy);
+        g.nodes.push(Node { op: Op::AdamUpdate, inputs: vec![], outputs: vec![] });
+        g
+    }
+}
+
+fn append_backward(g: &mut Graph) {
     let forward = std::mem::take(&mut g.nodes);
     let mut b = Builder { tensors: std::mem::take(&mut g.tensors), nodes: forward.clone() };
 

@@ -1,7 +1,7 @@
 //! The training step as a graph: a table of tensors and a list of nodes in
 //! execution order. The model builders (`Graph::forward`) write the forward
-//! pass once; `Graph::training` appends the backward pass (a reverse sweep of
-//! per-op rules, `autodiff.rs`) and the Adam update. The CPU engine interprets
+//! pass once; `Graph::training` (in `autodiff.rs`) appends the backward pass
+//! (a reverse sweep of per-op rules) and the Adam update. The CPU engine interprets
 //! the nodes with the `cpu::` functions; the GPU engine lowers them to
 //! dispatches. Inference runs slices of the same graph (`Graph::slice`).
 //!
@@ -144,20 +144,6 @@ impl Graph {
             }
         }
         Graph { tensors: g.tensors, nodes: g.nodes, clean, input, code, latent, logits }
-    }
-
-    /// Forward and backward: the objective's gradients for every parameter.
-    pub fn with_backward(arch: &Architecture, noisy: bool) -> Graph {
-        let mut g = Graph::forward(arch, noisy);
-        super::autodiff::append_backward(&mut g);
-        g
-    }
-
-    /// The whole training step: forward, backward, Adam.
-    pub fn training(arch: &Architecture, noisy: bool) -> Graph {
-        let mut g = Graph::with_backward(arch, noisy);
-        g.nodes.push(Node { op: Op::AdamUpdate, inputs: vec![], outputs: vec![] });
-        g
     }
 
     /// The nodes that compute `to` from `from` (which becomes an input the

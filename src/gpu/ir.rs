@@ -1,0 +1,363 @@
+//! The GPU path's intermediate representation: what lowering produces,
+//! the fusion pass rewrites, code generation writes WGSL for and `emit`
+//! binds. Kernel calls on the graph's tensors (`Call`), the tasks of a
+//! generated kernel (`Task`, `Epilogue`), the buffers they touch (`Res`) and
+//! each call's read and write sets (`access`), from which fusion plans.
+//! Everything else in `gpu` builds on this module; it builds on none of them
+//! but the kernel table.
+
+use super::params::MatmulParams;
+use super::shaders::{Kernel, MatmulForm, MatmulVariant, flags};
+use crate::model::{Activation, ConvGeom, TensorId};
+
+/// A product's M or K: the step's batch rows, or fixed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Size {
+    Rows,
+    Fixed(usize),
+}
+
+/// Where a product's operand lives.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Buf {
+    Tensor(TensorId),
+    Params,
+    Grads,
+}
+
+/// c (M,N) = [c +] form(a, b) [+ bias] then act; the bias is at a parameter offset.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Matmul {
+    pub form: MatmulForm,
+    pub variant: MatmulVariant,
+    pub m: Size,
+    pub k: Size,
+    pub n: usize,
+    pub a: (Buf, usize),
+    pub b: (Buf, usize),
+    pub c: (Buf, usize),
+    pub bias: Option<usize>,
+    pub act: Activation,
+    /// Where the epilogue also stores the pre-activation (sum + bias), for
+    /// an activation whose backward reads it (generated products only).
+    pub pre: Option<TensorId>,
+    pub accumulate: bool,
+    /// K slices (1: not split); each >1 product is followed by its finish.
+    pub slices: u32,
+}
+
+/// One kernel call on the graph's tensors. Element-wise calls cover (rows, width).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Call {
+    Gather {
+        out: TensorId,
+        width: usize,
+    },
+    InputNoise {
+        out: TensorId,
+        clean: TensorId,
+        width: usize,
+    },
+    Matmul(Matmul),
+    /// Sums a split product's slices and applies its epilogue.
+    SplitFinish(Matmul),
+    BiasAdd {
+        y: TensorId,
+        width: usize,
+        bias: usize,
+    },
+    /// y = act(y) in place, or y = act(x) when the layer keeps x.
+    Activation {
+        y: TensorId,
+        x: Option<TensorId>,
+        width: usize,
+        act: Activation,
+    },
+    /// d *= act'(x) from y = act(x) and, where the activation needs it, x.
+    ActivationBackward {
+        d: TensorId,
+        y: TensorId,
+        x: Option<TensorId>,
+        width: usize,
+        act: Activation,
+    },
+    /// grads[at..at + width] = Σ_rows a.
+    ColumnSums {
+        a: TensorId,
+        width: usize,
+        at: usize,
+    },
+    Sigmoid {
+        y: TensorId,
+        x: TensorId,
+        width: usize,
+    },
+    SigmoidBackward {
+        d: TensorId,
+        y: TensorId,
+        width: usize,
+    },
+    /// Partial sums of a loss (BCE, MSE or KL forward) into slot `which`'s partials.
+    LossPartials {
+        kernel: Kernel,
+        inputs: Vec<TensorId>,
+        width: usize,
+        which: u32,
+    },
+    /// The partials of slot `which` folded into the step's loss slot: those
+    /// of a loss kernel over (rows, width), or `parts` of them.
+    LossFinish {
+        width: usize,
+        which: u32,
+        parts: Option<u32>,
+    },
+    /// BCE or MSE backward: out = recon_scale · (...).
+    LossBackward {
+        kernel: Kernel,
+        out: TensorId,
+        inputs: [TensorId; 2],
+        width: usize,
+    },
+    Reparameterize {
+        z: TensorId,
+        eps: TensorId,
+        mulv: TensorId,
+        latent: usize,
+    },
+    ReparameterizeBackward {
+        d: TensorId,
+        dz: TensorId,
+        mulv: TensorId,
+        eps: TensorId,
+        latent: usize,
+        accumulate: bool,
+    },
+    KlBackward {
+        d: TensorId,
+        mulv: TensorId,
+        latent: usize,
+        accumulate: bool,
+    },
+    /// A convolution kernel (`Kernel::Conv2d*`, `ChannelSums`) on the
+    /// geometry `geom`: `a` and `x` its tensor operands, the weights and bias
+    /// at parameter offsets, the output a tensor or the gradients at `out_at`.
+    Conv {
+        kernel: Kernel,
+        geom: ConvGeom,
+        a: TensorId,
+        x: Option<TensorId>,
+        out: Buf,
+        out_at: usize,
+        weight: usize,
+        bias: Option<usize>,
+        act: Activation,
+    },
+    Adam,
+    /// A generated kernel (`gpu::fused`): tasks over ranges of its workgroups.
+    Fused(Vec<Task>),
+}
+
+/// What a product task does with each output value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Epilogue {
+    /// The product's own epilogue (accumulate, bias, the pre-activation
+    /// stored where the product keeps one, activation), then an activation
+    /// backward.
+    Store { act_backward: Option<ActBackward> },
+    /// The output layer and BCE with logits: the logits are stored, their
+    /// gradient recon_scale·(σ(v) - target) too, and each workgroup's share
+    /// of the loss is partial `t` of slot `which`.
+    Bce { target: TensorId, dlogits: TensorId, which: u32 },
+    /// A weight gradient into the gradients at the product's `c`; with
+    /// `bias`, B gets a column of ones whose outputs are the bias gradient;
+    /// with `adam`, each parameter's Adam step follows its gradient.
+    Gradient { bias: Option<usize>, adam: bool },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Task {
+    Product {
+        mm: Matmul,
+        epilogue: Epilogue,
+    },
+    /// Row-local calls on `per_group` rows per workgroup; `store` lists the
+    /// tensors they write that are read after the chain.
+    Rows {
+        stages: Vec<Call>,
+        per_group: u32,
+        store: Vec<TensorId>,
+    },
+    LossFinish {
+        which: u32,
+        parts: u32,
+    },
+}
+
+/// d·act'(x) in a product's epilogue: from the activation's output y and,
+/// where the activation needs it, its input x.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ActBackward {
+    pub y: TensorId,
+    pub x: Option<TensorId>,
+    pub act: Activation,
+}
+
+/// A buffer a fused kernel binds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Res {
+    Tensor(TensorId),
+    Params,
+    Grads,
+    AdamM,
+    AdamV,
+    Partials,
+    Slots,
+    /// One loss's region of the partials buffer (for ordering; bound as `Partials`).
+    Part(u32),
+}
+
+impl Res {
+    pub fn of(b: Buf) -> Res {
+        match b {
+            Buf::Tensor(t) => Res::Tensor(t),
+            Buf::Params => Res::Params,
+            Buf::Grads => Res::Grads,
+        }
+    }
+}
+
+/// What a call reads and what it writes.
+pub fn access(call: &Call) -> (Vec<Res>, Vec<Res>) {
+    let t = Res::Tensor;
+    let b = |x: Buf| Res::of(x);
+    let mut reads = Vec::new();
+    let mut writes = Vec::new();
+    match call {
+        &Call::Gather { out, .. } => writes.push(t(out)),
+        &Call::InputNoise { out, clean, .. } => (reads, writes) = (vec![t(clean)], vec![t(out)]),
+        Call::Matmul(m) | Call::SplitFinish(m) => product_access(m, &mut reads, &mut writes),
+        &Call::BiasAdd { y, .. } => (reads, writes) = (vec![t(y), Res::Params], vec![t(y)]),
+        &Call::Activation { y, x, .. } => (reads, writes) = (vec![t(x.unwrap_or(y))], vec![t(y)]),
+        &Call::ActivationBackward { d, y, x, .. } => {
+            (reads, writes) = ([Some(d), Some(y), x].into_iter().flatten().map(t).collect(), vec![t(d)])
+        }
+        &Call::SigmoidBackward { d, y, .. } => (reads, writes) = (vec![t(d), t(y)], vec![t(d)]),
+        &Call::ColumnSums { a, .. } => (reads, writes) = (vec![t(a)], vec![Res::Grads]),
+        &Call::Sigmoid { y, x, .. } => (reads, writes) = (vec![t(x)], vec![t(y)]),
+        Call::LossPartials { inputs, which, .. } => {
+            (reads, writes) = (inputs.iter().map(|&i| t(i)).collect(), vec![Res::Part(*which)])
+        }
+        &Call::LossFinish { which, .. } => (reads, writes) = (vec![Res::Part(which)], vec![Res::Slots]),
+        &Call::LossBackward { out, inputs: [x, target], .. } => (reads, writes) = (vec![t(x), t(target)], vec![t(out)]),
+        &Call::Reparameterize { z, eps, mulv, .. } => (reads, writes) = (vec![t(mulv)], vec![t(z), t(eps)]),
+        &Call::ReparameterizeBackward { d, dz, mulv, eps, accumulate, .. } => {
+            reads = vec![t(dz), t(mulv), t(eps)];
+            if accumulate {
+                reads.push(t(d));
+            }
+            writes.push(t(d));
+        }
+        &Call::KlBackward { d, mulv, accumulate, .. } => {
+            reads = vec![t(mulv)];
+            if accumulate {
+                reads.push(t(d));
+            }
+            writes.push(t(d));
+        }
+        &Call::Conv { a, x, out, .. } => {
+            reads = vec![t(a), Res::Params];
+            reads.extend(x.map(t));
+            writes.push(b(out));
+        }
+        Call::Adam => {
+            reads = vec![Res::Grads, Res::Params, Res::AdamM, Res::AdamV];
+            writes = vec![Res::Params, Res::AdamM, Res::AdamV];
+        }
+        Call::Fused(tasks) => {
+            for task in tasks {
+                match task {
+                    Task::Product { mm, epilogue } => {
+                        product_access(mm, &mut reads, &mut writes);
+                        match epilogue {
+                            Epilogue::Store { act_backward: Some(b) } => {
+                                reads.extend([Some(b.y), b.x].into_iter().flatten().map(t))
+                            }
+                            Epilogue::Store { act_backward: None } => {}
+                            &Epilogue::Bce { target, dlogits, which } => {
+                                reads.push(t(target));
+                                writes.extend([t(dlogits), Res::Part(which)]);
+                            }
+                            Epilogue::Gradient { adam, .. } => {
+                                if *adam {
+                                    reads.extend([Res::Params, Res::AdamM, Res::AdamV]);
+                                    writes.extend([Res::Params, Res::AdamM, Res::AdamV]);
+                                }
+                            }
+                        }
+                    }
+                    Task::Rows { stages, .. } => {
+                        for s in stages {
+                            let (r, w) = access(s);
+                            reads.extend(r);
+                            writes.extend(w);
+                        }
+                    }
+                    &Task::LossFinish { which, .. } => {
+                        reads.push(Res::Part(which));
+                        writes.push(Res::Slots);
+                    }
+                }
+            }
+        }
+    }
+    (reads, writes)
+}
+
+fn product_access(m: &Matmul, reads: &mut Vec<Res>, writes: &mut Vec<Res>) {
+    reads.extend([Res::of(m.a.0), Res::of(m.b.0)]);
+    if m.bias.is_some() {
+        reads.push(Res::Params);
+    }
+    if m.accumulate {
+        reads.push(Res::of(m.c.0));
+    }
+    writes.push(Res::of(m.c.0));
+    writes.extend(m.pre.map(Res::Tensor));
+}
+
+/// A product's kernel parameters.
+pub fn matmul_params(m: &Matmul) -> MatmulParams {
+    let mut fl = 0;
+    fl |= if m.m == Size::Rows { flags::ROWS_M } else { 0 };
+    fl |= if m.k == Size::Rows { flags::ROWS_K } else { 0 };
+    fl |= if m.bias.is_some() { flags::BIAS } else { 0 };
+    fl |= if m.accumulate { flags::ACCUMULATE } else { 0 };
+    MatmulParams {
+        m: fixed(m.m),
+        k: fixed(m.k),
+        n: m.n as u32,
+        flags: fl,
+        off_a: m.a.1 as u32,
+        off_b: m.b.1 as u32,
+        off_c: m.c.1 as u32,
+        off_bias: m.bias.unwrap_or(0) as u32,
+        slices: if m.slices > 1 { m.slices } else { 0 },
+        act: m.act.code(),
+    }
+}
+
+/// A size at the largest batch.
+pub fn size(s: Size, rows: usize) -> usize {
+    match s {
+        Size::Rows => rows,
+        Size::Fixed(n) => n,
+    }
+}
+
+/// A fixed size for `Dims` (0 when it comes from the step's rows).
+fn fixed(s: Size) -> u32 {
+    match s {
+        Size::Rows => 0,
+        Size::Fixed(n) => n as u32,
+    }
+}
