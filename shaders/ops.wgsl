@@ -15,7 +15,7 @@ fn d_sigmoid(d: f32, y: f32) -> f32 {
     return d * (y * (1.0 - y));
 }
 
-// ln(1 + e^-|x|), which overflows nowhere: the tail of BCE.
+// ln(1 + e^-|x|), which overflows nowhere: the tail of softplus and BCE.
 fn ln_1p_exp_neg_abs(x: f32) -> f32 {
     return log(1.0 + exp(-abs(x)));
 }
@@ -47,6 +47,7 @@ fn activate(x: f32, act: u32) -> f32 {
     if (act == ACT_SILU) { return x * sigmoid(x); }
     if (act == ACT_GELU) { return x * normal_cdf(x); }
     if (act == ACT_ELU) { return select(exp(x) - 1.0, x, x > 0.0); }
+    if (act == ACT_SOFTPLUS) { return select(max(x, 0.0) + ln_1p_exp_neg_abs(x), x, x > 20.0); }
     return x;
 }
 
@@ -62,6 +63,7 @@ fn d_activate(d: f32, x: f32, y: f32, act: u32) -> f32 {
     }
     if (act == ACT_GELU) { return d * (normal_cdf(x) + x * (exp(-0.5 * x * x) * 0.3989423)); }
     if (act == ACT_ELU) { return select(d * (y + 1.0), d, y > 0.0); }
+    if (act == ACT_SOFTPLUS) { return select(d * sigmoid(x), d, x > 20.0); }
     return d;
 }
 

@@ -32,10 +32,12 @@ pub enum Activation {
     Gelu,
     /// x for x > 0, else e^x − 1 (alpha 1).
     Elu,
+    /// ln(1 + e^x) (beta 1; x itself above 20, PyTorch's threshold).
+    Softplus,
 }
 
 impl Activation {
-    pub const ALL: [Activation; 7] = [
+    pub const ALL: [Activation; 8] = [
         Activation::Identity,
         Activation::Relu,
         Activation::LeakyRelu,
@@ -43,6 +45,7 @@ impl Activation {
         Activation::Silu,
         Activation::Gelu,
         Activation::Elu,
+        Activation::Softplus,
     ];
     /// The slope of `LeakyRelu` below zero.
     pub const LEAKY_SLOPE: f32 = 0.01;
@@ -55,7 +58,7 @@ impl Activation {
     /// Whether `d_activate` reads the input x, not only the output: then a
     /// layer's forward keeps its pre-activation for the backward pass.
     pub fn needs_input(self) -> bool {
-        matches!(self, Activation::Silu | Activation::Gelu)
+        matches!(self, Activation::Silu | Activation::Gelu | Activation::Softplus)
     }
 
     /// `LeakyRelu` -> `LEAKY_RELU`: the WGSL constant's name after `ACT_`.
@@ -83,7 +86,7 @@ pub fn d_sigmoid(d: f32, y: f32) -> f32 {
     d * (y * (1.0 - y))
 }
 
-/// ln(1 + e^-|x|), which overflows nowhere: the tail of BCE.
+/// ln(1 + e^-|x|), which overflows nowhere: the tail of softplus and BCE.
 #[inline(always)]
 pub fn ln_1p_exp_neg_abs(x: f32) -> f32 {
     ln_1p_unit(exp(-x.abs()))
@@ -140,6 +143,13 @@ pub fn activate(x: f32, act: Activation) -> f32 {
                 exp(x) - 1.0
             }
         }
+        Activation::Softplus => {
+            if x > 20.0 {
+                x
+            } else {
+                x.max(0.0) + ln_1p_exp_neg_abs(x)
+            }
+        }
     }
 }
 
@@ -181,6 +191,13 @@ pub fn d_activate(d: f32, x: f32, y: f32, act: Activation) -> f32 {
                 d
             } else {
                 d * (y + 1.0)
+            }
+        }
+        Activation::Softplus => {
+            if x > 20.0 {
+                d
+            } else {
+                d * sigmoid(x)
             }
         }
     }

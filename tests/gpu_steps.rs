@@ -367,6 +367,11 @@ fn elu_fifty_steps_match_cpu_in_every_form() {
     activation_in_every_form("elu_fifty_steps_match_cpu_in_every_form", Activation::Elu);
 }
 
+#[test]
+fn softplus_fifty_steps_match_cpu_in_every_form() {
+    activation_in_every_form("softplus_fifty_steps_match_cpu_in_every_form", Activation::Softplus);
+}
+
 /// One step of all COUNT images on both engines: the loss sums and every
 /// gradient. Parameters are not compared here: Adam's first step is about
 /// lr·sign(g), so a gradient within rounding of zero may step either way.

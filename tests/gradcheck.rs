@@ -251,7 +251,7 @@ fn whole_vae_identity_hidden_layers() {
 /// whole model: the pre-activation reaches the right backward node.
 #[test]
 fn whole_models_with_activations_that_need_their_input() {
-    for activation in [Activation::Silu, Activation::Gelu] {
+    for activation in [Activation::Silu, Activation::Gelu, Activation::Softplus] {
         check_model_with(ModelKind::Vae, ReconLoss::Bce, vec![6, 4], activation);
         check_model_with(ModelKind::Ae, ReconLoss::Mse, vec![6], activation);
     }
