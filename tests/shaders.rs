@@ -84,10 +84,11 @@ fn validate_and_translate(what: &str, source: &str) {
 #[test]
 fn every_generated_kernel_validates_and_translates_to_msl_and_hlsl() {
     use gpu_vae::gpu::fuse::{Env, Fusion, fuse};
-    use gpu_vae::gpu::fused::generate;
-    use gpu_vae::gpu::ir::Call;
+    use gpu_vae::gpu::fused::{bindings, generate};
+    use gpu_vae::gpu::ir::{Call, Res};
     use gpu_vae::gpu::lower::lower;
     use gpu_vae::model::{Activation, Arch, Architecture, Graph, ModelConfig, ModelKind, ReconLoss};
+    use std::collections::BTreeSet;
 
     let vae = ModelConfig::pytorch_vae();
     let configs = [
@@ -100,7 +101,9 @@ fn every_generated_kernel_validates_and_translates_to_msl_and_hlsl() {
             activation: Activation::Tanh,
             ..vae.clone()
         },
-        ModelConfig { arch: Arch::Conv, hidden: vec![], latent: 16, conv: vec![32, 64], ..vae },
+        ModelConfig { arch: Arch::Conv, hidden: vec![], latent: 16, conv: vec![32, 64], ..vae.clone() },
+        // Pre-activations kept by product epilogues and row chains.
+        ModelConfig { hidden: vec![300, 37], latent: 6, activation: Activation::Gelu, ..vae },
     ];
     let roomy = wgpu::Limits { max_storage_buffers_per_shader_stage: 16, ..wgpu::Limits::default() };
     let mut kernels = 0;
@@ -119,6 +122,11 @@ fn every_generated_kernel_validates_and_translates_to_msl_and_hlsl() {
                     for call in fuse(lower(&graph), Fusion::ALL, &env) {
                         if let Call::Fused(tasks) = call {
                             let generated = generate(&tasks, &graph, rows);
+                            // The fusion pass plans with bindings counted
+                            // from the IR: they are the ones generated.
+                            let planned: BTreeSet<Res> = bindings(&tasks);
+                            let got: BTreeSet<Res> = generated.bindings.iter().map(|&(r, _)| r).collect();
+                            assert_eq!(planned, got, "{}", generated.label);
                             validate_and_translate(&generated.label, &generated.source);
                             kernels += 1;
                         }

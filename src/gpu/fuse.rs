@@ -152,11 +152,12 @@ fn kernel_bytes(tasks: &[Task], graph: &Graph) -> u32 {
 }
 
 /// Whether a kernel of `tasks` fits the adapter: bindings, memory, workgroups.
+/// Counted from the IR: no WGSL is written to measure.
 fn fits(tasks: &[Task], env: &Env) -> bool {
-    let generated = fused::generate(tasks, env.graph, env.max_rows);
-    generated.bindings.len() as u32 <= env.limits.max_storage_buffers_per_shader_stage
+    let groups: u32 = tasks.iter().map(|t| t.groups(env.max_rows)).sum();
+    fused::bindings(tasks).len() as u32 <= env.limits.max_storage_buffers_per_shader_stage
         && kernel_bytes(tasks, env.graph) <= env.limits.max_compute_workgroup_storage_size
-        && generated.groups <= env.limits.max_compute_workgroups_per_dimension
+        && groups <= env.limits.max_compute_workgroups_per_dimension
 }
 
 /// A large product (not row-local) followed by the activation backward of

@@ -17,6 +17,7 @@
 //! The CPU reference of a fused kernel is the sequence of calls it replaced
 //! (the GPU-vs-CPU step tests run both).
 
+use std::collections::BTreeSet;
 use std::fmt::Write;
 
 use super::ir::{ActBackward, Buf, Call, Epilogue, Matmul, Res, Size, Task, access, matmul_params, size};
@@ -157,6 +158,36 @@ fn chain_outputs(stages: &[Call]) -> Vec<TensorId> {
 /// Floats per row a chain keeps in workgroup memory: every tensor it writes.
 pub fn chain_width(stages: &[Call], graph: &Graph) -> usize {
     chain_outputs(stages).iter().map(|&t| graph.width(t)).sum()
+}
+
+/// The buffers a kernel of `tasks` binds, from the IR alone (what `generate`
+/// will bind, without writing WGSL): every buffer a product or loss fold
+/// touches, and of a row chain what it reads before writing, the tensors it
+/// stores and the buffers that are not tensors (its intermediate tensors
+/// live in workgroup memory).
+pub fn bindings(tasks: &[Task]) -> BTreeSet<Res> {
+    let bound = |r: Res| if let Res::Part(_) = r { Res::Partials } else { r };
+    let mut out = BTreeSet::new();
+    for task in tasks {
+        match task {
+            Task::Rows { stages, store, .. } => {
+                let mut written = Vec::new();
+                for stage in stages {
+                    let (reads, writes) = access(stage);
+                    let outside = |r: &Res| !matches!(r, Res::Tensor(_)) || !written.contains(r);
+                    out.extend(reads.into_iter().filter(outside).map(bound));
+                    out.extend(writes.iter().filter(|r| !matches!(r, Res::Tensor(_))).map(|&r| bound(r)));
+                    written.extend(writes);
+                }
+                out.extend(store.iter().map(|&t| Res::Tensor(t)));
+            }
+            task => {
+                let (reads, writes) = access(&Call::Fused(vec![task.clone()]));
+                out.extend(reads.into_iter().chain(writes).map(bound));
+            }
+        }
+    }
+    out
 }
 
 /// A generated kernel: its WGSL, its storage bindings in binding order
