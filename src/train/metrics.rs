@@ -72,7 +72,11 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<Vec<EpochRecord>> {
         if fields.len() != 9 {
             return Err(bad(i + 2, format!("{} fields, expected 9", fields.len())));
         }
-        let num = |k: usize| fields[k].parse::<f64>().map_err(|e| bad(i + 2, format!("`{}`: {e}", fields[k])));
+        let num = |k: usize| match fields[k].parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok(v),
+            Ok(_) => Err(bad(i + 2, format!("`{}` is not a finite number", fields[k]))),
+            Err(e) => Err(bad(i + 2, format!("`{}`: {e}", fields[k]))),
+        };
         let epoch = fields[0].parse::<usize>().map_err(|e| bad(i + 2, format!("epoch `{}`: {e}", fields[0])))?;
         if epoch != records.len() + 1 {
             return Err(bad(i + 2, format!("epoch {epoch}, expected {}", records.len() + 1)));
@@ -109,5 +113,8 @@ mod tests {
         assert_eq!(csv(&back), text);
         let e = parse_csv("epoch,x\n", Path::new("m.csv")).unwrap_err().to_string();
         assert!(e.contains("m.csv: line 1"), "{e}");
+        let nan = text.replacen("0.123", "NaN", 1);
+        let e = parse_csv(&nan, Path::new("m.csv")).unwrap_err().to_string();
+        assert!(e.contains("line 2: `NaN") && e.contains("not a finite number"), "{e}");
     }
 }
