@@ -21,9 +21,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     let mut config = config_from_args(&args)?;
     config.validate()?;
+    if config.epochs == 0 {
+        bail!("invalid --epochs: 0; a run trains at least 1 epoch");
+    }
     let out = args.out.clone().unwrap_or_else(|| default_out_dir(config.model.kind));
     train::prepare_out_dir(&out)?;
     // Held until training ends: a second writer into `out` stops here.
+    run_dir::check_out_outside_data(&out, &config)?;
     let _owner = run_dir::claim(&out, args.force)?;
 
     let data = run_dir::load_data_with_channels(&config, args.channels.map(usize::from))?;

@@ -109,6 +109,25 @@ pub fn claim(dir: &Path, force: bool) -> Result<RunDirLock> {
     Ok(lock)
 }
 
+/// Refuses an `--out` inside the `--data` folder: the run's pictures would
+/// become training data (and `--force` would replace pictures of the data).
+pub fn check_out_outside_data(out: &Path, config: &TrainConfig) -> Result<()> {
+    let data::DataSpec::Path(data) = data::parse_data_arg(Some(&config.data)) else { return Ok(()) };
+    if let (Ok(out_real), Ok(data_real)) = (std::fs::canonicalize(out), std::fs::canonicalize(&data))
+        && out_real.starts_with(&data_real)
+    {
+        return Err(Error::invalid(
+            "--out",
+            format!(
+                "{} is inside the data folder {}; the run's pictures would mix with its data",
+                out.display(),
+                data.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses an `epochs` that is not a folder of the run's own (a link would
 /// put the run's pictures, and their removal, somewhere else).
 fn check_epochs_dir(dir: &Path) -> Result<()> {
@@ -385,7 +404,19 @@ pub fn read_config(path: &Path) -> Result<TrainConfig> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let config: TrainConfig = serde_json::from_str(&text)
         .map_err(|e| Error::bad_file(path, format!("not a gpu-vae run configuration: {e}")))?;
-    config.validate().map_err(|e| Error::BadRunConfig { path: path.to_path_buf(), error: Box::new(e) })?;
+    let betas = || {
+        // Not flags, so not checked with them: Adam needs 0 <= beta < 1.
+        for (name, beta) in [("adam.beta1", config.adam.beta1), ("adam.beta2", config.adam.beta2)] {
+            if !(0.0..1.0).contains(&beta) {
+                return Err(Error::invalid(name, format!("{beta} is not in [0, 1)")));
+            }
+        }
+        Ok(())
+    };
+    config
+        .validate()
+        .and_then(|()| betas())
+        .map_err(|e| Error::BadRunConfig { path: path.to_path_buf(), error: Box::new(e) })?;
     Ok(config)
 }
 

@@ -125,7 +125,8 @@ pub fn changed_setting(then: &str, now: &TrainConfig) -> Option<String> {
         }
     }
     let then: serde_json::Value = serde_json::from_str(then).ok()?;
-    let now = serde_json::to_value(now).ok()?;
+    // Through the text, as `then` was, so that an f32 reads the same on both sides.
+    let now: serde_json::Value = serde_json::from_str(&serde_json::to_string(now).ok()?).ok()?;
     let (mut then, mut now) = (then, now);
     for v in [&mut then, &mut now] {
         if let Some(map) = v.as_object_mut() {
