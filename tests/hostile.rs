@@ -660,3 +660,91 @@ fn small_ones_zero_epochs_huge_strings_and_resume_of_a_file() {
     let err = error_of(&["train", "--resume", s(&file)]);
     assert_names(&err, &["--resume", "it is not a folder"]);
 }
+
+/// Spawns `train` into `out` (`epochs` epochs of a small model, `extra` flags).
+fn spawn_train(out: &Path, epochs: &str, extra: &[&str]) -> std::process::Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("gpu-vae"))
+        .args(["train", "--device", "cpu", "--epochs", epochs, "--hidden", "8", "--latent", "2", "--quiet"])
+        .args(["--out", s(out)])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_for(path: &Path) {
+    let started = std::time::Instant::now();
+    while !path.exists() {
+        assert!(started.elapsed().as_secs() < 60, "{} did not appear within a minute", path.display());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn timeout_sighup_and_signals_while_loading_stop_with_a_checkpoint() {
+    // GNU timeout signals the process and its group: two SIGINTs at once
+    // were taken for two Ctrl-Cs (exit at once, no checkpoint, stale lock).
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let bin = assert_cmd::cargo::cargo_bin("gpu-vae");
+    let timed = std::process::Command::new("timeout")
+        .args(["--preserve-status", "-s", "INT", "1.5", s(&bin), "train", "--device", "cpu", "--epochs", "1000"])
+        .args(["--hidden", "8", "--latent", "2", "--quiet", "--out", s(&out)])
+        .output()
+        .unwrap();
+    assert_eq!(timed.status.code(), Some(130), "{}", stderr(&timed));
+    assert!(stderr(&timed).contains("continue with: gpu-vae train --resume"), "{}", stderr(&timed));
+    assert!(!out.join(".lock").exists(), "the lock goes with its writer");
+    let params = checkpoint::load(&out.join(MODEL_FILE)).unwrap().1.len();
+    state::load(&out, params).expect("the stopped run resumes");
+
+    // SIGHUP (the terminal closed) is a stop request too.
+    let out = dir.path().join("hup");
+    let child = spawn_train(&out, "1000", &[]);
+    wait_for(&out.join(CONFIG_FILE));
+    assert!(std::process::Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap().success());
+    let done = child.wait_with_output().unwrap();
+    assert_eq!(done.status.code(), Some(130), "{}", stderr(&done));
+    assert!(stderr(&done).contains("continue with"), "{}", stderr(&done));
+
+    // A signal while the data loads (a folder of 3000 pictures) stops the
+    // run before its first step, with a message, and no lock is left.
+    let pictures = dir.path().join("pictures");
+    std::fs::create_dir(&pictures).unwrap();
+    let mut png = Vec::new();
+    image::GrayImage::from_fn(28, 28, |x, y| image::Luma([(x * y) as u8]))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    for i in 0..3000 {
+        std::fs::write(pictures.join(format!("{i:04}.png")), &png).unwrap();
+    }
+    let out = dir.path().join("loading");
+    let child = spawn_train(&out, "1000", &["--data", s(&pictures)]);
+    wait_for(&out.join(".lock"));
+    assert!(std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let done = child.wait_with_output().unwrap();
+    assert_eq!(done.status.code(), Some(130), "{}", stderr(&done));
+    assert!(stderr(&done).contains("interrupted before the first step"), "{}", stderr(&done));
+    assert!(!out.join(".lock").exists());
+}
+
+#[test]
+fn writers_racing_for_a_stale_lock_train_one_at_a_time() {
+    // Two takers of a dead writer's lock: the slower removed the lock the
+    // faster had just taken, and both trained into the folder.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join(".lock"), format!("{}\n", dead_pid())).unwrap();
+    let children: Vec<_> = (0..6).map(|_| spawn_train(&out, "2", &[])).collect();
+    let outputs: Vec<Output> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    let won: Vec<&Output> = outputs.iter().filter(|o| o.status.success()).collect();
+    assert_eq!(won.len(), 1, "exactly one writer trains: {:?}", outputs.iter().map(stderr).collect::<Vec<_>>());
+    for lost in outputs.iter().filter(|o| !o.status.success()) {
+        let err = stderr(lost);
+        assert!(err.contains("in use by") || err.contains("holds a run already"), "{err}");
+    }
+    assert!(!out.join(".lock").exists());
+}

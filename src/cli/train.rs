@@ -16,6 +16,8 @@ use crate::train::run_dir;
 use crate::train::{self, Run, TrainConfig};
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    // Before the data loads: a signal then stops the run before its first step.
+    train::interrupt::install();
     if let Some(dir) = &args.resume {
         return resume(&args, dir);
     }
@@ -126,7 +128,12 @@ fn fit(
     match train::train_from(&run, engine.as_mut(), &mut progress, resume, Some(stop)) {
         Ok(_) => {
             println!("wrote {}", out.display());
-            Ok(())
+            if !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                return Ok(());
+            }
+            // Stopped during the last pictures, which were finished: the run is whole.
+            eprintln!("interrupted after the last epoch; the run is complete");
+            Err(Error::Interrupted { epoch: config.epochs, batches_done: 0, step: 0, recon: 0.0, kl: 0.0 }.into())
         }
         Err(e @ Error::Interrupted { epoch, step, .. }) => {
             if step == 0 && args.resume.is_none() {

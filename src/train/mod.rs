@@ -275,7 +275,9 @@ pub fn prepare_out_dir(out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     // Named for this process, so that two writers starting at once do not
     // remove each other's probe, and a killed one's is cleared as a leftover.
-    let probe = out.join(format!(".write-test{}{}", crate::fsutil::TEMP_MARK, std::process::id()));
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, Ordering::SeqCst);
+    let probe = out.join(format!(".write-test-{n}{}{}", crate::fsutil::TEMP_MARK, std::process::id()));
     std::fs::write(&probe, b"").map_err(|e| Error::io(out, e))?;
     std::fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))
 }
