@@ -7,7 +7,7 @@
 #   D: SIGINT, then the process ended between the checkpoint's writes (the
 #      staged optimizer state on disk, the model perhaps not yet renamed),
 #      as a second Ctrl-C does (`_exit`); SIGKILL stands in for it, since a
-#      second SIGINT that soon (< 0.3 s) counts as the same request. Then --resume.
+#      second SIGINT from this shell within 1 s is the same request. Then --resume.
 # Run from the repository root after `cargo build --release`:
 #   bash benches/sigint_resume.sh          # DATA=... EPOCHS=... for a shorter run
 set -u
