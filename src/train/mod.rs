@@ -92,7 +92,6 @@ pub fn train_from(
     let (mut first_epoch, mut batches_done, mut partial, mut partial_seconds) = (1, 0, LossSums::default(), 0.0);
     if let Some(state) = resume {
         let p = state.position;
-        let file = run.out.join(state::OPTIMIZER_FILE);
         if p.config != 0 && p.config != config_id {
             let what = state.config.as_deref().and_then(|then| state::changed_setting(then, cfg));
             return Err(Error::bad_file(
@@ -123,6 +122,7 @@ pub fn train_from(
                 ),
             ));
         }
+        let file = run.out.join(state::OPTIMIZER_FILE);
         records = metrics::parse_csv(&state.metrics, &file)?;
         if records.len() != p.epochs_done {
             let rows = records.len();
