@@ -10,7 +10,7 @@
 //! | key | value |
 //! |---|---|
 //! | `gpu_vae.format` | `optimizer/1` |
-//! | `gpu_vae.position` | JSON `{"epochs_done", "batches_done", "step", "seed"}`, also in `model.safetensors` |
+//! | `gpu_vae.position` | JSON `{"epochs_done", "batches_done", "step", "seed", "config", "data"}`, also in `model.safetensors` |
 //! | `gpu_vae.seconds` | seconds spent on the unfinished epoch so far |
 //! | `gpu_vae.metrics` | the text of `metrics.csv` at this checkpoint (rows of the finished epochs) |
 //! | `gpu_vae.config` | the run's `config.json` at this checkpoint, to name a setting changed since |
@@ -92,15 +92,18 @@ pub fn fingerprint(parts: &[&[u8]]) -> u64 {
 /// `config.json` but `epochs` (a resumed run may change its total) and
 /// `data` (the files may move; [`data_fingerprint`] checks what they hold).
 pub fn config_fingerprint(config: &TrainConfig) -> u64 {
-    fingerprint(&[lasting_settings(config).to_string().as_bytes()])
+    let text = serde_json::to_string(config).expect("a config serializes");
+    fingerprint(&[lasting_settings(&text).unwrap_or_default().to_string().as_bytes()])
 }
 
-fn lasting_settings(config: &TrainConfig) -> serde_json::Value {
-    let mut value = serde_json::to_value(config).expect("a config serializes");
-    let map = value.as_object_mut().expect("a config is an object");
+/// A config's JSON text without `epochs` and `data`, read through the text
+/// so that an f32 reads the same whether it was just written or read back.
+fn lasting_settings(text: &str) -> Option<serde_json::Value> {
+    let mut value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let map = value.as_object_mut()?;
     map.remove("epochs");
     map.remove("data");
-    value
+    Some(value)
 }
 
 /// The training images' fingerprint: sizes, pixels and labels.
@@ -124,17 +127,7 @@ pub fn changed_setting(then: &str, now: &TrainConfig) -> Option<String> {
             _ => None,
         }
     }
-    let then: serde_json::Value = serde_json::from_str(then).ok()?;
-    // Through the text, as `then` was, so that an f32 reads the same on both sides.
-    let now: serde_json::Value = serde_json::from_str(&serde_json::to_string(now).ok()?).ok()?;
-    let (mut then, mut now) = (then, now);
-    for v in [&mut then, &mut now] {
-        if let Some(map) = v.as_object_mut() {
-            map.remove("epochs");
-            map.remove("data");
-        }
-    }
-    first("", &then, &now)
+    first("", &lasting_settings(then)?, &lasting_settings(&serde_json::to_string(now).ok()?)?)
 }
 
 /// A run's state at a checkpoint, besides the parameters.
@@ -166,13 +159,12 @@ pub fn save(path: &Path, state: &TrainState) -> Result<()> {
     let views = tensors.into_iter().map(|(name, dtype, shape, data)| {
         (name.to_string(), TensorView::new(dtype, shape, data).expect("shape matches the bytes"))
     });
-    let metadata = HashMap::from([
+    let mut metadata = HashMap::from([
         (FORMAT_KEY.to_string(), FORMAT.to_string()),
         (POSITION_KEY.to_string(), state.position.to_json()),
         (SECONDS_KEY.to_string(), state.partial_seconds.to_string()),
         (METRICS_KEY.to_string(), state.metrics.clone()),
     ]);
-    let mut metadata = metadata;
     if let Some(config) = &state.config {
         metadata.insert(CONFIG_KEY.to_string(), config.clone());
     }
