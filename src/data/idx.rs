@@ -359,8 +359,14 @@ mod tests {
         let mut b = header([0, 0, 8, 1], &[2]);
         b.extend([1, 2, 3]);
         assert_eq!(err(&b), "f.idx: trailing data: header says 2 = 2 bytes of labels, file has 3");
-        // Sizes whose product overflows u64 are still just "truncated".
+        // Sides beyond the cap are refused from the header (no product can overflow).
         let b = header([0, 0, 8, 3], &[u32::MAX; 3]);
+        assert!(
+            err(&b).contains("images of 4294967295x4294967295, more than the limit of 1024 per side"),
+            "{}",
+            err(&b)
+        );
+        let b = header([0, 0, 8, 3], &[u32::MAX, 1024, 1024]);
         assert!(err(&b).starts_with("f.idx: truncated"));
     }
 
