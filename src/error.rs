@@ -41,13 +41,26 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// The most characters of detail an error message carries.
+pub const MAX_DETAIL: usize = 400;
+
+/// `text` cut to [`MAX_DETAIL`] characters, saying how much was left out.
+pub fn clip(text: String) -> String {
+    match text.char_indices().nth(MAX_DETAIL) {
+        Some((end, _)) => format!("{}... ({} more bytes)", &text[..end], text.len() - end),
+        None => text,
+    }
+}
+
 impl Error {
     pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         Error::Io { path: path.into(), error }
     }
 
+    /// `what` is clipped to [`MAX_DETAIL`] characters: it may quote the
+    /// file (a parser's message), and the error stays one readable line.
     pub fn bad_file(path: impl Into<PathBuf>, what: impl Into<String>) -> Self {
-        Error::BadFile { path: path.into(), what: what.into() }
+        Error::BadFile { path: path.into(), what: clip(what.into()) }
     }
 
     pub fn invalid(name: &'static str, why: impl Into<String>) -> Self {

@@ -34,6 +34,13 @@ pub const MAX_IWAE_SAMPLES: u64 = 1 << 30;
 /// Pixels decoded from a codes file, stored one byte each.
 pub const MAX_DECODED_PIXELS: usize = 1 << 32;
 
+/// Pixels of one picture read from a folder (or `--from-file`), checked from
+/// its header before it is decoded: 16 megapixels, at most 128 MiB decoded
+/// even as 16-bit RGBA (larger photos: resize them first).
+pub const MAX_PICTURE_PIXELS: u64 = 1 << 24;
+/// Bytes of one picture file, read whole before it is decoded.
+pub const MAX_PICTURE_FILE_BYTES: u64 = 1 << 26;
+
 /// Errors unless `value <= max`; `name` is the flag or field.
 pub fn at_most(name: &'static str, value: usize, max: usize) -> Result<()> {
     if value > max {

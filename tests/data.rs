@@ -511,3 +511,88 @@ fn bad_cifar_files_are_one_line_errors() {
     std::fs::write(dir.path().join("train.bin"), cifar_records(&[&[1, 2]])).unwrap();
     assert!(load_err(dir.path()).ends_with("holds CIFAR-100 files but no test.bin"));
 }
+
+/// A JPEG of `w`x`h` with the size in its frame header (SOF0) overwritten.
+fn jpeg_declaring(w: u32, h: u32, declared: u16) -> Vec<u8> {
+    let img = image::GrayImage::from_fn(w, h, |x, y| image::Luma([(x * 11 + y * 5) as u8]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+    let mut b = out.into_inner();
+    let sof = b.windows(2).position(|m| m == [0xFF, 0xC0]).unwrap();
+    b[sof + 5..sof + 9].copy_from_slice(&[declared.to_be_bytes(), declared.to_be_bytes()].concat());
+    b
+}
+
+#[test]
+fn picture_sizes_are_capped_from_their_headers() {
+    // A 389 KB PNG of 20000x20000 took 1.58 GB; an 855-byte JPEG declaring
+    // 12000x12000, 855 MB. Both are refused from their headers now.
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("png");
+    std::fs::create_dir(&png).unwrap();
+    let mut big = Vec::new();
+    image::GrayImage::new(8, 8).write_to(&mut std::io::Cursor::new(&mut big), image::ImageFormat::Png).unwrap();
+    big[16..24].copy_from_slice(&[20000u32.to_be_bytes(), 20000u32.to_be_bytes()].concat());
+    let mut crc = flate2::Crc::new();
+    crc.update(&big[12..29]);
+    big[29..33].copy_from_slice(&crc.sum().to_be_bytes());
+    for name in ["a.png", "b.png"] {
+        std::fs::write(png.join(name), &big).unwrap();
+    }
+    assert_error(load_dir(&png), "a.png", "its header says 20000x20000 = 400000000 pixels, more than the limit");
+    let jpg = dir.path().join("jpg");
+    std::fs::create_dir(&jpg).unwrap();
+    for name in ["a.jpg", "b.jpg"] {
+        std::fs::write(jpg.join(name), jpeg_declaring(16, 16, 12000)).unwrap();
+    }
+    assert_error(load_dir(&jpg), "a.jpg", "its header says 12000x12000");
+    let e = gpu_vae::data::folder::read_planes(&jpg.join("a.jpg"), 1, 28, 28).unwrap_err().to_string();
+    assert!(e.contains("12000x12000"), "{e}");
+}
+
+#[test]
+fn truncated_jpegs_are_refused_like_truncated_pngs() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = jpeg_declaring(32, 32, 32);
+    std::fs::write(dir.path().join("a.jpg"), &whole).unwrap();
+    std::fs::write(dir.path().join("b.jpg"), &whole[..whole.len() * 2 / 3]).unwrap();
+    assert_error(load_dir(dir.path()), "b.jpg", "the JPEG is truncated");
+    std::fs::write(dir.path().join("b.jpg"), &whole).unwrap();
+    assert_eq!(load_dir(dir.path()).unwrap().train.count + 1, 2);
+}
+
+#[test]
+fn idx_headers_are_checked_before_the_data_is_read() {
+    // A gzip IDX declaring 256x2000x2000 unpacked 1 GB before the side cap
+    // refused it; a raw file was read whole (3 GiB) before its header was checked.
+    let dir = tempfile::tempdir().unwrap();
+    let gz = dir.path().join("train-images-idx3-ubyte.gz");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(&[0, 0, 8, 3, 0, 0, 1, 0, 0, 0, 7, 208, 0, 0, 7, 208]).unwrap();
+    enc.write_all(&vec![0u8; 1 << 20]).unwrap();
+    std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+    let e = read_idx(&gz).unwrap_err().to_string();
+    assert!(e.contains("256x2000x2000: images of 2000x2000, more than the limit of 1024 per side"), "{e}");
+    let raw = dir.path().join("raw");
+    let mut file = std::fs::File::create(&raw).unwrap();
+    file.write_all(&[0, 0, 8, 3, 0, 0, 0, 10, 0, 0, 0, 28, 0, 0, 0, 28]).unwrap();
+    file.set_len(1 << 30).unwrap(); // sparse: nothing is written
+    let e = read_idx(&raw).unwrap_err().to_string();
+    assert!(e.contains("trailing data: header says 10x28x28 = 7840 bytes of pixels, file has 1073741808"), "{e}");
+}
+
+#[test]
+fn cifar_labels_beyond_the_classes_are_refused() {
+    let load_err = |dir: &Path| load(&DataSpec::Path(dir.into()), &FolderOptions::default()).unwrap_err().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    write_cifar10(dir.path(), 1);
+    std::fs::write(dir.path().join("test_batch.bin"), cifar_records(&[&[3], &[200]])).unwrap();
+    let err = load_err(dir.path());
+    assert!(err.contains("test_batch.bin: record 1 has label 200, but CIFAR-10 has 10 classes (0 to 9)"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("train.bin"), cifar_records(&[&[1, 150]])).unwrap();
+    std::fs::write(dir.path().join("test.bin"), cifar_records(&[&[4, 17]])).unwrap();
+    assert!(load_err(dir.path()).contains("train.bin: record 0 has label 150, but CIFAR-100 has 100 classes"));
+    std::fs::write(dir.path().join("train.bin"), cifar_records(&[&[20, 15]])).unwrap();
+    assert!(load_err(dir.path()).contains("record 0 has label 20, but CIFAR-100 has 20 classes"));
+}

@@ -1,5 +1,8 @@
 //! Seeded mutation fuzzing of every reader of outside bytes: IDX files (raw
-//! and gzipped), folders of images, CIFAR binaries, checkpoints and codes files. A case may
+//! and gzipped, as bytes and as files, sparse ones included), folders of
+//! images (their size headers too), CIFAR binaries, checkpoints, optimizer
+//! states and codes files; and run-folder locks taken by many threads at
+//! once. A case may
 //! load or be refused; it must never panic or abort, and what loads must be
 //! consistent (sizes that match, finite values).
 //!
@@ -16,7 +19,7 @@ use std::path::Path;
 
 use gpu_vae::apps::codes;
 use gpu_vae::checkpoint;
-use gpu_vae::data::idx::parse_idx_file;
+use gpu_vae::data::idx::{parse_idx_file, read_idx};
 use gpu_vae::data::{self, DataSpec, FolderOptions};
 use gpu_vae::model::{Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
 
@@ -296,4 +299,117 @@ fn codes_reader() {
             let _ = codes::check_model(&c, &arch, path);
         }
     });
+}
+
+#[test]
+fn raw_idx_files_are_checked_before_they_are_read() {
+    // Through the file reader: a header against the file's length (sparse
+    // files of up to 2^40 bytes cost nothing to make, and must cost nothing
+    // to refuse).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fuzz-idx");
+    let mut images = vec![0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0, 5];
+    images.extend((0..60).map(|i| i as u8));
+    fuzz("raw idx file", 500, |rng| {
+        let bytes = mutate(rng, &images, &[(3, 1), (4, 4), (8, 4), (12, 4)]);
+        std::fs::write(&path, &bytes).unwrap();
+        if rng.below(4) == 0 {
+            std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(rng.next() % (1 << 40)).unwrap();
+        }
+        if let Ok(idx) = read_idx(&path) {
+            assert_eq!(idx.data.len(), idx.dims.iter().product::<usize>());
+        }
+    });
+}
+
+/// A JPEG with its frame header's height and width set to `h` and `w`.
+fn jpeg_with_size(jpeg: &[u8], w: u16, h: u16) -> Vec<u8> {
+    let mut b = jpeg.to_vec();
+    let sof = b.windows(2).position(|m| m == [0xFF, 0xC0]).unwrap();
+    b[sof + 5..sof + 7].copy_from_slice(&h.to_be_bytes());
+    b[sof + 7..sof + 9].copy_from_slice(&w.to_be_bytes());
+    b
+}
+
+#[test]
+fn picture_size_headers() {
+    // Every declared size is refused or decoded within the cap: none may
+    // take memory in proportion to what it declares.
+    let dir = tempfile::tempdir().unwrap();
+    let (png, jpeg) = (png_bytes(6, 5, 1), jpeg_bytes(6, 5));
+    fuzz("picture size headers", 300, |rng| {
+        let (w, h) = (rng.extreme() as u32, rng.extreme() as u32);
+        let (name, bytes) = if rng.below(2) == 0 {
+            ("p.png", png_with_size(&png, w, h))
+        } else {
+            ("p.jpg", jpeg_with_size(&jpeg, w as u16, h as u16))
+        };
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        if let Ok(picture) = data::folder::read_picture(&path) {
+            assert!(picture.width() as u64 * picture.height() as u64 <= gpu_vae::limits::MAX_PICTURE_PIXELS);
+        }
+    });
+}
+
+#[test]
+fn optimizer_state_reader() {
+    use gpu_vae::engine::{AdamState, LossSums};
+    use gpu_vae::train::state::{self, Position, TrainState};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("optimizer.safetensors");
+    let st = TrainState {
+        position: Position { epochs_done: 1, batches_done: 2, step: 9, seed: 3, config: 4, data: 5 },
+        adam: AdamState { m: vec![0.5, -1.0, 2.0], v: vec![1.0, 0.0, 3.0], steps: 9 },
+        partial: LossSums { recon: 1.5, kl: 0.25 },
+        partial_seconds: 2.0,
+        metrics: "epoch,train_loss,train_recon,train_kl,test_loss,test_recon,test_kl,seconds,samples_per_s\n".into(),
+        config: Some("{}".into()),
+    };
+    state::save(&path, &st).unwrap();
+    let file = std::fs::read(&path).unwrap();
+    assert_eq!(state::parse(&file, &path, 3).unwrap(), st);
+    fuzz("optimizer state", 3000, |rng| {
+        let bytes = match rng.below(2) {
+            0 => mutate(rng, &file, &[(0, 8)]),
+            _ => with_extreme_header_number(rng, &file),
+        };
+        if let Ok(back) = state::parse(&bytes, &path, 3) {
+            assert!(back.adam.m.iter().chain(&back.adam.v).all(|v| v.is_finite()));
+            assert!(back.adam.v.iter().all(|&v| v >= 0.0));
+            assert!(back.partial_seconds.is_finite() && back.partial_seconds >= 0.0);
+            assert!(back.partial.recon.is_finite() && back.partial.kl.is_finite());
+        }
+    });
+}
+
+#[test]
+fn run_folder_locks_under_contention() {
+    // Threads (each its own open file, as processes are) claim one folder
+    // over and over, some after planting a stale lock: never two at once.
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let (holders, taken) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let rounds = cases(200) / 8 + 1;
+    std::thread::scope(|scope| {
+        for t in 0..8u64 {
+            let (dir, holders, taken) = (dir.path(), &holders, &taken);
+            scope.spawn(move || {
+                let mut rng = Rng::new(seed() ^ t);
+                for _ in 0..rounds {
+                    if rng.below(8) == 0 {
+                        let _ = std::fs::write(dir.join(".lock"), "0\n");
+                    }
+                    if let Ok(lock) = gpu_vae::train::run_dir::claim(dir, true) {
+                        assert_eq!(holders.fetch_add(1, Ordering::SeqCst), 0, "two holders at once");
+                        std::thread::sleep(std::time::Duration::from_micros(rng.below(300) as u64));
+                        holders.fetch_sub(1, Ordering::SeqCst);
+                        taken.fetch_add(1, Ordering::SeqCst);
+                        drop(lock);
+                    }
+                }
+            });
+        }
+    });
+    assert!(taken.load(Ordering::SeqCst) > 0);
 }

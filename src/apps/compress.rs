@@ -171,7 +171,13 @@ fn write_pngs(dir: &std::path::Path, images: &Images) -> Result<()> {
                 image::GrayImage::from_raw(w, h, planes.to_vec()).expect("one image's pixels"),
             )
         };
-        picture.save(&path).map_err(|e| Error::bad_file(&path, format!("cannot write: {e}")))?;
+        // Encoded in memory and written like every other output: a full disk
+        // is an error, never an empty picture.
+        let mut png = Vec::new();
+        picture
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .map_err(|e| Error::bad_file(&path, format!("PNG encoding failed: {e}")))?;
+        write_atomic(&path, &png)?;
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `gpu-vae sample`: a grid of decoded prior draws from a saved run.
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 
 use super::SampleArgs;
 use crate::limits;
@@ -13,6 +13,8 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         bail!("invalid --n: must be at least 1");
     }
     limits::at_most("--n", args.n, limits::MAX_SAMPLES)?;
+    // Before any work: an --out that may not be replaced (a device, a FIFO).
+    crate::fsutil::write_target(&args.out)?;
     let run = RunDir::open(&args.run)?;
     limits::check_rows("--n", args.n, &run.arch().config)?;
     let mut model = super::device::open_inference(&args.device, run.arch(), run.params().to_vec())?;
@@ -22,8 +24,8 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         ModelKind::Vae => None,
     };
     println!("device: {}", model.device());
-    pictures::sample_grid(model.as_mut(), reference.as_ref(), args.n, args.seed, &args.out)
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    // Its errors name the file.
+    pictures::sample_grid(model.as_mut(), reference.as_ref(), args.n, args.seed, &args.out)?;
     println!("wrote {} ({} samples)", args.out.display(), args.n);
     Ok(())
 }

@@ -17,14 +17,20 @@ use crate::train::run_dir;
 use crate::train::{self, Run, TrainConfig};
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    // Before the data loads: a signal then stops the run before its first step.
+    train::interrupt::install();
     if let Some(dir) = &args.resume {
         return resume(&args, dir);
     }
     let mut config = config_from_args(&args)?;
     config.validate()?;
+    if config.epochs == 0 {
+        bail!("invalid --epochs: 0; a run trains at least 1 epoch");
+    }
     let out = args.out.clone().unwrap_or_else(|| default_out_dir(config.model.kind));
     train::prepare_out_dir(&out)?;
     // Held until training ends: a second writer into `out` stops here.
+    run_dir::check_out_outside_data(&out, &config)?;
     let _owner = run_dir::claim(&out, args.force)?;
 
     let data = run_dir::load_data_with_channels(&config, args.channels.map(usize::from))?;
@@ -123,7 +129,12 @@ fn fit(
     match train::train_from(&run, engine.as_mut(), &mut progress, resume, Some(stop)) {
         Ok(_) => {
             println!("wrote {}", out.display());
-            Ok(())
+            if !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                return Ok(());
+            }
+            // Stopped during the last pictures, which were finished: the run is whole.
+            eprintln!("interrupted after the last epoch; the run is complete");
+            Err(Error::Interrupted { epoch: config.epochs, batches_done: 0, step: 0, recon: 0.0, kl: 0.0 }.into())
         }
         Err(e @ Error::Interrupted { epoch, step, .. }) => {
             if step == 0 && args.resume.is_none() {

@@ -41,6 +41,15 @@ impl Variant {
         self.label_bytes() + IMAGE_BYTES
     }
 
+    /// How many classes each label byte of a record counts (CIFAR-100: 20
+    /// coarse, then 100 fine).
+    fn classes(self) -> &'static [u8] {
+        match self {
+            Variant::Cifar10 => &[10],
+            Variant::Cifar100 => &[20, 100],
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Variant::Cifar10 => "CIFAR-10",
@@ -102,7 +111,17 @@ pub fn read_files(files: &[PathBuf], variant: Variant) -> Result<Images> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         // The file may have changed since its size was read.
         check_size(bytes.len() as u64, variant, path)?;
-        for r in bytes.chunks_exact(record) {
+        for (i, r) in bytes.chunks_exact(record).enumerate() {
+            if let Some((label, classes)) = r.iter().zip(variant.classes()).find(|(l, c)| l >= c) {
+                return Err(Error::bad_file(
+                    path,
+                    format!(
+                        "record {i} has label {label}, but {} has {classes} classes (0 to {})",
+                        variant.name(),
+                        classes - 1
+                    ),
+                ));
+            }
             labels.push(r[variant.label_bytes() - 1]);
             pixels.extend_from_slice(&r[variant.label_bytes()..]);
         }

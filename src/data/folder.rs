@@ -144,12 +144,34 @@ fn decode_all(
 }
 
 /// A PNG or JPEG (recognised by its contents), alpha composited on black.
+/// Its size is read from its header and capped (`limits::MAX_PICTURE_PIXELS`)
+/// before anything is decoded, and a JPEG cut short is refused (the decoder
+/// would fill what is missing with gray), as a truncated PNG is.
 pub fn read_picture(path: &Path) -> Result<image::DynamicImage> {
-    let picture = image::ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(|e| Error::io(path, e))?
-        .decode()
-        .map_err(|e| Error::bad_file(path, format!("cannot decode image: {e}")))?;
+    let bytes = read_capped(path, limits::MAX_PICTURE_FILE_BYTES)?;
+    let reader = || -> Result<image::ImageReader<std::io::Cursor<&[u8]>>> {
+        image::ImageReader::new(std::io::Cursor::new(&bytes[..])).with_guessed_format().map_err(|e| Error::io(path, e))
+    };
+    let bad = |e: image::ImageError| Error::bad_file(path, format!("cannot decode image: {e}"));
+    let (w, h) = reader()?.into_dimensions().map_err(bad)?;
+    let pixels = w as u64 * h as u64;
+    if pixels > limits::MAX_PICTURE_PIXELS {
+        return Err(Error::bad_file(
+            path,
+            format!(
+                "its header says {w}x{h} = {pixels} pixels, more than the limit of {}; resize it first",
+                limits::MAX_PICTURE_PIXELS
+            ),
+        ));
+    }
+    let mut reader = reader()?;
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_is_whole(&bytes) {
+        return Err(Error::bad_file(path, "the JPEG is truncated: its last scan has no end-of-image marker"));
+    }
+    let mut caps = image::Limits::default();
+    caps.max_alloc = Some(8 * limits::MAX_PICTURE_PIXELS);
+    reader.limits(caps);
+    let picture = reader.decode().map_err(bad)?;
     if !picture.color().has_alpha() {
         return Ok(picture);
     }
@@ -170,6 +192,28 @@ pub fn read_picture(path: &Path) -> Result<image::DynamicImage> {
         });
         image::DynamicImage::ImageLuma8(gray)
     })
+}
+
+/// Whether a JPEG's last scan is followed by an end-of-image marker (FF D9).
+/// Inside a scan an FF byte is always followed by 00 or a restart marker, so
+/// neither marker occurs by chance; an embedded thumbnail's end comes before
+/// the main image's scans.
+fn jpeg_is_whole(bytes: &[u8]) -> bool {
+    let last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xFF, marker]);
+    matches!((last(0xD9), last(0xDA)), (Some(end), Some(scan)) if end > scan)
+}
+
+/// A file's bytes, refused without being read when it is larger than `max`.
+pub fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len > max {
+        return Err(Error::bad_file(path, format!("{len} bytes, more than the limit of {max} for this file")));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(max + 1).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    Ok(bytes)
 }
 
 /// Whether any pixel's R, G and B differ.

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use super::{DataSet, Images};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
+use crate::limits;
 
 /// The element-type byte for unsigned bytes, the only type images use.
 const U8: u8 = 0x08;
@@ -95,24 +96,49 @@ fn parse_header(bytes: &[u8], path: &Path) -> Result<Header> {
     if header.dims.contains(&0) {
         return Err(bad(format!("header says {}: images of zero size", header.shape())));
     }
+    // Before any pixel is read or unpacked: the models' side cap.
+    if let [_, rows, cols] = header.dims[..]
+        && rows.max(cols) > limits::MAX_IMAGE_SIDE
+    {
+        return Err(bad(format!(
+            "header says {}: images of {rows}x{cols}, more than the limit of {} per side",
+            header.shape(),
+            limits::MAX_IMAGE_SIDE
+        )));
+    }
     Ok(header)
 }
 
 /// Parses raw (not gzipped) IDX bytes; `path` only names the file in errors.
 pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<Idx> {
     let header = parse_header(bytes, path)?;
-    let have = bytes.len() - header.len;
+    check_data_len(&header, (bytes.len() - header.len) as u64, path)?;
+    Ok(Idx { dims: header.dims, data: bytes[header.len..].to_vec() })
+}
+
+/// Errors unless `have` bytes follow the header, as it declares.
+fn check_data_len(header: &Header, have: u64, path: &Path) -> Result<()> {
     if header.data_len != have as u128 {
         let problem = if header.data_len > have as u128 { "truncated" } else { "trailing data" };
         return Err(Error::bad_file(path, format!("{problem}: header says {}, file has {have}", header.describe())));
     }
-    Ok(Idx { dims: header.dims, data: bytes[header.len..].to_vec() })
+    Ok(())
 }
 
 /// Reads and parses an IDX file, gunzipping it when it starts with the gzip
 /// magic `1f 8b`. An IDX file starts with `00 00`, so the bytes decide, not
 /// the name: a raw file called `.gz` still loads.
 pub fn read_idx(path: &Path) -> Result<Idx> {
+    // A raw file's header is checked against the file's length before the
+    // rest is read: a huge file with a small header is refused unread.
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut head = Vec::new();
+    (&mut file).take(4 + 4 * 255).read_to_end(&mut head).map_err(|e| Error::io(path, e))?;
+    if !head.starts_with(&GZIP_MAGIC) {
+        let header = parse_header(&head, path)?;
+        check_data_len(&header, len - header.len as u64, path)?;
+    }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     parse_idx_file(&bytes, path)
 }
@@ -333,8 +359,14 @@ mod tests {
         let mut b = header([0, 0, 8, 1], &[2]);
         b.extend([1, 2, 3]);
         assert_eq!(err(&b), "f.idx: trailing data: header says 2 = 2 bytes of labels, file has 3");
-        // Sizes whose product overflows u64 are still just "truncated".
+        // Sides beyond the cap are refused from the header (no product can overflow).
         let b = header([0, 0, 8, 3], &[u32::MAX; 3]);
+        assert!(
+            err(&b).contains("images of 4294967295x4294967295, more than the limit of 1024 per side"),
+            "{}",
+            err(&b)
+        );
+        let b = header([0, 0, 8, 3], &[u32::MAX, 1024, 1024]);
         assert!(err(&b).starts_with("f.idx: truncated"));
     }
 

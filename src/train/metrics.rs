@@ -79,7 +79,11 @@ pub fn parse_csv(text: &str, path: &Path, constant_lr: f32) -> Result<Vec<EpochR
         if fields.len() != width {
             return Err(bad(i + 2, format!("{} fields, expected {width}", fields.len())));
         }
-        let num = |k: usize| fields[k].parse::<f64>().map_err(|e| bad(i + 2, format!("`{}`: {e}", fields[k])));
+        let num = |k: usize| match fields[k].parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok(v),
+            Ok(_) => Err(bad(i + 2, format!("`{}` is not a finite number", fields[k]))),
+            Err(e) => Err(bad(i + 2, format!("`{}`: {e}", fields[k]))),
+        };
         let epoch = fields[0].parse::<usize>().map_err(|e| bad(i + 2, format!("epoch `{}`: {e}", fields[0])))?;
         if epoch != records.len() + 1 {
             return Err(bad(i + 2, format!("epoch {epoch}, expected {}", records.len() + 1)));

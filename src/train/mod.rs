@@ -76,12 +76,41 @@ pub fn train_from(
 
     let n = run.train.count;
     let batches = n.div_ceil(cfg.batch_size);
+    // Fingerprints of the settings and data, stamped on every checkpoint.
+    let (config_id, data_id) = (state::config_fingerprint(cfg), state::data_fingerprint(&run.train));
+    let at = |epochs_done, batches_done, step| state::Position {
+        epochs_done,
+        batches_done,
+        step,
+        seed: cfg.seed,
+        config: config_id,
+        data: data_id,
+    };
     let mut writer = CheckpointWriter { run, fresh: resume.is_none(), wrote: false };
     let mut records = Vec::new();
     // Where the first epoch of this session starts.
     let (mut first_epoch, mut batches_done, mut partial, mut partial_seconds) = (1, 0, LossSums::default(), 0.0);
     if let Some(state) = resume {
         let p = state.position;
+        if p.config != 0 && p.config != config_id {
+            let what = state.config.as_deref().and_then(|then| state::changed_setting(then, cfg));
+            return Err(Error::bad_file(
+                run.out.join(CONFIG_FILE),
+                format!(
+                    "its settings changed since the checkpoint ({}); a run goes on only with the settings it began with",
+                    what.unwrap_or_else(|| "not those recorded in optimizer.safetensors".into())
+                ),
+            ));
+        }
+        if p.data != 0 && p.data != data_id {
+            return Err(Error::bad_file(
+                &cfg.data,
+                format!(
+                    "its {n} training images are not those the run was trained on \
+                     (the data changed since its checkpoint); a run goes on only with its own data"
+                ),
+            ));
+        }
         let expected = (p.epochs_done * batches + p.batches_done) as u64;
         if p.seed != cfg.seed || p.batches_done >= batches.max(1) || p.step != expected {
             return Err(Error::bad_file(
@@ -133,7 +162,7 @@ pub fn train_from(
             Err(Error::Interrupted { batches_done, step, recon, kl, .. }) => {
                 // Nothing trained yet in a new run: nothing to keep.
                 if !(writer.fresh && step == 0) {
-                    let position = state::Position { epochs_done: epoch - 1, batches_done, step, seed: cfg.seed };
+                    let position = at(epoch - 1, batches_done, step);
                     let partial = LossSums { recon, kl };
                     writer.save(engine, &records, position, partial, seconds)?;
                 }
@@ -158,7 +187,7 @@ pub fn train_from(
             return Err(Error::NonFiniteLoss { value: record.test.total as f32, step, epoch });
         }
         records.push(record);
-        let position = state::Position { epochs_done: epoch, batches_done: 0, step, seed: cfg.seed };
+        let position = at(epoch, 0, step);
         let params = writer.save(engine, &records, position, LossSums::default(), 0.0)?;
         metrics::write_csv(&run.out.join(METRICS_FILE), &records)?;
         loss_plot::write_loss_plot(&run.out.join(LOSS_PLOT_FILE), &records)?;
@@ -175,9 +204,11 @@ pub fn train_from(
     Ok(records)
 }
 
-/// Writes a run's checkpoints: Adam's state, then the model, then (the first
-/// time in this process) the configuration. A new run first clears what an
-/// older run in the folder left (`run_dir::clear_old_run`).
+/// Writes a run's checkpoints, each staged and committed by one rename
+/// (`state`'s module documentation): Adam's state and (the first time in this
+/// process) the configuration to their staged names, then the model into
+/// place, then the staged files over theirs. A new run then removes an older
+/// run's pictures (`run_dir::clear_old_pictures`).
 struct CheckpointWriter<'a, 'r> {
     run: &'r Run<'a>,
     /// A new run, not a resumed one.
@@ -199,29 +230,33 @@ impl CheckpointWriter<'_, '_> {
         let out = self.run.out;
         let params = engine.params()?;
         let adam = engine.adam_state()?;
-        if self.fresh && !self.wrote {
-            run_dir::clear_old_run(out)?;
+        let optimizer = out.join(state::OPTIMIZER_FILE);
+        let config = run_dir::config_text(self.run.config);
+        let has_adam = adam.is_some();
+        if let Some(adam) = adam {
+            let metrics = metrics::csv(records);
+            let state = TrainState { position, adam, partial, partial_seconds, metrics, config: Some(config.clone()) };
+            state::save(&state::staged(&optimizer), &state)?;
         }
-        match adam {
-            Some(adam) => {
-                let state = TrainState { position, adam, partial, partial_seconds, metrics: metrics::csv(records) };
-                state::save(&out.join(state::OPTIMIZER_FILE), &state)?;
-            }
-            // An engine without Adam's state: the run cannot be resumed, and
-            // no older state may pass for this one's.
-            None => match std::fs::remove_file(out.join(state::OPTIMIZER_FILE)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(Error::io(out.join(state::OPTIMIZER_FILE), e));
-                }
-                _ => {}
-            },
-        }
-        checkpoint::save_at(&out.join(MODEL_FILE), self.run.arch, &params, Some(&position.to_json()))?;
         if !self.wrote {
             // A resumed run's total of epochs may have changed.
-            run_dir::write_config(out, self.run.config)?;
-            self.wrote = true;
+            crate::fsutil::write_atomic(&state::staged(&out.join(CONFIG_FILE)), config.as_bytes())?;
         }
+        // The commit: from here on the staged files are the model's.
+        checkpoint::save_at(&out.join(MODEL_FILE), self.run.arch, &params, Some(&position.to_json()))?;
+        run_dir::settle(out)?;
+        if !has_adam {
+            // An engine without Adam's state: the run cannot be resumed, and
+            // no older state may pass for this one's.
+            match std::fs::remove_file(&optimizer) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(optimizer, e)),
+                _ => {}
+            }
+        }
+        if self.fresh && !self.wrote {
+            run_dir::clear_old_pictures(out)?;
+        }
+        self.wrote = true;
         Ok(params)
     }
 }
@@ -240,7 +275,11 @@ fn write_pictures(run: &Run, params: Vec<f32>, dir: &Path, suffix: &str) -> Resu
 /// Creates the output directory and proves it writable before any training.
 pub fn prepare_out_dir(out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let probe = out.join(".write-test");
+    // Named for this process, so that two writers starting at once do not
+    // remove each other's probe, and a killed one's is cleared as a leftover.
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, Ordering::SeqCst);
+    let probe = out.join(format!(".write-test-{n}{}{}", crate::fsutil::TEMP_MARK, std::process::id()));
     std::fs::write(&probe, b"").map_err(|e| Error::io(out, e))?;
     std::fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))
 }

@@ -4,13 +4,14 @@
 //! the command line that wrote it, the checkpoint, and the two checked
 //! against each other; every error is one line naming the file.
 //!
-//! `train --out DIR` takes `DIR/.lock` (holding its process id) for as long
-//! as it trains, so a second writer stops with an error instead of mixing its
-//! files with the first's; a lock whose process is gone is taken over. It
-//! refuses a folder that already holds a run unless `--force`, and even then
-//! the old run's files stay until the new run writes its first checkpoint
-//! ([`clear_old_run`], [`write_config`]): a new run that is killed or
-//! diverges in its first epoch leaves the old run loadable.
+//! `train --out DIR` takes `DIR/.lock` (holding its process id, and locked
+//! with `flock` for as long as it trains, so that the kernel releases it
+//! when the writer dies, however it dies), so a second writer stops with an
+//! error instead of mixing its files with the first's. It takes a missing or
+//! empty folder, or a run with `--force`; a folder of other files only with
+//! `--force`, and then it replaces only the run's own file names
+//! ([`claim`]). Checkpoints are staged and committed by one rename
+//! (`super::state`), so the folder holds one whole run at every instant.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,16 +28,46 @@ pub const LOCK_FILE: &str = ".lock";
 /// The folder of per-epoch pictures inside a run.
 pub const EPOCHS_DIR: &str = "epochs";
 
-/// Ownership of a run folder; dropping it removes the lock file.
+/// Ownership of a run folder; dropping it removes the lock file, then
+/// releases its lock.
 #[derive(Debug)]
 pub struct RunDirLock {
     path: PathBuf,
+    _file: std::fs::File,
 }
 
 impl Drop for RunDirLock {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// The names a run writes at its top level, which `--force` may replace.
+const RUN_FILES: [&str; 7] = [
+    CONFIG_FILE,
+    MODEL_FILE,
+    OPTIMIZER_FILE,
+    super::METRICS_FILE,
+    SAMPLES_FILE,
+    RECONSTRUCTIONS_FILE,
+    super::LOSS_PLOT_FILE,
+];
+
+/// Whether `name` is one of a run's per-epoch pictures (`samples-007.png`).
+fn is_epoch_picture(name: &str) -> bool {
+    [SAMPLES_FILE, RECONSTRUCTIONS_FILE].iter().any(|file| {
+        let stem = file.trim_end_matches(".png");
+        name.strip_prefix(stem)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|rest| rest.strip_suffix(".png"))
+            .is_some_and(|n| n.len() >= 3 && n.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
+/// Whether `name` is a file a run or its writer keeps in the run's folder.
+fn is_run_file(name: &str) -> bool {
+    let base = name.strip_suffix(super::state::STAGED).unwrap_or(name);
+    name == LOCK_FILE || RUN_FILES.contains(&base) || temp_file_owner(name).is_some()
 }
 
 /// Whether `dir` holds a run: a configuration or a checkpoint.
@@ -47,72 +78,158 @@ pub fn holds_run(dir: &Path) -> bool {
 /// Takes the existing folder `dir` for a new run: locks it, refuses it when
 /// it holds a run and `force` is off, and removes the temporary files that
 /// killed writers left behind.
+///
+/// A folder that holds no run but other files is refused without `--force`
+/// (the run's pictures would overwrite or sit among them); with it, only
+/// the run's own names are written there and nothing else is touched.
+/// `epochs/` must be a folder of its own, never a link to another.
 pub fn claim(dir: &Path, force: bool) -> Result<RunDirLock> {
     let lock = lock(dir)?;
+    check_epochs_dir(dir)?;
     if !force && holds_run(dir) {
         return Err(Error::invalid(
             "--out",
             format!("{} holds a run already; pass --force to replace it, or choose another folder", dir.display()),
         ));
     }
+    if !force && let Some(other) = foreign_entry(dir)? {
+        return Err(Error::invalid(
+            "--out",
+            format!(
+                "{} holds files that are not a run's ({}); choose a new or empty folder, \
+                 or pass --force to write the run's files among them",
+                dir.display(),
+                other.display()
+            ),
+        ));
+    }
+    settle(dir)?;
     remove_leftovers(dir)?;
     remove_leftovers(&dir.join(EPOCHS_DIR))?;
     Ok(lock)
+}
+
+/// Refuses an `--out` inside the `--data` folder: the run's pictures would
+/// become training data (and `--force` would replace pictures of the data).
+pub fn check_out_outside_data(out: &Path, config: &TrainConfig) -> Result<()> {
+    let data::DataSpec::Path(data) = data::parse_data_arg(Some(&config.data)) else { return Ok(()) };
+    if let (Ok(out_real), Ok(data_real)) = (std::fs::canonicalize(out), std::fs::canonicalize(&data))
+        && out_real.starts_with(&data_real)
+    {
+        return Err(Error::invalid(
+            "--out",
+            format!(
+                "{} is inside the data folder {}; the run's pictures would mix with its data",
+                out.display(),
+                data.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses an `epochs` that is not a folder of the run's own (a link would
+/// put the run's pictures, and their removal, somewhere else).
+fn check_epochs_dir(dir: &Path) -> Result<()> {
+    let epochs = dir.join(EPOCHS_DIR);
+    match std::fs::symlink_metadata(&epochs) {
+        Ok(meta) if !meta.is_dir() => Err(Error::bad_file(
+            &epochs,
+            "is not a folder (a symbolic link or a file); a run's epochs/ must be its own",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The first entry of `dir` that a run did not write, if any.
+fn foreign_entry(dir: &Path) -> Result<Option<PathBuf>> {
+    let entries = |d: &Path| -> Result<Vec<(String, PathBuf)>> {
+        match std::fs::read_dir(d) {
+            Ok(list) => list
+                .map(|e| e.map(|e| (e.file_name().to_string_lossy().into_owned(), e.path())))
+                .collect::<std::io::Result<_>>()
+                .map_err(|e| Error::io(d, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(Error::io(d, e)),
+        }
+    };
+    for (name, path) in entries(dir)? {
+        if name == EPOCHS_DIR {
+            let other = entries(&path)?.into_iter().find(|(n, _)| !is_epoch_picture(n) && temp_file_owner(n).is_none());
+            if let Some((_, path)) = other {
+                return Ok(Some(path));
+            }
+        } else if !is_run_file(&name) {
+            return Ok(Some(path));
+        }
+    }
+    Ok(None)
 }
 
 /// Takes the run in `dir` to continue it (`train --resume`): locks it,
 /// refuses a folder without a run, and removes killed writers' temporary files.
 pub fn reopen(dir: &Path) -> Result<RunDirLock> {
     if !dir.is_dir() {
-        return Err(Error::invalid("--resume", format!("{} is not a run folder (it does not exist)", dir.display())));
+        let why = if dir.exists() { "it is not a folder" } else { "it does not exist" };
+        return Err(Error::invalid("--resume", format!("{} is not a run folder ({why})", dir.display())));
     }
     let lock = lock(dir)?;
+    check_epochs_dir(dir)?;
     if !holds_run(dir) {
         return Err(Error::invalid("--resume", format!("{} holds no run to resume", dir.display())));
     }
+    settle(dir)?;
     remove_leftovers(dir)?;
     remove_leftovers(&dir.join(EPOCHS_DIR))?;
     Ok(lock)
 }
 
-/// Creates `dir/.lock` with this process's id, or takes over a lock whose
-/// process is gone. The file is written beside and hard-linked into place, so
-/// that the lock never exists without its id (linking fails if it exists).
+/// Takes `dir/.lock`: opens (or creates) it and locks it with `flock`. The
+/// kernel drops a dead writer's lock, so a stale file is simply locked again,
+/// and of two processes taking it at once only one gets it. A file naming a
+/// live process that holds no lock (an older gpu-vae) counts as held too.
 fn lock(dir: &Path) -> Result<RunDirLock> {
     let path = dir.join(LOCK_FILE);
-    let pid = std::process::id();
-    let staged = dir.join(format!("{LOCK_FILE}{}{pid}", crate::fsutil::TEMP_MARK));
-    std::fs::File::create(&staged).and_then(|mut f| writeln!(f, "{pid}")).map_err(|e| Error::io(&staged, e))?;
-    // Twice: a stale lock removed on the first try is replaced on the second.
-    let mut result = Err(in_use(&path, None));
-    for _ in 0..2 {
-        match std::fs::hard_link(&staged, &path) {
-            Ok(()) => {
-                result = Ok(RunDirLock { path: path.clone() });
-                break;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let holder = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse::<u32>().ok());
-                match holder {
-                    Some(other) if process_alive(other) => {
-                        result = Err(in_use(&path, Some(other)));
-                        break;
-                    }
-                    // Its writer is gone (killed): the lock is stale. (Two
-                    // takers racing here may both remove it; only one link wins.)
-                    _ => {
-                        let _ = std::fs::remove_file(&path);
-                    }
-                }
-            }
-            Err(e) => {
-                result = Err(Error::io(&path, e));
-                break;
-            }
+    let holder = || std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse::<u32>().ok());
+    loop {
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(in_use(&path, holder())),
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
         }
+        // The last holder removes the file before it unlocks: a lock on a
+        // file no longer in the folder guards nothing, so take the new one.
+        if !same_file(&file, &path) {
+            continue;
+        }
+        if let Some(other) = holder().filter(|&p| p != std::process::id() && process_alive(p)) {
+            return Err(in_use(&path, Some(other)));
+        }
+        let pid = std::process::id();
+        file.set_len(0).and_then(|()| writeln!(file, "{pid}")).map_err(|e| Error::io(&path, e))?;
+        return Ok(RunDirLock { path, _file: file });
     }
-    let _ = std::fs::remove_file(&staged);
-    result
+}
+
+#[cfg(unix)]
+fn same_file(file: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_file(_file: &std::fs::File, path: &Path) -> bool {
+    path.exists()
 }
 
 fn in_use(lock: &Path, pid: Option<u32>) -> Error {
@@ -123,7 +240,7 @@ fn in_use(lock: &Path, pid: Option<u32>) -> Error {
     )
 }
 
-/// Removes the temporary files (`*.tmp-PID`) of writers that are no longer
+/// Removes the temporary files (`*.gpu-vae-tmp-PID`) of writers that are no longer
 /// running; those of live processes (a `sample --out` into the folder) stay.
 fn remove_leftovers(dir: &Path) -> Result<()> {
     let entries = match std::fs::read_dir(dir) {
@@ -144,20 +261,14 @@ fn remove_leftovers(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Removes what an older run in `out` left that the new run does not rewrite
-/// at once: its configuration and optimizer state (so that they never sit
-/// beside the new model) and its pictures. Called just before a run's first checkpoint.
-pub fn clear_old_run(out: &Path) -> Result<()> {
-    let mut stale =
-        vec![out.join(CONFIG_FILE), out.join(OPTIMIZER_FILE), out.join(SAMPLES_FILE), out.join(RECONSTRUCTIONS_FILE)];
+/// Removes the pictures an older run in `out` left (its own names only);
+/// called once the new run's first checkpoint is committed.
+pub fn clear_old_pictures(out: &Path) -> Result<()> {
+    let mut stale = vec![out.join(SAMPLES_FILE), out.join(RECONSTRUCTIONS_FILE)];
     let epochs = out.join(EPOCHS_DIR);
     if let Ok(entries) = std::fs::read_dir(&epochs) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().is_some_and(|e| e == "png") {
-                stale.push(path);
-            }
-        }
+        stale
+            .extend(entries.flatten().filter(|e| is_epoch_picture(&e.file_name().to_string_lossy())).map(|e| e.path()));
     }
     for path in stale {
         match std::fs::remove_file(&path) {
@@ -168,10 +279,57 @@ pub fn clear_old_run(out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes the run's `config.json`; after its checkpoint, so that it describes it.
+/// The text of a run's `config.json`.
+pub fn config_text(config: &TrainConfig) -> String {
+    serde_json::to_string_pretty(config).expect("config serializes")
+}
+
+/// Writes the run's `config.json`.
 pub fn write_config(out: &Path, config: &TrainConfig) -> Result<()> {
-    let json = serde_json::to_string_pretty(config).expect("config serializes");
-    write_atomic(&out.join(CONFIG_FILE), json.as_bytes())
+    write_atomic(&out.join(CONFIG_FILE), config_text(config).as_bytes())
+}
+
+/// Finishes a checkpoint whose model was committed: the staged files
+/// (`config.json.next`, `optimizer.safetensors.next`) that belong with the
+/// model take their places; those of a checkpoint never committed go.
+/// Called by the writer after each commit and, under the lock, on each start.
+pub fn settle(dir: &Path) -> Result<()> {
+    let model = dir.join(MODEL_FILE);
+    let position = if model.exists() { super::state::model_position(&model).ok() } else { None };
+    let config = dir.join(CONFIG_FILE);
+    let optimizer = dir.join(OPTIMIZER_FILE);
+    for (file, belongs) in [
+        (&config, staged_config_belongs(&super::state::staged(&config), position.as_ref())),
+        (&optimizer, staged_state_belongs(&super::state::staged(&optimizer), position.as_ref())),
+    ] {
+        let staged = super::state::staged(file);
+        let done = if belongs { std::fs::rename(&staged, file) } else { std::fs::remove_file(&staged) };
+        match done {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&staged, e)),
+            _ => {}
+        }
+    }
+    if position.is_some() { crate::fsutil::sync_dir(&model).map_err(|e| Error::io(dir, e)) } else { Ok(()) }
+}
+
+fn staged_config_belongs(staged: &Path, position: Option<&super::state::Position>) -> bool {
+    let Some(p) = position else { return false };
+    std::fs::read_to_string(staged)
+        .ok()
+        .and_then(|text| serde_json::from_str::<TrainConfig>(&text).ok())
+        .is_some_and(|c| super::state::config_fingerprint(&c) == p.config)
+}
+
+fn staged_state_belongs(staged: &Path, position: Option<&super::state::Position>) -> bool {
+    let Some(p) = position else { return false };
+    let Ok(bytes) = std::fs::read(staged) else { return false };
+    safetensors::SafeTensors::read_metadata(&bytes).ok().is_some_and(|(_, meta)| {
+        meta.metadata()
+            .as_ref()
+            .and_then(|m| m.get(checkpoint::POSITION_KEY))
+            .and_then(|text| serde_json::from_str::<super::state::Position>(text).ok())
+            .is_some_and(|q| q == *p)
+    })
 }
 
 /// A trained run: its configuration, architecture and parameters.
@@ -191,8 +349,13 @@ impl RunDir {
         if !dir.is_dir() {
             return Err(Error::bad_file(dir, "not a run directory (it does not exist)"));
         }
-        let config = read_config(&dir.join(CONFIG_FILE))?;
         let model_path = dir.join(MODEL_FILE);
+        // A writer stopped between its model's commit and the rename of its
+        // staged config leaves the config that belongs with the model staged.
+        let staged = super::state::staged(&dir.join(CONFIG_FILE));
+        let position = super::state::model_position(&model_path).ok();
+        let file = if staged_config_belongs(&staged, position.as_ref()) { staged } else { dir.join(CONFIG_FILE) };
+        let config = read_config(&file)?;
         let (arch, params) = checkpoint::load(&model_path)?;
         if arch.config != config.model {
             return Err(Error::bad_file(model_path, format!("the checkpoint's model differs from {CONFIG_FILE}")));
@@ -241,7 +404,19 @@ pub fn read_config(path: &Path) -> Result<TrainConfig> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let config: TrainConfig = serde_json::from_str(&text)
         .map_err(|e| Error::bad_file(path, format!("not a gpu-vae run configuration: {e}")))?;
-    config.validate().map_err(|e| Error::BadRunConfig { path: path.to_path_buf(), error: Box::new(e) })?;
+    let betas = || {
+        // Not flags, so not checked with them: Adam needs 0 <= beta < 1.
+        for (name, beta) in [("adam.beta1", config.adam.beta1), ("adam.beta2", config.adam.beta2)] {
+            if !(0.0..1.0).contains(&beta) {
+                return Err(Error::invalid(name, format!("{beta} is not in [0, 1)")));
+            }
+        }
+        Ok(())
+    };
+    config
+        .validate()
+        .and_then(|()| betas())
+        .map_err(|e| Error::BadRunConfig { path: path.to_path_buf(), error: Box::new(e) })?;
     Ok(config)
 }
 
@@ -313,8 +488,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let epochs = dir.path().join(EPOCHS_DIR);
         std::fs::create_dir(&epochs).unwrap();
-        let dead = [dir.path().join("model.safetensors.tmp-0"), epochs.join("samples-001.png.tmp-0")];
-        let live = dir.path().join(format!("metrics.csv.tmp-{}", std::process::id()));
+        let dead = [dir.path().join("model.safetensors.gpu-vae-tmp-0"), epochs.join("samples-001.png.gpu-vae-tmp-0")];
+        let live = dir.path().join(format!("metrics.csv.gpu-vae-tmp-{}", std::process::id()));
         for p in dead.iter().chain([&live]) {
             std::fs::write(p, "x").unwrap();
         }
@@ -324,17 +499,22 @@ mod tests {
     }
 
     #[test]
-    fn clearing_removes_the_old_runs_config_and_pictures() {
+    fn clearing_removes_only_the_old_runs_pictures() {
         let dir = tempfile::tempdir().unwrap();
         let epochs = dir.path().join(EPOCHS_DIR);
         std::fs::create_dir(&epochs).unwrap();
-        for p in [dir.path().join(CONFIG_FILE), dir.path().join(SAMPLES_FILE), epochs.join("samples-007.png")] {
+        for p in
+            [dir.path().join(SAMPLES_FILE), epochs.join("samples-007.png"), epochs.join("reconstructions-1234.png")]
+        {
             std::fs::write(p, "x").unwrap();
         }
-        std::fs::write(dir.path().join(MODEL_FILE), "x").unwrap();
-        clear_old_run(dir.path()).unwrap();
-        assert_eq!(std::fs::read_dir(&epochs).unwrap().count(), 0);
-        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(left.len(), 2, "the checkpoint (replaced atomically next) and epochs/ stay: {left:?}");
+        let kept = [dir.path().join(CONFIG_FILE), epochs.join("holiday.png"), epochs.join("samples-x.png")];
+        for p in &kept {
+            std::fs::write(p, "x").unwrap();
+        }
+        clear_old_pictures(dir.path()).unwrap();
+        assert_eq!(std::fs::read_dir(&epochs).unwrap().count(), 2);
+        assert!(kept.iter().all(|p| p.exists()));
+        assert!(!dir.path().join(SAMPLES_FILE).exists());
     }
 }

@@ -36,6 +36,8 @@ pub fn run(command: AppCommand) -> anyhow::Result<()> {
         }
         AppCommand::Encode(a) => {
             let o = a.options()?;
+            // Before any work: an --out that may not be replaced (a device, a FIFO).
+            crate::fsutil::write_target(&o.out)?;
             let (run, mut model) = open(&a.run)?;
             print!("{}", compress::encode(model.as_mut(), &run.load_data()?, &o)?);
         }
