@@ -30,6 +30,9 @@ pub enum Error {
     /// The GPU path could not be set up or failed.
     #[error("gpu: {0}")]
     Gpu(String),
+    /// A buffer larger than the device can bind whole.
+    #[error("gpu: {label} needs {bytes} bytes, more than {device}'s largest storage binding ({limit} bytes)")]
+    BindingTooLarge { label: String, bytes: u64, limit: u64, device: String },
     /// Training stopped on request (SIGINT, SIGTERM) between two steps:
     /// `batches_done` batches of epoch `epoch` (1-based) were trained, `step`
     /// steps in all, with loss sums `recon` and `kl` over that epoch's

@@ -151,3 +151,28 @@ fn diverging_training_stops_with_the_step() {
     assert!(err.contains("at step") && err.contains("epoch 1"), "{err}");
     assert!(!out.join("model.safetensors").exists(), "no epoch finished, so no checkpoint");
 }
+
+/// The schedule flags: a run's `lr` column follows StepLR, and a flag of
+/// another schedule, or a floor above the rate, is one line naming the flag.
+#[test]
+fn lr_schedules_are_recorded_and_their_flags_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let args = ["train", "--model", "ae", "--epochs", "3", "--device", "cpu", "--quiet"];
+    let step = ["--lr-schedule", "step", "--lr-step-epochs", "1", "--lr-gamma", "0.5", "--out"];
+    let run = gpu_vae(&[&args[..], &step[..], &[out.to_str().unwrap()]].concat());
+    assert!(run.status.success(), "{}", stderr(&run));
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert!(csv.lines().next().unwrap().ends_with(",lr"), "{csv}");
+    let lr: Vec<f64> = csv.lines().skip(1).map(|l| l.rsplit(',').next().unwrap().parse().unwrap()).collect();
+    assert_eq!(lr, [1e-3, 5e-4, 2.5e-4], "each epoch's last rate");
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["lr_schedule"]["kind"], "step");
+
+    let e = error_of(&["train", "--lr-min", "1e-4", "--epochs", "1"]);
+    assert!(e.contains("--lr-min") && e.contains("cosine"), "{e}");
+    let e = error_of(&["train", "--lr-schedule", "cosine", "--lr-min", "0.01", "--epochs", "1"]);
+    assert!(e.contains("--lr-min") && e.contains("0.01"), "{e}");
+    let e = error_of(&["train", "--lr-schedule", "step", "--lr-gamma", "2", "--epochs", "1"]);
+    assert!(e.contains("--lr-gamma"), "{e}");
+}

@@ -122,6 +122,8 @@ struct Plan {
     max_batch: Option<usize>,
     /// A learning-rate schedule over the epochs (default: constant).
     lr: Option<LrSchedule>,
+    /// The parameters' absolute tolerance per step (default: 4e-8, below).
+    param_atol_per_step: Option<f32>,
 }
 
 /// `compare_with`, the rewrites planned for an adapter with `limits`.
@@ -195,7 +197,8 @@ fn compare_planned_for(
         // (7x9 images, H200 and lavapipe). 4e-8 per step allows 15x that.
         let steps = (epochs * COUNT.div_ceil(BATCH)) as f32;
         let got = eng.params().unwrap();
-        assert_close(&what("params"), &got, cpu.params(), 4e-8 * steps, 1e-5);
+        let atol = plan_for.param_atol_per_step.unwrap_or(4e-8) * steps;
+        assert_close(&what("params"), &got, cpu.params(), atol, 1e-5);
     }
 }
 
@@ -347,8 +350,14 @@ fn activation_in_every_form(name: &str, act: Activation) {
         ("unfused", arch_with(ModelKind::Vae, ReconLoss::Bce, act), 0.0, Fusion::NONE),
         ("conv", conv_arch(ModelKind::Vae, act, vec![7]), 0.0, Fusion::ALL),
     ];
+    // These derivatives go through exp (and GELU's erfc), whose GPU and CPU
+    // results differ by a few ulps where ReLU's are exact; Adam amplifies
+    // that where gradients are near zero. Measured worst after 51 steps on
+    // lavapipe: 5.9e-6, one parameter of 179,812 (GELU, the wide model);
+    // 3e-7 per step (1.5e-5) leaves 2.6x.
+    let plan = || Plan { param_atol_per_step: Some(3e-7), ..Plan::default() };
     for (form, arch, noise_std, fusion) in forms {
-        compare_with(&format!("{name} ({form})"), arch, noise_std, 17, 64, fusion);
+        compare_planned_for(&format!("{name} ({form})"), arch, noise_std, 17, 64, fusion, plan());
     }
 }
 

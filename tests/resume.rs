@@ -17,6 +17,7 @@ use gpu_vae::data::{self, DataSpec};
 use gpu_vae::engine::AdamConfig;
 use gpu_vae::error::Error;
 use gpu_vae::model::{Activation, Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
+use gpu_vae::schedule::{LrSchedule, ScheduleKind};
 use gpu_vae::train::{self, EpochRecord, METRICS_FILE, MODEL_FILE, OPTIMIZER_FILE, Progress, Run, TrainConfig};
 
 const SMALL: [&str; 5] = ["--hidden", "16", "--latent", "4", "--quiet"];
@@ -122,9 +123,21 @@ fn small_config(epochs: usize) -> TrainConfig {
 /// step, and continuing from it gives the uninterrupted run exactly.
 #[test]
 fn stopped_mid_epoch_and_resumed_equals_straight() {
+    stopped_mid_epoch_and_resumed(small_config(3));
+}
+
+/// The same with a cosine schedule after a warm-up that outlasts the stop:
+/// the resumed steps get the rates the uninterrupted ones did, bit for bit.
+#[test]
+fn a_scheduled_run_stopped_mid_epoch_resumes_exactly() {
+    let lr_schedule = LrSchedule { kind: ScheduleKind::Cosine, warmup_steps: 120, lr_min: 1e-4, ..Default::default() };
+    let cfg = TrainConfig { lr_schedule, ..small_config(3) };
+    stopped_mid_epoch_and_resumed(cfg);
+}
+
+fn stopped_mid_epoch_and_resumed(cfg: TrainConfig) {
     let set = data::load(&DataSpec::Embedded, &Default::default()).unwrap();
     let (train_images, test_images) = (Arc::new(set.train), Arc::new(set.test));
-    let cfg = small_config(3);
     let arch = Architecture::new(&cfg.model).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (straight, resumed) = (dir.path().join("straight"), dir.path().join("resumed"));

@@ -12,10 +12,7 @@ pub fn storage(ctx: &GpuContext, label: &str, bytes: usize, extra: wgpu::BufferU
     let size = (bytes.max(16) as u64).next_multiple_of(4);
     let limit = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size);
     if size > limit {
-        return Err(Error::Gpu(format!(
-            "{label} needs {size} bytes, more than {}'s largest storage binding ({limit} bytes)",
-            ctx.info.name
-        )));
+        return Err(Error::BindingTooLarge { label: label.into(), bytes: size, limit, device: ctx.info.name.clone() });
     }
     Ok(ctx.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),

@@ -175,10 +175,10 @@ impl GpuEngine {
         // `max_batch` rows through `storage`, which refuses one beyond the
         // adapter's binding limit with the sizes: before any training.
         let built = engine.program(true, false).and_then(|_| engine.program(false, false));
-        if let Err(Error::Gpu(why)) = &built
-            && why.contains("storage binding")
-        {
-            return Err(Error::Gpu(format!("a batch of {max_batch} images: {why}; use a smaller --batch-size")));
+        if let Err(Error::BindingTooLarge { label, bytes, limit, device }) = &built {
+            return Err(Error::Gpu(format!(
+                "a batch of {max_batch} images: {label} needs {bytes} bytes, more than {device}'s largest storage binding ({limit} bytes); use a smaller --batch-size"
+            )));
         }
         built?;
         let validation = pollster::block_on(scope.pop());
