@@ -153,6 +153,38 @@ pub fn activate(x: f32, act: Activation) -> f32 {
     }
 }
 
+/// `y[i] = activate(y[i], act)` over a slice: the match on `act` outside
+/// the loop, so that each activation's loop is its own and vectorizes.
+#[inline(always)]
+pub fn activate_slice(y: &mut [f32], act: Activation) {
+    macro_rules! each {
+        ($($a:ident),*) => {
+            match act {
+                $(Activation::$a => y.iter_mut().for_each(|v| *v = activate(*v, Activation::$a)),)*
+            }
+        };
+    }
+    each!(Identity, Relu, LeakyRelu, Tanh, Silu, Gelu, Elu, Softplus)
+}
+
+/// `d[i] = d_activate(d[i], x[i], y[i], act)` over slices (`x` = `y` for the
+/// activations that need only their output), one loop per activation.
+#[inline(always)]
+pub fn d_activate_slice(d: &mut [f32], x: &[f32], y: &[f32], act: Activation) {
+    macro_rules! each {
+        ($($a:ident),*) => {
+            match act {
+                $(Activation::$a => {
+                    for ((g, &x), &y) in d.iter_mut().zip(x).zip(y) {
+                        *g = d_activate(*g, x, y, Activation::$a);
+                    }
+                })*
+            }
+        };
+    }
+    each!(Identity, Relu, LeakyRelu, Tanh, Silu, Gelu, Elu, Softplus)
+}
+
 /// d·act'(x) from the input x and the output y = act(x); activations that
 /// need only y (`needs_input` false) are handed y for x too. Selects rather
 /// than branches, so loops vectorize.

@@ -5,7 +5,7 @@
 use super::{par_apply, par_map, par_map2};
 use crate::model::Activation;
 pub use crate::ops::sigmoid;
-use crate::ops::{activate, d_activate};
+use crate::ops::{activate, activate_slice, d_activate_slice};
 
 /// y = act(y), in place.
 pub fn activation_forward(y: &mut [f32], act: Activation) {
@@ -14,8 +14,7 @@ pub fn activation_forward(y: &mut [f32], act: Activation) {
 
 /// `activation_forward` on the calling thread.
 pub fn activation_in_place(y: &mut [f32], act: Activation) {
-    // The loop is unswitched on `act` by the compiler: one tight loop each.
-    y.iter_mut().for_each(|v| *v = activate(*v, act));
+    activate_slice(y, act);
 }
 
 /// y = act(x), out of place: the layer keeps x, its pre-activation.
@@ -27,12 +26,8 @@ pub fn activation_forward_from(y: &mut [f32], x: &[f32], act: Activation) {
 /// only by activations whose derivative reads it (`Activation::needs_input`).
 pub fn activation_backward(d: &mut [f32], x: Option<&[f32]>, y: &[f32], act: Activation) {
     match x {
-        Some(x) => par_map2(d, x, y, |d, x, y| {
-            for ((g, &x), &y) in d.iter_mut().zip(x).zip(y) {
-                *g = d_activate(*g, x, y, act);
-            }
-        }),
-        None => par_map(d, y, |d, y| d.iter_mut().zip(y).for_each(|(g, &y)| *g = d_activate(*g, y, y, act))),
+        Some(x) => par_map2(d, x, y, |d, x, y| d_activate_slice(d, x, y, act)),
+        None => par_map(d, y, |d, y| d_activate_slice(d, y, y, act)),
     }
 }
 
