@@ -20,7 +20,6 @@ use gpu_vae::gpu::shaders::{
     Kernel, MAX_PARTS, MatmulForm, MatmulVariant, column_sums_groups, conv_groups, flags, grid_1d, loss_parts,
 };
 use gpu_vae::model::{Activation, Graph, TensorId, TensorInfo};
-use gpu_vae::ops::AdamStep;
 use gpu_vae::rng::{self, Stream};
 
 /// f32 unit roundoff.
@@ -509,8 +508,7 @@ fn adam_matches_cpu() {
             let s = cfg.step(t, cfg.lr);
             adam::adam_update(&mut wp, &mut wm, &mut wv, &g, &s);
             let dims = AdamParams { count: p as u32 };
-            let (lr, beta1, beta2, eps, c1, c2) = (s.lr, s.beta1, s.beta2, s.eps, s.c1, s.c2);
-            let step = Step { lr, beta1, beta2, eps, c1, c2, ..Default::default() };
+            let step = Step::default().with_adam(&s);
             let k = Kernel::AdamUpdate;
             let bound = [
                 (Slot::Params, Host::F32(&params)),
@@ -650,12 +648,11 @@ fn generated_products_match_cpu() {
     let Some(gpu) = gpu("generated_products_match_cpu") else { return };
     let adam_cfg = AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
     let adam_step = adam_cfg.step(3, adam_cfg.lr);
-    let AdamStep { lr, beta1, beta2, eps, c1, c2 } = adam_step;
     for mode in &gpu.modes {
         for (s, &(m, k, n)) in MATMUL_SHAPES.iter().enumerate() {
             let salt = s as u32;
             let max_rows = m + 3;
-            let step = Step { rows: m as u32, recon_scale: 0.7, lr, beta1, beta2, eps, c1, c2, ..Default::default() };
+            let step = Step { rows: m as u32, recon_scale: 0.7, ..Default::default() }.with_adam(&adam_step);
             // t0: a (rows, k); t1: c (rows, n); t2: y (rows, n); t3: target; t4: dlogits;
             // t5: an activation's input x; t6: a kept pre-activation.
             let graph = tensor_graph(&[k, n, n, n, n, n, n]);

@@ -117,16 +117,7 @@ fn every_op_matches_its_wgsl_twin() {
     let scale = 0.37;
     let want: Vec<f32> = inputs.chunks(4).flat_map(|x| cpu_row(x[0], x[1], x[2], x[3], &adam, scale)).collect();
     let width = want.len() / n;
-    let step = Step {
-        recon_scale: scale,
-        lr: adam.lr,
-        beta1: adam.beta1,
-        beta2: adam.beta2,
-        eps: adam.eps,
-        c1: adam.c1,
-        c2: adam.c2,
-        ..Default::default()
-    };
+    let step = Step { recon_scale: scale, ..Default::default() }.with_adam(&adam);
     let source = kernel_source(n);
     for mode in &gpu.modes {
         let zeros = vec![0.0; want.len()];

@@ -576,16 +576,11 @@ impl GpuEngine {
                     reparam_stream: Stream::Reparam as u32,
                     noise_stream: Stream::InputNoise as u32,
                     noise_std: plan.noise_std,
-                    lr: adam.lr,
-                    beta1: adam.beta1,
-                    beta2: adam.beta2,
-                    eps: adam.eps,
-                    c1: adam.c1,
-                    c2: adam.c2,
                     recon_scale: obj.recon_scale,
                     kl_scale: obj.kl_scale,
                     ..Default::default()
                 }
+                .with_adam(&adam)
             })
             .collect()
     }

@@ -134,6 +134,13 @@ kernel_params! {
     }
 }
 
+impl Step {
+    /// This row with Adam's settings of its step.
+    pub fn with_adam(self, a: &crate::ops::AdamStep) -> Step {
+        Step { lr: a.lr, beta1: a.beta1, beta2: a.beta2, eps: a.eps, c1: a.c1, c2: a.c2, ..self }
+    }
+}
+
 // Each family's parameters fit the uniform slot every dispatch gets (the
 // step table has rows of its own size).
 const _: () = {
