@@ -28,22 +28,23 @@
 //! step counter: no extra dispatch per step to advance a counter, no atomics,
 //! and every row can be checked on the host before it is uploaded.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+
+mod data;
+mod steps;
+
+use data::DataSet;
+use steps::{add_slots, slot_buffers};
 
 use super::buffers::{ParamBuffers, storage};
-use super::context::{GpuContext, PendingRead};
+use super::context::GpuContext;
 use super::fuse::{Env, Fusion, fuse};
-use super::ir::Call;
 use super::lower::{Bindings, TensorPool, emit, lower};
 use super::profile::{self, Profile, TimestampMode};
 use super::program::{Program, Step, StepTable};
 use super::shaders::{Kernels, MAX_PARTS};
 use crate::data::Images;
-use crate::engine::{
-    AdamConfig, AdamState, Engine, EngineStats, EpochPlan, EpochStart, EvalPlan, HostTimes, LossSums, Objective,
-};
+use crate::engine::{AdamConfig, AdamState, Engine, EngineStats, EpochPlan, EpochStart, EvalPlan, HostTimes, LossSums};
 use crate::error::{Error, Result};
 use crate::model::{Architecture, Graph};
 use crate::rng::Stream;
@@ -52,20 +53,6 @@ use crate::rng::Stream;
 pub const STEPS_PER_SUBMIT: usize = 64;
 /// Progress ticks (loss readbacks) per epoch, as the CPU engine.
 const TICKS: usize = 10;
-
-/// A data set on the device: u8 pixels packed four per u32, and its order.
-struct DataSet {
-    images: Arc<Images>,
-    pixels: wgpu::Buffer,
-    order: wgpu::Buffer,
-    order_len: usize,
-    /// `Some(images)` for a streamed data set: `pixels` is a window of that
-    /// many images, refilled before each submit with the images of its steps
-    /// in step order, and `order` is the identity over the window.
-    window: Option<usize>,
-    /// The gather dispatch, bound to these buffers.
-    gather: Program,
-}
 
 /// Counts for benchmarks.
 #[derive(Clone, Copy, Debug, Default)]
@@ -254,286 +241,6 @@ impl GpuEngine {
         Ok(self.programs.len() - 1)
     }
 
-    /// Index of the data set in the cache, uploading it on first use.
-    fn data_set(&mut self, images: &Arc<Images>, order_len: usize) -> Result<usize> {
-        let dim = self.arch.config.input_dim();
-        if images.dim() != dim {
-            return Err(Error::invalid(
-                "data",
-                format!(
-                    "images are {}x{}x{} (channels x rows x cols), the model expects {dim} values",
-                    images.channels, images.rows, images.cols
-                ),
-            ));
-        }
-        let window = self.steps_per_submit.saturating_mul(self.max_batch);
-        let i = match self.data.iter().position(|d| Arc::ptr_eq(&d.images, images)) {
-            // A streamed set whose window is now too small for a submit is rebuilt.
-            Some(i) if self.data[i].window.is_some_and(|w| w < window) => {
-                self.data[i] = self.stream(images, window)?;
-                i
-            }
-            Some(i) => i,
-            None if self.streams(images) => {
-                if self.data.len() >= 2 {
-                    self.data.remove(0);
-                }
-                let streamed = self.stream(images, window)?;
-                self.data.push(streamed);
-                self.data.len() - 1
-            }
-            None => {
-                if self.data.len() >= 2 {
-                    self.data.remove(0);
-                }
-                let uploaded = self.upload(images, order_len.max(images.count))?;
-                self.data.push(uploaded);
-                self.data.len() - 1
-            }
-        };
-        if self.data[i].window.is_none() && self.data[i].order_len < order_len {
-            let d = self.upload_order(images.clone(), self.data[i].pixels.clone(), order_len)?;
-            self.data[i] = d;
-        }
-        Ok(i)
-    }
-
-    /// Whether a data set is streamed: larger than the resident limit or than
-    /// what one storage binding holds.
-    fn streams(&self, images: &Images) -> bool {
-        let binding = self.ctx.limits.max_storage_buffer_binding_size.min(self.ctx.limits.max_buffer_size);
-        let bytes = images.pixels.len() as u64;
-        bytes > self.resident_limit || bytes > binding || bytes >= 1 << 32
-    }
-
-    /// A streamed data set: a window of `window` images and the identity order over it.
-    fn stream(&mut self, images: &Arc<Images>, window: usize) -> Result<DataSet> {
-        let bytes = window.saturating_mul(images.dim());
-        let pixels = storage(&self.ctx, "pixel window", bytes.div_ceil(4) * 4, wgpu::BufferUsages::empty())?;
-        let mut d = self.upload_order(images.clone(), pixels, window)?;
-        let identity: Vec<u32> = (0..window as u32).collect();
-        self.ctx.queue.write_buffer(&d.order, 0, bytemuck::cast_slice(&identity));
-        d.window = Some(window);
-        Ok(d)
-    }
-
-    /// The window's contents for `steps`: their images in step order.
-    fn fill_window(images: &Images, order: &[u32], steps: &[Step]) -> Vec<u32> {
-        let mut bytes = Vec::new();
-        for s in steps {
-            for &i in &order[s.row_offset as usize..][..s.rows as usize] {
-                bytes.extend_from_slice(images.image(i as usize));
-            }
-        }
-        pack_words(&bytes)
-    }
-
-    fn upload(&mut self, images: &Arc<Images>, order_len: usize) -> Result<DataSet> {
-        let bytes = images.pixels.len();
-        let limit = self.ctx.limits.max_storage_buffer_binding_size.min(self.ctx.limits.max_buffer_size);
-        if bytes as u64 > limit || bytes as u64 >= 1 << 32 {
-            return Err(Error::Gpu(format!(
-                "the data set ({} images of {}x{}x{} = {bytes} bytes) does not fit {}'s largest storage binding ({limit} bytes)",
-                images.count, images.channels, images.rows, images.cols, self.ctx.info.name
-            )));
-        }
-        let mut words = pack_words(&images.pixels);
-        words.resize(words.len().max(4), 0);
-        let pixels = storage(&self.ctx, "pixels", words.len() * 4, wgpu::BufferUsages::empty())?;
-        self.ctx.queue.write_buffer(&pixels, 0, bytemuck::cast_slice(&words));
-        self.upload_order(images.clone(), pixels, order_len)
-    }
-
-    fn upload_order(&mut self, images: Arc<Images>, pixels: wgpu::Buffer, order_len: usize) -> Result<DataSet> {
-        let order = storage(&self.ctx, "order", order_len.max(1) * 4, wgpu::BufferUsages::empty())?;
-        let graph = Graph::forward(&self.arch, false);
-        let gather = [Call::Gather { out: graph.clean, width: graph.width(graph.clean) }];
-        let bind = Bindings {
-            params: &self.params.params,
-            param_count: self.params.count,
-            grads: None,
-            adam: None,
-            losses: None,
-            data: Some((&pixels, &order)),
-        };
-        let gather = emit(&self.ctx, &self.kernels, &graph, &gather, &mut self.pool, &bind)?;
-        Ok(DataSet { images, pixels, order, order_len, window: None, gather })
-    }
-
-    /// Makes room for `steps` rows in the step table and loss slots, or says
-    /// why the device cannot hold them (the loss slots are checked by `storage`).
-    fn ensure_steps(&mut self, steps: usize) -> Result<()> {
-        if self.table.capacity() < steps {
-            let stride = (std::mem::size_of::<Step>() as u64).next_multiple_of(self.kernels.uniform_align);
-            let bytes = (steps.next_power_of_two() as u64).saturating_mul(stride);
-            if bytes > self.ctx.limits.max_buffer_size {
-                return Err(Error::Gpu(format!(
-                    "an epoch of {steps} steps needs a step table of {bytes} bytes, more than {}'s largest buffer ({} bytes); use a larger --batch-size",
-                    self.ctx.info.name, self.ctx.limits.max_buffer_size
-                )));
-            }
-            self.table = StepTable::new(&self.ctx.device, &self.kernels, steps.next_power_of_two());
-        }
-        if self.slot_capacity < steps {
-            let cap = steps.next_power_of_two();
-            (self.slots, self.readback) = slot_buffers(&self.ctx, cap)?;
-            self.slot_capacity = cap;
-            self.programs.clear(); // their loss_finish dispatches bind the old slots
-        }
-        Ok(())
-    }
-
-    /// Runs `steps` over `order` with the program of (training, noisy input),
-    /// handing the per-step (recon, kl) slots to `on_tick` a few times. When
-    /// `stop` is raised it ends at the next submit boundary, after reading
-    /// the slots of the steps done; returns how many steps ran.
-    fn run_steps(
-        &mut self,
-        images: &Arc<Images>,
-        order: &[u32],
-        steps: &[Step],
-        (train, noisy): (bool, bool),
-        stop: Option<&AtomicBool>,
-        mut on_tick: impl FnMut(usize, &[f32]) -> Result<()>,
-    ) -> Result<usize> {
-        if let Some(&bad) = order.iter().find(|&&i| i as usize >= images.count) {
-            return Err(Error::invalid("order", format!("names image {bad}, but there are {} images", images.count)));
-        }
-        // Scopes first: the buffers made below on first use (usually made
-        // already by `prepare`) report a refused allocation here, not to
-        // wgpu's default handler, which panics.
-        let oom = self.ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        self.ensure_steps(steps.len())?;
-        let d = self.data_set(images, order.len())?;
-        let p = self.program(train, noisy)?;
-        let queue = &self.ctx.queue;
-        let streamed = self.data[d].window.is_some();
-        if streamed {
-            // Each step's rows sit at its offset in its submit's window.
-            let mut local = steps.to_vec();
-            for range in submit_ranges(steps.len(), self.steps_per_submit) {
-                let mut offset = 0;
-                for s in &mut local[range] {
-                    s.row_offset = offset;
-                    offset += s.rows;
-                }
-            }
-            self.table.write(queue, &local);
-        } else {
-            queue.write_buffer(&self.data[d].order, 0, bytemuck::cast_slice(order));
-            self.table.write(queue, steps);
-        }
-        let every = steps.len().div_ceil(TICKS).max(1);
-        let mut submits = 0;
-        let mut next_tick = every;
-        let mut done = 0;
-        let mut read = 0;
-        // A tick's losses are read after the next submit has gone out, so
-        // the GPU runs while the host waits for them and encodes: (the read,
-        // the steps it covers, its readback buffer).
-        let mut pending: Option<(PendingRead, usize, usize)> = None;
-        let mut spare = 0;
-        let mut host = HostTimes::default();
-        let mut clock = Instant::now();
-        let mut lap = |into: &mut f64| {
-            let now = Instant::now();
-            *into += (now - clock).as_secs_f64() * 1e6;
-            clock = now;
-        };
-        for range in submit_ranges(steps.len(), self.steps_per_submit) {
-            // A stop request ends the epoch at a submit boundary: the steps
-            // submitted are complete, and their losses are read below.
-            if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
-                break;
-            }
-            let end = range.end;
-            if streamed {
-                // Written before this submit, after the previous one's reads (queue order).
-                let words = GpuEngine::fill_window(images, order, &steps[done..end]);
-                queue.write_buffer(&self.data[d].pixels, 0, bytemuck::cast_slice(&words));
-            }
-            lap(&mut host.wait_us);
-            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-            if done == 0 {
-                enc.clear_buffer(&self.slots, 0, None);
-            }
-            {
-                let mut pass = enc
-                    .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("steps"), timestamp_writes: None });
-                for s in done..end {
-                    pass.set_bind_group(1, &self.table.bind, &[self.table.offset(s)]);
-                    self.data[d].gather.record(&mut pass);
-                    self.programs[p].1.record(&mut pass);
-                }
-            }
-            let tick = end >= next_tick || end == steps.len();
-            let bytes = (end * 2 * 4) as u64;
-            if tick {
-                enc.copy_buffer_to_buffer(&self.slots, 0, &self.readback[spare], 0, bytes);
-            }
-            lap(&mut host.record_us);
-            let commands = enc.finish();
-            lap(&mut host.finish_us);
-            let submission = queue.submit([commands]);
-            lap(&mut host.submit_us);
-            submits += 1;
-            done = end;
-            if let Some((r, at, buffer)) = pending.take() {
-                let sums = self.finish_read(buffer, r)?;
-                lap(&mut host.wait_us);
-                on_tick(at, &sums)?;
-                read = at;
-            }
-            if tick {
-                pending = Some((self.ctx.start_read(&self.readback[spare], bytes, Some(submission)), done, spare));
-                spare = 1 - spare;
-                while next_tick <= done {
-                    next_tick += every;
-                }
-            }
-        }
-        if let Some((r, at, buffer)) = pending.take() {
-            let sums = self.finish_read(buffer, r)?;
-            lap(&mut host.wait_us);
-            on_tick(at, &sums)?;
-            read = at;
-        }
-        if read < done {
-            // Stopped between ticks: the losses of the steps since the last one.
-            let bytes = (done * 2 * 4) as u64;
-            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-            enc.copy_buffer_to_buffer(&self.slots, 0, &self.readback[0], 0, bytes);
-            queue.submit([enc.finish()]);
-            let sums = self.map_read(&self.readback[0], bytes)?;
-            on_tick(done, &sums)?;
-        }
-        if train {
-            self.stats.submits_last_epoch = submits;
-            let per_step = |us: f64| us / done.max(1) as f64;
-            self.stats.host = HostTimes {
-                record_us: per_step(host.record_us),
-                finish_us: per_step(host.finish_us),
-                submit_us: per_step(host.submit_us),
-                wait_us: per_step(host.wait_us),
-            };
-        }
-        let validation = pollster::block_on(scope.pop());
-        let out_of_memory = pollster::block_on(oom.pop());
-        self.check_errors("running the steps", validation, out_of_memory)?;
-        Ok(done)
-    }
-
-    /// `GpuContext::map_read`, its failure named as a lost device when it was one.
-    fn map_read(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<f32>> {
-        self.ctx.map_read(buffer, bytes).map_err(|e| self.lost_or(e))
-    }
-
-    /// `GpuContext::finish_read` of readback buffer `buffer`, failures named likewise.
-    fn finish_read(&self, buffer: usize, read: PendingRead) -> Result<Vec<f32>> {
-        self.ctx.finish_read(&self.readback[buffer], read).map_err(|e| self.lost_or(e))
-    }
-
     /// `e`, or the device loss that caused it: after a loss every call fails,
     /// and the loss is what the user must hear about.
     fn lost_or(&self, e: Error) -> Error {
@@ -556,33 +263,6 @@ impl GpuEngine {
             return Err(self.lost_or(Error::Gpu(format!("{doing}: {e}"))));
         }
         Ok(())
-    }
-
-    /// One `Step` row per batch of a training epoch.
-    fn train_rows(&self, plan: &EpochPlan) -> Vec<Step> {
-        let n = plan.order.len();
-        (0..plan.batches())
-            .map(|b| {
-                let rows = plan.batch_size.min(n - b * plan.batch_size);
-                let s = plan.first_step + b as u64;
-                let adam = self.adam.step(s + 1, plan.lr.lr(self.adam.lr, s));
-                let obj = Objective::for_batch(&self.arch, rows, plan.beta);
-                Step {
-                    rows: rows as u32,
-                    row_offset: (b * plan.batch_size) as u32,
-                    rng_step: s as u32,
-                    slot: b as u32,
-                    seed: plan.seed,
-                    reparam_stream: Stream::Reparam as u32,
-                    noise_stream: Stream::InputNoise as u32,
-                    noise_std: plan.noise_std,
-                    recon_scale: obj.recon_scale,
-                    kl_scale: obj.kl_scale,
-                    ..Default::default()
-                }
-                .with_adam(&adam)
-            })
-            .collect()
     }
 
     /// Profiles the first `steps` training steps of `plan` (they train the
@@ -638,50 +318,6 @@ impl GpuEngine {
         }
         Ok(())
     }
-}
-
-/// Steps in an epoch's first submit: few, so that the GPU starts while the
-/// host encodes the next, full one.
-const FIRST_SUBMIT: usize = 4;
-
-/// The step ranges of an epoch's submits: a short first one, then
-/// `per_submit` steps each.
-fn submit_ranges(steps: usize, per_submit: usize) -> Vec<std::ops::Range<usize>> {
-    let mut ranges = Vec::new();
-    let mut start = 0;
-    while start < steps {
-        let len = if start == 0 { per_submit.min(FIRST_SUBMIT) } else { per_submit };
-        ranges.push(start..(start + len).min(steps));
-        start += len;
-    }
-    ranges
-}
-
-fn slot_buffers(ctx: &GpuContext, steps: usize) -> Result<(wgpu::Buffer, [wgpu::Buffer; 2])> {
-    let bytes = steps * 2 * 4;
-    let slots = storage(ctx, "loss slots", bytes, wgpu::BufferUsages::COPY_SRC)?;
-    let readback = || {
-        ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("loss readback"),
-            size: bytes as u64,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        })
-    };
-    Ok((slots, [readback(), readback()]))
-}
-
-/// Sums per-step slots `from..to` into `sums`; the first non-finite step is an error.
-fn add_slots(sums: &mut LossSums, slots: &[f32], from: usize, to: usize, first_step: u64) -> Result<()> {
-    for s in from..to {
-        let (recon, kl) = (slots[2 * s], slots[2 * s + 1]);
-        let total = recon + kl;
-        if !total.is_finite() {
-            return Err(Error::NonFiniteLoss { value: total, step: first_step + s as u64 + 1, epoch: 0 });
-        }
-        *sums += LossSums { recon: recon as f64, kl: kl as f64 };
-    }
-    Ok(())
 }
 
 impl Engine for GpuEngine {
@@ -816,33 +452,5 @@ impl Engine for GpuEngine {
             submits_per_epoch: Some(s.submits_last_epoch),
             host: Some(s.host),
         }
-    }
-}
-
-/// u8 pixels packed four per u32 word, the first in the low byte (as the
-/// gather kernel unpacks them).
-fn pack_words(bytes: &[u8]) -> Vec<u32> {
-    bytes
-        .chunks(4)
-        .map(|c| {
-            let mut b = [0u8; 4];
-            b[..c.len()].copy_from_slice(c);
-            u32::from_le_bytes(b)
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::submit_ranges;
-
-    #[test]
-    fn an_epoch_submits_a_short_chunk_first_then_full_ones() {
-        let lengths: Vec<usize> = submit_ranges(469, 64).iter().map(|r| r.len()).collect();
-        assert_eq!(lengths, [4, 64, 64, 64, 64, 64, 64, 64, 17]);
-        assert_eq!(submit_ranges(5, 2), [0..2, 2..4, 4..5]);
-        assert_eq!(submit_ranges(3, 64).first(), Some(&(0..3)));
-        assert_eq!(submit_ranges(3, 64).len(), 1);
-        assert!(submit_ranges(0, 64).is_empty());
     }
 }
