@@ -146,12 +146,20 @@ fn every_op_matches_its_wgsl_twin() {
 #[test]
 fn each_formula_is_written_once() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Every file under a folder, its subfolders too.
+    fn read_all(dir: &std::path::Path, into: &mut String) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                read_all(&path, into);
+            } else {
+                into.push_str(&std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
     let mut wgsl = String::new();
     for dir in ["shaders", "src/gpu"] {
-        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
-            let path = entry.unwrap().path();
-            wgsl.push_str(&std::fs::read_to_string(&path).unwrap());
-        }
+        read_all(&root.join(dir), &mut wgsl);
     }
     let functions = [
         "sigmoid",
