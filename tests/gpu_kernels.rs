@@ -9,7 +9,7 @@ use gpu_common::{Mode, assert_close, gpu, random};
 use gpu_vae::cpu::{activation, adam, loss, matmul, reparam};
 use gpu_vae::data::{Images, loader};
 use gpu_vae::engine::AdamConfig;
-use gpu_vae::gpu::ir::{ActBackward, Buf, Epilogue, Matmul, Res, Size, Task};
+use gpu_vae::gpu::ir::{Buf, Call, Epilogue, Matmul, Res, Size, Task};
 use gpu_vae::gpu::ops::{Host, Launch, run_generated, run_once};
 use gpu_vae::gpu::params::{
     AdamParams, ConvParams, ElementwiseParams, GatherParams, KernelParams, LossParams, MatmulParams, RandomParams,
@@ -709,8 +709,8 @@ fn generated_products_match_cpu() {
             let mut want = pre.clone();
             activation::activation_forward(&mut want, act);
             activation::activation_backward(&mut want, back_x.map(|_| &xs[..m * n]), &y[..m * n], back);
-            let act_backward = Some(ActBackward { y: t2, x: back_x, act: back });
-            let task = Task::Product { mm, epilogue: Epilogue::Store { act_backward } };
+            let backward = Call::ActivationBackward { d: t1, y: t2, x: back_x, width: n, act: back };
+            let task = Task::Product { mm, epilogue: Epilogue::of(vec![backward]) };
             let bound = [
                 (Res::Tensor(t0), Host::F32(&a)),
                 (Res::Params, Host::F32(&params)),
@@ -739,7 +739,11 @@ fn generated_products_match_cpu() {
             loss::bce_with_logits_backward(&mut dlogits, &logits, &target[..m * n], 0.7);
             let bce = loss::bce_with_logits_forward(&logits, &target[..m * n]);
             let partials = vec![0.0f32; 2 * MAX_PARTS as usize];
-            let task = Task::Product { mm, epilogue: Epilogue::Bce { target: t3, dlogits: t4, which: 1 } };
+            let bce_ops = [
+                Call::LossPartials { kernel: Kernel::BceWithLogitsForward, inputs: vec![t1, t3], width: n, which: 1 },
+                Call::LossBackward { kernel: Kernel::BceWithLogitsBackward, out: t4, inputs: [t1, t3], width: n },
+            ];
+            let task = Task::Product { mm, epilogue: Epilogue::of(bce_ops.to_vec()) };
             let groups = task.groups(max_rows) as usize;
             let bound = [
                 (Res::Tensor(t0), Host::F32(&a)),
@@ -762,6 +766,38 @@ fn generated_products_match_cpu() {
                 parts[groups..].iter().all(|&p| p == 0.0) && out[5][..MAX_PARTS as usize].iter().all(|&p| p == 0.0)
             );
 
+            // nt + any sequence of element-wise ops (the MSE output layer's):
+            // y = σ(logits) into t2, the MSE partials, d = d_mse into t4, d·σ'.
+            let mut y_want = vec![0.0; m * n];
+            activation::sigmoid_forward(&mut y_want, &logits);
+            let mse = loss::mse_forward(&y_want, &target[..m * n]);
+            let mut d_want = vec![0.0; m * n];
+            loss::mse_backward(&mut d_want, &y_want, &target[..m * n], 0.7);
+            activation::sigmoid_backward(&mut d_want, &y_want);
+            let mse_ops = vec![
+                Call::Sigmoid { y: t2, x: t1, width: n },
+                Call::LossPartials { kernel: Kernel::MseForward, inputs: vec![t2, t3], width: n, which: 0 },
+                Call::LossBackward { kernel: Kernel::MseBackward, out: t4, inputs: [t2, t3], width: n },
+                Call::SigmoidBackward { d: t4, y: t2, width: n },
+            ];
+            let bound = [
+                (Res::Tensor(t0), Host::F32(&a)),
+                (Res::Params, Host::F32(&params)),
+                (Res::Tensor(t1), Host::F32(&c0)),
+                (Res::Tensor(t2), Host::F32(&y)),
+                (Res::Tensor(t3), Host::F32(&target)),
+                (Res::Tensor(t4), Host::F32(&c0)),
+                (Res::Partials, Host::F32(&partials)),
+            ];
+            let out = run(Task::Product { mm, epilogue: Epilogue::of(mse_ops) }, &bound);
+            assert_close(&what("nt +sigmoid+mse logits"), &out[2][..m * n], &logits, atol, 1e-5);
+            // σ is 1/4-Lipschitz: y's error is a quarter of the logits' and a few ulps.
+            assert_close(&what("nt +sigmoid+mse y"), &out[3][..m * n], &y_want, atol / 4.0 + 4.0 * U, 1e-5);
+            assert_close(&what("nt +sigmoid+mse d"), &out[5][..m * n], &d_want, atol + 8.0 * U, 1e-5);
+            let got: f64 = out[6][..groups].iter().map(|&p| p as f64).sum();
+            let tol = 1e-5 * (m * n) as f64 + 1e-4 * mse.abs();
+            assert!((got - mse).abs() <= tol, "{}: MSE {got} against {mse}", what("nt +sigmoid+mse"));
+
             // nn: c += a·W (W as (k, n)), then d·act'(y).
             let mut mm = product(
                 MatmulForm::Nn,
@@ -772,8 +808,8 @@ fn generated_products_match_cpu() {
             let mut want = c0[..m * n].to_vec();
             matmul::matmul_nn(&mut want, &a[..m * k], w, m, k, n, true);
             activation::activation_backward(&mut want, back_x.map(|_| &xs[..m * n]), &y[..m * n], back);
-            let act_backward = Some(ActBackward { y: t2, x: back_x, act: back });
-            let task = Task::Product { mm, epilogue: Epilogue::Store { act_backward } };
+            let backward = Call::ActivationBackward { d: t1, y: t2, x: back_x, width: n, act: back };
+            let task = Task::Product { mm, epilogue: Epilogue::of(vec![backward]) };
             let bound = [
                 (Res::Tensor(t0), Host::F32(&a)),
                 (Res::Params, Host::F32(&params)),
@@ -800,7 +836,8 @@ fn generated_products_match_cpu() {
             let (p0, m0) = (random(count, 56 + salt, -1.0, 1.0), random(count, 57 + salt, -0.1, 0.1));
             let v0 = random(count, 58 + salt, 0.5, 1.0);
             for with_adam in [false, true] {
-                let task = Task::Product { mm, epilogue: Epilogue::Gradient { bias: Some(db_at), adam: with_adam } };
+                let ops = if with_adam { vec![Call::Adam] } else { Vec::new() };
+                let task = Task::Product { mm, epilogue: Epilogue { ops, ones: Some(db_at) } };
                 let bound = [
                     (Res::Tensor(t0), Host::F32(&a)),
                     (Res::Tensor(t1), Host::F32(&c0)),

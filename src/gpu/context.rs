@@ -1,6 +1,7 @@
 //! One wgpu device, built once and shared (`Arc`) by everything on the GPU path.
 
 use super::fuse::Fusion;
+use super::fused::Pipelines;
 use crate::error::{Error, Result};
 
 /// How to pick and drive the device. The environment switches are read here
@@ -117,6 +118,8 @@ pub struct GpuContext {
     /// Every pipeline, compiled on first use and shared by training,
     /// evaluation and inference on this context.
     kernels: std::sync::OnceLock<std::sync::Arc<super::shaders::Kernels>>,
+    /// The generated kernels' pipelines, by structure.
+    pub generated: std::sync::Arc<Pipelines>,
 }
 
 fn instance() -> wgpu::Instance {
@@ -195,6 +198,7 @@ impl GpuContext {
             resident_bytes: opts.resident_bytes,
             timestamps,
             kernels: Default::default(),
+            generated: Default::default(),
             instance,
             adapter,
             device,
@@ -220,6 +224,7 @@ impl GpuContext {
             resident_bytes: self.resident_bytes,
             timestamps: self.timestamps,
             kernels: Default::default(),
+            generated: Default::default(),
         }
     }
 

@@ -5,14 +5,14 @@
 //!
 //! By default the calls become generated kernels (`gpu::fused`): weight
 //! gradients and loss folds sink to the end of the step, a large product
-//! takes the activation backward or the BCE loss that follows it into its
-//! epilogue, runs of row-local calls become one row-owned kernel, and the
+//! takes the element-wise ops that follow it into its epilogue, runs of row-local calls become one row-owned kernel, and the
 //! weight gradients of all layers become one grouped kernel with Adam in
 //! its epilogue. Every rewrite checks the adapter's limits and otherwise
 //! leaves the calls as they were.
 
+use super::elementwise;
 use super::fused::{self, REDUCE_BYTES};
-use super::ir::{ActBackward, Buf, Call, Epilogue, Matmul, Res, Task, access, size};
+use super::ir::{Buf, Call, Epilogue, Matmul, Res, Size, Task, access, size};
 use super::shaders::{Kernel, MAX_PARTS, MatmulForm, MatmulVariant};
 use crate::model::{Activation, Graph, TensorId};
 
@@ -160,57 +160,50 @@ fn fits(tasks: &[Task], env: &Env) -> bool {
         && groups <= env.limits.max_compute_workgroups_per_dimension
 }
 
-/// A large product (not row-local) followed by the activation backward of
-/// its output, or by the BCE loss and gradient of its output (the logits),
-/// becomes one product with these in its epilogue.
+/// A large product (not row-local) on a tensor takes the element-wise ops
+/// that follow it into its epilogue (`Epilogue::ops`) while each is
+/// pointwise on the product's elements, reads what the product or an op
+/// before it wrote, writes nothing else the product reads, and the kernel
+/// fits: an activation backward, the output layer's loss and its gradient.
 fn absorb(calls: Vec<Call>, env: &Env) -> Vec<Call> {
     let mut out = Vec::with_capacity(calls.len());
     let mut i = 0;
     while i < calls.len() {
         let call = &calls[i];
+        i += 1;
         let Call::Matmul(m) = call else {
             out.push(call.clone());
-            i += 1;
             continue;
         };
-        let c = match m.c {
-            (Buf::Tensor(c), 0) if !fused::row_local(call) => c,
-            _ => {
-                out.push(call.clone());
+        let task = |ops: Vec<Call>| Task::Product { mm: *m, epilogue: Epilogue::of(ops) };
+        let mut ops: Vec<Call> = Vec::new();
+        if let (Buf::Tensor(c), 0) = m.c
+            && m.m == Size::Rows
+            && env.graph.width(c) == m.n
+            && !fused::row_local(call)
+        {
+            let (product_reads, mut written) = access(call);
+            while let Some(next) = calls.get(i) {
+                let (reads, writes) = access(next);
+                let takes = elementwise::pointwise(next, env.graph)
+                    && elementwise::width(next) == Some(m.n)
+                    && reads.iter().any(|r| written.contains(r))
+                    && !writes.iter().any(|w| *w != Res::Tensor(c) && product_reads.contains(w))
+                    && {
+                        let candidate = task([ops.as_slice(), std::slice::from_ref(next)].concat());
+                        let partials =
+                            !matches!(next, Call::LossPartials { .. }) || candidate.groups(env.max_rows) <= MAX_PARTS;
+                        partials && fits(&[candidate], env)
+                    };
+                if !takes {
+                    break;
+                }
+                written.extend(writes);
+                ops.push(next.clone());
                 i += 1;
-                continue;
-            }
-        };
-        let next = calls.get(i + 1);
-        if let Some(&Call::ActivationBackward { d, y, x, act, .. }) = next
-            && d == c
-        {
-            out.push(Call::Fused(vec![Task::Product {
-                mm: *m,
-                epilogue: Epilogue::Store { act_backward: Some(ActBackward { y, x, act }) },
-            }]));
-            i += 2;
-            continue;
-        }
-        if let (
-            Some(Call::LossPartials { kernel: Kernel::BceWithLogitsForward, inputs, which, .. }),
-            Some(&Call::LossBackward {
-                kernel: Kernel::BceWithLogitsBackward, out: dlogits, inputs: [x, target], ..
-            }),
-        ) = (next, calls.get(i + 2))
-            && inputs[..] == [c, target]
-            && x == c
-            && !m.accumulate
-        {
-            let task = Task::Product { mm: *m, epilogue: Epilogue::Bce { target, dlogits, which: *which } };
-            if task.groups(env.max_rows) <= MAX_PARTS {
-                out.push(Call::Fused(vec![task]));
-                i += 3;
-                continue;
             }
         }
-        out.push(call.clone());
-        i += 1;
+        out.push(if ops.is_empty() { call.clone() } else { Call::Fused(vec![task(ops)]) });
     }
     out
 }
@@ -321,7 +314,7 @@ fn group_gradients(calls: Vec<Call>, env: &Env) -> Vec<Call> {
             Call::Matmul(m) if m.form == MatmulForm::Tn && m.c.0 == Buf::Grads => {
                 let bias = run.iter().enumerate().find_map(|(j, c)| match c {
                     &Call::ColumnSums { a, width, at }
-                        if !paired[j] && m.a == (Buf::Tensor(a), 0) && m.m == super::ir::Size::Fixed(width) =>
+                        if !paired[j] && m.a == (Buf::Tensor(a), 0) && m.m == Size::Fixed(width) =>
                     {
                         Some((j, at))
                     }
@@ -330,7 +323,7 @@ fn group_gradients(calls: Vec<Call>, env: &Env) -> Vec<Call> {
                 if let Some((j, _)) = bias {
                     paired[j] = true;
                 }
-                let epilogue = Epilogue::Gradient { bias: bias.map(|(_, at)| at), adam: false };
+                let epilogue = Epilogue { ops: Vec::new(), ones: bias.map(|(_, at)| at) };
                 tasks.push(Task::Product { mm: *m, epilogue });
             }
             &Call::LossFinish { which, parts: Some(parts), .. } => tasks.push(Task::LossFinish { which, parts }),
@@ -346,7 +339,7 @@ fn group_gradients(calls: Vec<Call>, env: &Env) -> Vec<Call> {
     let mut exact = others.iter().all(|c| !access(c).1.contains(&Res::Grads))
         && calls[..start].iter().all(|c| !access(c).1.contains(&Res::Grads));
     for task in &tasks {
-        if let Task::Product { mm, epilogue: Epilogue::Gradient { bias, .. } } = task {
+        if let Task::Product { mm, epilogue: Epilogue { ones: bias, .. } } = task {
             exact &= !mm.accumulate;
             let (rows, cols) = (size(mm.m, env.max_rows), mm.n);
             ranges.push((mm.c.1, rows * cols));
@@ -389,8 +382,10 @@ fn group_gradients(calls: Vec<Call>, env: &Env) -> Vec<Call> {
 
 fn set_adam(tasks: &mut [Task]) {
     for task in tasks {
-        if let Task::Product { epilogue: Epilogue::Gradient { adam, .. }, .. } = task {
-            *adam = true;
+        if let Task::Product { mm, epilogue } = task
+            && mm.c.0 == Buf::Grads
+        {
+            epilogue.ops = vec![Call::Adam];
         }
     }
 }
@@ -400,9 +395,7 @@ fn products(calls: Vec<Call>) -> Vec<Call> {
     calls
         .into_iter()
         .map(|call| match call {
-            Call::Matmul(mm) => {
-                Call::Fused(vec![Task::Product { mm, epilogue: Epilogue::Store { act_backward: None } }])
-            }
+            Call::Matmul(mm) => Call::Fused(vec![Task::Product { mm, epilogue: Epilogue::default() }]),
             call => call,
         })
         .collect()
@@ -492,15 +485,18 @@ fn split_k(calls: Vec<Call>, max_rows: usize, target: u32) -> Vec<Call> {
 mod tests {
     use super::*;
     use crate::gpu::lower::lower;
-    use crate::model::{Architecture, ModelConfig};
+    use crate::model::{Architecture, ModelConfig, ModelKind, ReconLoss};
 
     fn default_vae() -> Architecture {
         Architecture::new(&ModelConfig::pytorch_vae()).unwrap()
     }
 
     fn plan(limits: &wgpu::Limits, rows: usize) -> Vec<Call> {
-        let arch = default_vae();
-        let graph = Graph::training(&arch, false);
+        plan_of(&default_vae(), limits, rows)
+    }
+
+    fn plan_of(arch: &Architecture, limits: &wgpu::Limits, rows: usize) -> Vec<Call> {
+        let graph = Graph::training(arch, false);
         let env = Env { graph: &graph, max_rows: rows, limits, param_count: arch.param_count, keep: graph.named() };
         let calls = fuse(lower(&graph), Fusion::ALL, &env);
         for call in &calls {
@@ -542,5 +538,26 @@ mod tests {
         let first_sunk = calls.iter().position(sinkable).unwrap();
         assert!(calls[first_sunk..adam].iter().all(sinkable), "{calls:#?}");
         assert_eq!(calls.iter().filter(|c| sinkable(c)).count(), 10, "4 products, 4 column sums, 2 loss folds");
+    }
+
+    /// The open epilogue at work: the seed AE's output product takes the
+    /// sigmoid, the MSE and both gradients (a row chain of its own before).
+    #[test]
+    fn the_seed_aes_output_layer_takes_its_loss_into_the_epilogue() {
+        let mut c = ModelConfig::pytorch_vae();
+        (c.kind, c.loss, c.hidden, c.latent) = (ModelKind::Ae, ReconLoss::Mse, vec![], 64);
+        let roomy = wgpu::Limits { max_storage_buffers_per_shader_stage: 16, ..wgpu::Limits::default() };
+        let calls = plan_of(&Architecture::new(&c).unwrap(), &roomy, 256);
+        assert_eq!(calls.len(), 5, "the gather and 4 kernels (6 before): {calls:#?}");
+        let output = calls.iter().find_map(|c| match c {
+            Call::Fused(tasks) => match &tasks[..] {
+                [Task::Product { mm, epilogue }] if mm.n == 784 && mm.form == MatmulForm::Nt => Some(epilogue),
+                _ => None,
+            },
+            _ => None,
+        });
+        let ops: Vec<String> = output.expect("the output product").ops.iter().map(|op| format!("{op:?}")).collect();
+        let kinds: Vec<&str> = ops.iter().map(|op| op.split([' ', '{']).next().unwrap()).collect();
+        assert_eq!(kinds, ["Sigmoid", "LossPartials", "LossBackward", "SigmoidBackward"], "{ops:#?}");
     }
 }

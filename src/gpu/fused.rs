@@ -5,23 +5,29 @@
 //!
 //! - `Task::Product`: a tiled product whose workgroup holds all of K (split
 //!   between four thread groups and summed in a fixed order, so no second
-//!   pass), with an epilogue: the layer's own (bias, activation) plus an
-//!   activation backward; or the output layer's BCE (logits, their gradient
-//!   and a partial of the loss); or a weight gradient with the bias gradient
-//!   as an extra column of ones and, optionally, Adam on each parameter.
+//!   pass), with an epilogue: the layer's own (bias, the kept
+//!   pre-activation, activation) and then any element-wise ops on its
+//!   elements (an activation backward; the output layer's loss partials and
+//!   gradient; ...); or a weight gradient with the bias gradient as an extra
+//!   column of ones and, optionally, Adam on each parameter.
 //! - `Task::Rows`: a chain of row-local calls (thin products, the
 //!   reparameterization, losses and their gradients, activations) run by
 //!   workgroups that each own a few rows, passing tensors in workgroup memory.
 //! - `Task::LossFinish`: a loss's partials folded into the step's slot.
 //!
+//! Element-wise ops are printed from one table (`gpu::elementwise`) in both
+//! places they run: a chain's stage and a product's epilogue.
+//!
 //! The CPU reference of a fused kernel is the sequence of calls it replaced
 //! (the GPU-vs-CPU step tests run both).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write;
+use std::sync::{Arc, Mutex};
 
-use super::ir::{ActBackward, Buf, Call, Epilogue, Matmul, Res, Size, Task, access, matmul_params, size};
-use super::shaders::{Kernel, MAX_PARTS, MatmulForm, TREE_SUM};
+use super::elementwise::{self, Place, Printed};
+use super::ir::{Buf, Call, Epilogue, Matmul, Res, Size, Task, access, matmul_params, size};
+use super::shaders::{GeneratedPipeline, Kernel, Kernels, MAX_PARTS, MatmulForm, TREE_SUM};
 use crate::model::{Activation, Graph, TensorId};
 
 /// Threads of every fused workgroup.
@@ -46,7 +52,7 @@ impl Task {
     pub fn groups(&self, rows: usize) -> u32 {
         match self {
             Task::Product { mm, epilogue } => {
-                let cols = mm.n + usize::from(matches!(epilogue, Epilogue::Gradient { bias: Some(_), .. }));
+                let cols = mm.n + usize::from(epilogue.ones.is_some());
                 let m = size(mm.m, rows) as u32;
                 m.div_ceil(TILE).max(1) * (cols as u32).div_ceil(TILE).max(1)
             }
@@ -69,18 +75,11 @@ impl Task {
                 if mm.act != Activation::Identity {
                     extra.push_str(&format!("+{:?}", mm.act).to_lowercase());
                 }
-                match epilogue {
-                    Epilogue::Store { act_backward: Some(_) } => extra.push_str("+activation_backward"),
-                    Epilogue::Store { act_backward: None } => {}
-                    Epilogue::Bce { .. } => extra.push_str("+bce"),
-                    Epilogue::Gradient { bias, adam } => {
-                        if bias.is_some() {
-                            extra.push_str("+bias_grad");
-                        }
-                        if *adam {
-                            extra.push_str("+adam");
-                        }
-                    }
+                if epilogue.ones.is_some() {
+                    extra.push_str("+bias_grad");
+                }
+                for op in &epilogue.ops {
+                    extra.push_str(&format!("+{}", stage_name(op, rows)));
                 }
                 format!("{base} {extra}").trim_end().to_string()
             }
@@ -95,7 +94,8 @@ impl Task {
 
 fn stage_name(call: &Call, rows: u32) -> String {
     match call {
-        Call::Matmul(m) => Task::Product { mm: *m, epilogue: Epilogue::Store { act_backward: None } }.label(rows),
+        Call::Matmul(m) => Task::Product { mm: *m, epilogue: Epilogue::default() }.label(rows),
+        Call::Adam => "adam".into(),
         Call::Activation { .. } => "activation_forward".into(),
         Call::ActivationBackward { .. } => "activation_backward".into(),
         Call::BiasAdd { .. } => "bias_add".into(),
@@ -199,6 +199,69 @@ pub struct Generated {
     pub label: String,
 }
 
+/// What a generated kernel's WGSL is a function of, and so its pipeline's
+/// key: the tasks, the widths of the tensors they touch and the most rows
+/// it runs. Settings are step data, not part of it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KernelKey {
+    tasks: Vec<Task>,
+    widths: Vec<usize>,
+    rows: usize,
+}
+
+impl KernelKey {
+    pub fn new(tasks: &[Task], graph: &Graph, rows: usize) -> KernelKey {
+        let (reads, writes) = access(&Call::Fused(tasks.to_vec()));
+        let tensors: BTreeSet<TensorId> = reads
+            .into_iter()
+            .chain(writes)
+            .filter_map(|r| if let Res::Tensor(t) = r { Some(t) } else { None })
+            .collect();
+        KernelKey { tasks: tasks.to_vec(), widths: tensors.iter().map(|&t| graph.width(t)).collect(), rows }
+    }
+}
+
+/// A compiled generated kernel and what binding it takes.
+pub struct Compiled {
+    pub pipeline: Arc<GeneratedPipeline>,
+    pub bindings: Vec<(Res, bool)>,
+    pub groups: u32,
+    pub label: String,
+}
+
+/// The generated pipelines of one device and shader mode, by `KernelKey`:
+/// a kernel's WGSL is written and compiled on its key's first use only.
+#[derive(Default)]
+pub struct Pipelines {
+    built: Mutex<HashMap<KernelKey, Arc<Compiled>>>,
+}
+
+impl Pipelines {
+    pub fn get(&self, kernels: &Kernels, tasks: &[Task], graph: &Graph, rows: usize) -> Arc<Compiled> {
+        let key = KernelKey::new(tasks, graph, rows);
+        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        built
+            .entry(key)
+            .or_insert_with(|| {
+                let g = generate(tasks, graph, rows);
+                let written: Vec<bool> = g.bindings.iter().map(|&(_, w)| w).collect();
+                let pipeline = Arc::new(kernels.build_generated(&g.source, &written));
+                Arc::new(Compiled { pipeline, bindings: g.bindings, groups: g.groups, label: g.label })
+            })
+            .clone()
+    }
+
+    /// Pipelines built so far: settings are step data, so a schedule adds
+    /// none after a program's first step.
+    pub fn len(&self) -> usize {
+        self.built.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Writes the kernel of `tasks` for at most `rows` rows.
 pub fn generate(tasks: &[Task], graph: &Graph, rows: usize) -> Generated {
     let mut g = Gen { graph, bindings: Vec::new(), fns: String::new() };
@@ -296,7 +359,7 @@ impl Gen<'_> {
         let a = self.bind(Res::of(mm.a.0), false);
         let b = self.bind(Res::of(mm.b.0), false);
         let (off_a, off_b, n) = (mm.a.1, mm.b.1, mm.n);
-        let ones = matches!(epilogue, Epilogue::Gradient { bias: Some(_), .. });
+        let ones = epilogue.ones.is_some();
         let cols = n + usize::from(ones);
         let tiles_n = (cols as u32).div_ceil(TILE).max(1);
         // Loads walk each operand's contiguous axis across neighbouring threads.
@@ -313,88 +376,10 @@ impl Gen<'_> {
         } else {
             format!("if (col < {n}u) {{ v = {load_b}; }}")
         };
-        let mut epi = String::new();
-        let mut after = String::new();
-        let w = &mut epi;
-        match epilogue {
-            Epilogue::Store { act_backward } => {
-                let c = self.bind(Res::of(mm.c.0), true);
-                writeln!(w, "let idx = {}u + row * {n}u + col;\n        var v = s;", mm.c.1).unwrap();
-                if mm.accumulate {
-                    writeln!(w, "        v += {c}[idx];").unwrap();
-                }
-                if let Some(bias) = mm.bias {
-                    let p = self.bind(Res::Params, false);
-                    writeln!(w, "        v += {p}[{bias}u + col];").unwrap();
-                }
-                if let Some(pre) = mm.pre {
-                    let pre = self.bind(Res::Tensor(pre), true);
-                    writeln!(w, "        {pre}[row * {n}u + col] = v;").unwrap();
-                }
-                writeln!(w, "        v = activate(v, {}u);", mm.act.code()).unwrap();
-                if let Some(ActBackward { y, x, act }) = act_backward {
-                    let y = self.bind(Res::Tensor(*y), false);
-                    let x = match x {
-                        Some(x) => self.bind(Res::Tensor(*x), false),
-                        None => y.clone(),
-                    };
-                    let at = format!("[row * {n}u + col]");
-                    writeln!(w, "        v = d_activate(v, {x}{at}, {y}{at}, {}u);", act.code()).unwrap();
-                }
-                write!(w, "        {c}[idx] = v;").unwrap();
-            }
-            Epilogue::Bce { target, dlogits, which } => {
-                let c = self.bind(Res::of(mm.c.0), true);
-                let t = self.bind(Res::Tensor(*target), false);
-                let d = self.bind(Res::Tensor(*dlogits), true);
-                let parts = self.bind(Res::Partials, true);
-                writeln!(w, "let idx = row * {n}u + col;\n        var v = s;").unwrap();
-                if let Some(bias) = mm.bias {
-                    let p = self.bind(Res::Params, false);
-                    writeln!(w, "        v += {p}[{bias}u + col];").unwrap();
-                }
-                writeln!(w, "        v = activate(v, {}u);", mm.act.code()).unwrap();
-                writeln!(w, "        {c}[{}u + idx] = v;", mm.c.1).unwrap();
-                writeln!(w, "        let tv = {t}[idx];").unwrap();
-                writeln!(w, "        {d}[idx] = d_bce_with_logits(v, tv, st.recon_scale);").unwrap();
-                write!(w, "        part += bce_with_logits(v, tv);").unwrap();
-                let at = which * MAX_PARTS;
-                // The barrier: other threads may still read the tiles tree_sum reuses.
-                write!(
-                    after,
-                    "    workgroupBarrier();\n    let total = tree_sum(lid, part);\n    if (lid == 0u) {{ {parts}[{at}u + t] = total; }}\n"
-                )
-                .unwrap();
-            }
-            Epilogue::Gradient { bias, adam: with_adam } => {
-                let grads = self.bind(Res::of(mm.c.0), true);
-                let at = mm.c.1;
-                match bias {
-                    Some(bias) => writeln!(w, "let pi = select({at}u + row * {n}u + col, {bias}u + row, col == {n}u);"),
-                    None => writeln!(w, "let pi = {at}u + row * {n}u + col;"),
-                }
-                .unwrap();
-                if mm.accumulate {
-                    write!(w, "        {grads}[pi] += s;").unwrap();
-                } else {
-                    write!(w, "        {grads}[pi] = s;").unwrap();
-                }
-                if *with_adam {
-                    let (pm, m, v) =
-                        (self.bind(Res::Params, true), self.bind(Res::AdamM, true), self.bind(Res::AdamV, true));
-                    write!(
-                        w,
-                        "
-        let u = adam({pm}[pi], {m}[pi], {v}[pi], {grads}[pi]);
-        {pm}[pi] = u.x;
-        {m}[pi] = u.y;
-        {v}[pi] = u.z;"
-                    )
-                    .unwrap();
-                }
-            }
-        }
-        let part_decl = if after.is_empty() { "" } else { "var part = 0.0;\n    " };
+        let (epi, part_decl, after) = match mm.c.0 {
+            Buf::Tensor(c) => self.element_epilogue(mm, c, &epilogue.ops),
+            _ => (self.gradient_epilogue(mm, epilogue), String::new(), String::new()),
+        };
         let (ai, ap) = a_ip;
         let (bj, bp) = b_jp;
         let (m, k) = (size_expr(mm.m), size_expr(mm.k));
@@ -480,6 +465,81 @@ fn task{id}(t: u32, lid: u32) {{
             out_tile3 = 3 * out_tile,
         )
         .unwrap();
+    }
+
+    /// A product's epilogue on tensor `c`: its own (accumulate, bias, the
+    /// kept pre-activation, activation), then `ops`, each printed from the
+    /// element-wise table on the thread's element; every tensor written is
+    /// stored once at the end. Returns the code, the loss sums' declarations
+    /// and their reductions after the tile.
+    fn element_epilogue(&mut self, mm: &Matmul, c: TensorId, ops: &[Call]) -> (String, String, String) {
+        let n = mm.n;
+        let raw = mm.pre.unwrap_or(c);
+        let mut own = Vec::new();
+        if let Some(bias) = mm.bias {
+            own.push(Call::BiasAdd { y: raw, width: n, bias });
+        }
+        if mm.pre.is_some() || mm.act != Activation::Identity {
+            own.push(Call::Activation { y: c, x: mm.pre, width: n, act: mm.act });
+        }
+        let mut el = Element { writer: self, out: (c, mm.c.1), n, locals: vec![raw], code: String::new() };
+        let sum = if mm.accumulate { format!("s + {}", el.global(c, false)) } else { "s".into() };
+        writeln!(el.code, "var {} = {sum};", local(raw)).unwrap();
+        let mut losses = Vec::new();
+        for op in own.iter().chain(ops) {
+            match elementwise::print(op, &mut el) {
+                Printed::Body(body) => writeln!(el.code, "        {body}").unwrap(),
+                Printed::Loss { which, term } => {
+                    writeln!(el.code, "        part{which} += {term};").unwrap();
+                    losses.push(which);
+                }
+            }
+        }
+        for t in el.locals.clone() {
+            let dst = el.global(t, true);
+            writeln!(el.code, "        {dst} = {};", local(t)).unwrap();
+        }
+        let code = el.code.trim_end().to_string();
+        let (mut decl, mut after) = (String::new(), String::new());
+        for which in losses {
+            let p = self.bind(Res::Partials, true);
+            write!(decl, "var part{which} = 0.0;\n    ").unwrap();
+            // The barrier: other threads may still read the tiles tree_sum reuses.
+            write!(
+                after,
+                "    workgroupBarrier();\n    let total{which} = tree_sum(lid, part{which});\n    if (lid == 0u) {{ {p}[{}u + t] = total{which}; }}\n",
+                which * MAX_PARTS
+            )
+            .unwrap();
+        }
+        (code, decl, after)
+    }
+
+    /// A weight gradient's epilogue: the gradient into the parameters' slots
+    /// (the bias gradient from the column of ones), then each op (Adam) on it.
+    fn gradient_epilogue(&mut self, mm: &Matmul, epilogue: &Epilogue) -> String {
+        let (n, at) = (mm.n, mm.c.1);
+        let grads = self.bind(Res::of(mm.c.0), true);
+        let mut w = match epilogue.ones {
+            Some(bias) => format!("let pi = select({at}u + row * {n}u + col, {bias}u + row, col == {n}u);\n"),
+            None => format!("let pi = {at}u + row * {n}u + col;\n"),
+        };
+        let op = if mm.accumulate { "+=" } else { "=" };
+        write!(w, "        {grads}[pi] {op} s;").unwrap();
+        for call in &epilogue.ops {
+            assert_eq!(*call, Call::Adam, "a weight gradient's epilogue is Adam or nothing");
+            let (pm, m, v) = (self.bind(Res::Params, true), self.bind(Res::AdamM, true), self.bind(Res::AdamV, true));
+            write!(
+                w,
+                "
+        let u = adam({pm}[pi], {m}[pi], {v}[pi], {grads}[pi]);
+        {pm}[pi] = u.x;
+        {m}[pi] = u.y;
+        {v}[pi] = u.z;"
+            )
+            .unwrap();
+        }
+        w
     }
 
     fn loss_finish(&mut self, id: usize, which: u32, parts: u32) {
@@ -598,132 +658,21 @@ impl Chain<'_, '_> {
     }
 
     fn stage(&mut self, call: &Call) {
-        match call {
-            Call::Matmul(m) => self.product(m),
-            &Call::Activation { y, x, width, act } => {
-                let xv = match x {
-                    Some(x) => self.get(x, "r", "e"),
-                    None => {
-                        self.load(y);
-                        self.shared(y, "r", "e")
-                    }
-                };
-                self.written(y);
-                let v = self.shared(y, "r", "e");
-                self.each(width, &format!("{v} = activate({xv}, {}u);", act.code()));
-            }
-            &Call::BiasAdd { y, width, bias } => {
-                self.load(y);
-                let v = self.shared(y, "r", "e");
-                let p = self.writer.bind(Res::Params, false);
-                self.each(width, &format!("{v} = {v} + {p}[{bias}u + e];"));
-            }
-            &Call::ActivationBackward { d, y, x, width, act } => {
-                self.load(d);
-                let yv = self.get(y, "r", "e");
-                let xv = x.map(|x| self.get(x, "r", "e")).unwrap_or_else(|| yv.clone());
-                let v = self.shared(d, "r", "e");
-                self.each(width, &format!("{v} = d_activate({v}, {xv}, {yv}, {}u);", act.code()));
-            }
-            &Call::Sigmoid { y, x, width } => {
-                let xv = self.get(x, "r", "e");
-                self.written(y);
-                let v = self.shared(y, "r", "e");
-                self.each(width, &format!("{v} = sigmoid({xv});"));
-            }
-            &Call::SigmoidBackward { d, y, width } => {
-                self.load(d);
-                let yv = self.get(y, "r", "e");
-                let v = self.shared(d, "r", "e");
-                self.each(width, &format!("{v} = d_sigmoid({v}, {yv});"));
-            }
-            &Call::LossBackward { kernel, out, inputs: [x, target], width } => {
-                let (xv, tv) = (self.get(x, "r", "e"), self.get(target, "r", "e"));
-                self.written(out);
-                let v = self.shared(out, "r", "e");
-                let body = match kernel {
-                    Kernel::BceWithLogitsBackward => format!("{v} = d_bce_with_logits({xv}, {tv}, st.recon_scale);"),
-                    Kernel::MseBackward => format!("{v} = d_mse({xv}, {tv}, st.recon_scale);"),
-                    other => unreachable!("{other:?} is not a loss gradient"),
-                };
-                self.each(width, &body);
-            }
-            Call::LossPartials { kernel, inputs, width, which } => {
-                let term = match kernel {
-                    Kernel::BceWithLogitsForward | Kernel::MseForward => {
-                        let (a, t) = (self.get(inputs[0], "r", "e"), self.get(inputs[1], "r", "e"));
-                        let f = if *kernel == Kernel::MseForward { "mse" } else { "bce_with_logits" };
-                        format!("s += {f}({a}, {t});")
-                    }
-                    Kernel::KlForward => {
-                        let (mu, lv) =
-                            (self.get(inputs[0], "r", "e"), self.get(inputs[0], "r", &format!("{width}u + e")));
-                        format!("s += kl({mu}, {lv});")
-                    }
-                    other => unreachable!("{other:?} is not a loss"),
-                };
+        if let Call::Matmul(m) = call {
+            return self.product(m);
+        }
+        let width = elementwise::width(call).unwrap_or_else(|| unreachable!("{call:?} is not row-local"));
+        match elementwise::print(call, self) {
+            Printed::Body(body) => self.each(width, &body),
+            Printed::Loss { which, term } => {
                 let p = self.writer.bind(Res::Partials, true);
                 writeln!(
                     self.code,
-                    "    {{\n        var s = 0.0;\n        for (var i = lid; i < nrows * {width}u; i += {THREADS}u) {{\n        let r = i / {width}u;\n        let e = i % {width}u;\n        {term}\n        }}\n        let total = tree_sum(lid, s);\n        if (lid == 0u) {{ {p}[{}u + t] = total; }}\n    }}",
+                    "    {{\n        var s = 0.0;\n        for (var i = lid; i < nrows * {width}u; i += {THREADS}u) {{\n        let r = i / {width}u;\n        let e = i % {width}u;\n        s += {term};\n        }}\n        let total = tree_sum(lid, s);\n        if (lid == 0u) {{ {p}[{}u + t] = total; }}\n    }}",
                     which * MAX_PARTS
                 )
                 .unwrap();
             }
-            &Call::Reparameterize { z, eps, mulv, latent } => {
-                let (mu, lv) = (self.get(mulv, "r", "e"), self.get(mulv, "r", &format!("{latent}u + e")));
-                self.written(z);
-                self.written(eps);
-                let (zv, ev) = (self.shared(z, "r", "e"), self.shared(eps, "r", "e"));
-                self.each(
-                    latent,
-                    &format!(
-                        "let n = normal(st.seed, st.reparam_stream, st.rng_step, (row0 + r) * {latent}u + e);\n        {ev} = n;\n        {zv} = reparameterize({mu}, {lv}, n);"
-                    ),
-                );
-            }
-            &Call::ReparameterizeBackward { d, dz, mulv, eps, latent, accumulate } => {
-                if accumulate {
-                    self.load(d);
-                }
-                let (g, n, lv) =
-                    (self.get(dz, "r", "e"), self.get(eps, "r", "e"), self.get(mulv, "r", &format!("{latent}u + e")));
-                let (dmu, dlv) = (self.shared(d, "r", "e"), self.shared(d, "r", &format!("{latent}u + e")));
-                let acc = if accumulate { format!("\n        g += vec2<f32>({dmu}, {dlv});") } else { String::new() };
-                self.written(d);
-                self.each(
-                    latent,
-                    &format!(
-                        "var g = d_reparameterize({g}, {lv}, {n});{acc}\n        {dmu} = g.x;\n        {dlv} = g.y;"
-                    ),
-                );
-            }
-            &Call::KlBackward { d, mulv, latent, accumulate } => {
-                if accumulate {
-                    self.load(d);
-                }
-                let (mu, lv) = (self.get(mulv, "r", "e"), self.get(mulv, "r", &format!("{latent}u + e")));
-                let (dmu, dlv) = (self.shared(d, "r", "e"), self.shared(d, "r", &format!("{latent}u + e")));
-                let acc =
-                    if accumulate { format!("\n        g = vec2<f32>({dmu}, {dlv}) + g;") } else { String::new() };
-                self.written(d);
-                self.each(
-                    latent,
-                    &format!("var g = d_kl({mu}, {lv}, st.kl_scale);{acc}\n        {dmu} = g.x;\n        {dlv} = g.y;"),
-                );
-            }
-            &Call::InputNoise { out, clean, width } => {
-                let c = self.get(clean, "r", "e");
-                self.written(out);
-                let v = self.shared(out, "r", "e");
-                self.each(
-                    width,
-                    &format!(
-                        "{v} = input_noise({c}, st.noise_std, normal(st.seed, st.noise_stream, st.rng_step, (row0 + r) * {width}u + e));"
-                    ),
-                );
-            }
-            other => unreachable!("{other:?} is not row-local"),
         }
     }
 
@@ -809,6 +758,91 @@ impl Chain<'_, '_> {
             half = lanes / 2,
         )
         .unwrap();
+    }
+}
+
+impl Place for Chain<'_, '_> {
+    fn read(&mut self, t: TensorId, shift: usize) -> String {
+        self.get(t, "r", &column(shift))
+    }
+
+    fn write(&mut self, t: TensorId, shift: usize) -> String {
+        self.written(t);
+        self.shared(t, "r", &column(shift))
+    }
+
+    fn update(&mut self, t: TensorId, shift: usize) -> String {
+        self.load(t);
+        self.shared(t, "r", &column(shift))
+    }
+
+    fn param(&mut self, at: usize) -> String {
+        format!("{}[{at}u + e]", self.writer.bind(Res::Params, false))
+    }
+
+    fn flat(&self, width: usize) -> String {
+        format!("(row0 + r) * {width}u + e")
+    }
+}
+
+/// Column e + shift.
+fn column(shift: usize) -> String {
+    if shift == 0 { "e".into() } else { format!("{shift}u + e") }
+}
+
+/// A product epilogue being written: the thread's element (row, col) of
+/// tensors shaped like the output (`out`, at its offset); the tensors it has
+/// written so far are locals, stored at the end.
+struct Element<'g, 'a> {
+    writer: &'g mut Gen<'a>,
+    out: (TensorId, usize),
+    n: usize,
+    locals: Vec<TensorId>,
+    code: String,
+}
+
+fn local(t: TensorId) -> String {
+    format!("v{}", t.0)
+}
+
+impl Element<'_, '_> {
+    fn global(&mut self, t: TensorId, write: bool) -> String {
+        let name = self.writer.bind(Res::Tensor(t), write);
+        let at = if t == self.out.0 { self.out.1 } else { 0 };
+        format!("{name}[{at}u + row * {}u + col]", self.n)
+    }
+}
+
+impl Place for Element<'_, '_> {
+    fn read(&mut self, t: TensorId, shift: usize) -> String {
+        assert_eq!(shift, 0, "a product epilogue runs pointwise ops only");
+        if self.locals.contains(&t) { local(t) } else { self.global(t, false) }
+    }
+
+    fn write(&mut self, t: TensorId, shift: usize) -> String {
+        assert_eq!(shift, 0, "a product epilogue runs pointwise ops only");
+        if !self.locals.contains(&t) {
+            writeln!(self.code, "        var {}: f32;", local(t)).unwrap();
+            self.locals.push(t);
+        }
+        local(t)
+    }
+
+    fn update(&mut self, t: TensorId, shift: usize) -> String {
+        if !self.locals.contains(&t) {
+            let v = self.read(t, shift);
+            writeln!(self.code, "        var {} = {v};", local(t)).unwrap();
+            self.locals.push(t);
+        }
+        local(t)
+    }
+
+    fn param(&mut self, at: usize) -> String {
+        format!("{}[{at}u + col]", self.writer.bind(Res::Params, false))
+    }
+
+    fn flat(&self, width: usize) -> String {
+        format!("row * {width}u + col")
     }
 }
 

@@ -11,14 +11,14 @@ use super::shaders::{Kernel, MatmulForm, MatmulVariant, flags};
 use crate::model::{Activation, ConvGeom, TensorId};
 
 /// A product's M or K: the step's batch rows, or fixed.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Size {
     Rows,
     Fixed(usize),
 }
 
 /// Where a product's operand lives.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Buf {
     Tensor(TensorId),
     Params,
@@ -26,7 +26,7 @@ pub enum Buf {
 }
 
 /// c (M,N) = [c +] form(a, b) [+ bias] then act; the bias is at a parameter offset.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Matmul {
     pub form: MatmulForm,
     pub variant: MatmulVariant,
@@ -47,7 +47,7 @@ pub struct Matmul {
 }
 
 /// One kernel call on the graph's tensors. Element-wise calls cover (rows, width).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Call {
     Gather {
         out: TensorId,
@@ -157,24 +157,27 @@ pub enum Call {
     Fused(Vec<Task>),
 }
 
-/// What a product task does with each output value.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Epilogue {
-    /// The product's own epilogue (accumulate, bias, the pre-activation
-    /// stored where the product keeps one, activation), then an activation
-    /// backward.
-    Store { act_backward: Option<ActBackward> },
-    /// The output layer and BCE with logits: the logits are stored, their
-    /// gradient recon_scale·(σ(v) - target) too, and each workgroup's share
-    /// of the loss is partial `t` of slot `which`.
-    Bce { target: TensorId, dlogits: TensorId, which: u32 },
-    /// A weight gradient into the gradients at the product's `c`; with
-    /// `bias`, B gets a column of ones whose outputs are the bias gradient;
-    /// with `adam`, each parameter's Adam step follows its gradient.
-    Gradient { bias: Option<usize>, adam: bool },
+/// What a product task does with each output element after the product's
+/// own epilogue (accumulate, bias, the kept pre-activation, activation):
+/// `ops`, element-wise calls whose every tensor is shaped like the output
+/// (`elementwise::pointwise`), run in order on the thread's element with the
+/// output in a register: an activation backward, a loss and its gradient,
+/// whatever the fusion pass found next. A weight gradient's ops are Adam on
+/// each parameter, and with `ones` B gets a column of ones whose outputs,
+/// the bias gradient, go to the parameters at that offset.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Epilogue {
+    pub ops: Vec<Call>,
+    pub ones: Option<usize>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+impl Epilogue {
+    pub fn of(ops: Vec<Call>) -> Epilogue {
+        Epilogue { ops, ones: None }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Task {
     Product {
         mm: Matmul,
@@ -191,15 +194,6 @@ pub enum Task {
         which: u32,
         parts: u32,
     },
-}
-
-/// d·act'(x) in a product's epilogue: from the activation's output y and,
-/// where the activation needs it, its input x.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ActBackward {
-    pub y: TensorId,
-    pub x: Option<TensorId>,
-    pub act: Activation,
 }
 
 /// A buffer a fused kernel binds.
@@ -278,21 +272,10 @@ pub fn access(call: &Call) -> (Vec<Res>, Vec<Res>) {
                 match task {
                     Task::Product { mm, epilogue } => {
                         product_access(mm, &mut reads, &mut writes);
-                        match epilogue {
-                            Epilogue::Store { act_backward: Some(b) } => {
-                                reads.extend([Some(b.y), b.x].into_iter().flatten().map(t))
-                            }
-                            Epilogue::Store { act_backward: None } => {}
-                            &Epilogue::Bce { target, dlogits, which } => {
-                                reads.push(t(target));
-                                writes.extend([t(dlogits), Res::Part(which)]);
-                            }
-                            Epilogue::Gradient { adam, .. } => {
-                                if *adam {
-                                    reads.extend([Res::Params, Res::AdamM, Res::AdamV]);
-                                    writes.extend([Res::Params, Res::AdamM, Res::AdamV]);
-                                }
-                            }
+                        for op in &epilogue.ops {
+                            let (r, w) = access(op);
+                            reads.extend(r);
+                            writes.extend(w);
                         }
                     }
                     Task::Rows { stages, .. } => {

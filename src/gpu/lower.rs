@@ -13,7 +13,6 @@ use std::collections::HashMap;
 
 use super::buffers::storage;
 use super::context::GpuContext;
-use super::fused::generate;
 use super::ir::{Buf, Call, Matmul, Res, Size, matmul_params, size};
 use super::params::{
     AdamParams, ConvParams, ElementwiseParams, GatherParams, LossParams, ReduceParams, ReparamParams, Slot,
@@ -387,7 +386,7 @@ pub fn emit(
                 p.push(kernel, params, &b, conv_groups(kernel, &g, rows));
             }
             Call::Fused(tasks) => {
-                let generated = generate(tasks, graph, rows);
+                let generated = ctx.generated.get(kernels, tasks, graph, rows);
                 let buffers = generated
                     .bindings
                     .iter()
@@ -403,9 +402,7 @@ pub fn emit(
                         })
                     })
                     .collect::<Result<Vec<_>>>()?;
-                let written: Vec<bool> = generated.bindings.iter().map(|&(_, w)| w).collect();
-                let pipeline = kernels.generated(&generated.source, &written);
-                p.push_generated(pipeline, buffers, tasks.clone(), generated.groups);
+                p.push_generated(generated.pipeline.clone(), buffers, tasks.clone(), generated.groups);
             }
             Call::Adam => {
                 let (m, v) = bind.adam.expect("Adam's moments bound");

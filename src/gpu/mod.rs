@@ -7,7 +7,8 @@
 //! - `lower`: a `model::Graph` lowered to kernel calls and bound to buffers.
 //! - `fuse`: rewrites of the lowered calls (epilogues, row chains, grouped
 //!   gradients with Adam; or tiles and split-K on the family kernels).
-//! - `fused`: the WGSL of the generated kernels those rewrites make.
+//! - `fused`: the WGSL of the generated kernels those rewrites make;
+//!   `elementwise`: the table their element-wise ops are printed from.
 //! - `program`: step programs (dispatch lists built once, replayed) and step tables.
 //! - `ops`: one kernel on host data, for tests and benchmarks.
 //! - `buffers`: storage buffers within the adapter's limits; the flat parameters.
@@ -17,6 +18,7 @@
 
 pub mod buffers;
 pub mod context;
+pub mod elementwise;
 pub mod engine;
 pub mod fuse;
 pub mod fused;

@@ -1,10 +1,11 @@
 //! One kernel on host data, for the GPU-vs-CPU tests and kernel benchmarks:
 //! upload, one dispatch, read back. Slow by design (fresh buffers each call).
 
+use std::sync::Arc;
+
 use wgpu::util::DeviceExt;
 
 use super::context::GpuContext;
-use super::fused::generate;
 use super::ir::{Res, Task};
 use super::params::{KernelParams, Slot};
 use super::program::{Program, ProgramBuilder, Step, StepTable};
@@ -84,7 +85,7 @@ pub fn run_generated(
     step: Step,
     bindings: &[(Res, Host<'_>)],
 ) -> Result<Vec<Vec<f32>>> {
-    let generated = generate(tasks, graph, rows);
+    let generated = ctx.generated.get(kernels, tasks, graph, rows);
     let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
     let buffers: Vec<wgpu::Buffer> = bindings.iter().map(|&(_, d)| upload(ctx, d)).collect();
     let holding = |res: Res| {
@@ -93,10 +94,8 @@ pub fn run_generated(
         at.map(|i| buffers[i].clone()).ok_or_else(|| Error::Gpu(format!("{}: no buffer for {res:?}", generated.label)))
     };
     let bound = generated.bindings.iter().map(|&(res, _)| holding(res)).collect::<Result<Vec<_>>>()?;
-    let written: Vec<bool> = generated.bindings.iter().map(|&(_, w)| w).collect();
-    let pipeline = kernels.generated(&generated.source, &written);
     let mut builder = ProgramBuilder::default();
-    builder.push_generated(pipeline, bound, tasks.to_vec(), generated.groups);
+    builder.push_generated(generated.pipeline.clone(), bound, tasks.to_vec(), generated.groups);
     let program = builder.build(&ctx.device, kernels);
     submit_once(ctx, kernels, &program, step);
     if let Some(e) = pollster::block_on(scope.pop()) {
@@ -119,7 +118,7 @@ pub fn run_wgsl(
 ) -> Result<Vec<Vec<f32>>> {
     let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
     let buffers: Vec<wgpu::Buffer> = bindings.iter().map(|&d| upload(ctx, d)).collect();
-    let pipeline = kernels.generated(source, &vec![true; bindings.len()]);
+    let pipeline = Arc::new(kernels.build_generated(source, &vec![true; bindings.len()]));
     let mut builder = ProgramBuilder::default();
     builder.push_generated(pipeline, buffers.clone(), Vec::new(), groups);
     let program = builder.build(&ctx.device, kernels);

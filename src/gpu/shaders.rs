@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::sync::{Arc, Mutex};
 
 use super::params::{
     self, AdamParams, Binding, ConvParams, ElementwiseParams, GatherParams, KernelParams, LossParams, MatmulParams,
@@ -476,8 +475,6 @@ pub struct Kernels {
     pub dummies: Vec<wgpu::Buffer>,
     /// Byte alignment of uniform offsets (parameter slots, step-table rows).
     pub uniform_align: u64,
-    /// Pipelines of generated kernels (`gpu::fused`), by source.
-    generated: Mutex<HashMap<String, Arc<GeneratedPipeline>>>,
     /// For generated kernels: the device and the shader mode.
     device: wgpu::Device,
     checked: bool,
@@ -580,7 +577,6 @@ impl Kernels {
             layouts,
             step_layout,
             pipelines,
-            generated: Mutex::new(HashMap::new()),
         };
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu(format!("building the kernels: {e}")));
@@ -593,12 +589,9 @@ impl Kernels {
     }
 
     /// The pipeline of a generated kernel whose bindings are storage buffers
-    /// in order (`written[i]`: read-write), built on first use.
-    pub fn generated(&self, source: &str, written: &[bool]) -> Arc<GeneratedPipeline> {
-        let mut cache = self.generated.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = cache.get(source) {
-            return p.clone();
-        }
+    /// in order (`written[i]`: read-write); `fused::Pipelines` builds each
+    /// kernel's once.
+    pub fn build_generated(&self, source: &str, written: &[bool]) -> GeneratedPipeline {
         let device = &self.device;
         let entries: Vec<_> = written.iter().zip(0..).map(|(&w, i)| storage(i, !w)).collect();
         let layout = device
@@ -620,15 +613,7 @@ impl Kernels {
             },
             cache: None,
         });
-        let built = Arc::new(GeneratedPipeline { layout, pipeline });
-        cache.insert(source.to_string(), built.clone());
-        built
-    }
-
-    /// Generated pipelines built so far: settings are step data, so a
-    /// schedule adds none after a program's first step.
-    pub fn generated_count(&self) -> usize {
-        self.generated.lock().unwrap_or_else(|e| e.into_inner()).len()
+        GeneratedPipeline { layout, pipeline }
     }
 
     pub fn pipeline(&self, kernel: Kernel) -> &wgpu::ComputePipeline {

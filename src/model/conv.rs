@@ -4,7 +4,7 @@
 /// A convolution from `in_c x in_h x in_w` to `out_c x out_h x out_w` with a
 /// square kernel; for a transposed convolution, the convolution it is the
 /// adjoint of (so `in_*` is the transposed one's output).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ConvGeom {
     pub in_c: usize,
     pub in_h: usize,
