@@ -150,6 +150,7 @@ mod tests {
             activation: Activation::Relu,
             arch: crate::model::Arch::Mlp,
             conv: vec![],
+            classes: 0,
         };
         let arch = Architecture::new(&config).unwrap();
         let params: Vec<f32> = (0..arch.param_count).map(|i| i as f32 / 7.0).collect();

@@ -80,16 +80,51 @@ pub trait Inference {
     /// The device in use, for the user.
     fn device(&self) -> String;
     fn arch(&self) -> &Architecture;
-    /// The encoder's output for x (B, D): mulv (B, 2L) for a VAE, z (B, L) for an AE.
-    fn encode(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>>;
+    /// The encoder's output for x (B, D): mulv (B, 2L) for a VAE, z (B, L)
+    /// for an AE. `labels`: each row's class, for a conditional model (and
+    /// only for one: `check_labels`).
+    fn encode(&mut self, x: &[f32], labels: Option<&[u8]>, rows: usize) -> Result<Vec<f32>>;
     /// The decoder's logits (B, D) for z (B, L); likelihoods need them unsquashed.
-    fn decode_logits(&mut self, z: &[f32], rows: usize) -> Result<Vec<f32>>;
+    fn decode_logits(&mut self, z: &[f32], labels: Option<&[u8]>, rows: usize) -> Result<Vec<f32>>;
 
     /// Pixel probabilities sigmoid(logits) (B, D).
-    fn decode(&mut self, z: &[f32], rows: usize) -> Result<Vec<f32>> {
-        let mut out = self.decode_logits(z, rows)?;
+    fn decode(&mut self, z: &[f32], labels: Option<&[u8]>, rows: usize) -> Result<Vec<f32>> {
+        let mut out = self.decode_logits(z, labels, rows)?;
         out.iter_mut().for_each(|v| *v = crate::ops::sigmoid(*v));
         Ok(out)
+    }
+}
+
+/// The one-hot rows (B, classes) of `labels` for `arch`: `None` for a model
+/// that is not conditional; refuses missing labels, labels given to a model
+/// that takes none, and a class beyond the model's.
+pub fn one_hot_labels(arch: &Architecture, labels: Option<&[u8]>, rows: usize) -> Result<Option<Vec<f32>>> {
+    let classes = arch.config.classes;
+    match labels {
+        None if classes == 0 => Ok(None),
+        None => Err(Error::invalid(
+            "labels",
+            format!("the model is conditional ({classes} classes): give each image's class"),
+        )),
+        Some(_) if classes == 0 => {
+            Err(Error::invalid("--class", "the model is not conditional (trained without --conditional)"))
+        }
+        Some(labels) => {
+            if labels.len() != rows {
+                return Err(Error::invalid("labels", format!("{} labels for {rows} rows", labels.len())));
+            }
+            if let Some(&bad) = labels.iter().find(|&&l| l as usize >= classes) {
+                return Err(Error::invalid(
+                    "labels",
+                    format!("class {bad}, but the model has {classes} (0 to {})", classes - 1),
+                ));
+            }
+            let mut out = vec![0.0; rows * classes];
+            for (row, &l) in out.chunks_exact_mut(classes).zip(labels) {
+                row[l as usize] = 1.0;
+            }
+            Ok(Some(out))
+        }
     }
 }
 

@@ -167,6 +167,7 @@ mod tests {
             activation: crate::model::Activation::Relu,
             arch: crate::model::Arch::Mlp,
             conv: vec![],
+            classes: 0,
         }
     }
 

@@ -232,8 +232,8 @@ fn encode_then_decode_matches_reconstruct_within_quantization() {
     let test = embedded().1;
     let mut m = model(&RUNS.vae);
     let x = apps::pixels(&test, &(0..n).collect::<Vec<_>>());
-    let exact = codes::to_u8(&apps::reconstruct(&mut m, &x, n).unwrap());
-    let means = apps::latent_means(&mut m, &x, n).unwrap();
+    let exact = codes::to_u8(&apps::reconstruct(&mut m, &x, None, n).unwrap());
+    let means = apps::latent_means(&mut m, &x, None, n).unwrap();
     let latent = m.arch.config.latent;
 
     for (bits, size, max_diff, mean_diff) in [("16", 28 + 2 * 20 * n, 1, 0.02), ("8", 28 + 8 * 20 + 20 * n, 3, 0.3)] {

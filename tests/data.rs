@@ -338,7 +338,7 @@ fn loader_yields_every_index_once_in_order() {
         class_names: None,
     });
     let order = rng::permutation(count, 9, 0);
-    let plan = BatchPlan { order: order.clone(), batch_size: 5, noise_std: 0.0, seed: 1, first_step: 0 };
+    let plan = BatchPlan { order: order.clone(), batch_size: 5, noise_std: 0.0, seed: 1, first_step: 0, classes: 0 };
     let batches: Vec<_> = spawn_batches(images, plan).iter().collect();
     assert_eq!(batches.iter().map(|b| b.rows).collect::<Vec<_>>(), [5, 5, 5, 5, 3]);
     let mut seen = Vec::new();
@@ -357,8 +357,14 @@ fn loader_yields_every_index_once_in_order() {
 fn loader_noise_is_deterministic_and_clamped() {
     // Every pixel 128, so batches differ only in their noise.
     let images = Arc::new(Images { pixels: vec![128; 10 * 16], ..images(10, 4, 4) });
-    let plan =
-        |seed, first_step| BatchPlan { order: (0..10).collect(), batch_size: 4, noise_std: 0.5, seed, first_step };
+    let plan = |seed, first_step| BatchPlan {
+        order: (0..10).collect(),
+        batch_size: 4,
+        noise_std: 0.5,
+        seed,
+        first_step,
+        classes: 0,
+    };
     let inputs = |p| spawn_batches(images.clone(), p).iter().map(|b| b.input.unwrap()).collect::<Vec<_>>();
     let a = inputs(plan(3, 100));
     assert_eq!(a, inputs(plan(3, 100)));
@@ -375,7 +381,8 @@ fn loader_noise_is_deterministic_and_clamped() {
 #[test]
 fn loader_stops_when_receiver_drops() {
     let images = Arc::new(images(200, 2, 2));
-    let plan = BatchPlan { order: (0..200).collect(), batch_size: 1, noise_std: 0.1, seed: 0, first_step: 0 };
+    let plan =
+        BatchPlan { order: (0..200).collect(), batch_size: 1, noise_std: 0.1, seed: 0, first_step: 0, classes: 0 };
     let rx = spawn_batches(images.clone(), plan);
     assert_eq!(rx.recv().unwrap().index, 0);
     drop(rx);

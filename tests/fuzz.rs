@@ -235,6 +235,7 @@ fn small_model() -> (Architecture, Vec<f32>) {
         activation: gpu_vae::model::Activation::Relu,
         arch: gpu_vae::model::Arch::Mlp,
         conv: vec![],
+        classes: 0,
     };
     let arch = Architecture::new(&config).unwrap();
     let params = init_params(&arch, InitScheme::Torch, 1);

@@ -48,6 +48,7 @@ fn arch(kind: ModelKind, hidden: &[usize]) -> Architecture {
         activation: Activation::Relu,
         arch: gpu_vae::model::Arch::Mlp,
         conv: vec![],
+        classes: 0,
     };
     Architecture::new(&config).unwrap()
 }
@@ -70,15 +71,15 @@ fn compare_arch(name: &str, arch: Architecture) {
         for (i, rows) in CALL_ROWS.into_iter().enumerate() {
             let what = |op: &str| format!("{name} {op} rows={rows} ({})", mode.name());
             let x = random(rows * dim, 100 + i as u32, 0.0, 1.0);
-            let got = g.encode(&x, rows).unwrap();
+            let got = g.encode(&x, None, rows).unwrap();
             assert_eq!(got.len(), rows * code, "{}", what("encode"));
-            assert_close(&what("encode"), &got, &Inference::encode(&mut cpu, &x, rows).unwrap(), ATOL, RTOL);
+            assert_close(&what("encode"), &got, &Inference::encode(&mut cpu, &x, None, rows).unwrap(), ATOL, RTOL);
             let z = random(rows * latent, 200 + i as u32, -2.0, 2.0);
-            let got = g.decode_logits(&z, rows).unwrap();
+            let got = g.decode_logits(&z, None, rows).unwrap();
             assert_close(
                 &what("decode_logits"),
                 &got,
-                &Inference::decode_logits(&mut cpu, &z, rows).unwrap(),
+                &Inference::decode_logits(&mut cpu, &z, None, rows).unwrap(),
                 ATOL,
                 RTOL,
             );
@@ -121,10 +122,10 @@ fn bad_shapes_are_errors_and_empty_calls_are_empty() {
     assert!(GpuInference::new(ctx.clone(), arch.clone(), &params[1..], MAX_ROWS).is_err());
     assert!(GpuInference::new(ctx.clone(), arch.clone(), &params, 0).is_err());
     let mut g = GpuInference::new(ctx, arch, &params, MAX_ROWS).unwrap();
-    let err = g.encode(&[0.5; 10], 1).unwrap_err().to_string();
+    let err = g.encode(&[0.5; 10], None, 1).unwrap_err().to_string();
     assert!(err.contains("not 1 rows of 260"), "{err}");
-    assert!(g.decode_logits(&[0.0; LATENT * 2], 3).is_err());
-    assert!(g.encode(&[], 0).unwrap().is_empty());
+    assert!(g.decode_logits(&[0.0; LATENT * 2], None, 3).is_err());
+    assert!(g.encode(&[], None, 0).unwrap().is_empty());
 }
 
 fn gpu_vae(args: &[&str]) -> Output {
@@ -202,6 +203,7 @@ fn conv_vae_matches_cpu() {
         activation: Activation::Relu,
         arch: gpu_vae::model::Arch::Conv,
         conv: vec![2, 5],
+        classes: 0,
     };
     compare_arch("conv_vae_matches_cpu", Architecture::new(&config).unwrap());
 }
@@ -220,6 +222,7 @@ fn rgb_conv_vae_matches_cpu() {
         activation: Activation::Relu,
         arch: gpu_vae::model::Arch::Conv,
         conv: vec![4, 3],
+        classes: 0,
     };
     compare_arch("rgb_conv_vae_matches_cpu", Architecture::new(&config).unwrap());
 }

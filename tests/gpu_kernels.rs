@@ -634,7 +634,7 @@ fn conv_kernels_match_cpu() {
 fn tensor_graph(widths: &[usize]) -> Graph {
     let tensors = widths.iter().enumerate().map(|(i, &w)| TensorInfo { name: format!("t{i}"), width: w }).collect();
     let t = TensorId(0);
-    Graph { tensors, nodes: Vec::new(), clean: t, input: t, code: t, latent: t, logits: t }
+    Graph { tensors, nodes: Vec::new(), clean: t, input: t, code: t, latent: t, logits: t, labels: None }
 }
 
 /// The generated products (`gpu::fused`) on awkward shapes, each form with

@@ -41,6 +41,7 @@ fn arch() -> Architecture {
         activation: Activation::Relu,
         arch: gpu_vae::model::Arch::Mlp,
         conv: vec![],
+        classes: 0,
     };
     Architecture::new(&config).unwrap()
 }

@@ -42,6 +42,7 @@ fn config() -> TrainConfig {
             activation: Activation::Relu,
             arch: gpu_vae::model::Arch::Mlp,
             conv: vec![],
+            classes: 0,
         },
         init: InitScheme::Torch,
         adam: AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
@@ -55,6 +56,7 @@ fn config() -> TrainConfig {
         normal_class: None,
         data: "test images".into(),
         test_fraction: 0.25,
+        class_names: vec![],
     }
 }
 

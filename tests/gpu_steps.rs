@@ -10,7 +10,7 @@ mod gpu_common;
 use std::sync::Arc;
 
 use gpu_common::{assert_close, gpu};
-use gpu_vae::cpu::CpuModel;
+use gpu_vae::cpu::{BatchRef, CpuModel};
 use gpu_vae::data::{Images, loader};
 use gpu_vae::engine::AdamConfig;
 use gpu_vae::engine::{Engine, EpochPlan, EvalPlan};
@@ -48,6 +48,7 @@ fn arch_with(kind: ModelKind, loss: ReconLoss, activation: Activation) -> Archit
         activation,
         arch: gpu_vae::model::Arch::Mlp,
         conv: vec![],
+        classes: 0,
     })
     .unwrap()
 }
@@ -84,8 +85,7 @@ fn cpu_epoch(model: &mut CpuModel, images: &Images, plan: &EpochPlan) -> Vec<Los
         }
         let noise = Noise { seed: plan.seed, stream: Stream::Reparam, step };
         out.push(model.train_step(
-            &clean,
-            (plan.noise_std > 0.0).then_some(&input[..]),
+            BatchRef { clean: &clean, noisy: (plan.noise_std > 0.0).then_some(&input[..]), labels: None },
             indices.len(),
             noise,
             plan.beta,
@@ -297,6 +297,7 @@ fn conv_arch(kind: ModelKind, activation: Activation, hidden: Vec<usize>) -> Arc
         activation,
         arch: gpu_vae::model::Arch::Conv,
         conv: vec![3, 4],
+        classes: 0,
     })
     .unwrap()
 }
@@ -469,7 +470,7 @@ fn denoising_vae_evaluation_matches_cpu() {
         let mut input = clean.clone();
         loader::add_input_noise(&clean, &mut input, eval.noise_std, eval.seed, Stream::EvalNoise, b as u32);
         let noise = Noise { seed: eval.seed, stream: Stream::EvalReparam, step: b as u32 };
-        want += cpu.forward(&clean, Some(&input), indices.len(), noise);
+        want += cpu.forward(BatchRef { clean: &clean, noisy: Some(&input), labels: None }, indices.len(), noise);
     }
     for mode in &gpu.modes {
         let mut eng = GpuEngine::new(mode.ctx.clone(), arch.clone(), &params, adam(), 16).unwrap();

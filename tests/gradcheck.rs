@@ -7,13 +7,13 @@
 //! our sizes; ATOL = 2e-3 and RTOL = 1e-2 sit well above both and far below
 //! the size of any real mistake (a wrong factor of ½ or a dropped term).
 
-use gpu_vae::cpu::CpuModel;
 use gpu_vae::cpu::activation::{activation_backward, activation_forward, sigmoid_backward, sigmoid_forward};
 use gpu_vae::cpu::loss::{
     bce_with_logits_backward, bce_with_logits_forward, kl_backward, kl_forward, mse_backward, mse_forward,
 };
 use gpu_vae::cpu::matmul::{column_sums, matmul_nn, matmul_nt, matmul_tn};
 use gpu_vae::cpu::reparam::{reparameterize_backward, reparameterize_forward};
+use gpu_vae::cpu::{BatchRef, CpuModel};
 use gpu_vae::engine::AdamConfig;
 use gpu_vae::engine::{Noise, Objective};
 use gpu_vae::model::{Activation, Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
@@ -187,23 +187,58 @@ fn check_model_with(kind: ModelKind, loss: ReconLoss, hidden: Vec<usize>, activa
         activation,
         arch: gpu_vae::model::Arch::Mlp,
         conv: vec![],
+        classes: 0,
     };
+    check_config(config);
+}
+
+/// The whole objective of `config`'s model against its analytic gradient; a
+/// conditional model's rows get classes 2, 0, 1, 2, ...
+fn check_config(config: ModelConfig) {
+    let (kind, loss, activation) = (config.kind, config.loss, config.activation);
     let arch = Architecture::new(&config).unwrap();
     let params = init_params(&arch, InitScheme::Torch, 3);
     let rows = 4;
     let target = rand01(rows * 35, 15);
+    let labels: Option<Vec<u8>> =
+        (config.classes > 0).then(|| (0..rows).map(|r| ((r + 2) % config.classes) as u8).collect());
+    let onehot = gpu_vae::engine::one_hot_labels(&arch, labels.as_deref(), rows).unwrap();
+    let batch = BatchRef { clean: &target, noisy: None, labels: onehot.as_deref() };
     let noise = Noise { seed: 5, stream: Stream::Reparam, step: 0 };
     let objective = Objective::for_batch(&arch, rows, 0.7);
     let adam = AdamConfig { lr: 0.0, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
     let mut model = CpuModel::new(arch.clone(), params.clone(), adam);
-    model.gradients(&target, None, rows, noise, objective);
+    model.gradients(batch, rows, noise, objective);
     let analytic = model.grads().to_vec();
-    let what = format!("{kind:?} {loss:?} hidden {:?} {activation:?}", config.hidden);
+    let what = format!("{kind:?} {loss:?} hidden {:?} {activation:?} classes {}", config.hidden, config.classes);
     check(&what, &params, &analytic, |p| {
         let mut m = CpuModel::new(arch.clone(), p.to_vec(), adam);
-        let s = m.forward(&target, None, rows, noise);
+        let s = m.forward(batch, rows, noise);
         objective.recon_scale as f64 * s.recon + objective.kl_scale as f64 * s.kl
     });
+}
+
+/// Conditional models: the labels join the first encoder layer (or the head,
+/// without hidden layers) and the decoder's first layer through `Concat`,
+/// whose backward hands each input its columns of the gradient.
+#[test]
+fn whole_conditional_models() {
+    for (kind, hidden) in [(ModelKind::Vae, vec![6]), (ModelKind::Vae, vec![]), (ModelKind::Ae, vec![5, 4])] {
+        let config = ModelConfig {
+            kind,
+            image_rows: 5,
+            image_cols: 7,
+            channels: 1,
+            hidden,
+            latent: 3,
+            loss: ReconLoss::Bce,
+            activation: Activation::Tanh,
+            arch: gpu_vae::model::Arch::Mlp,
+            conv: vec![],
+            classes: 3,
+        };
+        check_config(config);
+    }
 }
 
 #[test]

@@ -106,7 +106,17 @@ fn transposed_convolution_is_the_adjoint() {
 
 /// The whole objective of a small convolutional model against its analytic gradient.
 fn check_conv_model(kind: gpu_vae::model::ModelKind, hidden: Vec<usize>, activation: gpu_vae::model::Activation) {
-    use gpu_vae::cpu::CpuModel;
+    check_conv_model_of(kind, hidden, activation, 0);
+}
+
+/// As `check_conv_model`, conditional on `classes` when not 0 (row r of class r % classes).
+fn check_conv_model_of(
+    kind: gpu_vae::model::ModelKind,
+    hidden: Vec<usize>,
+    activation: gpu_vae::model::Activation,
+    classes: usize,
+) {
+    use gpu_vae::cpu::{BatchRef, CpuModel};
     use gpu_vae::engine::{AdamConfig, Noise, Objective};
     use gpu_vae::model::{Arch, Architecture, InitScheme, ModelConfig, ReconLoss, init_params};
     let config = ModelConfig {
@@ -120,6 +130,7 @@ fn check_conv_model(kind: gpu_vae::model::ModelKind, hidden: Vec<usize>, activat
         activation,
         arch: Arch::Conv,
         conv: vec![2, 3],
+        classes,
     };
     let arch = Architecture::new(&config).unwrap();
     let params = init_params(&arch, InitScheme::Torch, 3);
@@ -129,13 +140,25 @@ fn check_conv_model(kind: gpu_vae::model::ModelKind, hidden: Vec<usize>, activat
     let objective = Objective::for_batch(&arch, rows, 0.7);
     let adam = AdamConfig { lr: 0.0, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
     let mut model = CpuModel::new(arch.clone(), params.clone(), adam);
-    model.gradients(&target, None, rows, noise, objective);
+    let labels: Option<Vec<u8>> = (classes > 0).then(|| (0..rows).map(|r| (r % classes) as u8).collect());
+    let onehot = gpu_vae::engine::one_hot_labels(&arch, labels.as_deref(), rows).unwrap();
+    let batch = BatchRef { clean: &target, noisy: None, labels: onehot.as_deref() };
+    model.gradients(batch, rows, noise, objective);
     let analytic = model.grads().to_vec();
-    check(&format!("conv {kind:?} {:?} {activation:?}", config.hidden), &params, &analytic, |p| {
+    check(&format!("conv {kind:?} {:?} {activation:?} classes {classes}", config.hidden), &params, &analytic, |p| {
         let mut m = CpuModel::new(arch.clone(), p.to_vec(), adam);
-        let s = m.forward(&target, None, rows, noise);
+        let s = m.forward(batch, rows, noise);
         objective.recon_scale as f64 * s.recon + objective.kl_scale as f64 * s.kl
     });
+}
+
+/// A conditional conv VAE (the label joins the flattened features before
+/// mu/logvar and z before the decoder's dense layer) and conv AE (before its
+/// dense layer).
+#[test]
+fn whole_conditional_conv_models() {
+    check_conv_model_of(gpu_vae::model::ModelKind::Vae, vec![], gpu_vae::model::Activation::Tanh, 2);
+    check_conv_model_of(gpu_vae::model::ModelKind::Ae, vec![3], gpu_vae::model::Activation::Tanh, 3);
 }
 
 #[test]

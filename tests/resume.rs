@@ -102,6 +102,7 @@ fn small_config(epochs: usize) -> TrainConfig {
             activation: Activation::Relu,
             arch: gpu_vae::model::Arch::Mlp,
             conv: vec![],
+            classes: 0,
         },
         init: InitScheme::Torch,
         adam: AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
@@ -115,6 +116,7 @@ fn small_config(epochs: usize) -> TrainConfig {
         normal_class: None,
         data: "embedded".into(),
         test_fraction: 1.0 / 6.0,
+        class_names: vec![],
     }
 }
 

@@ -30,6 +30,7 @@ fn small_config(kind: ModelKind) -> TrainConfig {
             activation: Activation::Relu,
             arch: gpu_vae::model::Arch::Mlp,
             conv: vec![],
+            classes: 0,
         },
         init: InitScheme::Torch,
         adam: AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
@@ -43,6 +44,7 @@ fn small_config(kind: ModelKind) -> TrainConfig {
         normal_class: (!vae).then_some(1),
         data: "embedded".into(),
         test_fraction: 1.0 / 6.0,
+        class_names: vec![],
     };
     config.validate().unwrap();
     config
@@ -161,7 +163,7 @@ fn the_reconstruct_report_holds_the_numbers_it_prints() {
     let report = reconstruct::run(model.as_mut(), &data, &o).unwrap();
     assert_eq!(report.mse.len(), 3);
     let x = apps::pixels(&data.train, &[0, 1, 2]);
-    let y = apps::reconstruct(model.as_mut(), &x, 3).unwrap();
+    let y = apps::reconstruct(model.as_mut(), &x, None, 3).unwrap();
     assert_eq!(report.mse, apps::per_image_mse(&x, &y, 784));
     let text = report.to_string();
     let lines: Vec<&str> = text.lines().collect();

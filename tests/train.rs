@@ -34,6 +34,7 @@ fn config(kind: ModelKind, epochs: usize) -> TrainConfig {
             activation: Activation::Relu,
             arch: gpu_vae::model::Arch::Mlp,
             conv: vec![],
+            classes: 0,
         },
         init: if vae { InitScheme::Torch } else { InitScheme::Glorot },
         adam: AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: if vae { 1e-8 } else { 1e-7 } },
@@ -47,6 +48,7 @@ fn config(kind: ModelKind, epochs: usize) -> TrainConfig {
         normal_class: None,
         data: "embedded".into(),
         test_fraction: 1.0 / 6.0,
+        class_names: vec![],
     }
 }
 

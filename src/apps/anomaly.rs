@@ -240,7 +240,7 @@ pub fn scores(
             Ok(elbo_terms(model, x, rows, batch_size, seed)?.iter().map(|t| t.recon + t.kl).collect())
         }
         Score::Recon => {
-            let y = super::reconstruct(model, x, rows)?;
+            let y = super::reconstruct(model, x, None, rows)?;
             Ok(per_image_mse(x, &y, x.len() / rows))
         }
     }

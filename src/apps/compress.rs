@@ -49,14 +49,14 @@ pub fn encode(model: &mut dyn Inference, data: &DataSet, o: &EncodeOptions) -> R
     let cfg = model.arch().config.clone();
     let images = split_images(model.arch(), data, o.split)?;
     let (x, rows) = first_pixels(images, o.n);
-    let means = latent_means(model, &x, rows)?;
+    let means = latent_means(model, &x, None, rows)?;
     let bytes = codes::to_bytes(&means, cfg.latent, (cfg.channels, cfg.image_rows, cfg.image_cols), o.bits);
     write_atomic(&o.out, &bytes)?;
 
     let back = codes::parse(&bytes, &o.out)?;
     let dim = cfg.input_dim();
     let mut mean_psnr = |z: &[f32]| -> Result<f64> {
-        let y = decode_all(model, z, rows)?;
+        let y = decode_all(model, z, None, rows)?;
         Ok(mean(&per_image_mse(&x, &y, dim).into_iter().map(psnr).collect::<Vec<_>>()))
     };
     let (psnr_quantized, psnr_exact) = (mean_psnr(&back.values)?, mean_psnr(&means)?);
@@ -130,7 +130,7 @@ pub fn decode(model: &mut dyn Inference, o: &DecodeOptions) -> Result<DecodeRepo
     // Chunk by chunk, so that only the bytes of the images are held, not their f32s.
     let mut pixels = Vec::new();
     for z in c.values.chunks(CHUNK * c.latent) {
-        pixels.extend(codes::to_u8(&decode_all(model, z, z.len() / c.latent)?));
+        pixels.extend(codes::to_u8(&decode_all(model, z, None, z.len() / c.latent)?));
     }
     let decoded = Images {
         pixels,

@@ -140,7 +140,7 @@ pub fn denoise(
     let dim = clean.len() / rows;
     let mut noisy = vec![0.0; clean.len()];
     corrupt(&mut noisy, clean, corruption, seed);
-    let denoised = super::reconstruct(model, &noisy, rows)?;
+    let denoised = super::reconstruct(model, &noisy, None, rows)?;
     let mean_psnr = |y: &[f32]| mean(&per_image_mse(y, clean, dim).into_iter().map(psnr).collect::<Vec<_>>());
     Ok(Denoised { psnr_noisy: mean_psnr(&noisy), psnr_denoised: mean_psnr(&denoised), noisy, denoised })
 }

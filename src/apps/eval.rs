@@ -128,7 +128,7 @@ pub fn elbo_terms(
     let mut out = Vec::with_capacity(rows);
     for (b, batch) in x.chunks(batch_size * dim).enumerate() {
         let n = batch.len() / dim;
-        let code = model.encode(batch, n)?;
+        let code = model.encode(batch, None, n)?;
         let (z, kl) = match cfg.kind {
             ModelKind::Ae => (code, vec![0.0; n]),
             ModelKind::Vae => {
@@ -139,7 +139,7 @@ pub fn elbo_terms(
                 (z, code.chunks_exact(2 * latent).map(|row| kl_forward(row, latent)).collect())
             }
         };
-        let logits = model.decode_logits(&z, n)?;
+        let logits = model.decode_logits(&z, None, n)?;
         for ((l, xi), kl) in logits.chunks_exact(dim).zip(batch.chunks_exact(dim)).zip(kl) {
             out.push(ElboTerms { recon: neg_log_likelihood(l, xi, cfg.loss), kl });
         }
@@ -164,7 +164,7 @@ pub fn iwae_nll(
     assert!(k >= 1, "at least one importance sample");
     let cfg = model.arch().config.clone();
     let (dim, latent) = (cfg.input_dim(), cfg.latent);
-    let mulv = super::encode_all(model, x, rows)?;
+    let mulv = super::encode_all(model, x, None, rows)?;
     // Running log-sum-exp per image: (max, Σ exp(w - max)).
     // Checked first: a wrapped rows·k of 0 printed a bound of inf and succeeded.
     check_iwae(rows, k, latent)?;
@@ -188,7 +188,7 @@ pub fn iwae_nll(
                 *lr += 0.5 * ((eps as f64).powi(2) + logvar as f64 - (zr[j] as f64).powi(2));
             }
         }
-        let logits = model.decode_logits(&z, n)?;
+        let logits = model.decode_logits(&z, None, n)?;
         for (r, (l, lr)) in logits.chunks_exact(dim).zip(log_ratio).enumerate() {
             let image = (start + r) / k;
             let w = lr - neg_log_likelihood(l, &x[image * dim..(image + 1) * dim], cfg.loss);

@@ -136,7 +136,7 @@ pub fn interpolation_rows(
     assert!(steps >= 2, "a walk has at least its two ends");
     let latent = model.arch().config.latent;
     let ends: Vec<f32> = pairs.iter().flat_map(|(a, b)| a.iter().chain(b).copied()).collect();
-    let means = latent_means(model, &ends, 2 * pairs.len())?;
+    let means = latent_means(model, &ends, None, 2 * pairs.len())?;
     let mut out = Vec::new();
     for ((a, b), m) in pairs.iter().zip(means.chunks_exact(2 * latent)) {
         let (ma, mb) = m.split_at(latent);
@@ -144,7 +144,7 @@ pub fn interpolation_rows(
             let z: Vec<f32> =
                 (0..steps).flat_map(|i| walk_point(walk, ma, mb, i as f64 / (steps - 1) as f64)).collect();
             out.extend_from_slice(a);
-            out.extend(decode_all(model, &z, steps)?);
+            out.extend(decode_all(model, &z, None, steps)?);
             out.extend_from_slice(b);
         }
     }

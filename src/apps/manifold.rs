@@ -74,7 +74,7 @@ pub fn run(model: &mut dyn Inference, data: Option<&DataSet>, o: &ManifoldOption
         let data = data.ok_or_else(|| Error::unsupported("manifold", "the run's data for this plane"))?;
         let images = split_images(model.arch(), data, o.split)?;
         let (x, rows) = first_pixels(images, None);
-        let means = latent_means(model, &x, rows)?;
+        let means = latent_means(model, &x, None, rows)?;
         match o.dims {
             Some(d) => Plane::code_dims(&means, latent, d, o.n),
             None if latent == 2 => Plane::code_dims(&means, latent, (0, 1), o.n),
@@ -83,7 +83,7 @@ pub fn run(model: &mut dyn Inference, data: Option<&DataSet>, o: &ManifoldOption
     } else {
         Plane::prior_quantiles(latent, o.dims.unwrap_or((0, 1)), o.n)
     };
-    let pictures = decode_all(model, &plane.latents(), o.n * o.n)?;
+    let pictures = decode_all(model, &plane.latents(), None, o.n * o.n)?;
     write_grid(&o.out, &pictures, cfg.channels, cfg.image_rows, cfg.image_cols, o.n)?;
     Ok(ManifoldReport { n: o.n, plane: plane.description, out: o.out.clone() })
 }

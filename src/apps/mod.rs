@@ -156,40 +156,63 @@ pub fn pixels(images: &Images, indices: &[usize]) -> Vec<f32> {
     out
 }
 
-/// `f` applied to x (rows, width_in) in chunks of [`CHUNK`] rows, outputs concatenated.
-fn chunked(x: &[f32], rows: usize, mut f: impl FnMut(&[f32], usize) -> Result<Vec<f32>>) -> Result<Vec<f32>> {
+/// `f` applied to x (rows, width_in) and its rows' labels in chunks of
+/// [`CHUNK`] rows, outputs concatenated.
+fn chunked(
+    x: &[f32],
+    labels: Option<&[u8]>,
+    rows: usize,
+    mut f: impl FnMut(&[f32], Option<&[u8]>, usize) -> Result<Vec<f32>>,
+) -> Result<Vec<f32>> {
     if rows == 0 {
         return Ok(Vec::new());
     }
     let width = x.len() / rows;
     let mut out = Vec::new();
-    for part in x.chunks(CHUNK * width) {
-        out.extend(f(part, part.len() / width)?);
+    for (i, part) in x.chunks(CHUNK * width).enumerate() {
+        let r = part.len() / width;
+        let labels = labels.map(|l| &l[(i * CHUNK).min(l.len())..(i * CHUNK + r).min(l.len())]);
+        out.extend(f(part, labels, r)?);
     }
     Ok(out)
 }
 
-/// The encoder's outputs (N, code width) for x (N, D).
-pub fn encode_all(model: &mut dyn Inference, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-    chunked(x, rows, |part, r| model.encode(part, r))
+/// The encoder's outputs (N, code width) for x (N, D) (and, for a
+/// conditional model, each image's class).
+pub fn encode_all(model: &mut dyn Inference, x: &[f32], labels: Option<&[u8]>, rows: usize) -> Result<Vec<f32>> {
+    chunked(x, labels, rows, |part, l, r| model.encode(part, l, r))
 }
 
-/// Pixel probabilities (N, D) for z (N, L).
-pub fn decode_all(model: &mut dyn Inference, z: &[f32], rows: usize) -> Result<Vec<f32>> {
-    chunked(z, rows, |part, r| model.decode(part, r))
+/// Pixel probabilities (N, D) for z (N, L) (and each row's class).
+pub fn decode_all(model: &mut dyn Inference, z: &[f32], labels: Option<&[u8]>, rows: usize) -> Result<Vec<f32>> {
+    chunked(z, labels, rows, |part, l, r| model.decode(part, l, r))
 }
 
 /// Posterior means (VAE) or codes (AE) (N, L) of x (N, D).
-pub fn latent_means(model: &mut dyn Inference, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+pub fn latent_means(model: &mut dyn Inference, x: &[f32], labels: Option<&[u8]>, rows: usize) -> Result<Vec<f32>> {
     let (width, latent) = (model.arch().code_width(), model.arch().config.latent);
-    let code = encode_all(model, x, rows)?;
+    let code = encode_all(model, x, labels, rows)?;
     Ok(code.chunks_exact(width).flat_map(|row| row[..latent].iter().copied()).collect())
 }
 
-/// The deterministic reconstruction decode(mean) (N, D) of x (N, D).
-pub fn reconstruct(model: &mut dyn Inference, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-    let z = latent_means(model, x, rows)?;
-    decode_all(model, &z, rows)
+/// The deterministic reconstruction decode(mean) (N, D) of x (N, D), with
+/// the same labels at both ends.
+pub fn reconstruct(model: &mut dyn Inference, x: &[f32], labels: Option<&[u8]>, rows: usize) -> Result<Vec<f32>> {
+    let z = latent_means(model, x, labels, rows)?;
+    decode_all(model, &z, labels, rows)
+}
+
+/// The labels of `images` at `indices` for `model`: `None` unless it is
+/// conditional; a conditional model needs labelled images.
+pub fn labels_for(model: &dyn Inference, images: &Images, indices: &[usize]) -> Result<Option<Vec<u8>>> {
+    if model.arch().config.classes == 0 {
+        return Ok(None);
+    }
+    let labels = images
+        .labels
+        .as_ref()
+        .ok_or_else(|| Error::invalid("data", "the model is conditional but these images have no labels"))?;
+    Ok(Some(indices.iter().map(|&i| labels[i]).collect()))
 }
 
 /// Mean squared error per pixel between two images of the same size.
@@ -238,12 +261,13 @@ mod tests {
             activation: Activation::Relu,
             arch: crate::model::Arch::Mlp,
             conv: vec![],
+            classes: 0,
         };
         let arch = Architecture::new(&config).unwrap();
         let mut model = CpuModel::for_inference(arch.clone(), init_params(&arch, InitScheme::Torch, 3));
         let z = [0.3, -1.0, 2.0, 0.5];
-        let logits = model.decode_logits(&z, 2).unwrap();
-        let probs = model.decode(&z, 2).unwrap();
+        let logits = model.decode_logits(&z, None, 2).unwrap();
+        let probs = model.decode(&z, None, 2).unwrap();
         let squashed: Vec<f32> = logits.iter().map(|&v| crate::ops::sigmoid(v)).collect();
         assert_eq!(probs, squashed);
     }

@@ -131,6 +131,10 @@ pub struct TrainArgs {
     /// Train on one class only (one-class anomaly detection).
     #[arg(long)]
     pub normal_class: Option<u8>,
+    /// A conditional model: each image's label, one-hot, joins the encoder's
+    /// first dense layer and the decoder's first layer (labelled data only).
+    #[arg(long)]
+    pub conditional: bool,
     /// Seed of every random draw (init, order, noise).
     #[arg(long, default_value_t = 1)]
     pub seed: u32,
@@ -164,7 +168,7 @@ pub struct TrainArgs {
 
 /// The `train` flags a run's config.json sets: `--resume` refuses them rather
 /// than ignore them or train a run whose config.json no longer describes it.
-const RESUME_CONFLICTS: [&str; 27] = [
+const RESUME_CONFLICTS: [&str; 28] = [
     "data",
     "model",
     "arch",
@@ -186,6 +190,7 @@ const RESUME_CONFLICTS: [&str; 27] = [
     "kl_warmup",
     "noise",
     "normal_class",
+    "conditional",
     "seed",
     "image_size",
     "channels",

@@ -44,6 +44,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             data.train.channels
         );
     }
+    if args.conditional {
+        config.model.classes = class_count(&data, &config.data)?;
+    }
     // Again with the data's image size, which IDX files choose.
     config.validate().with_context(|| format!("data {}", config.data))?;
     let arch = Architecture::new(&config.model)?;
@@ -92,6 +95,28 @@ fn resume(args: &TrainArgs, dir: &Path) -> anyhow::Result<()> {
     fit(args, &config, &arch, &params, data, dir, Some(state))
 }
 
+/// Classes of a labelled data set: as many as it names (a folder's
+/// sub-folders, CIFAR's and Fashion-MNIST's names), else the largest label
+/// plus one; refused for unlabelled data and labels beyond the names.
+fn class_count(data: &DataSet, name: &str) -> anyhow::Result<usize> {
+    let mut most = 0;
+    for images in [&data.train, &data.test] {
+        let Some(labels) = &images.labels else {
+            bail!("invalid --conditional: data {name} has no labels (a folder needs one sub-folder per class)");
+        };
+        most = most.max(labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0));
+    }
+    let named = data.train.class_names.as_ref().map(Vec::len);
+    if let Some(named) = named.filter(|&n| n < most) {
+        bail!("data {name}: label {} but only {named} class names", most - 1);
+    }
+    let classes = named.unwrap_or(most);
+    if classes < 2 {
+        bail!("invalid --conditional: data {name} has {classes} class(es); conditioning needs 2 or more");
+    }
+    Ok(classes)
+}
+
 /// Trains a new or resumed run into `out`; SIGINT and SIGTERM stop it with a
 /// checkpoint and a line that says how to go on.
 fn fit(
@@ -112,7 +137,7 @@ fn fit(
     }
     let mut engine = super::device::open_engine(&args.device, arch, params, config)?;
     println!(
-        "data: {} ({} train, {} test, {}x{}{}); model: {:?} {} params; device: {}",
+        "data: {} ({} train, {} test, {}x{}{}); model: {:?}{} {} params; device: {}",
         data.name,
         train_images.count,
         data.test.count,
@@ -120,6 +145,10 @@ fn fit(
         data.test.cols,
         if data.test.channels == 3 { " RGB" } else { "" },
         config.model.kind,
+        match config.model.classes {
+            0 => String::new(),
+            n => format!(" conditional on {n} classes"),
+        },
         arch.param_count,
         engine.describe()
     );
@@ -178,6 +207,7 @@ pub(super) fn config_from_args(args: &TrainArgs) -> anyhow::Result<TrainConfig> 
             activation: args.activation,
             arch: args.arch,
             conv: if conv { args.conv.clone() } else { vec![] },
+            classes: 0,
         },
         init,
         adam: AdamConfig { lr: args.lr, beta1: 0.9, beta2: 0.999, eps: args.adam_eps.unwrap_or(default_eps) },
@@ -190,6 +220,7 @@ pub(super) fn config_from_args(args: &TrainArgs) -> anyhow::Result<TrainConfig> 
         normal_class: args.normal_class,
         data: args.data.clone().unwrap_or_else(|| "embedded".into()),
         test_fraction: args.test_fraction,
+        class_names: vec![],
     })
 }
 

@@ -3,7 +3,7 @@
 //! decoder slices for inference, each built on first use.
 
 use super::interpreter::{Interpreter, ParamState, StepInputs};
-use crate::engine::{AdamConfig, AdamState, Inference, LossSums, Noise, Objective};
+use crate::engine::{AdamConfig, AdamState, Inference, LossSums, Noise, Objective, one_hot_labels};
 use crate::error::{Error, Result};
 use crate::model::{Architecture, Graph};
 
@@ -20,6 +20,22 @@ enum Part {
     Encode,
     /// Code -> logits.
     Decode,
+}
+
+/// A batch's inputs: the clean images (B, D), the target and, without
+/// `noisy`, the input; a conditional model's one-hot `labels` (B, classes).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BatchRef<'a> {
+    pub clean: &'a [f32],
+    pub noisy: Option<&'a [f32]>,
+    pub labels: Option<&'a [f32]>,
+}
+
+impl<'a> BatchRef<'a> {
+    /// Clean images only: the input is the target.
+    pub fn clean(clean: &'a [f32]) -> BatchRef<'a> {
+        BatchRef { clean, noisy: None, labels: None }
+    }
 }
 
 pub struct CpuModel {
@@ -103,56 +119,45 @@ impl CpuModel {
     }
 
     /// Runs the graph of `part` on a batch: `clean` (B, D) is the target and,
-    /// without `noisy` (B, D), the input.
-    fn run(&mut self, part: Part, clean: &[f32], noisy: Option<&[f32]>, rows: usize, step: StepInputs) -> LossSums {
+    /// without `noisy` (B, D), the input; a conditional model's `labels`
+    /// (B, classes) are one-hot.
+    fn run(&mut self, part: Part, batch: BatchRef, step: StepInputs) -> LossSums {
+        let rows = step.rows;
         let interp = self.part(part);
         let (c, i) = (interp.graph.clean, interp.graph.input);
-        interp.feed(c, rows, clean);
-        if let Some(noisy) = noisy {
+        interp.feed(c, rows, batch.clean);
+        if let Some(noisy) = batch.noisy {
             interp.feed(i, rows, noisy);
         }
+        interp.feed_labels(rows, batch.labels);
         // Borrow the interpreter and the state apart.
         let at = self.parts.iter().position(|(p, _)| *p == part).expect("just built");
         self.parts[at].1.run(&mut self.state, &step)
     }
 
     /// One training step: forward, backward, Adam.
-    pub fn train_step(
-        &mut self,
-        clean: &[f32],
-        noisy: Option<&[f32]>,
-        rows: usize,
-        noise: Noise,
-        beta: f32,
-        lr: f32,
-    ) -> LossSums {
+    pub fn train_step(&mut self, batch: BatchRef, rows: usize, noise: Noise, beta: f32, lr: f32) -> LossSums {
         let objective = Objective::for_batch(&self.arch, rows, beta);
         let step = StepInputs { rows, reparam: noise, objective, lr };
-        self.run(Part::Train(noisy.is_some()), clean, noisy, rows, step)
+        self.run(Part::Train(batch.noisy.is_some()), batch, step)
     }
 
     /// Forward and backward without updating: the gradients of `objective` into `grads`.
-    pub fn gradients(
-        &mut self,
-        clean: &[f32],
-        noisy: Option<&[f32]>,
-        rows: usize,
-        noise: Noise,
-        objective: Objective,
-    ) -> LossSums {
+    pub fn gradients(&mut self, batch: BatchRef, rows: usize, noise: Noise, objective: Objective) -> LossSums {
         let step = StepInputs { rows, reparam: noise, objective, lr: 0.0 };
-        self.run(Part::Gradients(noisy.is_some()), clean, noisy, rows, step)
+        self.run(Part::Gradients(batch.noisy.is_some()), batch, step)
     }
 
     /// The loss sums of a batch, without training.
-    pub fn forward(&mut self, clean: &[f32], noisy: Option<&[f32]>, rows: usize, noise: Noise) -> LossSums {
+    pub fn forward(&mut self, batch: BatchRef, rows: usize, noise: Noise) -> LossSums {
         let objective = Objective { recon_scale: 0.0, kl_scale: 0.0 };
         let step = StepInputs { rows, reparam: noise, objective, lr: 0.0 };
-        self.run(Part::Eval(noisy.is_some()), clean, noisy, rows, step)
+        self.run(Part::Eval(batch.noisy.is_some()), batch, step)
     }
 
-    /// The output `out` of a slice `part` for its input x (rows, width).
-    fn slice_output(&mut self, part: Part, x: &[f32], rows: usize) -> Vec<f32> {
+    /// The output `out` of a slice `part` for its input x (rows, width) and,
+    /// for a conditional model, the one-hot labels.
+    fn slice_output(&mut self, part: Part, x: &[f32], labels: Option<&[f32]>, rows: usize) -> Vec<f32> {
         let noise = Noise { seed: 0, stream: crate::rng::Stream::Sample, step: 0 };
         let step =
             StepInputs { rows, reparam: noise, objective: Objective { recon_scale: 0.0, kl_scale: 0.0 }, lr: 0.0 };
@@ -162,6 +167,7 @@ impl CpuModel {
             _ => (interp.graph.latent, interp.graph.logits),
         };
         interp.feed(from, rows, x);
+        interp.feed_labels(rows, labels);
         let at = self.parts.iter().position(|(p, _)| *p == part).expect("just built");
         self.parts[at].1.run(&mut self.state, &step);
         self.parts[at].1.value(to).to_vec()
@@ -177,11 +183,13 @@ impl Inference for CpuModel {
         &self.arch
     }
 
-    fn encode(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-        Ok(self.slice_output(Part::Encode, x, rows))
+    fn encode(&mut self, x: &[f32], labels: Option<&[u8]>, rows: usize) -> Result<Vec<f32>> {
+        let onehot = one_hot_labels(&self.arch, labels, rows)?;
+        Ok(self.slice_output(Part::Encode, x, onehot.as_deref(), rows))
     }
 
-    fn decode_logits(&mut self, z: &[f32], rows: usize) -> Result<Vec<f32>> {
-        Ok(self.slice_output(Part::Decode, z, rows))
+    fn decode_logits(&mut self, z: &[f32], labels: Option<&[u8]>, rows: usize) -> Result<Vec<f32>> {
+        let onehot = one_hot_labels(&self.arch, labels, rows)?;
+        Ok(self.slice_output(Part::Decode, z, onehot.as_deref(), rows))
     }
 }

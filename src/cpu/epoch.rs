@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use super::engine::CpuModel;
+use super::engine::{BatchRef, CpuModel};
 use crate::data::Images;
-use crate::data::loader::{BatchPlan, add_input_noise, gather_batch, spawn_batches};
+use crate::data::loader::{BatchPlan, add_input_noise, gather_batch, one_hot, spawn_batches};
 use crate::engine::{AdamState, Engine, EpochPlan, EpochStart, EvalPlan, LossSums, Noise};
 use crate::error::{Error, Result};
 use crate::rng::Stream;
@@ -49,6 +49,7 @@ impl Engine for CpuModel {
                 noise_std: plan.noise_std,
                 seed: plan.seed,
                 first_step: plan.first_step + skip as u64,
+                classes: self.arch.config.classes,
             },
         );
         let every = plan.batches().div_ceil(TICKS).max(1);
@@ -64,8 +65,9 @@ impl Engine for CpuModel {
             // by work stealing, where a call from outside the pool would
             // block this thread and wake a worker for each of them.
             let lr = plan.lr.lr(self.state.adam.lr, step);
-            let (clean, input) = (&batch.clean, batch.input.as_deref());
-            let loss = rayon::scope(|_| self.train_step(clean, input, batch.rows, noise, plan.beta, lr));
+            let inputs =
+                BatchRef { clean: &batch.clean, noisy: batch.input.as_deref(), labels: batch.labels.as_deref() };
+            let loss = rayon::scope(|_| self.train_step(inputs, batch.rows, noise, plan.beta, lr));
             let total = (loss.recon + loss.kl) as f32;
             if !total.is_finite() {
                 return Err(Error::NonFiniteLoss { value: total, step: step + 1, epoch: 0 });
@@ -103,7 +105,10 @@ impl Engine for CpuModel {
                 &*noisy
             });
             let noise = Noise { seed: plan.seed, stream: Stream::EvalReparam, step: b as u32 };
-            sums += rayon::scope(|_| self.forward(clean, noisy, rows, noise));
+            let classes = self.arch.config.classes;
+            let labels = (classes > 0).then(|| one_hot(images, indices, classes));
+            let inputs = BatchRef { clean, noisy, labels: labels.as_deref() };
+            sums += rayon::scope(|_| self.forward(inputs, rows, noise));
         }
         Ok(sums)
     }

@@ -5,6 +5,7 @@ use super::activation::{
     activation_backward, activation_forward, activation_forward_from, sigmoid_backward, sigmoid_forward,
 };
 use super::adam::adam_update;
+use super::concat::{concat_backward, concat_forward};
 use super::conv::{conv_transpose2d_backward, conv_transpose2d_forward, conv2d_backward, conv2d_forward};
 use super::loss::{
     bce_with_logits_backward, bce_with_logits_forward, bce_with_logits_forward_backward, kl_backward, kl_forward,
@@ -82,6 +83,17 @@ impl Interpreter {
         self.values[t.0].copy_from_slice(data);
     }
 
+    /// Sets a conditional graph's one-hot labels (rows, classes); refuses a
+    /// graph that reads labels when none are given, and labels it does not read.
+    pub fn feed_labels(&mut self, rows: usize, labels: Option<&[f32]>) {
+        match (self.graph.labels, labels) {
+            (Some(t), Some(labels)) => self.feed(t, rows, labels),
+            (None, None) => {}
+            (Some(_), None) => panic!("a conditional model's step needs the batch's labels"),
+            (None, Some(_)) => panic!("labels given to a model that is not conditional"),
+        }
+    }
+
     pub fn value(&self, t: TensorId) -> &[f32] {
         &self.values[t.0]
     }
@@ -116,7 +128,8 @@ impl Interpreter {
                 LossTerm::Kl => sums.kl += s,
             };
             match &node.op {
-                Op::Gather | Op::InputNoise => {} // fed
+                Op::Gather | Op::InputNoise | Op::Labels => {} // fed
+                Op::Concat => concat_forward(&mut out[0], x(0), x(1), rows),
                 Op::Dense(layer) | Op::Conv(layer) => {
                     // With a second output the layer keeps its pre-activation
                     // and activates out of place.
@@ -170,6 +183,7 @@ impl Interpreter {
                     }
                     reparameterize_backward(&mut out[0], x(0), x(1), x(2), latent);
                 }
+                &Op::ConcatBackward { at, accumulate } => concat_backward(&mut out[0], x(0), at, rows, accumulate),
                 &Op::KlBackward { latent, accumulate } => {
                     if !accumulate {
                         out[0].fill(0.0);

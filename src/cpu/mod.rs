@@ -7,6 +7,7 @@
 
 pub mod activation;
 pub mod adam;
+pub mod concat;
 pub mod conv;
 pub mod engine;
 mod epoch;
@@ -15,7 +16,7 @@ pub mod loss;
 pub mod matmul;
 pub mod reparam;
 
-pub use engine::CpuModel;
+pub use engine::{BatchRef, CpuModel};
 
 use rayon::prelude::*;
 

@@ -20,6 +20,8 @@ pub struct Batch {
     pub clean: Vec<f32>,
     /// The noisy input for denoising training, `rows x dim`; `None` when `noise_std` is 0.
     pub input: Option<Vec<f32>>,
+    /// The images' labels one-hot, `rows x classes`, for a conditional model.
+    pub labels: Option<Vec<f32>>,
 }
 
 /// One epoch's batches.
@@ -33,6 +35,8 @@ pub struct BatchPlan {
     pub seed: u32,
     /// Global step of batch 0; batch `b` draws its noise at step `first_step + b`.
     pub first_step: u64,
+    /// A conditional model's classes: batches carry their labels one-hot (0: none).
+    pub classes: usize,
 }
 
 /// Starts a thread that sends the plan's batches in order. It stops early,
@@ -45,6 +49,7 @@ pub fn spawn_batches(images: Arc<Images>, plan: BatchPlan) -> flume::Receiver<Ba
     if let Some(&bad) = plan.order.iter().find(|&&i| i as usize >= images.count) {
         panic!("batch plan names image {bad}, but there are {} images", images.count);
     }
+    assert!(plan.classes == 0 || images.labels.is_some(), "a conditional model's batches need labelled images");
     let (tx, rx) = flume::bounded(QUEUE);
     std::thread::Builder::new()
         .name("batches".into())
@@ -59,7 +64,8 @@ pub fn spawn_batches(images: Arc<Images>, plan: BatchPlan) -> flume::Receiver<Ba
                     add_input_noise(&clean, &mut noisy, plan.noise_std, plan.seed, Stream::InputNoise, step);
                     noisy
                 });
-                let batch = Batch { index, rows: indices.len(), clean, input };
+                let labels = (plan.classes > 0).then(|| one_hot(&images, indices, plan.classes));
+                let batch = Batch { index, rows: indices.len(), clean, input, labels };
                 if tx.send(batch).is_err() {
                     return; // The receiver is gone: training stopped.
                 }
@@ -67,6 +73,16 @@ pub fn spawn_batches(images: Arc<Images>, plan: BatchPlan) -> flume::Receiver<Ba
         })
         .expect("cannot start the batch thread");
     rx
+}
+
+/// The labels of the images at `indices`, one-hot over `classes` (B, classes).
+pub fn one_hot(images: &Images, indices: &[u32], classes: usize) -> Vec<f32> {
+    let labels = images.labels.as_ref().expect("labelled images");
+    let mut out = vec![0.0; indices.len() * classes];
+    for (row, &i) in out.chunks_exact_mut(classes).zip(indices) {
+        row[labels[i as usize] as usize] = 1.0;
+    }
+    out
 }
 
 /// Copies the images at `indices` into `out` (`indices.len() x dim`) as `x / 255`.

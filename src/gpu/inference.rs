@@ -55,6 +55,9 @@ impl GpuInference {
     /// The model `arch` with `params` on the device; calls of more than
     /// `max_rows` rows run in chunks of `max_rows`.
     pub fn new(ctx: Arc<GpuContext>, arch: Architecture, params: &[f32], max_rows: usize) -> Result<GpuInference> {
+        if arch.config.classes > 0 {
+            return Err(crate::gpu::conditional_refused());
+        }
         if params.len() != arch.param_count {
             return Err(Error::invalid(
                 "params",
@@ -157,11 +160,13 @@ impl Inference for GpuInference {
         &self.arch
     }
 
-    fn encode(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+    fn encode(&mut self, x: &[f32], labels: Option<&[u8]>, rows: usize) -> Result<Vec<f32>> {
+        crate::engine::one_hot_labels(&self.arch, labels, rows)?;
         self.run(true, x, rows)
     }
 
-    fn decode_logits(&mut self, z: &[f32], rows: usize) -> Result<Vec<f32>> {
+    fn decode_logits(&mut self, z: &[f32], labels: Option<&[u8]>, rows: usize) -> Result<Vec<f32>> {
+        crate::engine::one_hot_labels(&self.arch, labels, rows)?;
         self.run(false, z, rows)
     }
 }

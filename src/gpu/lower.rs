@@ -41,6 +41,9 @@ pub fn lower(graph: &Graph) -> Vec<Call> {
         match &node.op {
             Op::Gather => calls.push(Call::Gather { out: outs[0], width: w(outs[0]) }),
             Op::InputNoise => calls.push(Call::InputNoise { out: outs[0], clean: ins[0], width: w(outs[0]) }),
+            Op::Labels | Op::Concat | Op::ConcatBackward { .. } => {
+                unreachable!("conditional models are refused before lowering (gpu::conditional_refused)")
+            }
             Op::Dense(l) => {
                 // The product and bias go to the pre-activation where the layer keeps one.
                 let (y, pre) = (outs[0], outs.get(1).copied());

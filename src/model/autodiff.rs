@@ -89,7 +89,18 @@ fn append_backward(g: &mut Graph) {
                 let (d, accumulate) = grad_of(&mut b, &mut grad, ins[0]);
                 push(&mut b, Op::ReparameterizeBackward { latent, accumulate }, vec![dz, ins[0], eps], vec![d]);
             }
-            Op::Gather | Op::InputNoise => {}
+            Op::Concat => {
+                let Some(dy) = grad[node.outputs[0].0] else { continue };
+                let mut at = 0;
+                for &x in ins {
+                    if needs[x.0] {
+                        let (d, accumulate) = grad_of(&mut b, &mut grad, x);
+                        push(&mut b, Op::ConcatBackward { at, accumulate }, vec![dy], vec![d]);
+                    }
+                    at += b.tensors[x.0].width;
+                }
+            }
+            Op::Gather | Op::InputNoise | Op::Labels => {}
             op => panic!("append_backward: {op:?} is not a forward op"),
         }
     }

@@ -37,6 +37,11 @@ pub enum Op {
     Gather,
     /// [clean] -> [noisy]: clamp(clean + std·N(0, 1), 0, 1), std from the step.
     InputNoise,
+    /// [] -> [onehot]: the step's labels, one-hot over the classes (a
+    /// conditional model's second input, gathered like the images).
+    Labels,
+    /// [a, b] -> [y]: y = [a | b], each row a's then b's.
+    Concat,
     /// [x] -> [y] or [y, pre]: y = act(pre), pre = x·Wᵀ + b, kept as a
     /// tensor when the activation's backward needs its input.
     Dense(Layer),
@@ -72,6 +77,9 @@ pub enum Op {
     ReparameterizeBackward { latent: usize, accumulate: bool },
     /// [mulv] -> [dmulv]: kl_scale·(mu, ½(e^logvar - 1)).
     KlBackward { latent: usize, accumulate: bool },
+    /// [dy] -> [dx]: dx = columns `at..` of dy, as wide as dx: the gradient
+    /// of one of a `Concat`'s inputs.
+    ConcatBackward { at: usize, accumulate: bool },
     /// [] -> []: one Adam step over the flat parameters from the flat gradients.
     AdamUpdate,
 }
@@ -99,6 +107,8 @@ pub struct Graph {
     pub latent: TensorId,
     /// The decoder's output (D).
     pub logits: TensorId,
+    /// A conditional model's one-hot labels (classes).
+    pub labels: Option<TensorId>,
 }
 
 impl Graph {
@@ -110,13 +120,14 @@ impl Graph {
         let clean = g.node(Op::Gather, &[], &[("images", cfg.input_dim())])[0];
         let input =
             if noisy { g.node(Op::InputNoise, &[clean], &[("noisy images", cfg.input_dim())])[0] } else { clean };
+        let labels = (cfg.classes > 0).then(|| g.node(Op::Labels, &[], &[("labels", cfg.classes)])[0]);
         let mut x = input;
         for layer in &arch.encoder {
-            x = g.dense(layer, x);
+            x = g.dense(layer, x, labels);
         }
         let (code, latent) = match (cfg.kind, &arch.head) {
             (ModelKind::Vae, Some(head)) => {
-                let mulv = g.dense(head, x);
+                let mulv = g.dense(head, x, labels);
                 // KL before the sample, so that the backward sweep writes
                 // dmulv from the sample's gradient and then adds KL's.
                 g.node(Op::Kl { term: LossTerm::Kl, latent: cfg.latent }, &[mulv], &[]);
@@ -131,7 +142,7 @@ impl Graph {
         };
         let mut x = latent;
         for layer in &arch.decoder {
-            x = g.dense(layer, x);
+            x = g.dense(layer, x, labels);
         }
         let logits = x;
         match cfg.loss {
@@ -143,7 +154,7 @@ impl Graph {
                 g.node(Op::Mse(LossTerm::Recon), &[probs, clean], &[]);
             }
         }
-        Graph { tensors: g.tensors, nodes: g.nodes, clean, input, code, latent, logits }
+        Graph { tensors: g.tensors, nodes: g.nodes, clean, input, code, latent, logits, labels }
     }
 
     /// The nodes that compute `to` from `from` (which becomes an input the
@@ -165,7 +176,9 @@ impl Graph {
 
     /// The tensors the trainer and inference name (read after a step).
     pub fn named(&self) -> Vec<TensorId> {
-        vec![self.clean, self.input, self.code, self.latent, self.logits]
+        let mut named = vec![self.clean, self.input, self.code, self.latent, self.logits];
+        named.extend(self.labels);
+        named
     }
 
     pub fn width(&self, t: TensorId) -> usize {
@@ -204,9 +217,16 @@ impl Builder {
     }
 
     /// A layer of any kind: `Dense` or `Conv`, with its pre-activation as a
-    /// second output when the activation's backward reads it.
-    fn dense(&mut self, layer: &Layer, x: TensorId) -> TensorId {
+    /// second output when the activation's backward reads it; a layer that
+    /// reads the label gets [x | labels].
+    fn dense(&mut self, layer: &Layer, x: TensorId, labels: Option<TensorId>) -> TensorId {
         let name = layer.name.clone();
+        let x = match labels {
+            Some(labels) if layer.labels > 0 => {
+                self.node(Op::Concat, &[x, labels], &[(&format!("{name} (input)"), layer.inputs)])[0]
+            }
+            _ => x,
+        };
         let op = match layer.kind {
             LayerKind::Dense => Op::Dense(layer.clone()),
             LayerKind::Conv2d(_) | LayerKind::ConvTranspose2d(_) => Op::Conv(layer.clone()),
@@ -237,6 +257,7 @@ mod tests {
             activation: Activation::Tanh,
             arch: crate::model::Arch::Mlp,
             conv: vec![],
+            classes: 0,
         })
         .unwrap()
     }

@@ -77,6 +77,15 @@ pub struct ModelConfig {
     /// adds dense layers between the last one and the latent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conv: Vec<usize>,
+    /// Classes of a conditional model (`train --conditional`): the one-hot
+    /// label joins the input of the encoder's first dense layer and of the
+    /// decoder's first layer. 0: not conditional.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub classes: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn one_channel() -> usize {
@@ -98,6 +107,7 @@ impl ModelConfig {
             activation: Activation::Relu,
             arch: Arch::Mlp,
             conv: vec![],
+            classes: 0,
         }
     }
 
@@ -115,6 +125,9 @@ impl ModelConfig {
         }
         if self.hidden.contains(&0) {
             return Err(Error::invalid("--hidden", "widths must be at least 1"));
+        }
+        if self.classes > 256 {
+            return Err(Error::invalid("classes", format!("{} classes; labels are bytes, at most 256", self.classes)));
         }
         if self.input_dim() == 0 {
             return Err(Error::invalid("image size", "images have no pixels"));
@@ -163,6 +176,9 @@ pub struct Layer {
     pub kind: LayerKind,
     pub inputs: usize,
     pub outputs: usize,
+    /// Of `inputs`, the last ones that are the one-hot label (a conditional
+    /// model's layers that read [x, onehot(y)]); 0 for the others.
+    pub labels: usize,
     /// Offsets into the flat parameter buffer.
     pub weight: usize,
     pub bias: usize,
@@ -222,7 +238,7 @@ impl Architecture {
         let latent = config.latent;
 
         let mut encoder = Vec::new();
-        let mut width = dim;
+        let mut width = dim + config.classes;
         for (i, &h) in config.hidden.iter().enumerate() {
             encoder.push(builder.dense(&format!("encoder.{i}"), width, h, config.activation));
             width = h;
@@ -230,7 +246,7 @@ impl Architecture {
         let head = builder.code(config, &mut encoder, width);
 
         let mut decoder = Vec::new();
-        let mut width = latent;
+        let mut width = latent + config.classes;
         for (i, &h) in config.hidden.iter().rev().enumerate() {
             decoder.push(builder.dense(&format!("decoder.{i}"), width, h, config.activation));
             width = h;
@@ -257,7 +273,7 @@ impl Architecture {
             (c, h, w) = (out, g.out_h, g.out_w);
         }
         let (flat_c, flat_h, flat_w) = (c, h, w);
-        let mut width = c * h * w;
+        let mut width = c * h * w + config.classes;
         for &hidden in &config.hidden {
             let name = format!("encoder.{}", encoder.len());
             encoder.push(builder.dense(&name, width, hidden, act));
@@ -265,7 +281,8 @@ impl Architecture {
         }
         let head = builder.code(config, &mut encoder, width);
 
-        let mut decoder = vec![builder.dense("decoder.0", config.latent, flat_c * flat_h * flat_w, act)];
+        let mut decoder =
+            vec![builder.dense("decoder.0", config.latent + config.classes, flat_c * flat_h * flat_w, act)];
         let (mut c, mut h, mut w) = (flat_c, flat_h, flat_w);
         for &out in config.conv.iter().rev() {
             let g = ConvGeom::transposed(c, h, w, out, 3, 2, 1, 1).expect("validated sizes");
@@ -312,14 +329,23 @@ impl LayoutBuilder {
     fn dense(&mut self, name: &str, inputs: usize, outputs: usize, activation: Activation) -> Layer {
         let weight = self.take(format!("{name}.weight"), vec![outputs, inputs]);
         let bias = self.take(format!("{name}.bias"), vec![outputs]);
-        Layer { name: name.to_string(), kind: LayerKind::Dense, inputs, outputs, weight, bias, activation }
+        Layer { name: name.to_string(), kind: LayerKind::Dense, inputs, outputs, weight, bias, activation, labels: 0 }
     }
 
     fn conv2d(&mut self, name: &str, g: ConvGeom, activation: Activation) -> Layer {
         let weight = self.take(format!("{name}.weight"), vec![g.out_c, g.in_c, g.kernel, g.kernel]);
         let bias = self.take(format!("{name}.bias"), vec![g.out_c]);
         let (inputs, outputs) = (g.in_len(), g.out_len());
-        Layer { name: name.to_string(), kind: LayerKind::Conv2d(g), inputs, outputs, weight, bias, activation }
+        Layer {
+            name: name.to_string(),
+            kind: LayerKind::Conv2d(g),
+            inputs,
+            outputs,
+            weight,
+            bias,
+            activation,
+            labels: 0,
+        }
     }
 
     /// The adjoint of the convolution `g`: from g's output shape to its input shape.
@@ -327,7 +353,16 @@ impl LayoutBuilder {
         let weight = self.take(format!("{name}.weight"), vec![g.out_c, g.in_c, g.kernel, g.kernel]);
         let bias = self.take(format!("{name}.bias"), vec![g.in_c]);
         let (inputs, outputs) = (g.out_len(), g.in_len());
-        Layer { name: name.to_string(), kind: LayerKind::ConvTranspose2d(g), inputs, outputs, weight, bias, activation }
+        Layer {
+            name: name.to_string(),
+            kind: LayerKind::ConvTranspose2d(g),
+            inputs,
+            outputs,
+            weight,
+            bias,
+            activation,
+            labels: 0,
+        }
     }
 
     /// The AE's code layer (pushed onto the encoder) or the VAE's head.
@@ -342,13 +377,19 @@ impl LayoutBuilder {
         }
     }
 
+    /// Marks the layers that read the one-hot label: the encoder's first
+    /// dense one (after any convolutions) and the decoder's first.
     fn finish(
         self,
         config: &ModelConfig,
-        encoder: Vec<Layer>,
-        head: Option<Layer>,
-        decoder: Vec<Layer>,
+        mut encoder: Vec<Layer>,
+        mut head: Option<Layer>,
+        mut decoder: Vec<Layer>,
     ) -> Architecture {
+        let first_dense = encoder.iter_mut().chain(head.iter_mut()).find(|l| l.kind == LayerKind::Dense);
+        for layer in first_dense.into_iter().chain(decoder.first_mut()) {
+            layer.labels = config.classes;
+        }
         Architecture { config: config.clone(), encoder, head, decoder, param_count: self.next, tensors: self.tensors }
     }
 
@@ -358,7 +399,7 @@ impl LayoutBuilder {
         let bias = self.take("mu.bias".into(), vec![latent]);
         self.take("logvar.bias".into(), vec![latent]);
         let (outputs, activation) = (2 * latent, Activation::Identity);
-        Layer { name: "mu|logvar".into(), kind: LayerKind::Dense, inputs, outputs, weight, bias, activation }
+        Layer { name: "mu|logvar".into(), kind: LayerKind::Dense, inputs, outputs, weight, bias, activation, labels: 0 }
     }
 }
 
@@ -429,6 +470,7 @@ mod conv_tests {
             activation: Activation::Relu,
             arch: Arch::Conv,
             conv: vec![32, 64],
+            classes: 0,
         }
     }
 

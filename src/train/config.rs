@@ -31,6 +31,10 @@ pub struct TrainConfig {
     pub data: String,
     /// Held-out share when the data is a folder of pictures.
     pub test_fraction: f32,
+    /// A conditional model's class names, label by label (as the data names
+    /// them; empty when it names none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub class_names: Vec<String>,
 }
 
 impl TrainConfig {

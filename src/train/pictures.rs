@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::apps::{Inference, latent_means, pixels, reconstruct};
+use crate::apps::{Inference, labels_for, latent_means, pixels, reconstruct};
 use crate::data::Images;
 use crate::error::Result;
 use crate::model::ModelKind;
@@ -36,7 +36,10 @@ pub fn sample_grid(
             }
         }
     }
-    let images = model.decode(&z, n)?;
+    // A conditional model draws each grid row from one class, in turn.
+    let labels: Option<Vec<u8>> =
+        (cfg.classes > 0).then(|| (0..n).map(|i| ((i / GRID_COLS) % cfg.classes) as u8).collect());
+    let images = model.decode(&z, labels.as_deref(), n)?;
     write_grid(path, &images, cfg.channels, cfg.image_rows, cfg.image_cols, GRID_COLS)
 }
 
@@ -44,8 +47,10 @@ pub fn sample_grid(
 /// above their reconstructions (VAE: decoded from the posterior mean).
 pub fn reconstruction_grid(model: &mut dyn Inference, images: &Images, n: usize, path: &Path) -> Result<()> {
     let n = n.min(images.count);
-    let x = pixels(images, &(0..n).collect::<Vec<_>>());
-    let recon = reconstruct(model, &x, n)?;
+    let indices: Vec<usize> = (0..n).collect();
+    let x = pixels(images, &indices);
+    let labels = labels_for(model, images, &indices)?;
+    let recon = reconstruct(model, &x, labels.as_deref(), n)?;
     let (c, h, w) = (images.channels, images.rows, images.cols);
     write_grid(path, &pair_rows(&x, &recon, images.dim(), GRID_COLS), c, h, w, GRID_COLS)
 }
@@ -53,8 +58,10 @@ pub fn reconstruction_grid(model: &mut dyn Inference, images: &Images, n: usize,
 /// Per-dimension mean and standard deviation of the codes of up to 2,000 images.
 fn code_moments(model: &mut dyn Inference, images: &Images) -> Result<(Vec<f32>, Vec<f32>)> {
     let n = images.count.min(2000);
-    let x = pixels(images, &(0..n).collect::<Vec<_>>());
-    let z = latent_means(model, &x, n)?;
+    let indices: Vec<usize> = (0..n).collect();
+    let x = pixels(images, &indices);
+    let labels = labels_for(model, images, &indices)?;
+    let z = latent_means(model, &x, labels.as_deref(), n)?;
     let latent = model.arch().config.latent;
     let mut mean = vec![0.0f64; latent];
     let mut sq = vec![0.0f64; latent];
