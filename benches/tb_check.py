@@ -67,8 +67,8 @@ def main(run):
             check(got is not None and np.float32(got) == want,
                   f"{tag_of(column)} at epoch {r['epoch']} (step {step}): {got} != metrics.csv {want}")
             checked += 1
-    print(f"{checked} per-epoch scalars ({len(rows)} epochs x {len(rows[0]) if rows else 0} columns) "
-          f"equal metrics.csv; steps {sorted(epoch_steps.values())}")
+    print(f"checked {checked} per-epoch scalars ({len(rows)} epochs x {len(rows[0]) if rows else 0} columns) "
+          f"against metrics.csv; epoch steps {sorted(epoch_steps.values())}")
 
     running = acc.Scalars("train/running_loss")
     steps = [e.step for e in running]
@@ -89,7 +89,8 @@ def main(run):
             if os.path.exists(path):
                 with open(path, "rb") as f:
                     check(f.read() == image.encoded_image_string, f"{tag} at epoch {epoch} differs from {path}")
-        print(f"{len(images)} {tag} images, {image.width}x{image.height}" if images else f"no {tag} images")
+        sizes = sorted({(i.width, i.height) for i in images.values()})
+        print(f"{len(images)} {tag} images, PNGs of {' '.join(f'{w}x{h}' for w, h in sizes)}, checked against epochs/")
 
     configs = acc.Tensors("config")
     with open(os.path.join(run, "config.json")) as f:
@@ -97,7 +98,7 @@ def main(run):
     last = configs[-1].tensor_proto.string_val[0].decode() if configs else ""
     text = "\n".join(line[4:] for line in last.splitlines())
     check(configs and json.loads(text) == config, "the last config text is not config.json")
-    print(f"{len(configs)} config text(s) at steps {[e.step for e in configs]}; the last equals config.json")
+    print(f"{len(configs)} config text(s) at steps {[e.step for e in configs]}; checked the last against config.json")
 
     if failures:
         print(f"FAILED: {len(failures)} mismatch(es)")

@@ -127,7 +127,7 @@ fn config_text(events: &[Event]) -> (i64, String) {
     assert_eq!(plugin.plugin_name, "text");
     let Some(Kind::Tensor(tensor)) = value.value else { panic!("the config is a tensor") };
     assert_eq!(tensor.dtype, proto::DT_STRING);
-    assert_eq!(tensor.string_val.len(), 1);
+    assert_eq!((tensor.tensor_shape.unwrap().dim.len(), tensor.string_val.len()), (0, 1), "one string");
     let text = String::from_utf8(tensor.string_val[0].clone()).unwrap();
     assert!(text.lines().all(|l| l.starts_with("    ")), "a Markdown code block");
     (step, text.lines().map(|l| format!("{}\n", &l[4..])).collect())
@@ -179,6 +179,26 @@ fn a_run_and_its_resumption_log_metrics_pictures_and_config() {
     let files = event_files(&run);
     assert_eq!(files.len(), 1, "{files:?}");
     check_file(&run, &read_events(&files[0]), 1..=1);
+}
+
+/// A new run that ends before its first checkpoint leaves no event file,
+/// beside an older run (`--force`) or alone.
+#[test]
+fn a_run_without_a_checkpoint_leaves_no_event_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let diverge = |extra: &[&str]| {
+        let args = [&["train", "--lr", "1e30", "--epochs", "1", "--out", s(&run)], extra, &SMALL[..]].concat();
+        let out = Command::cargo_bin("gpu-vae").unwrap().args(args).args(["--device", "cpu"]).output().unwrap();
+        assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("at step"));
+    };
+    diverge(&[]);
+    assert!(event_files(&run).is_empty());
+    ok(&[&["train", "--epochs", "1", "--out", s(&run)], &SMALL[..]].concat());
+    let old = event_files(&run);
+    assert_eq!(old.len(), 1);
+    diverge(&["--force"]);
+    assert_eq!(event_files(&run), old, "the old run's file stays, alone");
 }
 
 #[test]

@@ -142,8 +142,9 @@ pub fn train_from(
             (p.epochs_done + 1, p.batches_done, state.partial, state.partial_seconds);
     }
     // After the checks above: a refused resume leaves no new file.
-    let mut events = if run.tensorboard { Some(start_events(run, resumed_at)?) } else { None };
-    writer.events = events.as_ref().map(|e| e.path().to_path_buf());
+    if run.tensorboard {
+        writer.events = Some(start_events(run, resumed_at)?);
+    }
     let stopping = || stop.is_some_and(|s| s.load(Ordering::SeqCst));
     for epoch in first_epoch..=cfg.epochs {
         let first_step = ((epoch - 1) * batches) as u64;
@@ -164,7 +165,7 @@ pub fn train_from(
             let seen = (done * cfg.batch_size).min(n);
             let loss = Losses::from_sums(arch, sums, seen).total;
             progress.tick(done, loss);
-            if let Some(events) = events.as_mut()
+            if let Some(events) = writer.events.as_mut()
                 && let Err(e) = events.scalars(first_step + done as u64, &[(RUNNING_LOSS_TAG, loss as f32)])
             {
                 tick_error.get_or_insert(e);
@@ -173,7 +174,7 @@ pub fn train_from(
         let start = EpochStart { batches_done, sums: partial, stop };
         let result = engine.train_epoch_at(&run.train, &plan, &start, &mut tick);
         let seconds = partial_seconds + started.elapsed().as_secs_f64();
-        if let Some(events) = events.as_mut() {
+        if let Some(events) = writer.events.as_mut() {
             // Whatever stops the run here, the records so far stay readable;
             // a failure to write them is not what the user needs to hear then.
             let _ = events.flush();
@@ -186,9 +187,7 @@ pub fn train_from(
             Err(Error::NonFiniteLoss { value, step, .. }) => return Err(Error::NonFiniteLoss { value, step, epoch }),
             Err(Error::Interrupted { batches_done, step, recon, kl, .. }) => {
                 // Nothing trained yet in a new run: nothing to keep.
-                if writer.fresh && step == 0 {
-                    events.map(EventWriter::discard).transpose()?;
-                } else {
+                if !(writer.fresh && step == 0) {
                     let position = at(epoch - 1, batches_done, step);
                     let partial = LossSums { recon, kl };
                     writer.save(engine, &records, position, partial, seconds)?;
@@ -219,7 +218,7 @@ pub fn train_from(
         metrics::write_csv(&run.out.join(METRICS_FILE), &records)?;
         loss_plot::write_loss_plot(&run.out.join(LOSS_PLOT_FILE), &records)?;
         let pictures = write_pictures(run, params, &run.out.join("epochs"), &format!("-{epoch:03}"))?;
-        if let Some(events) = events.as_mut() {
+        if let Some(events) = writer.events.as_mut() {
             log_epoch(events, step, records.last().expect("just pushed"), &pictures)?;
         }
         progress.epoch_done(records.last().expect("just pushed"));
@@ -238,15 +237,29 @@ pub fn train_from(
 /// (`state`'s module documentation): Adam's state and (the first time in this
 /// process) the configuration to their staged names, then the model into
 /// place, then the staged files over theirs. A new run then removes an older
-/// run's pictures (`run_dir::clear_old_pictures`).
+/// run's pictures (`run_dir::clear_old_pictures`) and event files. It holds
+/// this session's event file, which a new run keeps only once its first
+/// checkpoint is committed: one that fails, diverges or is stopped before
+/// then leaves the folder as it found it.
 struct CheckpointWriter<'a, 'r> {
     run: &'r Run<'a>,
     /// A new run, not a resumed one.
     fresh: bool,
     /// Whether this process has written a checkpoint yet.
     wrote: bool,
-    /// This session's event file, which clearing an older run's spares.
-    events: Option<PathBuf>,
+    /// This session's TensorBoard event file.
+    events: Option<EventWriter>,
+}
+
+impl Drop for CheckpointWriter<'_, '_> {
+    fn drop(&mut self) {
+        if let Some(events) = &self.events
+            && self.fresh
+            && !self.wrote
+        {
+            let _ = std::fs::remove_file(events.path());
+        }
+    }
 }
 
 impl CheckpointWriter<'_, '_> {
@@ -287,7 +300,7 @@ impl CheckpointWriter<'_, '_> {
         }
         if self.fresh && !self.wrote {
             run_dir::clear_old_pictures(out)?;
-            run_dir::clear_old_events(out, self.events.as_deref())?;
+            run_dir::clear_old_events(out, self.events.as_ref().map(EventWriter::path))?;
         }
         self.wrote = true;
         Ok(params)

@@ -213,7 +213,8 @@ impl EventWriter {
         };
         let tensor = proto::TensorProto {
             dtype: proto::DT_STRING,
-            tensor_shape: Some(proto::TensorShapeProto { dim: vec![proto::Dim { size: 1 }] }),
+            // A scalar: the text plugin shows a rank-1 tensor as a table.
+            tensor_shape: Some(proto::TensorShapeProto { dim: Vec::new() }),
             string_val: vec![text.as_bytes().to_vec()],
         };
         self.write(
@@ -230,13 +231,6 @@ impl EventWriter {
     /// Hands the records written so far to the disk.
     pub fn flush(&mut self) -> Result<()> {
         self.file.flush().and_then(|()| self.file.get_ref().sync_data()).map_err(|e| Error::io(&self.path, e))
-    }
-
-    /// Removes the file (a session that trained nothing leaves nothing).
-    pub fn discard(self) -> Result<()> {
-        let EventWriter { path, file } = self;
-        drop(file.into_parts().0);
-        std::fs::remove_file(&path).map_err(|e| Error::io(path, e))
     }
 
     fn write(&mut self, step: u64, what: What) -> Result<()> {
