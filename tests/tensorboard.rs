@@ -175,10 +175,14 @@ fn a_run_and_its_resumption_log_metrics_pictures_and_config() {
     ok(&["train", "--resume", s(&run), "--epochs", "4", "--no-tensorboard"]);
     assert_eq!(event_files(&run).len(), 2);
     // A new run in the folder replaces the old run's files with its own one.
-    ok(&[&["train", "--epochs", "1", "--out", s(&run), "--force"], &SMALL[..]].concat());
+    // (An AE: its 40 batches of 256 tick at every batch, and at the last twice.)
+    ok(&[&["train", "--model", "ae", "--epochs", "1", "--out", s(&run), "--force"], &SMALL[..]].concat());
     let files = event_files(&run);
     assert_eq!(files.len(), 1, "{files:?}");
-    check_file(&run, &read_events(&files[0]), 1..=1);
+    let events = read_events(&files[0]);
+    assert_eq!(check_file(&run, &events, 1..=1), [40]);
+    let ticks = scalars(&events, RUNNING_LOSS_TAG);
+    assert!(ticks.windows(2).all(|w| w[0].0 < w[1].0), "one point a step: {ticks:?}");
 }
 
 /// A new run that ends before its first checkpoint leaves no event file,

@@ -146,6 +146,8 @@ pub fn train_from(
         writer.events = Some(start_events(run, resumed_at)?);
     }
     let stopping = || stop.is_some_and(|s| s.load(Ordering::SeqCst));
+    // An engine may tick twice at an epoch's last batch; TensorBoard gets one point a step.
+    let mut last_tick = None;
     for epoch in first_epoch..=cfg.epochs {
         let first_step = ((epoch - 1) * batches) as u64;
         let plan = EpochPlan {
@@ -165,8 +167,10 @@ pub fn train_from(
             let seen = (done * cfg.batch_size).min(n);
             let loss = Losses::from_sums(arch, sums, seen).total;
             progress.tick(done, loss);
+            let step = first_step + done as u64;
             if let Some(events) = writer.events.as_mut()
-                && let Err(e) = events.scalars(first_step + done as u64, &[(RUNNING_LOSS_TAG, loss as f32)])
+                && last_tick.replace(step) != Some(step)
+                && let Err(e) = events.scalars(step, &[(RUNNING_LOSS_TAG, loss as f32)])
             {
                 tick_error.get_or_insert(e);
             }
