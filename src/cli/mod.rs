@@ -153,9 +153,13 @@ pub struct TrainArgs {
     /// Plain per-epoch lines even on a terminal.
     #[arg(long)]
     pub quiet: bool,
+    /// Write no TensorBoard event file (`events.out.tfevents.*`) into the run folder.
+    #[arg(long)]
+    pub no_tensorboard: bool,
     /// Continue the run in this folder from its last checkpoint, exactly as if
     /// it had not stopped; every setting but --epochs (the new total),
-    /// --device, --checked-shaders and --quiet comes from its config.json.
+    /// --device, --checked-shaders, --quiet and --no-tensorboard comes from
+    /// its config.json. A new event file continues the earlier ones.
     #[arg(long, value_name = "RUN", conflicts_with_all = RESUME_CONFLICTS)]
     pub resume: Option<PathBuf>,
     #[command(flatten)]
