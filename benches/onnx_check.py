@@ -123,9 +123,13 @@ def main():
         bound = np.maximum(np.abs(codes) * 2.0 ** -11, 2.0 ** -25) + F32_TOL
         worst = float((err - bound).max())
         # As f16, as encode stores them: equal unless an f32 difference straddles a rounding boundary.
-        same = int((mean.astype(np.float16).astype(np.float32) == codes).sum())
+        ours, theirs = mean.astype(np.float16), codes.astype(np.float16)
+        same = int((ours == theirs).sum())
+        # f16 steps apart (same-sign values: their bit patterns' distance).
+        steps = int(np.abs(ours.view(np.int16).astype(np.int32) - theirs.view(np.int16).astype(np.int32)).max())
         print(f"encoder ({', '.join(names)}) on {n} test images of {source}: max |{names[0]} - encode's f16 codes| "
-              f"{err.max():.3e}, within its bound by at least {-worst:.3e}; rounded to f16, {same} of {codes.size} equal")
+              f"{err.max():.3e}, within its bound by at least {-worst:.3e}; rounded to f16, {same} of {codes.size} equal"
+              + (f", the rest at most {steps} f16 step(s) apart" if same < codes.size else ""))
         if kind == "vae":
             print(f"  logvar in [{got[1].min():.3f}, {got[1].max():.3f}] (no CLI output to compare with)")
         failed |= worst > 0
