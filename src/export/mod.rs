@@ -31,6 +31,8 @@ impl std::fmt::Display for Exported {
 /// Writes the model of `arch` with `params` into the folder `dir` (created
 /// when missing). Both files are built before either is written, so a model
 /// the format cannot express leaves nothing behind; each is written atomically.
+/// `limits::MAX_PARAMS` (2^28 f32, 1 GiB) keeps a file under protobuf's 2 GiB,
+/// so the weights stay inside it (no ONNX external data).
 pub fn export(arch: &Architecture, params: &[f32], format: Format, dir: &Path) -> Result<Exported> {
     let files = match format {
         Format::Onnx => [
