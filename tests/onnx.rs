@@ -299,9 +299,10 @@ fn export_subcommand_writes_models_of_trained_runs() {
     }
 }
 
-/// A run folder that is not one is refused in one line, before anything is written.
+/// A run folder that is not one, and an --out that is a file, are refused in
+/// one line, before anything is written.
 #[test]
-fn export_of_a_missing_run_is_one_line() {
+fn export_of_a_missing_run_or_to_a_file_is_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let (missing, target) = (dir.path().join("no-such-run"), dir.path().join("x"));
     let out = gpu_vae(&["export", "--run", s(&missing), "--out", s(&target)]);
@@ -310,4 +311,12 @@ fn export_of_a_missing_run_is_one_line() {
     assert_eq!(err.lines().filter(|l| l.starts_with("Error: ")).count(), 1, "{err}");
     assert!(err.contains("not a run directory"), "{err}");
     assert!(!target.exists());
+    // A file where the folder should be is named, not overwritten.
+    std::fs::write(&target, "keep").unwrap();
+    let opened = RunDir::open(&RUNS.vae).unwrap();
+    let err = gpu_vae::export::export(opened.arch(), opened.params(), gpu_vae::export::Format::Onnx, &target)
+        .unwrap_err()
+        .to_string();
+    assert!(err.ends_with("x: is not a folder: --out names the folder the files go into"), "{err}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
 }

@@ -251,7 +251,7 @@ pub struct ExportArgs {
     /// A run directory written by `gpu-vae train`.
     #[arg(long)]
     pub run: PathBuf,
-    /// File format: `onnx` writes encoder.onnx and decoder.onnx (opset 17).
+    /// File format.
     #[arg(long, value_enum, default_value = "onnx")]
     pub format: crate::export::Format,
     /// Folder to write the files into (created when missing).

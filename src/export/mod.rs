@@ -40,6 +40,9 @@ pub fn export(arch: &Architecture, params: &[f32], format: Format, dir: &Path) -
             ("decoder.onnx", onnx::to_bytes(&onnx::decoder(arch, params)?)),
         ],
     };
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::bad_file(dir, "is not a folder: --out names the folder the files go into"));
+    }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut written = Vec::new();
     for (name, bytes) in files {
