@@ -59,9 +59,10 @@ pub fn encoder(arch: &Architecture, params: &[f32]) -> Result<ModelProto> {
     let g = Graph::forward(arch, false);
     let slice = g.slice(g.input, g.code);
     let mut l = Lowering::new(arch, params);
-    // A conditional model's one-hot label (N, classes) will be a second
-    // source of the slice: declare it here as a graph input named `label`,
-    // as `images` is, and its Concat onto the rows comes with its op.
+    // Conditional models: their one-hot label (N, classes) will be a second
+    // source of this slice and of the decoder's. Declare it here and in
+    // `decoder` as a graph input `label`, as `images` is; until then `lower`
+    // refuses any source not declared, by name.
     l.input(g.input, "images", image_layout(arch));
     let latent = arch.config.latent;
     let outputs = match arch.config.kind {
