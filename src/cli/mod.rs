@@ -4,6 +4,7 @@
 pub mod apps;
 mod bench;
 mod device;
+mod export;
 mod progress;
 mod sample;
 mod train;
@@ -35,6 +36,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// List the wgpu adapters with their backend and limits.
     Devices,
+    /// Write a trained run's encoder and decoder as ONNX models.
+    Export(ExportArgs),
     #[command(flatten)]
     Apps(apps::AppCommand),
 }
@@ -247,6 +250,19 @@ pub struct SampleArgs {
     pub device: DeviceArgs,
 }
 
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// A run directory written by `gpu-vae train`.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// File format.
+    #[arg(long, value_enum, default_value = "onnx")]
+    pub format: crate::export::Format,
+    /// Folder to write the files into (created when missing).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
 /// `--channels`: 1 or 3.
 fn parse_channels(s: &str) -> Result<u8, String> {
     match s {
@@ -280,6 +296,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Export(args) => export::run(args),
         Command::Apps(command) => apps::run(command),
     }
 }
