@@ -27,6 +27,10 @@ pub enum Error {
     /// cannot serve.
     #[error("{what} needs {needs}")]
     Unsupported { what: &'static str, needs: String },
+    /// A model the exporter cannot write in `format` (`ONNX`); `what` names
+    /// the op or input.
+    #[error("cannot export as {format}: {what}")]
+    Unexportable { format: &'static str, what: String },
     /// The GPU path could not be set up or failed.
     #[error("gpu: {0}")]
     Gpu(String),

@@ -8,6 +8,7 @@ pub mod cpu;
 pub mod data;
 pub mod engine;
 pub mod error;
+pub mod export;
 pub mod fastmath;
 pub mod font;
 pub mod fsutil;

@@ -103,7 +103,14 @@ fn gpu_run_stopped_and_resumed_on_cpu_and_back_matches_an_uninterrupted_one() {
     let split = |from: usize, to: usize| Arc::new(images.select(&(from..to).collect::<Vec<_>>()));
     let (train_images, test_images) = (split(0, TRAIN), split(TRAIN, TRAIN + 16));
     let dir = tempfile::tempdir().unwrap();
-    let run_in = |out| Run { config: &cfg, arch: &arch, train: train_images.clone(), test: test_images.clone(), out };
+    let run_in = |out| Run {
+        config: &cfg,
+        arch: &arch,
+        train: train_images.clone(),
+        test: test_images.clone(),
+        out,
+        tensorboard: false,
+    };
     let init = init_params(&arch, cfg.init, cfg.seed);
     let gpu_engine = |params: &[f32]| {
         let mut e = GpuEngine::new(ctx.clone(), arch.clone(), params, cfg.adam, BATCH).unwrap();

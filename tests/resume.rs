@@ -143,7 +143,14 @@ fn stopped_mid_epoch_and_resumed(cfg: TrainConfig) {
     let arch = Architecture::new(&cfg.model).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (straight, resumed) = (dir.path().join("straight"), dir.path().join("resumed"));
-    let run_in = |out| Run { config: &cfg, arch: &arch, train: train_images.clone(), test: test_images.clone(), out };
+    let run_in = |out| Run {
+        config: &cfg,
+        arch: &arch,
+        train: train_images.clone(),
+        test: test_images.clone(),
+        out,
+        tensorboard: false,
+    };
 
     let fresh = || CpuModel::new(arch.clone(), init_params(&arch, cfg.init, cfg.seed), cfg.adam);
     let stop = AtomicBool::new(false);

@@ -61,7 +61,7 @@ fn train_cpu(cfg: &TrainConfig, out: &std::path::Path) -> Vec<EpochRecord> {
     let (train, test) = embedded();
     let arch = Architecture::new(&cfg.model).unwrap();
     let mut engine = CpuModel::new(arch.clone(), init_params(&arch, cfg.init, cfg.seed), cfg.adam);
-    let run = Run { config: cfg, arch: &arch, train, test, out };
+    let run = Run { config: cfg, arch: &arch, train, test, out, tensorboard: false };
     train::train(&run, &mut engine, &mut Silent).unwrap()
 }
 
@@ -147,7 +147,7 @@ fn divergence_keeps_the_last_good_checkpoint() {
     let arch = Architecture::new(&cfg.model).unwrap();
     let inner = CpuModel::new(arch.clone(), init_params(&arch, cfg.init, cfg.seed), cfg.adam);
     let mut engine = DivergesAt { inner, epoch: 2, seen: 0 };
-    let run = Run { config: &cfg, arch: &arch, train, test, out: dir.path() };
+    let run = Run { config: &cfg, arch: &arch, train, test, out: dir.path(), tensorboard: false };
     let err = train::train(&run, &mut engine, &mut Silent).unwrap_err();
     assert!(matches!(err, Error::NonFiniteLoss { epoch: 2, .. }), "{err}");
     assert!(err.to_string().contains("epoch 2"), "{err}");

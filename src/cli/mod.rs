@@ -4,6 +4,7 @@
 pub mod apps;
 mod bench;
 mod device;
+mod export;
 mod progress;
 mod sample;
 mod train;
@@ -35,6 +36,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// List the wgpu adapters with their backend and limits.
     Devices,
+    /// Write a trained run's encoder and decoder as ONNX models.
+    Export(ExportArgs),
     #[command(flatten)]
     Apps(apps::AppCommand),
 }
@@ -157,9 +160,13 @@ pub struct TrainArgs {
     /// Plain per-epoch lines even on a terminal.
     #[arg(long)]
     pub quiet: bool,
+    /// Write no TensorBoard event file (`events.out.tfevents.*`) into the run folder.
+    #[arg(long)]
+    pub no_tensorboard: bool,
     /// Continue the run in this folder from its last checkpoint, exactly as if
     /// it had not stopped; every setting but --epochs (the new total),
-    /// --device, --checked-shaders and --quiet comes from its config.json.
+    /// --device, --checked-shaders, --quiet and --no-tensorboard comes from
+    /// its config.json. A new event file continues the earlier ones.
     #[arg(long, value_name = "RUN", conflicts_with_all = RESUME_CONFLICTS)]
     pub resume: Option<PathBuf>,
     #[command(flatten)]
@@ -248,6 +255,19 @@ pub struct SampleArgs {
     pub device: DeviceArgs,
 }
 
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// A run directory written by `gpu-vae train`.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// File format.
+    #[arg(long, value_enum, default_value = "onnx")]
+    pub format: crate::export::Format,
+    /// Folder to write the files into (created when missing).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
 /// `--channels`: 1 or 3.
 fn parse_channels(s: &str) -> Result<u8, String> {
     match s {
@@ -281,6 +301,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Export(args) => export::run(args),
         Command::Apps(command) => apps::run(command),
     }
 }

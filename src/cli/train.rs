@@ -152,7 +152,14 @@ fn fit(
         arch.param_count,
         engine.describe()
     );
-    let run = Run { config, arch, train: Arc::new(train_images), test: Arc::new(data.test), out };
+    let run = Run {
+        config,
+        arch,
+        train: Arc::new(train_images),
+        test: Arc::new(data.test),
+        out,
+        tensorboard: !args.no_tensorboard,
+    };
     let mut progress = ConsoleProgress::new(args.quiet, config.epochs);
     let stop = train::interrupt::install();
     match train::train_from(&run, engine.as_mut(), &mut progress, resume, Some(stop)) {

@@ -51,15 +51,31 @@ pub fn write_csv(path: &Path, records: &[EpochRecord]) -> Result<()> {
 pub fn csv(records: &[EpochRecord]) -> String {
     let mut csv = String::from(HEADER);
     for r in records {
-        let (a, b) = (r.train, r.test);
-        writeln!(
-            csv,
-            "{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.3},{:.0},{}",
-            r.epoch, a.total, a.recon, a.kl, b.total, b.recon, b.kl, r.seconds, r.samples_per_s, r.lr
-        )
-        .expect("writing to a String");
+        csv.push_str(&row(r));
+        csv.push('\n');
     }
     csv
+}
+
+/// One record's line of `metrics.csv`, without its line end.
+fn row(r: &EpochRecord) -> String {
+    let (a, b) = (r.train, r.test);
+    let mut row = String::new();
+    write!(
+        row,
+        "{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.3},{:.0},{}",
+        r.epoch, a.total, a.recon, a.kl, b.total, b.recon, b.kl, r.seconds, r.samples_per_s, r.lr
+    )
+    .expect("writing to a String");
+    row
+}
+
+/// The record's columns as `metrics.csv` holds them: each header name with
+/// its value as printed there, read back (so that other views of a run,
+/// TensorBoard's, show the file's numbers).
+pub fn columns(r: &EpochRecord) -> Vec<(&'static str, f64)> {
+    let values = row(r).split(',').map(|text| text.parse().expect("printed numbers parse")).collect::<Vec<f64>>();
+    HEADER.trim_end().split(',').zip(values).collect()
 }
 
 /// Reads back what `csv` wrote (a resumed run continues its rows); `path`
@@ -124,6 +140,8 @@ mod tests {
         let old: String = text.lines().map(|l| l.rsplit_once(',').unwrap().0.to_string() + "\n").collect();
         let back = parse_csv(&old, Path::new("metrics.csv"), 5e-4).unwrap();
         assert!(back.iter().all(|r| r.lr == 5e-4));
+        let (name, value) = columns(&records[2])[6];
+        assert_eq!((name, value), ("test_kl", 0.476190));
         let e = parse_csv("epoch,x\n", Path::new("m.csv"), 0.0).unwrap_err().to_string();
         assert!(e.contains("m.csv: line 1"), "{e}");
     }

@@ -1,5 +1,6 @@
 //! A training run: epochs on an engine, then per epoch the test loss, the
-//! checkpoint, `metrics.csv` and the pictures, all written atomically.
+//! checkpoint, `metrics.csv` and the pictures, all written atomically, and
+//! the same numbers and pictures appended to a TensorBoard event file.
 
 mod config;
 pub mod interrupt;
@@ -8,6 +9,7 @@ pub mod metrics;
 pub mod pictures;
 pub mod run_dir;
 pub mod state;
+pub mod tensorboard;
 
 pub use config::TrainConfig;
 pub use metrics::{EpochRecord, Losses};
@@ -24,6 +26,7 @@ use crate::engine::{Engine, EpochPlan, EpochStart, EvalPlan, LossSums};
 use crate::error::{Error, Result};
 use crate::model::Architecture;
 use crate::rng;
+use tensorboard::EventWriter;
 
 /// File names inside a run directory.
 pub const CONFIG_FILE: &str = "config.json";
@@ -46,6 +49,8 @@ pub struct Run<'a> {
     pub train: Arc<Images>,
     pub test: Arc<Images>,
     pub out: &'a Path,
+    /// Whether to write a TensorBoard event file (`tensorboard`) into `out`.
+    pub tensorboard: bool,
 }
 
 /// Trains `config.epochs` epochs. On a non-finite loss it stops with an error
@@ -86,10 +91,11 @@ pub fn train_from(
         config: config_id,
         data: data_id,
     };
-    let mut writer = CheckpointWriter { run, fresh: resume.is_none(), wrote: false };
+    let mut writer = CheckpointWriter { run, fresh: resume.is_none(), wrote: false, events: None };
     let mut records = Vec::new();
     // Where the first epoch of this session starts.
     let (mut first_epoch, mut batches_done, mut partial, mut partial_seconds) = (1, 0, LossSums::default(), 0.0);
+    let resumed_at = resume.as_ref().map(|state| state.position.step);
     if let Some(state) = resume {
         let p = state.position;
         if p.config != 0 && p.config != config_id {
@@ -135,7 +141,13 @@ pub fn train_from(
         (first_epoch, batches_done, partial, partial_seconds) =
             (p.epochs_done + 1, p.batches_done, state.partial, state.partial_seconds);
     }
+    // After the checks above: a refused resume leaves no new file.
+    if run.tensorboard {
+        writer.events = Some(start_events(run, resumed_at)?);
+    }
     let stopping = || stop.is_some_and(|s| s.load(Ordering::SeqCst));
+    // An engine may tick twice at an epoch's last batch; TensorBoard gets one point a step.
+    let mut last_tick = None;
     for epoch in first_epoch..=cfg.epochs {
         let first_step = ((epoch - 1) * batches) as u64;
         let plan = EpochPlan {
@@ -149,13 +161,31 @@ pub fn train_from(
         };
         progress.epoch_started(epoch, plan.batches());
         let started = Instant::now();
+        // The tick cannot fail the engine's loop: its first error waits for the epoch's end.
+        let mut tick_error = None;
         let mut tick = |done: usize, sums| {
             let seen = (done * cfg.batch_size).min(n);
-            progress.tick(done, Losses::from_sums(arch, sums, seen).total)
+            let loss = Losses::from_sums(arch, sums, seen).total;
+            progress.tick(done, loss);
+            let step = first_step + done as u64;
+            if let Some(events) = writer.events.as_mut()
+                && last_tick.replace(step) != Some(step)
+                && let Err(e) = events.scalars(step, &[(RUNNING_LOSS_TAG, loss as f32)])
+            {
+                tick_error.get_or_insert(e);
+            }
         };
         let start = EpochStart { batches_done, sums: partial, stop };
         let result = engine.train_epoch_at(&run.train, &plan, &start, &mut tick);
         let seconds = partial_seconds + started.elapsed().as_secs_f64();
+        if let Some(events) = writer.events.as_mut() {
+            // Whatever stops the run here, the records so far stay readable;
+            // a failure to write them is not what the user needs to hear then.
+            let _ = events.flush();
+        }
+        if let (Ok(_), Some(e)) = (&result, tick_error) {
+            return Err(e);
+        }
         let sums = match result {
             Ok(sums) => sums,
             Err(Error::NonFiniteLoss { value, step, .. }) => return Err(Error::NonFiniteLoss { value, step, epoch }),
@@ -191,7 +221,10 @@ pub fn train_from(
         let params = writer.save(engine, &records, position, LossSums::default(), 0.0)?;
         metrics::write_csv(&run.out.join(METRICS_FILE), &records)?;
         loss_plot::write_loss_plot(&run.out.join(LOSS_PLOT_FILE), &records)?;
-        write_pictures(run, params, &run.out.join("epochs"), &format!("-{epoch:03}"))?;
+        let pictures = write_pictures(run, params, &run.out.join("epochs"), &format!("-{epoch:03}"))?;
+        if let Some(events) = writer.events.as_mut() {
+            log_epoch(events, step, records.last().expect("just pushed"), &pictures)?;
+        }
         progress.epoch_done(records.last().expect("just pushed"));
         if stopping() && epoch < cfg.epochs {
             // Stopped between epochs: the checkpoint just written is the place.
@@ -208,13 +241,29 @@ pub fn train_from(
 /// (`state`'s module documentation): Adam's state and (the first time in this
 /// process) the configuration to their staged names, then the model into
 /// place, then the staged files over theirs. A new run then removes an older
-/// run's pictures (`run_dir::clear_old_pictures`).
+/// run's pictures (`run_dir::clear_old_pictures`) and event files. It holds
+/// this session's event file, which a new run keeps only once its first
+/// checkpoint is committed: one that fails, diverges or is stopped before
+/// then leaves the folder as it found it.
 struct CheckpointWriter<'a, 'r> {
     run: &'r Run<'a>,
     /// A new run, not a resumed one.
     fresh: bool,
     /// Whether this process has written a checkpoint yet.
     wrote: bool,
+    /// This session's TensorBoard event file.
+    events: Option<EventWriter>,
+}
+
+impl Drop for CheckpointWriter<'_, '_> {
+    fn drop(&mut self) {
+        if let Some(events) = &self.events
+            && self.fresh
+            && !self.wrote
+        {
+            let _ = std::fs::remove_file(events.path());
+        }
+    }
 }
 
 impl CheckpointWriter<'_, '_> {
@@ -255,21 +304,69 @@ impl CheckpointWriter<'_, '_> {
         }
         if self.fresh && !self.wrote {
             run_dir::clear_old_pictures(out)?;
+            run_dir::clear_old_events(out, self.events.as_ref().map(EventWriter::path))?;
         }
         self.wrote = true;
         Ok(params)
     }
 }
 
-fn write_pictures(run: &Run, params: Vec<f32>, dir: &Path, suffix: &str) -> Result<()> {
+/// Writes the sample and reconstruction grids; returns their paths, in that order.
+fn write_pictures(run: &Run, params: Vec<f32>, dir: &Path, suffix: &str) -> Result<[PathBuf; 2]> {
     let mut model = crate::cpu::CpuModel::for_inference(run.arch.clone(), params);
     let grid = pictures::GRID_COLS * pictures::GRID_COLS;
     let named = |file: &str| -> PathBuf {
         let (stem, ext) = file.rsplit_once('.').expect("file names have extensions");
         dir.join(format!("{stem}{suffix}.{ext}"))
     };
-    pictures::sample_grid(&mut model, Some(&run.test), grid, run.config.seed, &named(SAMPLES_FILE))?;
-    pictures::reconstruction_grid(&mut model, &run.test, grid / 2, &named(RECONSTRUCTIONS_FILE))
+    let paths = [named(SAMPLES_FILE), named(RECONSTRUCTIONS_FILE)];
+    pictures::sample_grid(&mut model, Some(&run.test), grid, run.config.seed, &paths[0])?;
+    pictures::reconstruction_grid(&mut model, &run.test, grid / 2, &paths[1])?;
+    Ok(paths)
+}
+
+/// The tag of the running mean of the epoch's training loss, at every progress tick.
+pub const RUNNING_LOSS_TAG: &str = "train/running_loss";
+/// The tag of the configuration (`config.json`) as text.
+pub const CONFIG_TAG: &str = "config";
+
+/// A new event file for this session: after a resume, a restart mark at the
+/// first step to come; then the configuration (config.json's text, indented
+/// as a Markdown code block so that the text plugin shows it as written).
+fn start_events(run: &Run, resumed_at: Option<u64>) -> Result<EventWriter> {
+    let mut events = EventWriter::create(run.out)?;
+    if let Some(step) = resumed_at {
+        events.session_start(step + 1)?;
+    }
+    let text: String = run_dir::config_text(run.config).lines().map(|line| format!("    {line}\n")).collect();
+    events.text(resumed_at.unwrap_or(0), CONFIG_TAG, &text)?;
+    events.flush()?;
+    Ok(events)
+}
+
+/// An epoch's scalars (every column of `metrics.csv`, as printed there;
+/// `train_loss` becomes `train/loss`) and pictures at the epoch's last step.
+fn log_epoch(events: &mut EventWriter, step: u64, record: &EpochRecord, pictures: &[PathBuf; 2]) -> Result<()> {
+    let tags: Vec<(String, f32)> =
+        metrics::columns(record).into_iter().map(|(name, v)| (tag_of(name), v as f32)).collect();
+    let scalars: Vec<(&str, f32)> = tags.iter().map(|(tag, v)| (tag.as_str(), *v)).collect();
+    events.scalars(step, &scalars)?;
+    for (path, tag) in pictures.iter().zip(PICTURE_TAGS) {
+        let png = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        events.png(step, tag, png, path)?;
+    }
+    events.flush()
+}
+
+/// The image tags, in `write_pictures`' order.
+pub const PICTURE_TAGS: [&str; 2] = ["samples", "reconstructions"];
+
+/// The scalar tag of a `metrics.csv` column: `train_kl` is `train/kl`.
+pub fn tag_of(column: &str) -> String {
+    match column.split_once('_') {
+        Some((set @ ("train" | "test"), part)) => format!("{set}/{part}"),
+        _ => column.to_string(),
+    }
 }
 
 /// Creates the output directory and proves it writable before any training.

@@ -67,7 +67,10 @@ fn is_epoch_picture(name: &str) -> bool {
 /// Whether `name` is a file a run or its writer keeps in the run's folder.
 fn is_run_file(name: &str) -> bool {
     let base = name.strip_suffix(super::state::STAGED).unwrap_or(name);
-    name == LOCK_FILE || RUN_FILES.contains(&base) || temp_file_owner(name).is_some()
+    name == LOCK_FILE
+        || RUN_FILES.contains(&base)
+        || super::tensorboard::is_event_file(name)
+        || temp_file_owner(name).is_some()
 }
 
 /// Whether `dir` holds a run: a configuration or a checkpoint.
@@ -274,6 +277,22 @@ pub fn clear_old_pictures(out: &Path) -> Result<()> {
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&path, e)),
             _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Removes the TensorBoard event files an older run in `out` left, all but
+/// `keep` (the new run's own); called with `clear_old_pictures`.
+pub fn clear_old_events(out: &Path, keep: Option<&Path>) -> Result<()> {
+    let entries = std::fs::read_dir(out).map_err(|e| Error::io(out, e))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if super::tensorboard::is_event_file(&entry.file_name().to_string_lossy()) && Some(path.as_path()) != keep {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&path, e)),
+                _ => {}
+            }
         }
     }
     Ok(())
