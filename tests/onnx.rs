@@ -35,11 +35,15 @@ fn load(bytes: &[u8]) -> Plan {
     tract_onnx::onnx().model_for_read(&mut &*bytes).unwrap().into_optimized().unwrap().into_runnable().unwrap()
 }
 
-/// Runs `plan` on x (rows, then `dims`) and returns its outputs, flat.
-fn infer(plan: &Plan, x: &[f32], rows: usize, dims: &[usize]) -> Vec<Vec<f32>> {
+/// Runs `plan` on x (rows, then `dims`) and, for a conditional model, the
+/// one-hot labels (rows, classes); returns its outputs, flat.
+fn infer(plan: &Plan, x: &[f32], rows: usize, dims: &[usize], labels: Option<&[f32]>) -> Vec<Vec<f32>> {
     let shape: Vec<usize> = std::iter::once(rows).chain(dims.iter().copied()).collect();
-    let input = Tensor::from_shape(&shape, x).unwrap();
-    let out = plan.run(tvec!(input.into_tvalue())).unwrap();
+    let mut inputs = tvec!(Tensor::from_shape(&shape, x).unwrap().into_tvalue());
+    if let Some(labels) = labels {
+        inputs.push(Tensor::from_shape(&[rows, labels.len() / rows], labels).unwrap().into_tvalue());
+    }
+    let out = plan.run(inputs).unwrap();
     out.iter().map(|t| t.to_plain_array_view::<f32>().unwrap().iter().copied().collect()).collect()
 }
 
@@ -76,8 +80,12 @@ fn compare(arch: &Architecture, params: &[f32], x: &[f32], rows: usize, what: &s
     let latent = arch.config.latent;
     let encoder = onnx::encoder(arch, params).unwrap();
     let outputs: Vec<&str> = encoder.graph.as_ref().unwrap().output.iter().map(|o| o.name.as_str()).collect();
-    let code = cpu.encode(x, rows).unwrap();
-    let got = infer(&load(&onnx::to_bytes(&encoder)), x, rows, &image_dims(arch));
+    // A conditional model's rows take the classes in turn.
+    let classes = arch.config.classes;
+    let labels: Option<Vec<u8>> = (classes > 0).then(|| (0..rows).map(|r| (r % classes) as u8).collect());
+    let onehot = gpu_vae::engine::one_hot_labels(arch, labels.as_deref(), rows).unwrap();
+    let code = cpu.encode(x, labels.as_deref(), rows).unwrap();
+    let got = infer(&load(&onnx::to_bytes(&encoder)), x, rows, &image_dims(arch), onehot.as_deref());
     let enc = match arch.config.kind {
         ModelKind::Vae => {
             assert_eq!(outputs, ["mu", "logvar"], "{what}");
@@ -93,8 +101,8 @@ fn compare(arch: &Architecture, params: &[f32], x: &[f32], rows: usize, what: &s
     };
     let z = uniform(rows * latent, rows as u64 + 7, -2.5, 2.5);
     let decoder = onnx::to_bytes(&onnx::decoder(arch, params).unwrap());
-    let images = cpu.decode(&z, rows).unwrap();
-    let got = infer(&load(&decoder), &z, rows, &[latent]);
+    let images = cpu.decode(&z, labels.as_deref(), rows).unwrap();
+    let got = infer(&load(&decoder), &z, rows, &[latent], onehot.as_deref());
     let dec = max_diff(&got[0], &images);
     // Outputs that barely vary would make any match vacuous.
     let spread = |v: &[f32]| v.iter().fold(f32::MIN, |a, &b| a.max(b)) - v.iter().fold(f32::MAX, |a, &b| a.min(b));
@@ -124,6 +132,7 @@ fn config(kind: ModelKind, arch: Arch, channels: usize, activation: Activation) 
         activation,
         arch,
         conv,
+        classes: 0,
     }
 }
 
@@ -141,6 +150,10 @@ fn exported_models_match_the_cpu_path_for_every_configuration() {
         cases.push(config(kind, arch, channels, hidden[i % hidden.len()]));
     }
     cases.extend(hidden.iter().map(|&a| config(ModelKind::Vae, Arch::Mlp, 1, a)));
+    // Conditional models: a second input `labels`, joined by Concat.
+    for (kind, arch) in [(ModelKind::Vae, Arch::Mlp), (ModelKind::Vae, Arch::Conv), (ModelKind::Ae, Arch::Conv)] {
+        cases.push(ModelConfig { classes: 4, ..config(kind, arch, 1, Activation::Relu) });
+    }
     let (mut worst_enc, mut worst_dec) = (0.0f32, 0.0f32);
     for (i, c) in cases.iter().enumerate() {
         let arch = Architecture::new(c).unwrap();
@@ -287,13 +300,13 @@ fn export_subcommand_writes_models_of_trained_runs() {
         let data = opened.load_data().unwrap();
         let (x, rows) = apps::first_pixels(&data.test, Some(16));
         let mut cpu = CpuModel::for_inference(arch.clone(), opened.params().to_vec());
-        let code = apps::latent_means(&mut cpu, &x, rows).unwrap();
+        let code = apps::latent_means(&mut cpu, &x, None, rows).unwrap();
         let encoder = load(&std::fs::read(out.join("encoder.onnx")).unwrap());
-        let mean = infer(&encoder, &x, rows, &image_dims(arch)).swap_remove(0);
+        let mean = infer(&encoder, &x, rows, &image_dims(arch), None).swap_remove(0);
         let enc = max_diff(&mean, &code);
         let decoder = load(&std::fs::read(out.join("decoder.onnx")).unwrap());
-        let images = infer(&decoder, &code, rows, &[arch.config.latent]).swap_remove(0);
-        let dec = max_diff(&images, &apps::decode_all(&mut cpu, &code, rows).unwrap());
+        let images = infer(&decoder, &code, rows, &[arch.config.latent], None).swap_remove(0);
+        let dec = max_diff(&images, &apps::decode_all(&mut cpu, &code, None, rows).unwrap());
         eprintln!("{name} (trained, {rows} test images): encoder max |diff| {enc:.2e}, decoder {dec:.2e}");
         assert!(enc <= TOLERANCE && dec <= TOLERANCE, "{name}: encoder {enc:e}, decoder {dec:e}");
     }

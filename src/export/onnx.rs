@@ -59,11 +59,8 @@ pub fn encoder(arch: &Architecture, params: &[f32]) -> Result<ModelProto> {
     let g = Graph::forward(arch, false);
     let slice = g.slice(g.input, g.code);
     let mut l = Lowering::new(arch, params);
-    // Conditional models: their one-hot label (N, classes) will be a second
-    // source of this slice and of the decoder's. Declare it here and in
-    // `decoder` as a graph input `label`, as `images` is; until then `lower`
-    // refuses any source not declared, by name.
     l.input(g.input, "images", image_layout(arch));
+    l.labels(&g);
     let latent = arch.config.latent;
     let outputs = match arch.config.kind {
         ModelKind::Vae => {
@@ -88,6 +85,7 @@ pub fn decoder(arch: &Architecture, params: &[f32]) -> Result<ModelProto> {
     let slice = g.slice(g.latent, g.logits);
     let mut l = Lowering::new(arch, params);
     l.input(g.latent, "z", Layout::Rows(arch.config.latent));
+    l.labels(&g);
     let logits = l.lower(&slice, g.logits, Some("logits"))?;
     let want = image_layout(arch);
     let probs = if l.layout(g.logits) == want { "images" } else { "probabilities" };
@@ -159,6 +157,13 @@ impl<'a> Lowering<'a> {
     fn input(&mut self, t: TensorId, name: &str, layout: Layout) {
         self.inputs.push(value_info(name, layout));
         self.values.insert(t, (name.into(), layout));
+    }
+
+    /// A conditional model's second input `labels`: one-hot (N, classes).
+    fn labels(&mut self, g: &Graph) {
+        if let Some(labels) = g.labels {
+            self.input(labels, "labels", Layout::Rows(g.width(labels)));
+        }
     }
 
     fn layout(&self, t: TensorId) -> Layout {
@@ -242,6 +247,16 @@ impl<'a> Lowering<'a> {
                 _ => clean_name(&slice.tensors[y.0].name),
             };
             let layout = match &node.op {
+                // Declared as the graph input `labels`.
+                Op::Labels if self.values.contains_key(&y) => continue,
+                Op::Concat => {
+                    let parts: Vec<String> = (node.inputs.iter().enumerate())
+                        .map(|(i, &x)| self.value_as(x, Layout::Rows(slice.width(x)), &format!("{name}.{i}")))
+                        .collect();
+                    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+                    self.node("Concat", &parts, &[&name], vec![int("axis", 1)]);
+                    Layout::Rows(slice.width(y))
+                }
                 Op::Dense(layer) => self.dense(layer, node.inputs[0], &name),
                 Op::Conv(layer) => self.conv(layer, node.inputs[0], &name),
                 op => {
