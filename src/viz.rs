@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::font;
 use crate::fsutil::write_atomic;
 
 /// Columns of the runs' picture grids.
@@ -21,6 +22,20 @@ pub fn grid_size(rows: usize, cols: usize, h: usize, w: usize) -> (u32, u32) {
 /// 3: R, G, B planes) row by row, `cols` per row, on a mid-gray background,
 /// and writes the PNG (grayscale or RGB) atomically.
 pub fn write_grid(path: &Path, images: &[f32], channels: usize, h: usize, w: usize, cols: usize) -> Result<()> {
+    write_labelled_grid(path, images, channels, h, w, cols, &[])
+}
+
+/// `write_grid` with `row_labels[r]` written at the left margin of grid row
+/// r, in the built-in font (no margin without labels).
+pub fn write_labelled_grid(
+    path: &Path,
+    images: &[f32],
+    channels: usize,
+    h: usize,
+    w: usize,
+    cols: usize,
+    row_labels: &[String],
+) -> Result<()> {
     let tile = channels * h * w;
     let n = images.len() / tile;
     assert!(matches!(channels, 1 | 3), "{channels} channels");
@@ -31,8 +46,19 @@ pub fn write_grid(path: &Path, images: &[f32], channels: usize, h: usize, w: usi
     );
     let rows = n.div_ceil(cols);
     let (width, height) = grid_size(rows, cols, h, w);
+    let margin = row_labels.iter().map(|l| font::text_width(l) + 2 * PAD).max().unwrap_or(0);
+    let width = width + margin;
     let level = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
-    let origin = |k: usize| ((k % cols) as u32 * (w as u32 + PAD) + PAD, (k / cols) as u32 * (h as u32 + PAD) + PAD);
+    let origin =
+        |k: usize| (margin + (k % cols) as u32 * (w as u32 + PAD) + PAD, (k / cols) as u32 * (h as u32 + PAD) + PAD);
+    // Each label's on-pixels, centred on its row.
+    let text: Vec<(u32, u32)> = (row_labels.iter().take(rows).enumerate())
+        .flat_map(|(r, label)| {
+            let y0 = (r as u32 * (h as u32 + PAD) + PAD + h as u32 / 2).saturating_sub(font::GLYPH_H / 2);
+            font::pixels(label).map(move |(x, y)| (PAD + x, y0 + y))
+        })
+        .filter(|&(x, y)| x < width && y < height)
+        .collect();
     let canvas = if channels == 3 {
         let mut canvas = image::RgbImage::from_pixel(width, height, image::Rgb([128; 3]));
         for (k, planes) in images.chunks_exact(tile).enumerate() {
@@ -42,6 +68,7 @@ pub fn write_grid(path: &Path, images: &[f32], channels: usize, h: usize, w: usi
                 canvas.put_pixel(x0 + (p % w) as u32, y0 + (p / w) as u32, image::Rgb(rgb));
             }
         }
+        text.iter().for_each(|&(x, y)| canvas.put_pixel(x, y, image::Rgb([255; 3])));
         image::DynamicImage::ImageRgb8(canvas)
     } else {
         let mut canvas = image::GrayImage::from_pixel(width, height, image::Luma([128]));
@@ -51,6 +78,7 @@ pub fn write_grid(path: &Path, images: &[f32], channels: usize, h: usize, w: usi
                 canvas.put_pixel(x0 + (p % w) as u32, y0 + (p / w) as u32, image::Luma([level(v)]));
             }
         }
+        text.iter().for_each(|&(x, y)| canvas.put_pixel(x, y, image::Luma([255])));
         image::DynamicImage::ImageLuma8(canvas)
     };
     let mut png = Vec::new();

@@ -243,12 +243,21 @@ pub struct SampleArgs {
     /// A run directory written by `gpu-vae train`.
     #[arg(long)]
     pub run: PathBuf,
-    /// Number of images (laid out 8 per row).
-    #[arg(long, default_value_t = 64)]
-    pub n: usize,
+    /// Number of images (laid out 8 per row); with `--class all`, per class
+    /// [default: 64, or 8 per class].
+    #[arg(long)]
+    pub n: Option<usize>,
     #[arg(long, default_value_t = 1)]
     pub seed: u32,
-    /// PNG file to write.
+    /// A conditional run's class to draw: its number or name, or `all` for a
+    /// row per class named at the left margin [default: the classes in turn, a row each].
+    #[arg(long)]
+    pub class: Option<String>,
+    /// `png`: a grid; `idx`: the decoded means as one u8 IDX image file
+    /// (grayscale models), in grid order, for other tools.
+    #[arg(long, value_enum, default_value = "png")]
+    pub format: SampleFormat,
+    /// File to write.
     #[arg(long)]
     pub out: PathBuf,
     #[command(flatten)]
@@ -266,6 +275,12 @@ pub struct ExportArgs {
     /// Folder to write the files into (created when missing).
     #[arg(long)]
     pub out: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SampleFormat {
+    Png,
+    Idx,
 }
 
 /// `--channels`: 1 or 3.

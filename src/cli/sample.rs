@@ -1,31 +1,106 @@
-//! `gpu-vae sample`: a grid of decoded prior draws from a saved run.
+//! `gpu-vae sample`: decoded prior draws from a saved run, as a PNG grid or
+//! an IDX file; a conditional run's draws of one class or of each.
 
 use anyhow::bail;
 
-use super::SampleArgs;
+use super::{SampleArgs, SampleFormat};
+use crate::data::{Images, idx};
 use crate::limits;
 use crate::model::ModelKind;
-use crate::train::pictures;
+use crate::train::pictures::{self, GRID_COLS};
 use crate::train::run_dir::RunDir;
+use crate::viz::write_labelled_grid;
+
+/// Which classes `--class` asks for.
+enum Classes {
+    /// The classes in turn, a grid row each (a conditional run without `--class`).
+    InTurn,
+    One(u8),
+    All,
+}
 
 pub fn run(args: SampleArgs) -> anyhow::Result<()> {
-    if args.n == 0 {
+    if args.n == Some(0) {
         bail!("invalid --n: must be at least 1");
     }
-    limits::at_most("--n", args.n, limits::MAX_SAMPLES)?;
     // Before any work: an --out that may not be replaced (a device, a FIFO).
     crate::fsutil::write_target(&args.out)?;
     let run = RunDir::open(&args.run)?;
-    limits::check_rows("--n", args.n, &run.arch().config)?;
+    let cfg = run.arch().config.clone();
+    let names = &run.config().class_names;
+    let classes = match args.class.as_deref() {
+        _ if cfg.classes == 0 && args.class.is_some() => {
+            bail!("invalid --class: {} is not a conditional run (trained without --conditional)", args.run.display())
+        }
+        None => Classes::InTurn,
+        Some("all") => Classes::All,
+        Some(k) => Classes::One(parse_class(k, cfg.classes, names)?),
+    };
+    let (n, cols, labels): (usize, usize, Option<Vec<u8>>) = match classes {
+        _ if cfg.classes == 0 => (args.n.unwrap_or(64), GRID_COLS, None),
+        Classes::InTurn => {
+            let n = args.n.unwrap_or(64);
+            (n, GRID_COLS, Some((0..n).map(|i| ((i / GRID_COLS) % cfg.classes) as u8).collect()))
+        }
+        Classes::One(k) => (args.n.unwrap_or(64), GRID_COLS, Some(vec![k; args.n.unwrap_or(64)])),
+        Classes::All => {
+            let per = args.n.unwrap_or(GRID_COLS);
+            let n = per.saturating_mul(cfg.classes);
+            (n, per, Some((0..n).map(|i| (i / per) as u8).collect()))
+        }
+    };
+    limits::at_most("--n", n, limits::MAX_SAMPLES)?;
+    limits::check_rows("--n", n, &cfg)?;
     let mut model = super::device::open_inference(&args.device, run.arch(), run.params().to_vec())?;
     // The AE has no prior: it samples around the codes of the run's test images.
-    let reference = match run.arch().config.kind {
+    let reference = match cfg.kind {
         ModelKind::Ae => Some(run.load_data()?.test),
         ModelKind::Vae => None,
     };
     println!("device: {}", model.device());
-    // Its errors name the file.
-    pictures::sample_grid(model.as_mut(), reference.as_ref(), args.n, args.seed, &args.out)?;
-    println!("wrote {} ({} samples)", args.out.display(), args.n);
+    let images = pictures::samples(model.as_mut(), reference.as_ref(), n, labels.as_deref(), args.seed)?;
+    let (c, h, w) = (cfg.channels, cfg.image_rows, cfg.image_cols);
+    // Their errors name the file.
+    match args.format {
+        SampleFormat::Png => {
+            let row_labels: Vec<String> = match classes {
+                Classes::All => (0..cfg.classes).map(|k| class_name(k, names)).collect(),
+                _ => Vec::new(),
+            };
+            write_labelled_grid(&args.out, &images, c, h, w, cols, &row_labels)?;
+        }
+        SampleFormat::Idx => {
+            let pixels = images.iter().map(|&v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect();
+            let out = Images { pixels, count: n, channels: c, rows: h, cols: w, labels: None, class_names: None };
+            idx::write_idx_images(&args.out, &out)?;
+        }
+    }
+    println!("wrote {} ({n} samples)", args.out.display());
     Ok(())
+}
+
+/// A class by number (below `classes`) or by one of the run's names.
+fn parse_class(k: &str, classes: usize, names: &[String]) -> anyhow::Result<u8> {
+    if let Ok(i) = k.parse::<usize>() {
+        if i >= classes {
+            bail!("invalid --class: {i}, but the run has {classes} classes (0 to {})", classes - 1);
+        }
+        return Ok(i as u8);
+    }
+    match names.iter().position(|n| n.eq_ignore_ascii_case(k)) {
+        Some(i) => Ok(i as u8),
+        None if names.is_empty() => {
+            bail!("invalid --class: {k:?} is not a class number (0 to {}) or `all`", classes - 1)
+        }
+        None => bail!(
+            "invalid --class: {k:?} is not `all`, a class number (0 to {}) or a name ({})",
+            classes - 1,
+            names.join(", ")
+        ),
+    }
+}
+
+/// The label of class `k` at a grid's margin: its name, or its number.
+fn class_name(k: usize, names: &[String]) -> String {
+    names.get(k).cloned().unwrap_or_else(|| k.to_string())
 }

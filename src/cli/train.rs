@@ -46,6 +46,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     if args.conditional {
         config.model.classes = class_count(&data, &config.data)?;
+        config.class_names = data.train.class_names.clone().unwrap_or_default();
     }
     // Again with the data's image size, which IDX files choose.
     config.validate().with_context(|| format!("data {}", config.data))?;

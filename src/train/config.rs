@@ -43,6 +43,10 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         limits::check_model(&self.model)?;
         limits::check_batch(self.batch_size, &self.model)?;
+        if !self.class_names.is_empty() && self.class_names.len() != self.model.classes {
+            let (names, classes) = (self.class_names.len(), self.model.classes);
+            return Err(Error::invalid("class_names", format!("{names} names for a model of {classes} classes")));
+        }
         let lr = self.adam.lr;
         if !lr.is_finite() || lr <= 0.0 {
             return Err(Error::invalid("--lr", format!("{lr} is not a positive finite number")));

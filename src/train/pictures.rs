@@ -24,6 +24,23 @@ pub fn sample_grid(
     path: &Path,
 ) -> Result<()> {
     let cfg = model.arch().config.clone();
+    // A conditional model draws each grid row from one class, in turn.
+    let labels: Option<Vec<u8>> =
+        (cfg.classes > 0).then(|| (0..n).map(|i| ((i / GRID_COLS) % cfg.classes) as u8).collect());
+    let images = samples(model, reference, n, labels.as_deref(), seed)?;
+    write_grid(path, &images, cfg.channels, cfg.image_rows, cfg.image_cols, GRID_COLS)
+}
+
+/// `n` decoded latent draws (N, D), as `sample_grid` draws them; for a
+/// conditional model, row i decoded as class `labels[i]`.
+pub fn samples(
+    model: &mut dyn Inference,
+    reference: Option<&Images>,
+    n: usize,
+    labels: Option<&[u8]>,
+    seed: u32,
+) -> Result<Vec<f32>> {
+    let cfg = model.arch().config.clone();
     let latent = cfg.latent;
     let mut z = vec![0.0; n * latent];
     rng::fill_normal(&mut z, seed, Stream::Sample, 0);
@@ -36,11 +53,7 @@ pub fn sample_grid(
             }
         }
     }
-    // A conditional model draws each grid row from one class, in turn.
-    let labels: Option<Vec<u8>> =
-        (cfg.classes > 0).then(|| (0..n).map(|i| ((i / GRID_COLS) % cfg.classes) as u8).collect());
-    let images = model.decode(&z, labels.as_deref(), n)?;
-    write_grid(path, &images, cfg.channels, cfg.image_rows, cfg.image_cols, GRID_COLS)
+    crate::apps::decode_all(model, &z, labels, n)
 }
 
 /// The first `n` images of `images` (a multiple of the grid width) in rows
