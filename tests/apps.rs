@@ -371,7 +371,7 @@ fn elbo_reproduces_the_test_loss() {
     let test = embedded().1;
     let mut m = model(&RUNS.vae);
     let x = apps::pixels(&test, &(0..test.count).collect::<Vec<_>>());
-    let terms = eval::elbo_terms(&mut m, &x, test.count, 128, 1).unwrap();
+    let terms = eval::elbo_terms(&mut m, &x, None, test.count, 128, 1).unwrap();
     let elbo = terms.iter().map(|t| t.recon + t.kl).sum::<f64>() / test.count as f64;
     let csv = std::fs::read_to_string(RUNS.vae.join("metrics.csv")).unwrap();
     let test_loss: f64 = csv.lines().nth(1).unwrap().split(',').nth(4).unwrap().parse().unwrap();
@@ -388,9 +388,10 @@ fn iwae_bound_tightens_the_elbo() {
     let test = embedded().1;
     let mut m = model(&RUNS.vae);
     let x = apps::pixels(&test, &(0..n).collect::<Vec<_>>());
-    let neg_elbo: Vec<f64> = eval::elbo_terms(&mut m, &x, n, 128, 1).unwrap().iter().map(|t| t.recon + t.kl).collect();
-    let k1 = eval::iwae_nll(&mut m, &x, n, 1, 1, 0).unwrap();
-    let k50 = eval::iwae_nll(&mut m, &x, n, 50, 1, 0).unwrap();
+    let neg_elbo: Vec<f64> =
+        eval::elbo_terms(&mut m, &x, None, n, 128, 1).unwrap().iter().map(|t| t.recon + t.kl).collect();
+    let k1 = eval::iwae_nll(&mut m, &x, None, n, 1, 1, 0).unwrap();
+    let k50 = eval::iwae_nll(&mut m, &x, None, n, 50, 1, 0).unwrap();
     let mean_diff = |a: &[f64], b: &[f64]| {
         let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
         (apps::mean(&d), apps::std_dev(&d) / (n as f64).sqrt())
@@ -403,8 +404,8 @@ fn iwae_bound_tightens_the_elbo() {
     assert!(gain > 4.0 * se, "k=50 vs k=1: {gain} ± {se} nats");
 
     // Chunking does not change the numbers: 1500 samples span two decoder calls.
-    let one = eval::iwae_nll(&mut m, &x[..784], 1, 1500, 1, 0).unwrap()[0];
-    let again = eval::iwae_nll(&mut m, &x[..784 * 2], 2, 1500, 1, 0).unwrap()[0];
+    let one = eval::iwae_nll(&mut m, &x[..784], None, 1, 1500, 1, 0).unwrap()[0];
+    let again = eval::iwae_nll(&mut m, &x[..784 * 2], None, 2, 1500, 1, 0).unwrap()[0];
     assert!((one - again).abs() < 1e-9, "{one} vs {again}");
     assert_eq!(m.device(), "cpu");
 }

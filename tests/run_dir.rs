@@ -227,7 +227,7 @@ fn the_anomaly_report_follows_the_threshold_policy() {
     let (normal, which) = anomaly::normal_training_images(&data.train, Some(1)).unwrap();
     assert_eq!(which, "class-1");
     let pixels = apps::pixels(&normal, &(0..normal.count).collect::<Vec<_>>());
-    let normal_scores = anomaly::scores(model.as_mut(), &pixels, normal.count, Score::Recon, 64, 3).unwrap();
+    let normal_scores = anomaly::scores(model.as_mut(), &pixels, None, normal.count, Score::Recon, 64, 3).unwrap();
     assert_eq!(report.threshold, anomaly::threshold(&normal_scores, 2.0));
     assert_eq!(report.origin, format!("mean + 2·std of {} class-1 training scores", normal.count));
 

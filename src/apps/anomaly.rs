@@ -151,12 +151,14 @@ pub fn run(model: &mut dyn Inference, data: &DataSet, o: &AnomalyOptions, draws:
         ThresholdRule::AboveNormal { k } => {
             let (normal, which) = normal_training_images(&data.train, o.normal_class)?;
             let (x, rows) = first_pixels(&normal, None);
-            let s = scores(model, &x, rows, score, draws.batch_size, draws.seed)?;
+            let labels = super::first_labels(model, &normal, rows)?;
+            let s = scores(model, &x, labels.as_deref(), rows, score, draws.batch_size, draws.seed)?;
             (threshold(&s, k), format!("mean + {k}·std of {rows} {which} training scores"))
         }
     };
     let (x, rows) = first_pixels(images, None);
-    let scores = scores(model, &x, rows, score, draws.batch_size, draws.seed)?;
+    let labels = super::first_labels(model, images, rows)?;
+    let scores = scores(model, &x, labels.as_deref(), rows, score, draws.batch_size, draws.seed)?;
     let flagged = scores.iter().filter(|&&s| s > threshold).count();
     let separation = match (&truth, o.normal_class) {
         (Some(truth), Some(normal_class)) => {
@@ -229,6 +231,7 @@ impl std::fmt::Display for AnomalyReport {
 pub fn scores(
     model: &mut dyn Inference,
     x: &[f32],
+    labels: Option<&[u8]>,
     rows: usize,
     score: Score,
     batch_size: usize,
@@ -237,10 +240,10 @@ pub fn scores(
     match score {
         Score::Elbo => {
             super::require_vae(model.arch(), "--score elbo")?;
-            Ok(elbo_terms(model, x, rows, batch_size, seed)?.iter().map(|t| t.recon + t.kl).collect())
+            Ok(elbo_terms(model, x, labels, rows, batch_size, seed)?.iter().map(|t| t.recon + t.kl).collect())
         }
         Score::Recon => {
-            let y = super::reconstruct(model, x, None, rows)?;
+            let y = super::reconstruct(model, x, labels, rows)?;
             Ok(per_image_mse(x, &y, x.len() / rows))
         }
     }

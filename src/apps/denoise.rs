@@ -76,7 +76,8 @@ pub fn run(model: &mut dyn Inference, data: &DataSet, o: &DenoiseOptions) -> Res
     o.check()?;
     let images = split_images(model.arch(), data, o.split)?;
     let (clean, rows) = first_pixels(images, Some(o.n));
-    let d = denoise(model, &clean, rows, o.corruption, o.seed)?;
+    let labels = super::first_labels(model, images, rows)?;
+    let d = denoise(model, &clean, labels.as_deref(), rows, o.corruption, o.seed)?;
     write_triples(&o.out, &d, &clean, (images.channels, images.rows, images.cols), grid_cols(rows))?;
     Ok(DenoiseReport {
         split: o.split,
@@ -133,6 +134,7 @@ pub struct Denoised {
 pub fn denoise(
     model: &mut dyn Inference,
     clean: &[f32],
+    labels: Option<&[u8]>,
     rows: usize,
     corruption: Corruption,
     seed: u32,
@@ -140,7 +142,7 @@ pub fn denoise(
     let dim = clean.len() / rows;
     let mut noisy = vec![0.0; clean.len()];
     corrupt(&mut noisy, clean, corruption, seed);
-    let denoised = super::reconstruct(model, &noisy, None, rows)?;
+    let denoised = super::reconstruct(model, &noisy, labels, rows)?;
     let mean_psnr = |y: &[f32]| mean(&per_image_mse(y, clean, dim).into_iter().map(psnr).collect::<Vec<_>>());
     Ok(Denoised { psnr_noisy: mean_psnr(&noisy), psnr_denoised: mean_psnr(&denoised), noisy, denoised })
 }

@@ -63,14 +63,16 @@ pub fn run(model: &mut dyn Inference, data: &DataSet, o: &EvalOptions, draws: Dr
     }
     let images = split_images(model.arch(), data, o.split)?;
     let (x, rows) = first_pixels(images, o.n);
+    let labels = super::first_labels(model, images, rows)?;
+    let labels = labels.as_deref();
     let k = o.k.unwrap_or(DEFAULT_K);
     if vae {
         check_iwae(rows, k, model.arch().config.latent)?;
     }
-    let terms = elbo_terms(model, &x, rows, draws.batch_size, draws.seed)?;
+    let terms = elbo_terms(model, &x, labels, rows, draws.batch_size, draws.seed)?;
     let recon = mean(&terms.iter().map(|t| t.recon).collect::<Vec<_>>());
     let kl = mean(&terms.iter().map(|t| t.kl).collect::<Vec<_>>());
-    let iwae = if vae { Some((k, mean(&iwae_nll(model, &x, rows, k, draws.seed, 0)?))) } else { None };
+    let iwae = if vae { Some((k, mean(&iwae_nll(model, &x, labels, rows, k, draws.seed, 0)?))) } else { None };
     Ok(EvalReport { split: o.split, count: rows, loss: model.arch().config.loss, recon, kl, iwae })
 }
 
@@ -119,6 +121,7 @@ pub fn neg_log_likelihood(logits: &[f32], x: &[f32], loss: ReconLoss) -> f64 {
 pub fn elbo_terms(
     model: &mut dyn Inference,
     x: &[f32],
+    labels: Option<&[u8]>,
     rows: usize,
     batch_size: usize,
     seed: u32,
@@ -128,7 +131,8 @@ pub fn elbo_terms(
     let mut out = Vec::with_capacity(rows);
     for (b, batch) in x.chunks(batch_size * dim).enumerate() {
         let n = batch.len() / dim;
-        let code = model.encode(batch, None, n)?;
+        let labels = labels.map(|l| &l[b * batch_size..b * batch_size + n]);
+        let code = model.encode(batch, labels, n)?;
         let (z, kl) = match cfg.kind {
             ModelKind::Ae => (code, vec![0.0; n]),
             ModelKind::Vae => {
@@ -139,7 +143,7 @@ pub fn elbo_terms(
                 (z, code.chunks_exact(2 * latent).map(|row| kl_forward(row, latent)).collect())
             }
         };
-        let logits = model.decode_logits(&z, None, n)?;
+        let logits = model.decode_logits(&z, labels, n)?;
         for ((l, xi), kl) in logits.chunks_exact(dim).zip(batch.chunks_exact(dim)).zip(kl) {
             out.push(ElboTerms { recon: neg_log_likelihood(l, xi, cfg.loss), kl });
         }
@@ -155,6 +159,7 @@ pub fn elbo_terms(
 pub fn iwae_nll(
     model: &mut dyn Inference,
     x: &[f32],
+    labels: Option<&[u8]>,
     rows: usize,
     k: usize,
     seed: u32,
@@ -164,7 +169,7 @@ pub fn iwae_nll(
     assert!(k >= 1, "at least one importance sample");
     let cfg = model.arch().config.clone();
     let (dim, latent) = (cfg.input_dim(), cfg.latent);
-    let mulv = super::encode_all(model, x, None, rows)?;
+    let mulv = super::encode_all(model, x, labels, rows)?;
     // Running log-sum-exp per image: (max, Σ exp(w - max)).
     // Checked first: a wrapped rows·k of 0 printed a bound of inf and succeeded.
     check_iwae(rows, k, latent)?;
@@ -188,7 +193,9 @@ pub fn iwae_nll(
                 *lr += 0.5 * ((eps as f64).powi(2) + logvar as f64 - (zr[j] as f64).powi(2));
             }
         }
-        let logits = model.decode_logits(&z, None, n)?;
+        // Each sample decoded with its image's class.
+        let sample_labels: Option<Vec<u8>> = labels.map(|l| (start..end).map(|i| l[i / k]).collect());
+        let logits = model.decode_logits(&z, sample_labels.as_deref(), n)?;
         for (r, (l, lr)) in logits.chunks_exact(dim).zip(log_ratio).enumerate() {
             let image = (start + r) / k;
             let w = lr - neg_log_likelihood(l, &x[image * dim..(image + 1) * dim], cfg.loss);

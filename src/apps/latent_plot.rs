@@ -47,7 +47,8 @@ pub fn run(model: &mut dyn Inference, data: &DataSet, o: &LatentPlotOptions) -> 
         ));
     };
     let (x, rows) = first_pixels(images, o.n);
-    let means = latent_means(model, &x, None, rows)?;
+    let classes = super::first_labels(model, images, rows)?;
+    let means = latent_means(model, &x, classes.as_deref(), rows)?;
     let what = if kind == ModelKind::Vae { "posterior means" } else { "codes" };
     let title = format!("Latent {what}, {rows} {} images", o.split);
     write_latent_plot(&o.out, &means, latent, &labels[..rows], images.class_names.as_deref(), &title)?;

@@ -202,6 +202,11 @@ pub fn reconstruct(model: &mut dyn Inference, x: &[f32], labels: Option<&[u8]>, 
     decode_all(model, &z, labels, rows)
 }
 
+/// The labels of the first `rows` of `images` for `model` (see `labels_for`).
+pub fn first_labels(model: &dyn Inference, images: &Images, rows: usize) -> Result<Option<Vec<u8>>> {
+    labels_for(model, images, &(0..rows).collect::<Vec<_>>())
+}
+
 /// The labels of `images` at `indices` for `model`: `None` unless it is
 /// conditional; a conditional model needs labelled images.
 pub fn labels_for(model: &dyn Inference, images: &Images, indices: &[usize]) -> Result<Option<Vec<u8>>> {

@@ -82,7 +82,8 @@ pub struct Reconstruction {
 pub fn reconstruct_first(model: &mut dyn Inference, images: &Images, n: usize) -> Result<Reconstruction> {
     let indices: Vec<usize> = (0..n.min(images.count)).collect();
     let inputs = pixels(images, &indices);
-    let outputs = super::reconstruct(model, &inputs, None, indices.len())?;
+    let labels = super::labels_for(model, images, &indices)?;
+    let outputs = super::reconstruct(model, &inputs, labels.as_deref(), indices.len())?;
     let mse = per_image_mse(&inputs, &outputs, images.dim());
     Ok(Reconstruction { inputs, outputs, mse })
 }
