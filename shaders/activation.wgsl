@@ -59,3 +59,21 @@ fn sigmoid_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
         out[args.off_out + i] = d_sigmoid(out[args.off_out + i], inp[args.off_in + i]);
     }
 }
+
+// out[r, off_out + j] = (out[r, off_out + j] +) inp[r, off_in + j] for
+// j < n, rows of width_out and width_in: one slice of a concatenation, or
+// of its backward (FLAG_ACCUMULATE adds); twin of src/cpu/concat.rs.
+@compute @workgroup_size(WG)
+fn copy_columns(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let len = st.rows * args.n;
+    for (var i = gid.x; i < len; i += nwg.x * WG) {
+        let r = i / args.n;
+        let j = i % args.n;
+        let o = r * args.width_out + args.off_out + j;
+        var v = inp[r * args.width_in + args.off_in + j];
+        if (args.flags & FLAG_ACCUMULATE) != 0u {
+            v = out[o] + v;
+        }
+        out[o] = v;
+    }
+}

@@ -130,8 +130,6 @@ fn conditional_misuse_is_one_line() {
     assert!(err.contains("10 classes (0 to 9)"), "{err}");
     let err = error_of(&["sample", "--run", s(&cond), "--class", "hat", "--out", s(&png)]);
     assert!(err.contains("\"hat\"") && err.contains("Sneaker"), "{err}");
-    let err = error_of(&["sample", "--run", s(&cond), "--device", "gpu", "--out", s(&png)]);
-    assert!(err.contains("conditional models run on the CPU path"), "{err}");
 
     // A flat folder of pictures has no labels.
     let flat = dir.path().join("flat");

@@ -64,25 +64,25 @@ fn compare_arch(name: &str, arch: Architecture) {
     let latent = arch.config.latent;
     let params = random(arch.param_count, 11, -0.2, 0.2);
     let mut cpu = gpu_vae::cpu::CpuModel::for_inference(arch.clone(), params.clone());
-    let (dim, code) = (arch.config.input_dim(), arch.code_width());
+    let (dim, code, classes) = (arch.config.input_dim(), arch.code_width(), arch.config.classes);
     for mode in &gpu.modes {
         let mut g = GpuInference::new(mode.ctx.clone(), arch.clone(), &params, MAX_ROWS).unwrap();
         assert!(g.device().starts_with("gpu: "), "{}", g.device());
         for (i, rows) in CALL_ROWS.into_iter().enumerate() {
             let what = |op: &str| format!("{name} {op} rows={rows} ({})", mode.name());
             let x = random(rows * dim, 100 + i as u32, 0.0, 1.0);
-            let got = g.encode(&x, None, rows).unwrap();
+            // A conditional model's classes, different in every row and chunk.
+            let labels: Option<Vec<u8>> =
+                (classes > 0).then(|| (0..rows).map(|r| ((r * 5 + i) % classes) as u8).collect());
+            let labels = labels.as_deref();
+            let got = g.encode(&x, labels, rows).unwrap();
             assert_eq!(got.len(), rows * code, "{}", what("encode"));
-            assert_close(&what("encode"), &got, &Inference::encode(&mut cpu, &x, None, rows).unwrap(), ATOL, RTOL);
+            let want = Inference::encode(&mut cpu, &x, labels, rows).unwrap();
+            assert_close(&what("encode"), &got, &want, ATOL, RTOL);
             let z = random(rows * latent, 200 + i as u32, -2.0, 2.0);
-            let got = g.decode_logits(&z, None, rows).unwrap();
-            assert_close(
-                &what("decode_logits"),
-                &got,
-                &Inference::decode_logits(&mut cpu, &z, None, rows).unwrap(),
-                ATOL,
-                RTOL,
-            );
+            let got = g.decode_logits(&z, labels, rows).unwrap();
+            let want = Inference::decode_logits(&mut cpu, &z, labels, rows).unwrap();
+            assert_close(&what("decode_logits"), &got, &want, ATOL, RTOL);
         }
     }
 }
@@ -111,6 +111,20 @@ fn vae_with_two_hidden_layers_matches_cpu() {
 #[test]
 fn vae_without_hidden_layers_matches_cpu() {
     compare("vae_without_hidden_layers_matches_cpu", ModelKind::Vae, &[]);
+}
+
+/// Labels of 7 classes join the first encoder and decoder layers.
+#[test]
+fn conditional_vae_matches_cpu() {
+    let config = ModelConfig { classes: 7, ..arch(ModelKind::Vae, &[13]).config };
+    compare_arch("conditional_vae_matches_cpu", Architecture::new(&config).unwrap());
+    // A conditional model without labels is refused, as on the CPU.
+    let Some(gpu) = gpu("conditional_vae_matches_cpu") else { return };
+    let arch = Architecture::new(&config).unwrap();
+    let params = random(arch.param_count, 3, -0.2, 0.2);
+    let mut g = GpuInference::new(gpu.modes[0].ctx.clone(), arch, &params, MAX_ROWS).unwrap();
+    let err = g.encode(&[0.5; 260], None, 1).unwrap_err().to_string();
+    assert!(err.contains("give each image's class"), "{err}");
 }
 
 #[test]
@@ -189,6 +203,43 @@ fn cli_uses_on_the_gpu_match_the_cpu() {
     }
 }
 
+/// A conditional VAE trained on the GPU: its epoch's train and test losses
+/// as the CPU's from the same start, and the uses that take labels (sample
+/// by class, the conditional ELBO) on both devices.
+#[test]
+fn conditional_training_and_uses_on_the_gpu_match_the_cpu() {
+    let name = "conditional_training_and_uses_on_the_gpu_match_the_cpu";
+    if gpu(name).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let mut losses = Vec::new();
+    for device in ["gpu", "cpu"] {
+        let run = p(&format!("run-{device}"));
+        ok(&["train", "--conditional", "--device", device, "--quiet", "--epochs", "1", "--out", &run]);
+        let csv = std::fs::read_to_string(Path::new(&run).join("metrics.csv")).unwrap();
+        let row: Vec<f64> =
+            csv.lines().nth(1).unwrap().split(',').skip(1).take(2).map(|v| v.parse().unwrap()).collect();
+        losses.push(row);
+    }
+    // One epoch of f32 steps summed in other orders: the per-image losses
+    // (about 260) agree to far better than 0.1%.
+    for (what, g, c) in [("train", losses[0][0], losses[1][0]), ("test", losses[0][1], losses[1][1])] {
+        assert!((g - c).abs() <= 1e-3 * c, "{what} loss: {g} on the GPU, {c} on the CPU");
+    }
+    let run = p("run-cpu");
+    let mut eval = Vec::new();
+    for device in ["gpu", "cpu"] {
+        let png = p(&format!("{device}.png"));
+        ok(&["sample", "--run", &run, "--device", device, "--class", "all", "--n", "3", "--out", &png]);
+        let text = ok(&["eval", "--run", &run, "--device", device, "--n", "50", "--k", "20"]);
+        assert!(text.contains(&format!("device: {device}")), "{text}");
+        eval.push(number_after(&text, "ELBO "));
+    }
+    assert!((eval[0] - eval[1]).abs() <= 0.05, "ELBO: {} on the GPU, {} on the CPU", eval[0], eval[1]);
+}
+
 /// Convolutions and transposed convolutions: 16x12 images, 2 and 5 channels.
 #[test]
 fn conv_vae_matches_cpu() {
@@ -205,7 +256,9 @@ fn conv_vae_matches_cpu() {
         conv: vec![2, 5],
         classes: 0,
     };
-    compare_arch("conv_vae_matches_cpu", Architecture::new(&config).unwrap());
+    compare_arch("conv_vae_matches_cpu", Architecture::new(&config.clone()).unwrap());
+    let conditional = ModelConfig { classes: 4, ..config };
+    compare_arch("conv_vae_matches_cpu (conditional)", Architecture::new(&conditional).unwrap());
 }
 
 /// Colour: 3-plane 8x12 images through a conv VAE (3 channels in and out).

@@ -6,7 +6,7 @@
 mod gpu_common;
 
 use gpu_common::{Mode, assert_close, gpu, random};
-use gpu_vae::cpu::{activation, adam, loss, matmul, reparam};
+use gpu_vae::cpu::{activation, adam, concat, loss, matmul, reparam};
 use gpu_vae::data::{Images, loader};
 use gpu_vae::engine::AdamConfig;
 use gpu_vae::gpu::ir::{Buf, Call, Epilogue, Matmul, Res, Size, Task};
@@ -236,7 +236,7 @@ fn activations_match_cpu() {
     for mode in &gpu.modes {
         for (m, n) in ELEMENTWISE_SHAPES {
             let len = m * n;
-            let dims = ElementwiseParams { n: n as u32, off_in: 1, off_out: 2, act: 0 };
+            let dims = ElementwiseParams { n: n as u32, off_in: 1, off_out: 2, ..Default::default() };
             let x = random(len + 1, 5, -6.0, 6.0);
             let d0 = random(len + 2, 6, -1.0, 1.0);
             let step = rows_step(m);
@@ -460,7 +460,15 @@ fn gather_and_noise_match_cpu() {
         for (i, &p) in pixels.iter().enumerate() {
             words[i / 4] |= (p as u32) << (8 * (i % 4));
         }
-        let images = Images { pixels, count, channels: 1, rows, cols, labels: None, class_names: None };
+        // Labels of 7 classes, packed as the pixels are (11 bytes: not whole words either).
+        let classes = 7;
+        let labels: Vec<u8> = (0..count).map(|i| (rng::pcg4d([8, 9, 1, i as u32])[0] % classes) as u8).collect();
+        let mut label_words = vec![0u32; count.div_ceil(4)];
+        for (i, &l) in labels.iter().enumerate() {
+            label_words[i / 4] |= (l as u32) << (8 * (i % 4));
+        }
+        let labels = Some(labels);
+        let images = Images { pixels, count, channels: 1, rows, cols, labels, class_names: None };
         let order: Vec<u32> = rng::permutation(count, 3, 1);
         let (offset, batch) = (3usize, 5usize);
         let mut want = vec![0.0; batch * dim];
@@ -473,24 +481,82 @@ fn gather_and_noise_match_cpu() {
             rng_step: 9,
             ..rows_step(batch)
         };
-        let params = GatherParams { n: dim as u32, off_out: 1, off_in: 0 };
+        let params = GatherParams { n: dim as u32, off_out: 1, off_in: 0, classes };
         let k = Kernel::GatherBatch;
         let zeros = vec![0.0; 1 + batch * dim];
-        let bound =
-            [(Slot::Out, Host::F32(&zeros)), (Slot::Pixels, Host::U32(&words)), (Slot::Order, Host::U32(&order))];
+        let marks = vec![0.5; batch * classes as usize];
+        let bound = [
+            (Slot::Out, Host::F32(&zeros)),
+            (Slot::Pixels, Host::U32(&words)),
+            (Slot::Order, Host::U32(&order)),
+            (Slot::Labels, Host::U32(&label_words)),
+            (Slot::Onehot, Host::F32(&marks)),
+        ];
         let out = run(mode, k, params, step, &bound, grid_1d(batch * dim));
         // p / 255 in f32; a GPU division may be off by an ulp or two.
         assert_close(&format!("gather_batch ({})", mode.name()), &out[0][1..], &want, 0.0, 4.0 * U);
+        let onehot = loader::one_hot(&images, &order[offset..offset + batch], classes as usize);
+        assert_eq!(out[4][..onehot.len()], onehot, "gather_batch's one-hot labels ({})", mode.name());
 
         let mut noisy = vec![0.0; want.len()];
         loader::add_input_noise(&want, &mut noisy, 0.3, 17, Stream::InputNoise, 9);
-        let d = GatherParams { n: dim as u32, off_in: 1, off_out: 0 };
+        let d = GatherParams { n: dim as u32, off_in: 1, ..Default::default() };
         let k = Kernel::AddInputNoise;
         let zeros = vec![0.0; batch * dim];
         let bound = [(Slot::Out, Host::F32(&zeros)), (Slot::Clean, Host::F32(&out[0]))];
         let out = run(mode, k, d, step, &bound, grid_1d(batch * dim));
         // Normals scaled by 0.3, then clamped.
         assert_close(&format!("add_input_noise ({})", mode.name()), &out[0], &noisy, NORMAL_ATOL, NORMAL_RTOL);
+    }
+}
+
+#[test]
+fn copy_columns_match_concat() {
+    // A concatenation [a | b] as two copies, and its backward's slices
+    // (written, and added to what is there), against src/cpu/concat.rs.
+    let Some(gpu) = gpu("copy_columns_match_concat") else { return };
+    let k = Kernel::CopyColumns;
+    for mode in &gpu.modes {
+        for (rows, wa, wb) in [(1, 1, 1), (7, 63, 10), (65, 784, 10), (128, 20, 3), (17, 5, 100)] {
+            let (a, b) = (random(rows * wa, 1, -1.0, 1.0), random(rows * wb, 2, -1.0, 1.0));
+            let width = wa + wb;
+            let name = |e: &str| format!("{e} rows={rows} [{wa} | {wb}] ({})", mode.name());
+            let mut want = vec![0.0; rows * width];
+            concat::concat_forward(&mut want, &a, &b, rows);
+            let mut y = vec![f32::NAN; rows * width];
+            for (src, at, w) in [(&a, 0, wa), (&b, wa, wb)] {
+                let params = ElementwiseParams {
+                    n: w as u32,
+                    off_out: at as u32,
+                    width_in: w as u32,
+                    width_out: width as u32,
+                    ..Default::default()
+                };
+                let bound = [(Slot::Out, Host::F32(&y)), (Slot::Inp, Host::F32(src))];
+                y = run(mode, k, params, rows_step(rows), &bound, grid_1d(rows * w))[0][..rows * width].to_vec();
+            }
+            // Copies: exact.
+            assert_eq!(y, want, "{}", name("concat"));
+
+            let dy = random(rows * width, 3, -1.0, 1.0);
+            let d0 = random(rows * wb, 4, -1.0, 1.0);
+            for accumulate in [false, true] {
+                let mut want = d0.clone();
+                concat::concat_backward(&mut want, &dy, wa, rows, accumulate);
+                let params = ElementwiseParams {
+                    n: wb as u32,
+                    off_in: wa as u32,
+                    width_in: width as u32,
+                    width_out: wb as u32,
+                    flags: if accumulate { flags::ACCUMULATE } else { 0 },
+                    ..Default::default()
+                };
+                let bound = [(Slot::Out, Host::F32(&d0)), (Slot::Inp, Host::F32(&dy))];
+                let out = run(mode, k, params, rows_step(rows), &bound, grid_1d(rows * wb));
+                // One addition, in the same order: exact.
+                assert_eq!(out[0][..rows * wb], want, "{}", name(&format!("backward accumulate={accumulate}")));
+            }
+        }
     }
 }
 

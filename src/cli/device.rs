@@ -37,22 +37,6 @@ pub fn open_gpu(device: &DeviceArgs) -> anyhow::Result<Option<Arc<GpuContext>>> 
     }
 }
 
-/// The GPU for `arch`: as `open_gpu`, but `auto` takes the CPU path for a
-/// model the GPU path cannot run yet (a conditional one), with a note.
-fn open_gpu_for(device: &DeviceArgs, arch: &Architecture) -> anyhow::Result<Option<Arc<GpuContext>>> {
-    if arch.config.classes > 0 {
-        match device.device {
-            DeviceChoice::Gpu => return Err(crate::gpu::conditional_refused().into()),
-            DeviceChoice::Auto => {
-                eprintln!("note: conditional models run on the CPU path for now");
-                return Ok(None);
-            }
-            DeviceChoice::Cpu => return Ok(None),
-        }
-    }
-    open_gpu(device)
-}
-
 /// Opens the training engine the user asked for.
 pub fn open_engine(
     device: &DeviceArgs,
@@ -60,7 +44,7 @@ pub fn open_engine(
     params: &[f32],
     config: &TrainConfig,
 ) -> anyhow::Result<Box<dyn Engine>> {
-    Ok(match open_gpu_for(device, arch)? {
+    Ok(match open_gpu(device)? {
         Some(ctx) => Box::new(GpuEngine::new(ctx, arch.clone(), params, config.adam, config.batch_size)?),
         None => Box::new(CpuModel::new(arch.clone(), params.to_vec(), config.adam)),
     })
@@ -72,5 +56,5 @@ pub fn open_inference(
     arch: &Architecture,
     params: Vec<f32>,
 ) -> anyhow::Result<Box<dyn Inference>> {
-    Ok(apps::open_model(arch, params, open_gpu_for(device, arch)?)?)
+    Ok(apps::open_model(arch, params, open_gpu(device)?)?)
 }

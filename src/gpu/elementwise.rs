@@ -41,7 +41,8 @@ pub fn width(call: &Call) -> Option<usize> {
         | Call::Sigmoid { width, .. }
         | Call::SigmoidBackward { width, .. }
         | Call::LossPartials { width, .. }
-        | Call::LossBackward { width, .. } => Some(width),
+        | Call::LossBackward { width, .. }
+        | Call::Columns { width, .. } => Some(width),
         Call::Reparameterize { latent, .. }
         | Call::ReparameterizeBackward { latent, .. }
         | Call::KlBackward { latent, .. } => Some(latent),
@@ -128,6 +129,15 @@ pub fn print(call: &Call, at: &mut dyn Place) -> Printed {
         Call::KlBackward { d, mulv, latent, accumulate } => {
             let (mu, lv) = (at.read(mulv, 0), at.read(mulv, latent));
             pair_into(at, d, latent, accumulate, &format!("d_kl({mu}, {lv}, st.kl_scale)"))
+        }
+        Call::Columns { dst, dst_at, src, src_at, accumulate, .. } => {
+            let v = at.read(src, src_at);
+            if accumulate {
+                let d = at.update(dst, dst_at);
+                format!("{d} = {d} + {v};")
+            } else {
+                format!("{} = {v};", at.write(dst, dst_at))
+            }
         }
         Call::InputNoise { out, clean, width } => {
             let c = at.read(clean, 0);

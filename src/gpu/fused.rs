@@ -106,6 +106,7 @@ fn stage_name(call: &Call, rows: u32) -> String {
         Call::ReparameterizeBackward { .. } => "reparameterize_backward".into(),
         Call::KlBackward { .. } => "kl_backward".into(),
         Call::InputNoise { .. } => "add_input_noise".into(),
+        Call::Columns { .. } => "copy_columns".into(),
         other => format!("{other:?}"),
     }
 }
@@ -134,7 +135,8 @@ pub fn row_local(call: &Call) -> bool {
         | Call::Reparameterize { .. }
         | Call::ReparameterizeBackward { .. }
         | Call::KlBackward { .. }
-        | Call::InputNoise { .. } => true,
+        | Call::InputNoise { .. }
+        | Call::Columns { .. } => true,
         Call::LossPartials { .. } => true,
         _ => false,
     }

@@ -55,9 +55,6 @@ impl GpuInference {
     /// The model `arch` with `params` on the device; calls of more than
     /// `max_rows` rows run in chunks of `max_rows`.
     pub fn new(ctx: Arc<GpuContext>, arch: Architecture, params: &[f32], max_rows: usize) -> Result<GpuInference> {
-        if arch.config.classes > 0 {
-            return Err(crate::gpu::conditional_refused());
-        }
         if params.len() != arch.param_count {
             return Err(Error::invalid(
                 "params",
@@ -83,21 +80,25 @@ impl GpuInference {
         Ok(GpuInference { fusion: ctx.fusion, ctx, kernels, arch, max_rows, params, table, readback, encoder, decoder })
     }
 
-    /// The half's output for x (rows, in width), `max_rows` rows per submit.
-    fn run(&mut self, encoder: bool, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+    /// The half's output for x (rows, in width) and, for a conditional
+    /// model, the rows' one-hot labels; `max_rows` rows per submit.
+    fn run(&mut self, encoder: bool, x: &[f32], onehot: Option<&[f32]>, rows: usize) -> Result<Vec<f32>> {
         let half = if encoder { &self.encoder } else { &self.decoder };
         let (width_in, width_out) = (half.graph.width(half.input), half.graph.width(half.output));
         if x.len() != rows * width_in {
             return Err(Error::invalid("rows", format!("{} values are not {rows} rows of {width_in}", x.len())));
         }
+        let classes = self.arch.config.classes;
         let mut out = Vec::with_capacity(rows * width_out);
-        for part in x.chunks(self.max_rows * width_in) {
-            out.extend(self.run_chunk(encoder, part, part.len() / width_in)?);
+        for (i, part) in x.chunks(self.max_rows * width_in).enumerate() {
+            let n = part.len() / width_in;
+            let labels = onehot.map(|l| &l[i * self.max_rows * classes..][..n * classes]);
+            out.extend(self.run_chunk(encoder, part, labels, n)?);
         }
         Ok(out)
     }
 
-    fn run_chunk(&mut self, encoder: bool, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+    fn run_chunk(&mut self, encoder: bool, x: &[f32], onehot: Option<&[f32]>, rows: usize) -> Result<Vec<f32>> {
         let GpuInference { ctx, kernels, params, table, readback, max_rows, fusion, .. } = self;
         let half = if encoder { &mut self.encoder } else { &mut self.decoder };
         let bucket = rows.next_power_of_two().min(*max_rows);
@@ -132,6 +133,10 @@ impl GpuInference {
         let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
         // Queue writes land before the next submit.
         ctx.queue.write_buffer(&input, 0, bytemuck::cast_slice(x));
+        if let (Some(onehot), Some(labels)) = (onehot, half.graph.labels) {
+            let labels = pool.get(ctx, &half.graph, labels)?;
+            ctx.queue.write_buffer(&labels, 0, bytemuck::cast_slice(onehot));
+        }
         table.write(&ctx.queue, &[Step { rows: rows as u32, ..Default::default() }]);
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         {
@@ -161,12 +166,12 @@ impl Inference for GpuInference {
     }
 
     fn encode(&mut self, x: &[f32], labels: Option<&[u8]>, rows: usize) -> Result<Vec<f32>> {
-        crate::engine::one_hot_labels(&self.arch, labels, rows)?;
-        self.run(true, x, rows)
+        let onehot = crate::engine::one_hot_labels(&self.arch, labels, rows)?;
+        self.run(true, x, onehot.as_deref(), rows)
     }
 
     fn decode_logits(&mut self, z: &[f32], labels: Option<&[u8]>, rows: usize) -> Result<Vec<f32>> {
-        crate::engine::one_hot_labels(&self.arch, labels, rows)?;
-        self.run(false, z, rows)
+        let onehot = crate::engine::one_hot_labels(&self.arch, labels, rows)?;
+        self.run(false, z, onehot.as_deref(), rows)
     }
 }

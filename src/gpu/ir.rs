@@ -49,9 +49,12 @@ pub struct Matmul {
 /// One kernel call on the graph's tensors. Element-wise calls cover (rows, width).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Call {
+    /// The batch's images into `out`; a conditional model's labels one-hot
+    /// into `labels` (the tensor, the class count) in the same dispatch.
     Gather {
         out: TensorId,
         width: usize,
+        labels: Option<(TensorId, usize)>,
     },
     InputNoise {
         out: TensorId,
@@ -80,6 +83,16 @@ pub enum Call {
         x: Option<TensorId>,
         width: usize,
         act: Activation,
+    },
+    /// dst[r, dst_at + e] = (or, with `accumulate`, +=) src[r, src_at + e]
+    /// for e < width: one input of a concatenation, or its backward's slice.
+    Columns {
+        dst: TensorId,
+        dst_at: usize,
+        src: TensorId,
+        src_at: usize,
+        width: usize,
+        accumulate: bool,
     },
     /// grads[at..at + width] = Σ_rows a.
     ColumnSums {
@@ -227,7 +240,16 @@ pub fn access(call: &Call) -> (Vec<Res>, Vec<Res>) {
     let mut reads = Vec::new();
     let mut writes = Vec::new();
     match call {
-        &Call::Gather { out, .. } => writes.push(t(out)),
+        &Call::Gather { out, labels, .. } => {
+            writes.extend([Some(out), labels.map(|l| l.0)].into_iter().flatten().map(t))
+        }
+        &Call::Columns { dst, src, accumulate, .. } => {
+            reads.push(t(src));
+            if accumulate {
+                reads.push(t(dst));
+            }
+            writes.push(t(dst));
+        }
         &Call::InputNoise { out, clean, .. } => (reads, writes) = (vec![t(clean)], vec![t(out)]),
         Call::Matmul(m) | Call::SplitFinish(m) => product_access(m, &mut reads, &mut writes),
         &Call::BiasAdd { y, .. } => (reads, writes) = (vec![t(y), Res::Params], vec![t(y)]),

@@ -39,10 +39,21 @@ pub fn lower(graph: &Graph) -> Vec<Call> {
     for node in &graph.nodes {
         let (ins, outs) = (&node.inputs, &node.outputs);
         match &node.op {
-            Op::Gather => calls.push(Call::Gather { out: outs[0], width: w(outs[0]) }),
+            Op::Gather => calls.push(gather(graph, outs[0])),
+            // Gathered with the images (`Call::Gather`), or written by the caller.
+            Op::Labels => {}
             Op::InputNoise => calls.push(Call::InputNoise { out: outs[0], clean: ins[0], width: w(outs[0]) }),
-            Op::Labels | Op::Concat | Op::ConcatBackward { .. } => {
-                unreachable!("conditional models are refused before lowering (gpu::conditional_refused)")
+            Op::Concat => {
+                let mut dst_at = 0;
+                for &src in ins {
+                    let width = w(src);
+                    calls.push(Call::Columns { dst: outs[0], dst_at, src, src_at: 0, width, accumulate: false });
+                    dst_at += width;
+                }
+            }
+            &Op::ConcatBackward { at, accumulate } => {
+                let (dst, src, width) = (outs[0], ins[0], w(outs[0]));
+                calls.push(Call::Columns { dst, dst_at: 0, src, src_at: at, width, accumulate });
             }
             Op::Dense(l) => {
                 // The product and bias go to the pre-activation where the layer keeps one.
@@ -178,6 +189,12 @@ pub fn lower(graph: &Graph) -> Vec<Call> {
     calls
 }
 
+/// The batch's images into `out`, with the labels of a conditional model.
+pub fn gather(graph: &Graph, out: TensorId) -> Call {
+    let labels = graph.labels.map(|l| (l, graph.width(l)));
+    Call::Gather { out, width: graph.width(out), labels }
+}
+
 fn product(form: MatmulForm, (m, k, n): (Size, Size, usize), [a, b, c]: [(Buf, usize); 3], accumulate: bool) -> Matmul {
     let variant = MatmulVariant::Naive;
     Matmul { form, variant, m, k, n, a, b, c, bias: None, act: Activation::Identity, pre: None, accumulate, slices: 1 }
@@ -222,8 +239,18 @@ pub struct Bindings<'a> {
     pub adam: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
     /// Loss partials (2 x MAX_PARTS) and the per-step loss slots.
     pub losses: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
-    /// The data set's pixels and order, for `Gather`; without them gathers are skipped.
-    pub data: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
+    /// The data set's pixels, order and labels, for `Gather`; without them
+    /// gathers are skipped.
+    pub data: Option<DataBindings<'a>>,
+}
+
+/// A data set's buffers on the device (`labels` packed as the pixels are;
+/// any buffer for an unlabelled set).
+#[derive(Clone, Copy)]
+pub struct DataBindings<'a> {
+    pub pixels: &'a wgpu::Buffer,
+    pub order: &'a wgpu::Buffer,
+    pub labels: &'a wgpu::Buffer,
 }
 
 /// Binds the calls to buffers: one dispatch per call. The split-K scratch
@@ -252,16 +279,33 @@ pub fn emit(
     let ew = |n: usize, off_in: usize, act: Activation| ElementwiseParams {
         n: n as u32,
         off_in: off_in as u32,
-        off_out: 0,
         act: act.code(),
+        ..Default::default()
     };
     for call in calls {
         match call {
-            &Call::Gather { out, width } => {
-                let Some((pixels, order)) = bind.data else { continue };
-                let params = GatherParams { n: width as u32, ..Default::default() };
-                let b = [(Slot::Out, &t(out)?), (Slot::Pixels, pixels), (Slot::Order, order)];
-                p.push(Kernel::GatherBatch, params, &b, grid(width));
+            &Call::Gather { out, width, labels } => {
+                let Some(data) = bind.data else { continue };
+                let classes = labels.map_or(0, |l| l.1);
+                let params = GatherParams { n: width as u32, classes: classes as u32, ..Default::default() };
+                let (out, onehot) = (t(out)?, labels.map(|l| t(l.0)).transpose()?);
+                let mut b = vec![(Slot::Out, &out), (Slot::Pixels, data.pixels), (Slot::Order, data.order)];
+                if let Some(onehot) = &onehot {
+                    b.extend([(Slot::Labels, data.labels), (Slot::Onehot, onehot)]);
+                }
+                p.push(Kernel::GatherBatch, params, &b, grid(width.max(classes)));
+            }
+            &Call::Columns { dst, dst_at, src, src_at, width, accumulate } => {
+                let params = ElementwiseParams {
+                    n: width as u32,
+                    off_in: src_at as u32,
+                    off_out: dst_at as u32,
+                    width_in: graph.width(src) as u32,
+                    width_out: graph.width(dst) as u32,
+                    flags: accumulate_flag(accumulate),
+                    ..Default::default()
+                };
+                p.push(Kernel::CopyColumns, params, &[(Slot::Out, &t(dst)?), (Slot::Inp, &t(src)?)], grid(width));
             }
             &Call::InputNoise { out, clean, width } => {
                 let params = GatherParams { n: width as u32, ..Default::default() };

@@ -36,9 +36,3 @@ pub use engine::{GpuEngine, GpuStats};
 pub use inference::GpuInference;
 pub use profile::{Profile, TimestampMode};
 pub use shaders::{Family, Kernel, Kernels, MatmulForm, MatmulVariant};
-
-/// Conditional models (`train --conditional`) run on the CPU path until the
-/// GPU path has the label ops (gathering labels, concatenation).
-pub fn conditional_refused() -> crate::error::Error {
-    crate::error::Error::invalid("--device", "conditional models run on the CPU path for now (--device cpu)")
-}

@@ -64,8 +64,10 @@ kernel_params! {
 }
 
 kernel_params! {
-    /// Element-wise kernels over (rows, n), rows from the step.
-    ElementwiseParams { n: u32, off_in: u32, off_out: u32, act: u32 }
+    /// Element-wise kernels over (rows, n), rows from the step;
+    /// `copy_columns` reads rows of `width_in` and writes rows of `width_out`
+    /// (offsets are then columns), adding with FLAG_ACCUMULATE.
+    ElementwiseParams { n: u32, off_in: u32, off_out: u32, act: u32, width_in: u32, width_out: u32, flags: u32 }
 }
 
 kernel_params! {
@@ -85,8 +87,9 @@ kernel_params! {
 }
 
 kernel_params! {
-    /// Batch assembly: n pixels per image.
-    GatherParams { n: u32, off_in: u32, off_out: u32 }
+    /// Batch assembly: n pixels per image; a conditional model's labels
+    /// one-hot over `classes` (0: none).
+    GatherParams { n: u32, off_in: u32, off_out: u32, classes: u32 }
 }
 
 kernel_params! {
@@ -185,6 +188,8 @@ pub enum Slot {
     Pixels,
     Order,
     Clean,
+    Labels,
+    Onehot,
     Params,
     AdamM,
     AdamV,
@@ -216,6 +221,8 @@ impl Slot {
             Pixels => "pixels",
             Order => "order",
             Clean => "clean",
+            Labels => "labels",
+            Onehot => "onehot",
             Params => "params",
             AdamM => "adam_m",
             AdamV => "adam_v",
@@ -254,6 +261,8 @@ pub const GATHER: &[Binding] = &[
     Binding { slot: Slot::Pixels, read_only: true, elem: "u32" },
     Binding { slot: Slot::Order, read_only: true, elem: "u32" },
     ro(Slot::Clean),
+    Binding { slot: Slot::Labels, read_only: true, elem: "u32" },
+    rw(Slot::Onehot),
 ];
 pub const ADAM: &[Binding] = &[rw(Slot::Params), rw(Slot::AdamM), rw(Slot::AdamV), ro(Slot::Grads)];
 pub const RANDOM: &[Binding] = &[Binding { slot: Slot::Words, read_only: false, elem: "u32" }];

@@ -159,6 +159,7 @@ pub enum Kernel {
     SigmoidForward,
     SigmoidBackward,
     ColumnSums,
+    CopyColumns,
     BceWithLogitsForward,
     BceWithLogitsBackward,
     MseForward,
@@ -186,7 +187,8 @@ impl Kernel {
             | ActivationBackward
             | BiasAdd
             | SigmoidForward
-            | SigmoidBackward => Family::Activation,
+            | SigmoidBackward
+            | CopyColumns => Family::Activation,
             ColumnSums => Family::Reduce,
             Conv2dForward | Conv2dBackwardData | Conv2dBackwardWeight | ChannelSums => Family::Conv,
             BceWithLogitsForward
@@ -222,6 +224,7 @@ impl Kernel {
             SigmoidForward => "sigmoid_forward",
             SigmoidBackward => "sigmoid_backward",
             ColumnSums => "column_sums",
+            CopyColumns => "copy_columns",
             BceWithLogitsForward => "bce_with_logits_forward",
             BceWithLogitsBackward => "bce_with_logits_backward",
             MseForward => "mse_forward",
@@ -260,6 +263,7 @@ impl Kernel {
             SigmoidForward,
             SigmoidBackward,
             ColumnSums,
+            CopyColumns,
             BceWithLogitsForward,
             BceWithLogitsBackward,
             MseForward,

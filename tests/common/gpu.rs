@@ -103,3 +103,12 @@ pub fn random_planes(count: usize, channels: usize, rows: usize, cols: usize) ->
     let pixels = (0..len).map(|i| (rng::pcg4d([1, 2, 3, i as u32])[0] >> 24) as u8).collect();
     Arc::new(Images { pixels, count, channels, rows, cols, labels: None, class_names: None })
 }
+
+/// `random_planes` with pseudo-random labels below `classes` (none for 0).
+pub fn random_labelled(count: usize, channels: usize, rows: usize, cols: usize, classes: usize) -> Arc<Images> {
+    let mut images = Arc::unwrap_or_clone(random_planes(count, channels, rows, cols));
+    if classes > 0 {
+        images.labels = Some((0..count).map(|i| (rng::pcg4d([4, 5, 6, i as u32])[0] % classes as u32) as u8).collect());
+    }
+    Arc::new(images)
+}

@@ -8,8 +8,7 @@ use super::GpuEngine;
 use crate::data::Images;
 use crate::error::{Error, Result};
 use crate::gpu::buffers::storage;
-use crate::gpu::ir::Call;
-use crate::gpu::lower::{Bindings, emit};
+use crate::gpu::lower::{Bindings, DataBindings, emit, gather};
 use crate::gpu::program::{Program, Step};
 use crate::model::Graph;
 
@@ -19,6 +18,9 @@ pub(super) struct DataSet {
     pub(super) pixels: wgpu::Buffer,
     pub(super) order: wgpu::Buffer,
     pub(super) order_len: usize,
+    /// A conditional model's labels, u8 packed as the pixels are (a window
+    /// of them when streamed); one word otherwise.
+    pub(super) labels: wgpu::Buffer,
     /// `Some(images)` for a streamed data set: `pixels` is a window of that
     /// many images, refilled before each submit with the images of its steps
     /// in step order, and `order` is the identity over the window.
@@ -66,7 +68,8 @@ impl GpuEngine {
             }
         };
         if self.data[i].window.is_none() && self.data[i].order_len < order_len {
-            let d = self.upload_order(images.clone(), self.data[i].pixels.clone(), order_len)?;
+            let (pixels, labels) = (self.data[i].pixels.clone(), self.data[i].labels.clone());
+            let d = self.upload_order(images.clone(), pixels, labels, order_len)?;
             self.data[i] = d;
         }
         Ok(i)
@@ -84,22 +87,51 @@ impl GpuEngine {
     pub(super) fn stream(&mut self, images: &Arc<Images>, window: usize) -> Result<DataSet> {
         let bytes = window.saturating_mul(images.dim());
         let pixels = storage(&self.ctx, "pixel window", bytes.div_ceil(4) * 4, wgpu::BufferUsages::empty())?;
-        let mut d = self.upload_order(images.clone(), pixels, window)?;
+        let labels = self.labels_buffer(images, window)?;
+        let mut d = self.upload_order(images.clone(), pixels, labels, window)?;
         let identity: Vec<u32> = (0..window as u32).collect();
         self.ctx.queue.write_buffer(&d.order, 0, bytemuck::cast_slice(&identity));
         d.window = Some(window);
         Ok(d)
     }
 
-    /// The window's contents for `steps`: their images in step order.
-    pub(super) fn fill_window(images: &Images, order: &[u32], steps: &[Step]) -> Vec<u32> {
+    /// The window's contents for `steps`: their images in step order, and
+    /// their labels when the model is conditional.
+    pub(super) fn fill_window(&self, images: &Images, order: &[u32], steps: &[Step]) -> (Vec<u32>, Option<Vec<u32>>) {
+        let rows = || steps.iter().flat_map(|s| &order[s.row_offset as usize..][..s.rows as usize]);
         let mut bytes = Vec::new();
-        for s in steps {
-            for &i in &order[s.row_offset as usize..][..s.rows as usize] {
-                bytes.extend_from_slice(images.image(i as usize));
-            }
+        for &i in rows() {
+            bytes.extend_from_slice(images.image(i as usize));
         }
-        pack_words(&bytes)
+        let labels = match (&images.labels, self.arch.config.classes) {
+            (Some(labels), 1..) => Some(pack_words(&rows().map(|&i| labels[i as usize]).collect::<Vec<_>>())),
+            _ => None,
+        };
+        (pack_words(&bytes), labels)
+    }
+
+    /// A conditional model's labels buffer: `images`' labels (checked
+    /// against its classes), or room for a window of `window`; a placeholder
+    /// word for other models.
+    fn labels_buffer(&self, images: &Images, window: usize) -> Result<wgpu::Buffer> {
+        let classes = self.arch.config.classes;
+        if classes == 0 {
+            return storage(&self.ctx, "no labels", 4, wgpu::BufferUsages::empty());
+        }
+        let Some(labels) = &images.labels else {
+            return Err(Error::invalid("data", "the model is conditional and these images have no labels"));
+        };
+        if let Some((i, &l)) = labels.iter().enumerate().find(|&(_, &l)| l as usize >= classes) {
+            return Err(Error::invalid(
+                "data",
+                format!("image {i} has label {l}, beyond the model's {classes} classes"),
+            ));
+        }
+        let mut words = if self.streams(images) { vec![0; window.div_ceil(4)] } else { pack_words(labels) };
+        words.resize(words.len().max(1), 0);
+        let buffer = storage(&self.ctx, "labels", words.len() * 4, wgpu::BufferUsages::empty())?;
+        self.ctx.queue.write_buffer(&buffer, 0, bytemuck::cast_slice(&words));
+        Ok(buffer)
     }
 
     pub(super) fn upload(&mut self, images: &Arc<Images>, order_len: usize) -> Result<DataSet> {
@@ -115,28 +147,30 @@ impl GpuEngine {
         words.resize(words.len().max(4), 0);
         let pixels = storage(&self.ctx, "pixels", words.len() * 4, wgpu::BufferUsages::empty())?;
         self.ctx.queue.write_buffer(&pixels, 0, bytemuck::cast_slice(&words));
-        self.upload_order(images.clone(), pixels, order_len)
+        let labels = self.labels_buffer(images, 0)?;
+        self.upload_order(images.clone(), pixels, labels, order_len)
     }
 
     pub(super) fn upload_order(
         &mut self,
         images: Arc<Images>,
         pixels: wgpu::Buffer,
+        labels: wgpu::Buffer,
         order_len: usize,
     ) -> Result<DataSet> {
         let order = storage(&self.ctx, "order", order_len.max(1) * 4, wgpu::BufferUsages::empty())?;
         let graph = Graph::forward(&self.arch, false);
-        let gather = [Call::Gather { out: graph.clean, width: graph.width(graph.clean) }];
+        let gather = [gather(&graph, graph.clean)];
         let bind = Bindings {
             params: &self.params.params,
             param_count: self.params.count,
             grads: None,
             adam: None,
             losses: None,
-            data: Some((&pixels, &order)),
+            data: Some(DataBindings { pixels: &pixels, order: &order, labels: &labels }),
         };
         let gather = emit(&self.ctx, &self.kernels, &graph, &gather, &mut self.pool, &bind)?;
-        Ok(DataSet { images, pixels, order, order_len, window: None, gather })
+        Ok(DataSet { images, pixels, order, order_len, labels, window: None, gather })
     }
 }
 

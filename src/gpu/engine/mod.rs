@@ -117,9 +117,6 @@ impl GpuEngine {
         if max_batch == 0 {
             return Err(Error::invalid("--batch-size", "must be at least 1"));
         }
-        if arch.config.classes > 0 {
-            return Err(crate::gpu::conditional_refused());
-        }
         // A lost device (driver reset, GPU removed, a watchdog) fails every
         // later call; the callback keeps the reason so that errors name it.
         // One callback per device: the engine built last on a context owns it.

@@ -91,8 +91,11 @@ impl GpuEngine {
             let end = range.end;
             if streamed {
                 // Written before this submit, after the previous one's reads (queue order).
-                let words = GpuEngine::fill_window(images, order, &steps[done..end]);
+                let (words, labels) = self.fill_window(images, order, &steps[done..end]);
                 queue.write_buffer(&self.data[d].pixels, 0, bytemuck::cast_slice(&words));
+                if let Some(labels) = labels {
+                    queue.write_buffer(&self.data[d].labels, 0, bytemuck::cast_slice(&labels));
+                }
             }
             lap(&mut host.wait_us);
             let tick = end >= next_tick || end == steps.len();
