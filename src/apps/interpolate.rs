@@ -62,9 +62,9 @@ pub fn run(model: &mut dyn Inference, data: Option<&DataSet>, o: &InterpolateOpt
     o.check()?;
     if model.arch().config.classes > 0 {
         // Which label the points between two images would decode with has no one answer.
-        return Err(Error::invalid(
-            "interpolate",
-            "the model is conditional: walk its label between two classes with --classes A:B",
+        return Err(Error::unsupported(
+            "interpolate between images",
+            "a model that is not conditional; walk this one's label between two classes with --classes A:B",
         ));
     }
     if o.slerp {
