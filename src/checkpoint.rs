@@ -1,6 +1,7 @@
 //! `model.safetensors`: the flat parameter buffer cut into tensors named and
 //! shaped like PyTorch `nn.Linear` modules (`weight` [out, in], `bias` [out]),
-//! with the model's configuration in the metadata so the file stands alone.
+//! with the model's configuration in the metadata so the file stands alone;
+//! a conditional model's also names its classes.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,14 +18,27 @@ const CONFIG_KEY: &str = "gpu_vae.model";
 /// also stored in the optimizer state written with it, so that a pair from
 /// two different moments is recognized.
 pub const POSITION_KEY: &str = "gpu_vae.position";
+/// A conditional model's class count, in decimal (also in the model's
+/// configuration; here for readers that do not parse it). Absent otherwise.
+pub const CLASSES_KEY: &str = "gpu_vae.classes";
+/// A conditional model's class names, label by label, as a JSON array of
+/// strings; absent when the data names none (or the model is not conditional).
+pub const CLASS_NAMES_KEY: &str = "gpu_vae.class_names";
 
 /// Writes the parameters atomically: the previous checkpoint survives a crash.
 pub fn save(path: &Path, arch: &Architecture, params: &[f32]) -> Result<()> {
-    save_at(path, arch, params, None)
+    save_at(path, arch, params, None, &[])
 }
 
-/// `save`, with the run's position in the metadata (`POSITION_KEY`).
-pub fn save_at(path: &Path, arch: &Architecture, params: &[f32], position: Option<&str>) -> Result<()> {
+/// `save`, with the run's position (`POSITION_KEY`) and a conditional
+/// model's class names (`CLASS_NAMES_KEY`, when there are any) in the metadata.
+pub fn save_at(
+    path: &Path,
+    arch: &Architecture,
+    params: &[f32],
+    position: Option<&str>,
+    class_names: &[String],
+) -> Result<()> {
     assert_eq!(params.len(), arch.param_count);
     let bytes: &[u8] = bytemuck::cast_slice(params);
     let views = arch.tensors.iter().map(|t| {
@@ -36,6 +50,16 @@ pub fn save_at(path: &Path, arch: &Architecture, params: &[f32], position: Optio
     let mut metadata = HashMap::from([(CONFIG_KEY.to_string(), config)]);
     if let Some(position) = position {
         metadata.insert(POSITION_KEY.to_string(), position.to_string());
+    }
+    // Only for conditional models, so that other checkpoints keep their bytes.
+    let classes = arch.config.classes;
+    if classes > 0 {
+        metadata.insert(CLASSES_KEY.to_string(), classes.to_string());
+        if !class_names.is_empty() {
+            assert_eq!(class_names.len(), classes, "a name per class");
+            let names = serde_json::to_string(class_names).expect("strings serialize");
+            metadata.insert(CLASS_NAMES_KEY.to_string(), names);
+        }
     }
     let file = safetensors::serialize(views, Some(metadata))
         .map_err(|e| Error::bad_file(path, format!("cannot serialize checkpoint: {e}")))?;
@@ -77,6 +101,19 @@ pub fn position(path: &Path) -> Result<Option<String>> {
     let (_, metadata) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| Error::bad_file(path, format!("not a safetensors file: {e}")))?;
     Ok(metadata.metadata().as_ref().and_then(|m| m.get(POSITION_KEY)).cloned())
+}
+
+/// A conditional model's class names from its checkpoint's metadata (empty
+/// when it records none).
+pub fn class_names(path: &Path) -> Result<Vec<String>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (_, metadata) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::bad_file(path, format!("not a safetensors file: {e}")))?;
+    match metadata.metadata().as_ref().and_then(|m| m.get(CLASS_NAMES_KEY)) {
+        None => Ok(Vec::new()),
+        Some(json) => serde_json::from_str(json)
+            .map_err(|e| Error::bad_file(path, format!("bad `{CLASS_NAMES_KEY}` metadata: {e}"))),
+    }
 }
 
 /// Parses a checkpoint's bytes; `path` only names the file in errors.
@@ -158,11 +195,42 @@ mod tests {
         let path = dir.path().join("m.safetensors");
         let mut files = Vec::new();
         for _ in 0..8 {
-            save_at(&path, &arch, &params, Some("{\"step\":3}")).unwrap();
+            save_at(&path, &arch, &params, Some("{\"step\":3}"), &[]).unwrap();
             files.push(std::fs::read(&path).unwrap());
         }
         assert!(files.iter().all(|f| *f == files[0]), "checkpoints of the same parameters differ");
         assert_eq!(load(&path).unwrap().1, params);
         assert_eq!(position(&path).unwrap().as_deref(), Some("{\"step\":3}"));
+    }
+
+    /// A conditional model's checkpoint names its classes; others carry no class keys.
+    #[test]
+    fn class_names_are_in_a_conditional_checkpoints_metadata() {
+        let mut config =
+            ModelConfig { hidden: vec![4], latent: 2, image_rows: 3, image_cols: 5, ..ModelConfig::pytorch_vae() };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let keys = |path: &Path| {
+            let bytes = std::fs::read(path).unwrap();
+            let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+            let mut keys: Vec<String> = meta.metadata().as_ref().unwrap().keys().cloned().collect();
+            keys.sort();
+            keys
+        };
+        let arch = Architecture::new(&config).unwrap();
+        save_at(&path, &arch, &vec![0.5; arch.param_count], None, &[]).unwrap();
+        assert_eq!(keys(&path), [CONFIG_KEY]);
+        assert!(class_names(&path).unwrap().is_empty());
+
+        config.classes = 3;
+        let arch = Architecture::new(&config).unwrap();
+        let names = ["cat".to_string(), "dog".into(), "Ankle \"boot\"".into()];
+        save_at(&path, &arch, &vec![0.5; arch.param_count], None, &names).unwrap();
+        assert_eq!(keys(&path), [CLASS_NAMES_KEY, CLASSES_KEY, CONFIG_KEY]);
+        assert_eq!(class_names(&path).unwrap(), names);
+        assert_eq!(load(&path).unwrap().0.config.classes, 3);
+        // Without names, the count alone.
+        save_at(&path, &arch, &vec![0.5; arch.param_count], None, &[]).unwrap();
+        assert_eq!(keys(&path), [CLASSES_KEY, CONFIG_KEY]);
     }
 }

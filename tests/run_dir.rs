@@ -159,7 +159,7 @@ fn the_reconstruct_report_holds_the_numbers_it_prints() {
     let dir = tempfile::tempdir().unwrap();
     let (_run, mut model, data) = open(&write_run(dir.path(), &small_config(ModelKind::Vae)));
     let (png, csv) = (dir.path().join("rec.png"), dir.path().join("rec.csv"));
-    let o = ReconstructOptions { split: Split::Train, n: 3, out: png.clone(), csv: None };
+    let o = ReconstructOptions { split: Split::Train, n: 3, out: png.clone(), csv: None, as_classes: vec![] };
     let report = reconstruct::run(model.as_mut(), &data, &o).unwrap();
     assert_eq!(report.mse.len(), 3);
     let x = apps::pixels(&data.train, &[0, 1, 2]);
@@ -173,12 +173,13 @@ fn the_reconstruct_report_holds_the_numbers_it_prints() {
     assert!(png.is_file());
 
     // With a CSV the per-image lines go there.
-    let o = ReconstructOptions { split: Split::Test, n: 2, out: png, csv: Some(csv.clone()) };
+    let o = ReconstructOptions { split: Split::Test, n: 2, out: png, csv: Some(csv.clone()), as_classes: vec![] };
     let text = reconstruct::run(model.as_mut(), &data, &o).unwrap().to_string();
     assert!(text.starts_with(&format!("wrote {}\n2 test images", csv.display())), "{text}");
     assert_eq!(std::fs::read_to_string(&csv).unwrap().lines().count(), 3);
 
-    let o = ReconstructOptions { split: Split::Test, n: 0, out: dir.path().join("x.png"), csv: None };
+    let o =
+        ReconstructOptions { split: Split::Test, n: 0, out: dir.path().join("x.png"), csv: None, as_classes: vec![] };
     let err = reconstruct::run(model.as_mut(), &data, &o).err().unwrap();
     assert_eq!(err.to_string(), "invalid --n: must be at least 1");
 }

@@ -3,9 +3,10 @@
 
 use std::path::PathBuf;
 
-use super::codes::{self, Bits};
-use super::{CHUNK, Inference, Split, at_least_one, decode_all, first_pixels, latent_means, split_images, wrote};
+use super::codes::{self, Bits, Labels};
+use super::{CHUNK, Inference, Split, at_least_one, decode_all, first_labels, first_pixels, latent_means};
 use super::{mean, per_image_mse, psnr};
+use super::{split_images, wrote};
 use crate::data::{DataSet, Images, idx};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
@@ -49,14 +50,18 @@ pub fn encode(model: &mut dyn Inference, data: &DataSet, o: &EncodeOptions) -> R
     let cfg = model.arch().config.clone();
     let images = split_images(model.arch(), data, o.split)?;
     let (x, rows) = first_pixels(images, o.n);
-    let means = latent_means(model, &x, None, rows)?;
-    let bytes = codes::to_bytes(&means, cfg.latent, (cfg.channels, cfg.image_rows, cfg.image_cols), o.bits);
+    // A conditional model's codes go with the labels they were encoded with.
+    let labels = first_labels(model, images, rows)?;
+    let means = latent_means(model, &x, labels.as_deref(), rows)?;
+    let tagged = labels.as_deref().map(|of_each| Labels { classes: cfg.classes, of_each });
+    let shape = (cfg.channels, cfg.image_rows, cfg.image_cols);
+    let bytes = codes::to_bytes_labelled(&means, cfg.latent, shape, o.bits, tagged);
     write_atomic(&o.out, &bytes)?;
 
     let back = codes::parse(&bytes, &o.out)?;
     let dim = cfg.input_dim();
     let mut mean_psnr = |z: &[f32]| -> Result<f64> {
-        let y = decode_all(model, z, None, rows)?;
+        let y = decode_all(model, z, back.labels.as_deref(), rows)?;
         Ok(mean(&per_image_mse(&x, &y, dim).into_iter().map(psnr).collect::<Vec<_>>()))
     };
     let (psnr_quantized, psnr_exact) = (mean_psnr(&back.values)?, mean_psnr(&means)?);
@@ -114,6 +119,8 @@ pub struct DecodeReport {
     pub channels: usize,
     pub rows: usize,
     pub cols: usize,
+    /// Classes of the labels the codes were decoded with (0: none).
+    pub classes: usize,
     pub out: PathBuf,
 }
 
@@ -127,10 +134,13 @@ pub fn decode(model: &mut dyn Inference, o: &DecodeOptions) -> Result<DecodeRepo
             "IDX image files hold grayscale images and these codes are of RGB images; use --format png",
         ));
     }
-    // Chunk by chunk, so that only the bytes of the images are held, not their f32s.
+    // Chunk by chunk, so that only the bytes of the images are held, not their
+    // f32s; a conditional model's codes with their labels (`check_model`).
     let mut pixels = Vec::new();
-    for z in c.values.chunks(CHUNK * c.latent) {
-        pixels.extend(codes::to_u8(&decode_all(model, z, None, z.len() / c.latent)?));
+    for (i, z) in c.values.chunks(CHUNK * c.latent).enumerate() {
+        let rows = z.len() / c.latent;
+        let labels = c.labels.as_deref().map(|l| &l[i * CHUNK..i * CHUNK + rows]);
+        pixels.extend(codes::to_u8(&decode_all(model, z, labels, rows)?));
     }
     let decoded = Images {
         pixels,
@@ -150,6 +160,7 @@ pub fn decode(model: &mut dyn Inference, o: &DecodeOptions) -> Result<DecodeRepo
         channels: c.channels,
         rows: c.image_rows,
         cols: c.image_cols,
+        classes: c.classes,
         out: o.out.clone(),
     })
 }
@@ -185,7 +196,11 @@ fn write_pngs(dir: &std::path::Path, images: &Images) -> Result<()> {
 impl std::fmt::Display for DecodeReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let colour = if self.channels == 3 { " RGB" } else { "" };
-        writeln!(f, "decoded {} images of {}x{}{colour}", self.count, self.rows, self.cols)?;
+        write!(f, "decoded {} images of {}x{}{colour}", self.count, self.rows, self.cols)?;
+        match self.classes {
+            0 => writeln!(f)?,
+            k => writeln!(f, ", each with its label (of {k} classes)")?,
+        }
         wrote(f, &self.out)
     }
 }

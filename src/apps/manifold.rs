@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use super::{Inference, Split, at_least_one, decode_all, first_pixels, latent_means, pca, split_images, wrote};
+use super::{Inference, Split, at_least_one, check_class, decode_all, first_labels, first_pixels, latent_means};
+use super::{pca, split_images, wrote};
 use crate::data::DataSet;
 use crate::error::{Error, Result};
 use crate::limits;
@@ -21,6 +22,9 @@ pub struct ManifoldOptions {
     /// Two latent dimensions to span [default: a 2-D latent's own, else the
     /// split's first two principal directions].
     pub dims: Option<(usize, usize)>,
+    /// The class a conditional model decodes the plane with (`--class`;
+    /// needed for one, refused for others).
+    pub class: Option<u8>,
     pub out: PathBuf,
 }
 
@@ -49,6 +53,7 @@ pub struct ManifoldReport {
     pub n: usize,
     /// What the grid's axes are.
     pub plane: String,
+    pub class: Option<u8>,
     pub out: PathBuf,
 }
 
@@ -57,6 +62,15 @@ pub struct ManifoldReport {
 pub fn run(model: &mut dyn Inference, data: Option<&DataSet>, o: &ManifoldOptions) -> Result<ManifoldReport> {
     o.check()?;
     let cfg = model.arch().config.clone();
+    match o.class {
+        Some(k) => check_class(model.arch(), "--class", k)?,
+        None if cfg.classes > 0 => {
+            let why =
+                format!("the model is conditional: name the class to decode the plane as (0 to {})", cfg.classes - 1);
+            return Err(Error::invalid("--class", why));
+        }
+        None => {}
+    }
     limits::check_rows("--n", o.n * o.n, &cfg)?;
     let latent = cfg.latent;
     if latent < 2 {
@@ -74,7 +88,9 @@ pub fn run(model: &mut dyn Inference, data: Option<&DataSet>, o: &ManifoldOption
         let data = data.ok_or_else(|| Error::unsupported("manifold", "the run's data for this plane"))?;
         let images = split_images(model.arch(), data, o.split)?;
         let (x, rows) = first_pixels(images, None);
-        let means = latent_means(model, &x, None, rows)?;
+        // A conditional model's codes of the images, each encoded with its own label.
+        let labels = first_labels(model, images, rows)?;
+        let means = latent_means(model, &x, labels.as_deref(), rows)?;
         match o.dims {
             Some(d) => Plane::code_dims(&means, latent, d, o.n),
             None if latent == 2 => Plane::code_dims(&means, latent, (0, 1), o.n),
@@ -83,14 +99,19 @@ pub fn run(model: &mut dyn Inference, data: Option<&DataSet>, o: &ManifoldOption
     } else {
         Plane::prior_quantiles(latent, o.dims.unwrap_or((0, 1)), o.n)
     };
-    let pictures = decode_all(model, &plane.latents(), None, o.n * o.n)?;
+    let labels = o.class.map(|k| vec![k; o.n * o.n]);
+    let pictures = decode_all(model, &plane.latents(), labels.as_deref(), o.n * o.n)?;
     write_grid(&o.out, &pictures, cfg.channels, cfg.image_rows, cfg.image_cols, o.n)?;
-    Ok(ManifoldReport { n: o.n, plane: plane.description, out: o.out.clone() })
+    Ok(ManifoldReport { n: o.n, plane: plane.description, class: o.class, out: o.out.clone() })
 }
 
 impl std::fmt::Display for ManifoldReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "{}x{} grid: {}", self.n, self.n, self.plane)?;
+        write!(f, "{}x{} grid: {}", self.n, self.n, self.plane)?;
+        match self.class {
+            Some(k) => writeln!(f, ", decoded as class {k}")?,
+            None => writeln!(f)?,
+        }
         wrote(f, &self.out)
     }
 }

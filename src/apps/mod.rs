@@ -117,6 +117,18 @@ pub fn require_vae(arch: &Architecture, what: &'static str) -> Result<()> {
     }
 }
 
+/// Errors unless the model is conditional and `class` one of its classes:
+/// `flag` names the option that asked for it.
+pub fn check_class(arch: &Architecture, flag: &'static str, class: u8) -> Result<()> {
+    match arch.config.classes {
+        0 => Err(Error::invalid(flag, "needs a conditional model (train --conditional); this one is not")),
+        k if class as usize >= k => {
+            Err(Error::invalid(flag, format!("class {class}, but the model has {k} classes (0 to {})", k - 1)))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Errors unless the images have the size and channels the model was trained on.
 pub fn check_image_size(arch: &Architecture, images: &Images, source: &str) -> Result<()> {
     let (rows, cols) = (arch.config.image_rows, arch.config.image_cols);

@@ -1,9 +1,10 @@
-//! `reconstruct`: inputs above their reconstructions, with the error of each.
+//! `reconstruct`: inputs above their reconstructions, with the error of each;
+//! for a conditional model, also each image decoded as other classes.
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-use super::{Inference, Split, at_least_one, mean, per_image_mse, pixels, psnr, split_images, wrote};
+use super::{Inference, Split, at_least_one, check_class, mean, per_image_mse, pixels, psnr, split_images, wrote};
 use crate::data::{DataSet, Images};
 use crate::error::Result;
 use crate::fsutil::write_atomic;
@@ -18,6 +19,10 @@ pub struct ReconstructOptions {
     pub out: PathBuf,
     /// Per-image MSE and PSNR go here instead of into the report's lines.
     pub csv: Option<PathBuf>,
+    /// A conditional model's classes to decode each image as (`--as-class`):
+    /// then one row per image, the image, its reconstruction (its own
+    /// label at both ends) and its latent mean decoded with each of these.
+    pub as_classes: Vec<u8>,
 }
 
 impl ReconstructOptions {
@@ -32,18 +37,60 @@ pub struct ReconstructReport {
     pub mse: Vec<f64>,
     pub out: PathBuf,
     pub csv: Option<PathBuf>,
+    pub as_classes: Vec<u8>,
 }
 
 /// Reconstructs the first images of a split: writes the picture (and the CSV).
 pub fn run(model: &mut dyn Inference, data: &DataSet, o: &ReconstructOptions) -> Result<ReconstructReport> {
     o.check()?;
+    for &k in &o.as_classes {
+        check_class(model.arch(), "--as-class", k)?;
+    }
     let images = split_images(model.arch(), data, o.split)?;
     let r = reconstruct_first(model, images, o.n)?;
     if let Some(path) = &o.csv {
         write_csv(path, &r.mse)?;
     }
-    write_pairs(&o.out, &r, (images.channels, images.rows, images.cols))?;
-    Ok(ReconstructReport { split: o.split, mse: r.mse, out: o.out.clone(), csv: o.csv.clone() })
+    let shape = (images.channels, images.rows, images.cols);
+    if o.as_classes.is_empty() {
+        write_pairs(&o.out, &r, shape)?;
+    } else {
+        let rows = as_class_rows(model, images, &r, &o.as_classes)?;
+        write_grid(&o.out, &rows, shape.0, shape.1, shape.2, 2 + o.as_classes.len())?;
+    }
+    Ok(ReconstructReport {
+        split: o.split,
+        mse: r.mse,
+        out: o.out.clone(),
+        csv: o.csv.clone(),
+        as_classes: o.as_classes.clone(),
+    })
+}
+
+/// One row per image of `r`: the image, its reconstruction, then its latent
+/// mean (encoded with its own label) decoded with each class of `classes`.
+pub fn as_class_rows(
+    model: &mut dyn Inference,
+    images: &Images,
+    r: &Reconstruction,
+    classes: &[u8],
+) -> Result<Vec<f32>> {
+    let (n, dim) = (r.mse.len(), images.dim());
+    let indices: Vec<usize> = (0..n).collect();
+    let labels = super::labels_for(model, images, &indices)?;
+    let z = super::latent_means(model, &r.inputs, labels.as_deref(), n)?;
+    let mut decoded = Vec::with_capacity(classes.len());
+    for &k in classes {
+        decoded.push(super::decode_all(model, &z, Some(&vec![k; n]), n)?);
+    }
+    let mut out = Vec::with_capacity(n * (2 + classes.len()) * dim);
+    for i in 0..n {
+        let tile = |v: &[f32]| v[i * dim..(i + 1) * dim].to_vec();
+        out.extend(tile(&r.inputs));
+        out.extend(tile(&r.outputs));
+        decoded.iter().for_each(|d| out.extend(tile(d)));
+    }
+    Ok(out)
 }
 
 impl std::fmt::Display for ReconstructReport {
@@ -66,6 +113,10 @@ impl std::fmt::Display for ReconstructReport {
             mean(&self.mse),
             mean(&psnrs)
         )?;
+        if !self.as_classes.is_empty() {
+            let classes: Vec<String> = self.as_classes.iter().map(u8::to_string).collect();
+            writeln!(f, "rows: image, reconstruction, as class {}", classes.join(", "))?;
+        }
         wrote(f, &self.out)
     }
 }

@@ -58,3 +58,13 @@ pub fn open_inference(
 ) -> anyhow::Result<Box<dyn Inference>> {
     Ok(apps::open_model(arch, params, open_gpu(device)?)?)
 }
+
+/// `open_inference` for any parameters of `arch`, the device decided once.
+pub fn inference_opener(
+    device: &DeviceArgs,
+    arch: &Architecture,
+) -> anyhow::Result<impl FnMut(Vec<f32>) -> crate::error::Result<Box<dyn Inference>> + use<>> {
+    let gpu = open_gpu_for(device, arch)?;
+    let arch = arch.clone();
+    Ok(move |params| apps::open_model(&arch, params, gpu.clone()))
+}

@@ -3,6 +3,7 @@
 
 pub mod apps;
 mod bench;
+mod classes;
 mod device;
 mod export;
 mod progress;

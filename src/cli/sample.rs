@@ -29,12 +29,11 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     let cfg = run.arch().config.clone();
     let names = &run.config().class_names;
     let classes = match args.class.as_deref() {
-        _ if cfg.classes == 0 && args.class.is_some() => {
-            bail!("invalid --class: {} is not a conditional run (trained without --conditional)", args.run.display())
-        }
         None => Classes::InTurn,
-        Some("all") => Classes::All,
-        Some(k) => Classes::One(parse_class(k, cfg.classes, names)?),
+        Some(k) => match super::classes::resolve("--class", k, &run, true)?[..] {
+            [one] if k != "all" => Classes::One(one),
+            _ => Classes::All,
+        },
     };
     let (n, cols, labels): (usize, usize, Option<Vec<u8>>) = match classes {
         _ if cfg.classes == 0 => (args.n.unwrap_or(64), GRID_COLS, None),
@@ -77,27 +76,6 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     }
     println!("wrote {} ({n} samples)", args.out.display());
     Ok(())
-}
-
-/// A class by number (below `classes`) or by one of the run's names.
-fn parse_class(k: &str, classes: usize, names: &[String]) -> anyhow::Result<u8> {
-    if let Ok(i) = k.parse::<usize>() {
-        if i >= classes {
-            bail!("invalid --class: {i}, but the run has {classes} classes (0 to {})", classes - 1);
-        }
-        return Ok(i as u8);
-    }
-    match names.iter().position(|n| n.eq_ignore_ascii_case(k)) {
-        Some(i) => Ok(i as u8),
-        None if names.is_empty() => {
-            bail!("invalid --class: {k:?} is not a class number (0 to {}) or `all`", classes - 1)
-        }
-        None => bail!(
-            "invalid --class: {k:?} is not `all`, a class number (0 to {}) or a name ({})",
-            classes - 1,
-            names.join(", ")
-        ),
-    }
 }
 
 /// The label of class `k` at a grid's margin: its name, or its number.

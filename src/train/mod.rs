@@ -292,7 +292,8 @@ impl CheckpointWriter<'_, '_> {
             crate::fsutil::write_atomic(&state::staged(&out.join(CONFIG_FILE)), config.as_bytes())?;
         }
         // The commit: from here on the staged files are the model's.
-        checkpoint::save_at(&out.join(MODEL_FILE), self.run.arch, &params, Some(&position.to_json()))?;
+        let names = &self.run.config.class_names;
+        checkpoint::save_at(&out.join(MODEL_FILE), self.run.arch, &params, Some(&position.to_json()), names)?;
         run_dir::settle(out)?;
         if !has_adam {
             // An engine without Adam's state: the run cannot be resumed, and

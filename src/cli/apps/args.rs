@@ -10,7 +10,7 @@ use crate::apps::codes::Bits;
 use crate::apps::compress::{DecodeOptions, EncodeOptions};
 use crate::apps::denoise::{Corruption, DenoiseOptions};
 use crate::apps::eval::EvalOptions;
-use crate::apps::interpolate::InterpolateOptions;
+use crate::apps::interpolate::{ClassWalkOptions, InterpolateOptions};
 use crate::apps::latent_plot::LatentPlotOptions;
 use crate::apps::manifold::ManifoldOptions;
 use crate::apps::reconstruct::ReconstructOptions;
@@ -68,6 +68,11 @@ pub struct ReconstructArgs {
     /// Write per-image MSE and PSNR here instead of printing them.
     #[arg(long)]
     pub csv: Option<PathBuf>,
+    /// A conditional run: one row per image, the image, its reconstruction
+    /// and its latent mean decoded as class K (a number or name, or `all`
+    /// for every class in turn).
+    #[arg(long, value_name = "K")]
+    pub as_class: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -93,6 +98,13 @@ pub struct InterpolateArgs {
     /// Also walk the great circle (VAE): a second row per pair.
     #[arg(long)]
     pub slerp: bool,
+    /// A conditional run: walk the one-hot label linearly from class A to
+    /// class B (numbers or names) at each image's latent mean, a row per image.
+    #[arg(long, value_name = "A:B", conflicts_with_all = ["from", "to", "pairs", "from_file", "to_file", "slerp"])]
+    pub classes: Option<String>,
+    /// Rows of --classes: the first N images of the split [default: 8].
+    #[arg(long, requires = "classes")]
+    pub n: Option<usize>,
     /// PNG file to write.
     #[arg(long)]
     pub out: PathBuf,
@@ -109,6 +121,9 @@ pub struct ManifoldArgs {
     /// else the split's first two principal directions].
     #[arg(long, value_delimiter = ',')]
     pub dims: Option<Vec<usize>>,
+    /// A conditional run's class to decode the plane as (a number or name).
+    #[arg(long, value_name = "K")]
+    pub class: Option<String>,
     /// PNG file to write.
     #[arg(long)]
     pub out: PathBuf,
@@ -234,7 +249,14 @@ fn parse_pair(s: &str) -> std::result::Result<(usize, usize), String> {
 
 impl ReconstructArgs {
     pub fn options(&self) -> Result<ReconstructOptions> {
-        let o = ReconstructOptions { split: self.run.split, n: self.n, out: self.out.clone(), csv: self.csv.clone() };
+        // --as-class is resolved once the run (its class names) is open.
+        let o = ReconstructOptions {
+            split: self.run.split,
+            n: self.n,
+            out: self.out.clone(),
+            csv: self.csv.clone(),
+            as_classes: Vec::new(),
+        };
         o.check()?;
         Ok(o)
     }
@@ -255,6 +277,25 @@ impl InterpolateArgs {
     }
 }
 
+impl InterpolateArgs {
+    /// `--classes A:B`'s options, the classes (A, B) filled in once the run is open.
+    pub fn class_walk_options(&self) -> Result<Option<(ClassWalkOptions, (String, String))>> {
+        let Some(spec) = &self.classes else { return Ok(None) };
+        let (a, b) = spec
+            .split_once(':')
+            .ok_or_else(|| Error::invalid("--classes", format!("{spec:?} is not a pair of classes A:B")))?;
+        let o = ClassWalkOptions {
+            split: self.run.split,
+            classes: (0, 0),
+            n: self.n.unwrap_or(8),
+            steps: self.steps,
+            out: self.out.clone(),
+        };
+        o.check()?;
+        Ok(Some((o, (a.to_string(), b.to_string()))))
+    }
+}
+
 impl ManifoldArgs {
     pub fn options(&self) -> Result<ManifoldOptions> {
         let dims = match self.dims.as_deref() {
@@ -264,7 +305,8 @@ impl ManifoldArgs {
                 return Err(Error::invalid("--dims", format!("two different dimensions a,b are needed, got {d:?}")));
             }
         };
-        let o = ManifoldOptions { split: self.run.split, n: self.n, dims, out: self.out.clone() };
+        // --class is resolved once the run (its class names) is open.
+        let o = ManifoldOptions { split: self.run.split, n: self.n, dims, class: None, out: self.out.clone() };
         o.check()?;
         Ok(o)
     }

@@ -8,24 +8,40 @@ pub use args::*;
 
 use crate::apps::{Inference, anomaly, compress, denoise, eval, interpolate, latent_plot, manifold, reconstruct};
 use crate::cli::DeviceArgs;
+use crate::cli::classes;
 use crate::train::run_dir::RunDir;
 
 pub fn run(command: AppCommand) -> anyhow::Result<()> {
     match command {
         AppCommand::Reconstruct(a) => {
-            let o = a.options()?;
+            let mut o = a.options()?;
             let (run, mut model) = open(&a.run)?;
+            if let Some(k) = &a.as_class {
+                o.as_classes = classes::resolve("--as-class", k, &run, true)?;
+            }
             print!("{}", reconstruct::run(model.as_mut(), &run.load_data()?, &o)?);
         }
         AppCommand::Interpolate(a) => {
+            if let Some((mut o, (from, to))) = a.class_walk_options()? {
+                let (run, mut model) = open(&a.run)?;
+                let one = |k: &str| -> anyhow::Result<u8> { Ok(classes::resolve("--classes", k, &run, false)?[0]) };
+                o.classes = (one(&from)?, one(&to)?);
+                let mut opener = super::device::inference_opener(&a.run.device, run.arch())?;
+                let data = run.load_data()?;
+                print!("{}", interpolate::class_walk(model.as_mut(), &mut opener, run.params(), &data, &o)?);
+                return Ok(());
+            }
             let o = a.options()?;
             let (run, mut model) = open(&a.run)?;
             let data = if o.needs_data() { Some(run.load_data()?) } else { None };
             print!("{}", interpolate::run(model.as_mut(), data.as_ref(), &o)?);
         }
         AppCommand::Manifold(a) => {
-            let o = a.options()?;
+            let mut o = a.options()?;
             let (run, mut model) = open(&a.run)?;
+            if let Some(k) = &a.class {
+                o.class = Some(classes::resolve("--class", k, &run, false)?[0]);
+            }
             let data = if o.needs_data(run.arch()) { Some(run.load_data()?) } else { None };
             print!("{}", manifold::run(model.as_mut(), data.as_ref(), &o)?);
         }
