@@ -64,7 +64,7 @@ pub fn inference_opener(
     device: &DeviceArgs,
     arch: &Architecture,
 ) -> anyhow::Result<impl FnMut(Vec<f32>) -> crate::error::Result<Box<dyn Inference>> + use<>> {
-    let gpu = open_gpu_for(device, arch)?;
+    let gpu = open_gpu(device)?;
     let arch = arch.clone();
     Ok(move |params| apps::open_model(&arch, params, gpu.clone()))
 }
