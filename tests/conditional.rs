@@ -7,9 +7,9 @@ use std::path::Path;
 use std::process::Output;
 
 use assert_cmd::Command;
-use gpu_vae::checkpoint;
-use gpu_vae::engine::{Engine, EvalPlan, Inference};
-use gpu_vae::viz::{PAD, grid_size};
+use gpu_vae::advanced::checkpoint;
+use gpu_vae::advanced::engine::{Engine, EvalPlan, Inference};
+use gpu_vae::advanced::viz::{PAD, grid_size};
 
 fn gpu_vae(args: &[&str]) -> Output {
     Command::cargo_bin("gpu-vae").unwrap().args(args).output().unwrap()
@@ -60,9 +60,10 @@ fn a_conditional_vae_trains_and_samples_each_class() {
     assert!(config.contains("\"classes\": 10") && config.contains("Ankle boot"), "{config}");
 
     // The saved model alone reproduces the logged test loss (the conditional ELBO).
-    let mut model = gpu_vae::cpu::CpuModel::for_inference(arch.clone(), params);
-    let test =
-        std::sync::Arc::new(gpu_vae::data::load(&gpu_vae::data::DataSpec::Embedded, &Default::default()).unwrap().test);
+    let mut model = gpu_vae::advanced::cpu::CpuModel::for_inference(arch.clone(), params);
+    let test = std::sync::Arc::new(
+        gpu_vae::advanced::data::load(&gpu_vae::advanced::data::DataSpec::Embedded, &Default::default()).unwrap().test,
+    );
     let sums = model.evaluate(&test, &EvalPlan { batch_size: 128, seed: 1, noise_std: 0.0 }).unwrap();
     let test_loss = (sums.recon + sums.kl) / test.count as f64;
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
@@ -82,7 +83,7 @@ fn a_conditional_vae_trains_and_samples_each_class() {
     let (gw, gh) = grid_size(10, 8, 28, 28);
     let names =
         ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
-    let margin = names.iter().map(|n| gpu_vae::font::text_width(n)).max().unwrap() + 2 * PAD;
+    let margin = names.iter().map(|n| gpu_vae::advanced::font::text_width(n)).max().unwrap() + 2 * PAD;
     assert_eq!((w, h), (gw + margin, gh));
 
     // One class by name or number, as IDX: the same draws.

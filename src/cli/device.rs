@@ -1,76 +1,36 @@
-//! `--device`: which engine computes, decided before any work starts.
+//! `--device`: which engine computes (`crate::device`), its notes printed.
 
 use std::sync::Arc;
 
-use crate::apps::{self, Inference};
-use crate::cpu::CpuModel;
+use crate::apps::Inference;
+use crate::device;
 use crate::engine::Engine;
-use crate::gpu::{GpuContext, GpuEngine, GpuOptions};
+use crate::gpu::GpuContext;
 use crate::model::Architecture;
 use crate::train::TrainConfig;
 
-use super::{DeviceArgs, DeviceChoice};
+use super::DeviceArgs;
 
-/// The GPU the user asked for, `None` for the CPU path. `auto` takes a
-/// hardware GPU when wgpu finds one and otherwise the CPU path, with a note (a
-/// software adapter such as lavapipe is slower than the CPU path; `--device
-/// gpu` still takes it).
-pub fn open_gpu(device: &DeviceArgs) -> anyhow::Result<Option<Arc<GpuContext>>> {
-    let options = GpuOptions { checked_shaders: device.checked_shaders, ..Default::default() };
-    match device.device {
-        DeviceChoice::Cpu => Ok(None),
-        DeviceChoice::Gpu => Ok(Some(Arc::new(GpuContext::new(options)?))),
-        DeviceChoice::Auto => match GpuContext::new(options) {
-            Ok(ctx) if !ctx.is_software => Ok(Some(Arc::new(ctx))),
-            Ok(ctx) => {
-                eprintln!(
-                    "note: only a software adapter ({}), using the CPU path; --device gpu forces it",
-                    ctx.describe()
-                );
-                Ok(None)
-            }
-            Err(e) => {
-                eprintln!("note: no GPU ({e}), using the CPU path");
-                Ok(None)
-            }
-        },
-    }
+fn print_note(note: String) {
+    eprintln!("note: {note}");
 }
 
-/// The GPU for `arch`: as `open_gpu`, but `auto` takes the CPU path for a
-/// model the GPU path cannot run yet (a conditional one), with a note.
-fn open_gpu_for(device: &DeviceArgs, arch: &Architecture) -> anyhow::Result<Option<Arc<GpuContext>>> {
-    if arch.config.classes > 0 {
-        match device.device {
-            DeviceChoice::Gpu => return Err(crate::gpu::conditional_refused().into()),
-            DeviceChoice::Auto => {
-                eprintln!("note: conditional models run on the CPU path for now");
-                return Ok(None);
-            }
-            DeviceChoice::Cpu => return Ok(None),
-        }
-    }
-    open_gpu(device)
+/// The GPU the user asked for, `None` for the CPU path (`device::open_gpu`).
+pub fn open_gpu(d: &DeviceArgs) -> anyhow::Result<Option<Arc<GpuContext>>> {
+    Ok(device::open_gpu(d.device, d.checked_shaders, &mut print_note)?)
 }
 
 /// Opens the training engine the user asked for.
 pub fn open_engine(
-    device: &DeviceArgs,
+    d: &DeviceArgs,
     arch: &Architecture,
     params: &[f32],
     config: &TrainConfig,
 ) -> anyhow::Result<Box<dyn Engine>> {
-    Ok(match open_gpu_for(device, arch)? {
-        Some(ctx) => Box::new(GpuEngine::new(ctx, arch.clone(), params, config.adam, config.batch_size)?),
-        None => Box::new(CpuModel::new(arch.clone(), params.to_vec(), config.adam)),
-    })
+    Ok(device::open_engine(d.device, d.checked_shaders, arch, params, config, &mut print_note)?)
 }
 
 /// Opens a trained model for the uses of `crate::apps` on the device the user asked for.
-pub fn open_inference(
-    device: &DeviceArgs,
-    arch: &Architecture,
-    params: Vec<f32>,
-) -> anyhow::Result<Box<dyn Inference>> {
-    Ok(apps::open_model(arch, params, open_gpu_for(device, arch)?)?)
+pub fn open_inference(d: &DeviceArgs, arch: &Architecture, params: Vec<f32>) -> anyhow::Result<Box<dyn Inference>> {
+    Ok(device::open_inference(d.device, d.checked_shaders, arch, params, &mut print_note)?)
 }

@@ -9,6 +9,8 @@ mod progress;
 mod sample;
 mod train;
 
+pub(crate) use train::config_from_args;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -42,15 +44,9 @@ pub enum Command {
     Apps(apps::AppCommand),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DeviceChoice {
-    /// A real GPU when there is one, else the CPU path.
-    Auto,
-    /// wgpu on any adapter, a software one included.
-    Gpu,
-    /// The CPU reference path.
-    Cpu,
-}
+/// `--device`: the library's `Device`, under the name the command line
+/// has always used.
+pub use crate::device::Device as DeviceChoice;
 
 #[derive(Args, Debug, Clone)]
 pub struct DeviceArgs {
