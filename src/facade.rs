@@ -1,5 +1,5 @@
 //! The crate root's API: [`Run`], [`Image`], [`Latents`], [`Config`] and
-//! [`train`]. Each method calls the code of the `gpu-vae` subcommand that
+//! [`train()`]. Each method calls the code of the `gpu-vae` subcommand that
 //! does the same (`train::begin`, `train::run_dir`, `apps`, `device`), so
 //! the library and the command line give the same numbers.
 
@@ -32,11 +32,14 @@ pub struct Image {
 
 impl Image {
     /// An image of `pixels` (`channels`·`rows`·`cols` values in [0, 1],
-    /// plane after plane); refused when the sizes disagree or a value is
-    /// outside [0, 1].
+    /// plane after plane); refused when the sizes disagree, are 0, or a
+    /// value is outside [0, 1].
     pub fn new(channels: usize, rows: usize, cols: usize, pixels: Vec<f32>) -> Result<Image> {
         if !matches!(channels, 1 | 3) {
             return Err(Error::invalid("image", format!("{channels} channels; 1 (grey) or 3 (RGB)")));
+        }
+        if rows == 0 || cols == 0 {
+            return Err(Error::invalid("image", format!("{rows}x{cols} pixels; an image has at least one")));
         }
         if pixels.len() != channels * rows * cols {
             let n = pixels.len();
@@ -62,6 +65,24 @@ impl Image {
             .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
             .map_err(|e| Error::bad_file(path, format!("PNG encoding failed: {e}")))?;
         crate::fsutil::write_atomic(path, &png)
+    }
+
+    /// Writes `images` (all of one size) as one PNG grid, `cols` per row, as
+    /// the run's `samples.png` is laid out.
+    pub fn save_grid(path: impl AsRef<Path>, images: &[Image], cols: usize) -> Result<()> {
+        let Some(first) = images.first() else { return Err(Error::invalid("images", "no images for the grid")) };
+        if cols == 0 {
+            return Err(Error::invalid("cols", "must be at least 1"));
+        }
+        let (c, h, w) = (first.channels, first.rows, first.cols);
+        if h * w == 0 {
+            return Err(Error::invalid("images", "images of 0 pixels"));
+        }
+        if let Some(i) = images.iter().position(|im| (im.channels, im.rows, im.cols) != (c, h, w)) {
+            return Err(Error::invalid("images", format!("image {i} differs in size or channels from image 0")));
+        }
+        let pixels: Vec<f32> = images.iter().flat_map(|im| im.pixels.iter().copied()).collect();
+        crate::viz::write_grid(path.as_ref(), &pixels, c, h, w, cols)
     }
 
     pub fn channels(&self) -> usize {
@@ -162,7 +183,7 @@ impl std::fmt::Debug for Run {
 }
 
 impl Run {
-    /// The run in `dir` (written by `gpu-vae train` or [`train`]) on a real
+    /// The run in `dir` (written by `gpu-vae train` or [`train()`]) on a real
     /// GPU when there is one, else the CPU path ([`Device::Auto`]).
     pub fn open(dir: impl AsRef<Path>) -> Result<Run> {
         Run::open_on(dir, Device::Auto)

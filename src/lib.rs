@@ -3,7 +3,7 @@
 //!
 //! # The library
 //!
-//! A trained run is a folder (`gpu-vae train --out DIR`, or [`train`]);
+//! A trained run is a folder (`gpu-vae train --out DIR`, or [`train()`]);
 //! [`Run::open`] loads it and puts the model to work on [`Image`]s:
 //! [`Run::encode`] gives [`Latents`] (posterior means and log-variances, or
 //! an AE's codes), [`Run::decode`] and [`Run::sample`] give images back,
