@@ -20,7 +20,7 @@
 //! // The embedded Fashion-MNIST subset, a small VAE, one epoch on the CPU.
 //! let config = Config::new(ModelKind::Vae).hidden(&[64]).latent(4).epochs(1).device(Device::Cpu);
 //! let run = gpu_vae::train(&config, &out)?;
-//! assert_eq!(run.describe(), "VAE (MLP), 101,112 parameters");
+//! assert_eq!(run.describe(), "VAE (MLP), 102,040 parameters");
 //!
 //! let samples = run.sample(8, 1)?; // 8 decoded draws from the prior
 //! let latents = run.encode(&samples)?; // their posterior means and log-variances

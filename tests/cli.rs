@@ -43,6 +43,9 @@ fn train_writes_every_file_and_the_checkpoint_reloads() {
     let out_s = out.to_str().unwrap();
     let run = gpu_vae(&["train", "--epochs", "2", "--device", "cpu", "--out", out_s]);
     assert!(run.status.success(), "{}", stderr(&run));
+    // The model as users name it, not a Rust type's name.
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("; model: VAE (MLP), 652,824 parameters; device: "), "{stdout}");
 
     for file in ["config.json", "model.safetensors", "metrics.csv", "samples.png", "reconstructions.png", "loss.png"] {
         assert!(out.join(file).is_file(), "{file} missing");
