@@ -38,10 +38,12 @@
 //! The engines, the model graph, the data loaders, the uses of
 //! `gpu-vae`'s subcommands and the command line itself live in one module,
 //! [`advanced`], for programs that need more than the front door (the
-//! tests and benchmarks use it). Its modules stay where they are in `src/`
-//! (declared there with `#[path]`) and are re-exported to the crate as
-//! `crate::cpu`, `crate::gpu`, ..., so the code reads the same inside and
-//! one word longer outside.
+//! tests use it). Their files stay where they were (`#[path = "."]` on
+//! `advanced` makes `src/` its folder, so `src/cpu/mod.rs` is
+//! `advanced::cpu`) rather than move under `src/advanced/`, which would
+//! touch every file's history for a word of path; and the crate re-exports
+//! them to itself (`pub(crate) use advanced::{cpu, ...}`), so the code
+//! inside still writes `crate::cpu::...`.
 
 mod facade;
 
@@ -50,7 +52,7 @@ pub use error::{Error, Result};
 pub use facade::{Config, Image, Latents, Run, train};
 pub use model::{Arch, ModelKind};
 
-// The modules' files stay in src/: `#[path]` makes it their folder.
+// The modules' files stay in src/ (see above).
 #[path = "."]
 pub mod advanced {
     //! The crate's inner modules, for advanced use: training engines
