@@ -1,5 +1,5 @@
 //! `model.safetensors`: the flat parameter buffer cut into tensors named and
-//! shaped like PyTorch `nn.Linear` modules (`weight` [out, in], `bias` [out]),
+//! shaped like PyTorch `nn.Linear` modules (`weight [out, in]`, `bias [out]`),
 //! with the model's configuration in the metadata so the file stands alone;
 //! a conditional model's also names its classes.
 

@@ -7,11 +7,11 @@ fn main() -> std::process::ExitCode {
         // SAFETY: no other thread exists yet.
         unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
     }
-    match gpu_vae::cli::run(gpu_vae::cli::Cli::parse()) {
+    match gpu_vae::advanced::cli::run(gpu_vae::advanced::cli::Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         // Stopped by SIGINT or SIGTERM: the trainer has said where and how to go on.
-        Err(e) if matches!(e.downcast_ref(), Some(gpu_vae::error::Error::Interrupted { .. })) => {
-            std::process::ExitCode::from(gpu_vae::train::interrupt::EXIT_STATUS)
+        Err(e) if matches!(e.downcast_ref(), Some(gpu_vae::advanced::error::Error::Interrupted { .. })) => {
+            std::process::ExitCode::from(gpu_vae::advanced::train::interrupt::EXIT_STATUS)
         }
         Err(e) => {
             eprintln!("Error: {e:#}");

@@ -18,7 +18,7 @@ pub fn grid_size(rows: usize, cols: usize, h: usize, w: usize) -> (u32, u32) {
     (side(cols, w), side(rows, h))
 }
 
-/// Lays out `images` (N, channels·h·w, values in [0,1]; 1 channel: gray,
+/// Lays out `images` (N, channels·h·w, values in [0, 1]; 1 channel: gray,
 /// 3: R, G, B planes) row by row, `cols` per row, on a mid-gray background,
 /// and writes the PNG (grayscale or RGB) atomically.
 pub fn write_grid(path: &Path, images: &[f32], channels: usize, h: usize, w: usize, cols: usize) -> Result<()> {

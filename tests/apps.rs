@@ -6,13 +6,13 @@ use std::process::Output;
 use std::sync::LazyLock;
 
 use assert_cmd::Command;
-use gpu_vae::apps::{self, Inference, codes, eval};
-use gpu_vae::checkpoint;
-use gpu_vae::cpu::CpuModel;
-use gpu_vae::data::{self, DataSpec, Images, idx};
-use gpu_vae::train::loss_plot::write_loss_plot;
-use gpu_vae::train::{EpochRecord, Losses};
-use gpu_vae::viz::grid_size;
+use gpu_vae::advanced::apps::{self, Inference, codes, eval};
+use gpu_vae::advanced::checkpoint;
+use gpu_vae::advanced::cpu::CpuModel;
+use gpu_vae::advanced::data::{self, DataSpec, Images, idx};
+use gpu_vae::advanced::train::loss_plot::write_loss_plot;
+use gpu_vae::advanced::train::{EpochRecord, Losses};
+use gpu_vae::advanced::viz::grid_size;
 
 /// Runs trained once for the whole test binary (1 epoch each, about a second).
 struct Runs {
@@ -119,7 +119,7 @@ fn embedded() -> (Images, Images) {
 
 fn model(run: &Path) -> CpuModel {
     let (arch, params) = checkpoint::load(&run.join("model.safetensors")).unwrap();
-    gpu_vae::cpu::CpuModel::for_inference(arch.clone(), params)
+    gpu_vae::advanced::cpu::CpuModel::for_inference(arch.clone(), params)
 }
 
 #[test]
@@ -427,7 +427,7 @@ fn loss_plot_is_written() {
     write_loss_plot(&png, &records).unwrap();
     let img = image::open(&png).unwrap().to_rgb8();
     // Both curves are drawn in their colours.
-    for colour in [gpu_vae::plot::PALETTE[0], gpu_vae::plot::PALETTE[1]] {
+    for colour in [gpu_vae::advanced::plot::PALETTE[0], gpu_vae::advanced::plot::PALETTE[1]] {
         assert!(img.pixels().filter(|p| p.0 == colour).count() > 100);
     }
     write_loss_plot(&png, &records[..1]).unwrap();

@@ -5,9 +5,9 @@ use std::path::Path;
 use std::process::Output;
 
 use assert_cmd::Command;
-use gpu_vae::checkpoint;
-use gpu_vae::engine::{Engine, EvalPlan};
-use gpu_vae::viz::grid_size;
+use gpu_vae::advanced::checkpoint;
+use gpu_vae::advanced::engine::{Engine, EvalPlan};
+use gpu_vae::advanced::viz::grid_size;
 
 fn gpu_vae(args: &[&str]) -> Output {
     Command::cargo_bin("gpu-vae").unwrap().args(args).output().unwrap()
@@ -43,6 +43,9 @@ fn train_writes_every_file_and_the_checkpoint_reloads() {
     let out_s = out.to_str().unwrap();
     let run = gpu_vae(&["train", "--epochs", "2", "--device", "cpu", "--out", out_s]);
     assert!(run.status.success(), "{}", stderr(&run));
+    // The model as users name it, not a Rust type's name.
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("; model: VAE (MLP), 652,824 parameters; device: "), "{stdout}");
 
     for file in ["config.json", "model.safetensors", "metrics.csv", "samples.png", "reconstructions.png", "loss.png"] {
         assert!(out.join(file).is_file(), "{file} missing");
@@ -62,9 +65,10 @@ fn train_writes_every_file_and_the_checkpoint_reloads() {
 
     // The saved model alone reproduces the logged test loss.
     let (arch, params) = checkpoint::load(&out.join("model.safetensors")).unwrap();
-    let mut model = gpu_vae::cpu::CpuModel::for_inference(arch.clone(), params);
-    let test =
-        std::sync::Arc::new(gpu_vae::data::load(&gpu_vae::data::DataSpec::Embedded, &Default::default()).unwrap().test);
+    let mut model = gpu_vae::advanced::cpu::CpuModel::for_inference(arch.clone(), params);
+    let test = std::sync::Arc::new(
+        gpu_vae::advanced::data::load(&gpu_vae::advanced::data::DataSpec::Embedded, &Default::default()).unwrap().test,
+    );
     let sums = model.evaluate(&test, &EvalPlan { batch_size: 128, seed: 1, noise_std: 0.0 }).unwrap();
     let test_loss = (sums.recon + sums.kl) / test.count as f64;
     assert!((test_loss - last[4]).abs() < 1e-5 * last[4], "reloaded {test_loss} vs logged {}", last[4]);

@@ -7,8 +7,8 @@ use std::process::Output;
 use std::sync::LazyLock;
 
 use assert_cmd::Command;
-use gpu_vae::apps::codes;
-use gpu_vae::viz::grid_size;
+use gpu_vae::advanced::apps::codes;
+use gpu_vae::advanced::viz::grid_size;
 
 /// A small folder of colour pictures in two classes, and runs trained on it once.
 struct Runs {
@@ -106,7 +106,7 @@ fn colour_folders_train_conv_and_mlp_models_with_rgb_pictures() {
         rgb_png(&run.join("reconstructions.png"));
     }
     // The conv model's first and last layers take and make 3 planes.
-    let ckpt = gpu_vae::train::run_dir::RunDir::open(&RUNS.conv).unwrap();
+    let ckpt = gpu_vae::advanced::train::run_dir::RunDir::open(&RUNS.conv).unwrap();
     let shape = |name: &str| ckpt.arch().tensors.iter().find(|t| t.name == name).unwrap().shape.clone();
     assert_eq!(shape("encoder.0.weight"), [4, 3, 3, 3]);
     assert_eq!(shape("decoder.3.weight"), [4, 3, 3, 3]);

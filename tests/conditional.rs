@@ -8,10 +8,10 @@ use std::path::Path;
 use std::process::Output;
 
 use assert_cmd::Command;
-use gpu_vae::apps::{self, codes};
-use gpu_vae::checkpoint;
-use gpu_vae::engine::{Engine, EvalPlan, Inference};
-use gpu_vae::viz::{PAD, grid_size};
+use gpu_vae::advanced::apps::{self, codes};
+use gpu_vae::advanced::checkpoint;
+use gpu_vae::advanced::engine::{Engine, EvalPlan, Inference};
+use gpu_vae::advanced::viz::{PAD, grid_size};
 
 const NAMES: [&str; 10] =
     ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
@@ -67,9 +67,10 @@ fn a_conditional_vae_trains_and_samples_each_class() {
     assert_eq!(checkpoint::class_names(&out.join("model.safetensors")).unwrap(), NAMES);
 
     // The saved model alone reproduces the logged test loss (the conditional ELBO).
-    let mut model = gpu_vae::cpu::CpuModel::for_inference(arch.clone(), params);
-    let test =
-        std::sync::Arc::new(gpu_vae::data::load(&gpu_vae::data::DataSpec::Embedded, &Default::default()).unwrap().test);
+    let mut model = gpu_vae::advanced::cpu::CpuModel::for_inference(arch.clone(), params);
+    let test = std::sync::Arc::new(
+        gpu_vae::advanced::data::load(&gpu_vae::advanced::data::DataSpec::Embedded, &Default::default()).unwrap().test,
+    );
     let sums = model.evaluate(&test, &EvalPlan { batch_size: 128, seed: 1, noise_std: 0.0 }).unwrap();
     let test_loss = (sums.recon + sums.kl) / test.count as f64;
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
@@ -87,7 +88,7 @@ fn a_conditional_vae_trains_and_samples_each_class() {
     run_ok(&["sample", "--run", s(&out), "--class", "all", "--out", s(&all)]);
     let (w, h) = image::image_dimensions(&all).unwrap();
     let (gw, gh) = grid_size(10, 8, 28, 28);
-    let margin = NAMES.iter().map(|n| gpu_vae::font::text_width(n)).max().unwrap() + 2 * PAD;
+    let margin = NAMES.iter().map(|n| gpu_vae::advanced::font::text_width(n)).max().unwrap() + 2 * PAD;
     assert_eq!((w, h), (gw + margin, gh));
 
     // One class by name or number, as IDX: the same draws.
@@ -175,7 +176,8 @@ fn every_use_takes_the_class() {
     let run = dir.path().join("cvae");
     run_ok(&["train", "--conditional", "--epochs", "2", "--device", "cpu", "--quiet", "--out", s(&run)]);
     let at = |name: &str| dir.path().join(name);
-    let test = gpu_vae::data::load(&gpu_vae::data::DataSpec::Embedded, &Default::default()).unwrap().test;
+    let test =
+        gpu_vae::advanced::data::load(&gpu_vae::advanced::data::DataSpec::Embedded, &Default::default()).unwrap().test;
     let labels = test.labels.clone().unwrap();
 
     // reconstruct --as-class all: a row per image, the image, its
@@ -241,7 +243,7 @@ fn every_use_takes_the_class() {
     let out = gpu_vae(&["decode", "--run", s(&run), "--codes", s(&file), "--device", "cpu", "--out", s(&idx)]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("each with its label (of 10 classes)"));
     let (arch, params) = checkpoint::load(&run.join("model.safetensors")).unwrap();
-    let mut model = gpu_vae::cpu::CpuModel::for_inference(arch, params);
+    let mut model = gpu_vae::advanced::cpu::CpuModel::for_inference(arch, params);
     let x = apps::pixels(&test, &(0..40).collect::<Vec<_>>());
     let want = codes::to_u8(&apps::reconstruct(&mut model, &x, Some(&labels[..40]), 40).unwrap());
     let decoded: Vec<u8> = read_idx(&idx).concat();

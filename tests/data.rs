@@ -4,10 +4,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use gpu_vae::data::idx::{read_idx, write_idx_images, write_idx_labels};
-use gpu_vae::data::loader::{BatchPlan, spawn_batches};
-use gpu_vae::data::{DataSet, DataSpec, FASHION_MNIST_DIR, FolderOptions, Images, load, parse_data_arg};
-use gpu_vae::rng;
+use gpu_vae::advanced::data::idx::{read_idx, write_idx_images, write_idx_labels};
+use gpu_vae::advanced::data::loader::{BatchPlan, spawn_batches};
+use gpu_vae::advanced::data::{DataSet, DataSpec, FASHION_MNIST_DIR, FolderOptions, Images, load, parse_data_arg};
+use gpu_vae::advanced::rng;
 
 fn images(count: usize, rows: usize, cols: usize) -> Images {
     Images {
@@ -42,12 +42,12 @@ fn idx_dir() -> tempfile::TempDir {
     dir
 }
 
-fn load_dir(dir: &Path) -> gpu_vae::error::Result<DataSet> {
+fn load_dir(dir: &Path) -> gpu_vae::advanced::error::Result<DataSet> {
     load(&DataSpec::Path(dir.to_path_buf()), &FolderOptions::default())
 }
 
 /// The error's message, checked to name `file` and to contain `problem`.
-fn assert_error(result: gpu_vae::error::Result<DataSet>, file: &str, problem: &str) {
+fn assert_error(result: gpu_vae::advanced::error::Result<DataSet>, file: &str, problem: &str) {
     let message = result.expect_err("expected an error").to_string();
     assert!(message.contains(file), "{message:?} does not name {file}");
     assert!(message.contains(problem), "{message:?} does not say {problem:?}");
@@ -227,7 +227,7 @@ fn class_folder() -> tempfile::TempDir {
     dir
 }
 
-fn folder(dir: &Path, image_size: Option<usize>, seed: u32) -> gpu_vae::error::Result<DataSet> {
+fn folder(dir: &Path, image_size: Option<usize>, seed: u32) -> gpu_vae::advanced::error::Result<DataSet> {
     let options = FolderOptions { image_size, test_fraction: 0.25, seed, channels: None };
     load(&DataSpec::Path(dir.to_path_buf()), &options)
 }
@@ -395,7 +395,7 @@ fn loader_stops_when_receiver_drops() {
 }
 
 /// Loads a folder of pictures at native size, all in the train split.
-fn pictures(dir: &Path, channels: Option<usize>) -> gpu_vae::error::Result<Images> {
+fn pictures(dir: &Path, channels: Option<usize>) -> gpu_vae::advanced::error::Result<Images> {
     let options = FolderOptions { image_size: None, test_fraction: 0.0, seed: 0, channels };
     Ok(load(&DataSpec::Path(dir.to_path_buf()), &options)?.train)
 }
@@ -553,7 +553,7 @@ fn picture_sizes_are_capped_from_their_headers() {
         std::fs::write(jpg.join(name), jpeg_declaring(16, 16, 12000)).unwrap();
     }
     assert_error(load_dir(&jpg), "a.jpg", "its header says 12000x12000");
-    let e = gpu_vae::data::folder::read_planes(&jpg.join("a.jpg"), 1, 28, 28).unwrap_err().to_string();
+    let e = gpu_vae::advanced::data::folder::read_planes(&jpg.join("a.jpg"), 1, 28, 28).unwrap_err().to_string();
     assert!(e.contains("12000x12000"), "{e}");
 }
 

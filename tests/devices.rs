@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Output;
 
 use assert_cmd::Command;
-use gpu_vae::data::{self, DataSpec, idx};
+use gpu_vae::advanced::data::{self, DataSpec, idx};
 
 fn gpu_vae(args: &[&str]) -> Output {
     Command::cargo_bin("gpu-vae").unwrap().args(args).output().unwrap()
@@ -34,7 +34,7 @@ fn metrics(run: &Path) -> Vec<Vec<f64>> {
 
 #[test]
 fn gpu_and_cpu_runs_agree_and_load_on_either_device() {
-    if let Err(why) = gpu_vae::gpu::gpu_available() {
+    if let Err(why) = gpu_vae::advanced::gpu::gpu_available() {
         assert!(std::env::var("GPU_VAE_REQUIRE_GPU").as_deref() != Ok("1"), "GPU_VAE_REQUIRE_GPU=1: {why}");
         // Straight to stderr, past the harness's capture: a skip must be seen.
         let _ = writeln!(std::io::stderr(), "gpu_and_cpu_runs_agree: skipped: no wgpu adapter ({why})");
@@ -69,8 +69,8 @@ fn gpu_and_cpu_runs_agree_and_load_on_either_device() {
             );
         }
     }
-    let (_, pg) = gpu_vae::checkpoint::load(&gpu.join("model.safetensors")).unwrap();
-    let (_, pc) = gpu_vae::checkpoint::load(&cpu.join("model.safetensors")).unwrap();
+    let (_, pg) = gpu_vae::advanced::checkpoint::load(&gpu.join("model.safetensors")).unwrap();
+    let (_, pc) = gpu_vae::advanced::checkpoint::load(&cpu.join("model.safetensors")).unwrap();
     let worst = pg.iter().zip(&pc).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     assert!(worst < 1e-4, "parameters differ by {worst}");
     // A GPU-trained run samples on the CPU path, like any other.

@@ -17,11 +17,11 @@
 use std::io::Write;
 use std::path::Path;
 
-use gpu_vae::apps::codes;
-use gpu_vae::checkpoint;
-use gpu_vae::data::idx::{parse_idx_file, read_idx};
-use gpu_vae::data::{self, DataSpec, FolderOptions};
-use gpu_vae::model::{Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
+use gpu_vae::advanced::apps::codes;
+use gpu_vae::advanced::checkpoint;
+use gpu_vae::advanced::data::idx::{parse_idx_file, read_idx};
+use gpu_vae::advanced::data::{self, DataSpec, FolderOptions};
+use gpu_vae::advanced::model::{Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
 
 /// xorshift64*: tiny, seeded, and the same everywhere.
 struct Rng(u64);
@@ -232,8 +232,8 @@ fn small_model() -> (Architecture, Vec<f32>) {
         hidden: vec![3],
         latent: 2,
         loss: ReconLoss::Bce,
-        activation: gpu_vae::model::Activation::Relu,
-        arch: gpu_vae::model::Arch::Mlp,
+        activation: gpu_vae::advanced::model::Activation::Relu,
+        arch: gpu_vae::advanced::model::Arch::Mlp,
         conv: vec![],
         classes: 0,
     };
@@ -348,15 +348,15 @@ fn picture_size_headers() {
         let path = dir.path().join(name);
         std::fs::write(&path, bytes).unwrap();
         if let Ok(picture) = data::folder::read_picture(&path) {
-            assert!(picture.width() as u64 * picture.height() as u64 <= gpu_vae::limits::MAX_PICTURE_PIXELS);
+            assert!(picture.width() as u64 * picture.height() as u64 <= gpu_vae::advanced::limits::MAX_PICTURE_PIXELS);
         }
     });
 }
 
 #[test]
 fn optimizer_state_reader() {
-    use gpu_vae::engine::{AdamState, LossSums};
-    use gpu_vae::train::state::{self, Position, TrainState};
+    use gpu_vae::advanced::engine::{AdamState, LossSums};
+    use gpu_vae::advanced::train::state::{self, Position, TrainState};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("optimizer.safetensors");
     let st = TrainState {
@@ -401,7 +401,7 @@ fn run_folder_locks_under_contention() {
                     if rng.below(8) == 0 {
                         let _ = std::fs::write(dir.join(".lock"), "0\n");
                     }
-                    if let Ok(lock) = gpu_vae::train::run_dir::claim(dir, true) {
+                    if let Ok(lock) = gpu_vae::advanced::train::run_dir::claim(dir, true) {
                         assert_eq!(holders.fetch_add(1, Ordering::SeqCst), 0, "two holders at once");
                         std::thread::sleep(std::time::Duration::from_micros(rng.below(300) as u64));
                         holders.fetch_sub(1, Ordering::SeqCst);

@@ -12,9 +12,9 @@ use std::process::Output;
 
 use assert_cmd::Command;
 use gpu_common::{assert_close, gpu, random};
-use gpu_vae::engine::Inference;
-use gpu_vae::gpu::GpuInference;
-use gpu_vae::model::{Activation, Architecture, ModelConfig, ModelKind, ReconLoss};
+use gpu_vae::advanced::engine::Inference;
+use gpu_vae::advanced::gpu::GpuInference;
+use gpu_vae::advanced::model::{Activation, Architecture, ModelConfig, ModelKind, ReconLoss};
 
 const ROWS: usize = 13;
 const COLS: usize = 20;
@@ -46,7 +46,7 @@ fn arch(kind: ModelKind, hidden: &[usize]) -> Architecture {
         latent: LATENT,
         loss: ReconLoss::Bce,
         activation: Activation::Relu,
-        arch: gpu_vae::model::Arch::Mlp,
+        arch: gpu_vae::advanced::model::Arch::Mlp,
         conv: vec![],
         classes: 0,
     };
@@ -63,7 +63,7 @@ fn compare_arch(name: &str, arch: Architecture) {
     let Some(gpu) = gpu(name) else { return };
     let latent = arch.config.latent;
     let params = random(arch.param_count, 11, -0.2, 0.2);
-    let mut cpu = gpu_vae::cpu::CpuModel::for_inference(arch.clone(), params.clone());
+    let mut cpu = gpu_vae::advanced::cpu::CpuModel::for_inference(arch.clone(), params.clone());
     let (dim, code, classes) = (arch.config.input_dim(), arch.code_width(), arch.config.classes);
     for mode in &gpu.modes {
         let mut g = GpuInference::new(mode.ctx.clone(), arch.clone(), &params, MAX_ROWS).unwrap();
@@ -252,7 +252,7 @@ fn conv_vae_matches_cpu() {
         latent: LATENT,
         loss: ReconLoss::Bce,
         activation: Activation::Relu,
-        arch: gpu_vae::model::Arch::Conv,
+        arch: gpu_vae::advanced::model::Arch::Conv,
         conv: vec![2, 5],
         classes: 0,
     };
@@ -273,7 +273,7 @@ fn rgb_conv_vae_matches_cpu() {
         latent: LATENT,
         loss: ReconLoss::Bce,
         activation: Activation::Relu,
-        arch: gpu_vae::model::Arch::Conv,
+        arch: gpu_vae::advanced::model::Arch::Conv,
         conv: vec![4, 3],
         classes: 0,
     };

@@ -6,21 +6,21 @@
 mod gpu_common;
 
 use gpu_common::{Mode, assert_close, gpu, random};
-use gpu_vae::cpu::{activation, adam, concat, loss, matmul, reparam};
-use gpu_vae::data::{Images, loader};
-use gpu_vae::engine::AdamConfig;
-use gpu_vae::gpu::ir::{Buf, Call, Epilogue, Matmul, Res, Size, Task};
-use gpu_vae::gpu::ops::{Host, Launch, run_generated, run_once};
-use gpu_vae::gpu::params::{
+use gpu_vae::advanced::cpu::{activation, adam, concat, loss, matmul, reparam};
+use gpu_vae::advanced::data::{Images, loader};
+use gpu_vae::advanced::engine::AdamConfig;
+use gpu_vae::advanced::gpu::ir::{Buf, Call, Epilogue, Matmul, Res, Size, Task};
+use gpu_vae::advanced::gpu::ops::{Host, Launch, run_generated, run_once};
+use gpu_vae::advanced::gpu::params::{
     AdamParams, ConvParams, ElementwiseParams, GatherParams, KernelParams, LossParams, MatmulParams, RandomParams,
     ReduceParams, ReparamParams, Slot,
 };
-use gpu_vae::gpu::program::Step;
-use gpu_vae::gpu::shaders::{
+use gpu_vae::advanced::gpu::program::Step;
+use gpu_vae::advanced::gpu::shaders::{
     Kernel, MAX_PARTS, MatmulForm, MatmulVariant, column_sums_groups, conv_groups, flags, grid_1d, loss_parts,
 };
-use gpu_vae::model::{Activation, Graph, TensorId, TensorInfo};
-use gpu_vae::rng::{self, Stream};
+use gpu_vae::advanced::model::{Activation, Graph, TensorId, TensorInfo};
+use gpu_vae::advanced::rng::{self, Stream};
 
 /// f32 unit roundoff.
 const U: f32 = f32::EPSILON / 2.0;
@@ -563,7 +563,7 @@ fn copy_columns_match_concat() {
 #[test]
 fn adam_matches_cpu() {
     let Some(gpu) = gpu("adam_matches_cpu") else { return };
-    let cfg = gpu_vae::engine::AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+    let cfg = gpu_vae::advanced::engine::AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
     for mode in &gpu.modes {
         for (p, t) in [(1usize, 1u64), (1031, 1), (70_001, 57)] {
             let params = random(p, 14, -1.0, 1.0);
@@ -608,8 +608,8 @@ const CONV_SHAPES: [ConvShape; 5] = [
 
 #[test]
 fn conv_kernels_match_cpu() {
-    use gpu_vae::cpu::conv::{conv2d_backward, conv2d_forward};
-    use gpu_vae::model::ConvGeom;
+    use gpu_vae::advanced::cpu::conv::{conv2d_backward, conv2d_forward};
+    use gpu_vae::advanced::model::ConvGeom;
     let Some(gpu) = gpu("conv_kernels_match_cpu") else { return };
     for mode in &gpu.modes {
         for (s, &(c, h, w, o, k, stride, pad, rows)) in CONV_SHAPES.iter().enumerate() {

@@ -12,12 +12,12 @@ use std::io::Write;
 use std::sync::Arc;
 
 use gpu_common::gpu;
-use gpu_vae::data::Images;
-use gpu_vae::engine::AdamConfig;
-use gpu_vae::engine::{Engine, EpochPlan};
-use gpu_vae::gpu::{GpuEngine, TimestampMode};
-use gpu_vae::model::{Activation, Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
-use gpu_vae::rng;
+use gpu_vae::advanced::data::Images;
+use gpu_vae::advanced::engine::AdamConfig;
+use gpu_vae::advanced::engine::{Engine, EpochPlan};
+use gpu_vae::advanced::gpu::{GpuEngine, TimestampMode};
+use gpu_vae::advanced::model::{Activation, Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
+use gpu_vae::advanced::rng;
 
 const COUNT: usize = 40;
 const BATCH: usize = 17;
@@ -39,7 +39,7 @@ fn arch() -> Architecture {
         latent: 5,
         loss: ReconLoss::Bce,
         activation: Activation::Relu,
-        arch: gpu_vae::model::Arch::Mlp,
+        arch: gpu_vae::advanced::model::Arch::Mlp,
         conv: vec![],
         classes: 0,
     };

@@ -14,13 +14,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use assert_cmd::Command;
 use gpu_common::{assert_close, gpu};
-use gpu_vae::checkpoint;
-use gpu_vae::cpu::CpuModel;
-use gpu_vae::engine::{AdamConfig, Engine};
-use gpu_vae::error::Error;
-use gpu_vae::gpu::GpuEngine;
-use gpu_vae::model::{Activation, Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
-use gpu_vae::train::{self, EpochRecord, MODEL_FILE, Progress, Run, TrainConfig, TrainState};
+use gpu_vae::advanced::checkpoint;
+use gpu_vae::advanced::cpu::CpuModel;
+use gpu_vae::advanced::engine::{AdamConfig, Engine};
+use gpu_vae::advanced::error::Error;
+use gpu_vae::advanced::gpu::GpuEngine;
+use gpu_vae::advanced::model::{Activation, Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
+use gpu_vae::advanced::train::{self, EpochRecord, MODEL_FILE, Progress, Run, TrainConfig, TrainState};
 
 const ROWS: usize = 13;
 const COLS: usize = 20;
@@ -40,7 +40,7 @@ fn config() -> TrainConfig {
             latent: 5,
             loss: ReconLoss::Bce,
             activation: Activation::Relu,
-            arch: gpu_vae::model::Arch::Mlp,
+            arch: gpu_vae::advanced::model::Arch::Mlp,
             conv: vec![],
             classes: 0,
         },
@@ -231,7 +231,7 @@ fn a_batch_beyond_the_storage_binding_limit_is_refused_before_training() {
 
     // Through the command line, where the batch cap allows such a batch
     // (lavapipe: 128 MiB bindings; 65,536 rows of 784 pixels take 196 MiB).
-    let batch = gpu_vae::limits::MAX_BATCH;
+    let batch = gpu_vae::advanced::limits::MAX_BATCH;
     if (batch * 784 * 4) as u64 <= limit {
         eprintln!("the adapter binds {limit} bytes: a batch of {batch} fits; the command-line half is skipped");
         return;

@@ -10,17 +10,17 @@ mod gpu_common;
 use std::sync::Arc;
 
 use gpu_common::{assert_close, gpu};
-use gpu_vae::cpu::{BatchRef, CpuModel};
-use gpu_vae::data::{Images, loader};
-use gpu_vae::engine::AdamConfig;
-use gpu_vae::engine::{Engine, EpochPlan, EvalPlan};
-use gpu_vae::engine::{LossSums, Noise};
-use gpu_vae::error::Error;
-use gpu_vae::gpu::GpuEngine;
-use gpu_vae::gpu::fuse::Fusion;
-use gpu_vae::model::{Activation, Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
-use gpu_vae::rng::{self, Stream};
-use gpu_vae::schedule::{LrSchedule, ScheduleKind};
+use gpu_vae::advanced::cpu::{BatchRef, CpuModel};
+use gpu_vae::advanced::data::{Images, loader};
+use gpu_vae::advanced::engine::AdamConfig;
+use gpu_vae::advanced::engine::{Engine, EpochPlan, EvalPlan};
+use gpu_vae::advanced::engine::{LossSums, Noise};
+use gpu_vae::advanced::error::Error;
+use gpu_vae::advanced::gpu::GpuEngine;
+use gpu_vae::advanced::gpu::fuse::Fusion;
+use gpu_vae::advanced::model::{Activation, Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
+use gpu_vae::advanced::rng::{self, Stream};
+use gpu_vae::advanced::schedule::{LrSchedule, ScheduleKind};
 
 const COUNT: usize = 40;
 const BATCH: usize = 17;
@@ -46,7 +46,7 @@ fn arch_with(kind: ModelKind, loss: ReconLoss, activation: Activation) -> Archit
         latent: 5,
         loss,
         activation,
-        arch: gpu_vae::model::Arch::Mlp,
+        arch: gpu_vae::advanced::model::Arch::Mlp,
         conv: vec![],
         classes: 0,
     })
@@ -298,7 +298,7 @@ fn conv_arch(kind: ModelKind, activation: Activation, hidden: Vec<usize>) -> Arc
         latent: 3,
         loss: ReconLoss::Bce,
         activation,
-        arch: gpu_vae::model::Arch::Conv,
+        arch: gpu_vae::advanced::model::Arch::Conv,
         conv: vec![3, 4],
         classes: 0,
     })

@@ -7,17 +7,17 @@
 //! our sizes; ATOL = 2e-3 and RTOL = 1e-2 sit well above both and far below
 //! the size of any real mistake (a wrong factor of ½ or a dropped term).
 
-use gpu_vae::cpu::activation::{activation_backward, activation_forward, sigmoid_backward, sigmoid_forward};
-use gpu_vae::cpu::loss::{
+use gpu_vae::advanced::cpu::activation::{activation_backward, activation_forward, sigmoid_backward, sigmoid_forward};
+use gpu_vae::advanced::cpu::loss::{
     bce_with_logits_backward, bce_with_logits_forward, kl_backward, kl_forward, mse_backward, mse_forward,
 };
-use gpu_vae::cpu::matmul::{column_sums, matmul_nn, matmul_nt, matmul_tn};
-use gpu_vae::cpu::reparam::{reparameterize_backward, reparameterize_forward};
-use gpu_vae::cpu::{BatchRef, CpuModel};
-use gpu_vae::engine::AdamConfig;
-use gpu_vae::engine::{Noise, Objective};
-use gpu_vae::model::{Activation, Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
-use gpu_vae::rng::{Stream, normal, uniform};
+use gpu_vae::advanced::cpu::matmul::{column_sums, matmul_nn, matmul_nt, matmul_tn};
+use gpu_vae::advanced::cpu::reparam::{reparameterize_backward, reparameterize_forward};
+use gpu_vae::advanced::cpu::{BatchRef, CpuModel};
+use gpu_vae::advanced::engine::AdamConfig;
+use gpu_vae::advanced::engine::{Noise, Objective};
+use gpu_vae::advanced::model::{Activation, Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
+use gpu_vae::advanced::rng::{Stream, normal, uniform};
 
 const H: f32 = 1e-2;
 const ATOL: f64 = 2e-3;
@@ -185,7 +185,7 @@ fn check_model_with(kind: ModelKind, loss: ReconLoss, hidden: Vec<usize>, activa
         latent: 3,
         loss,
         activation,
-        arch: gpu_vae::model::Arch::Mlp,
+        arch: gpu_vae::advanced::model::Arch::Mlp,
         conv: vec![],
         classes: 0,
     };
@@ -202,7 +202,7 @@ fn check_config(config: ModelConfig) {
     let target = rand01(rows * 35, 15);
     let labels: Option<Vec<u8>> =
         (config.classes > 0).then(|| (0..rows).map(|r| ((r + 2) % config.classes) as u8).collect());
-    let onehot = gpu_vae::engine::one_hot_labels(&arch, labels.as_deref(), rows).unwrap();
+    let onehot = gpu_vae::advanced::engine::one_hot_labels(&arch, labels.as_deref(), rows).unwrap();
     let batch = BatchRef { clean: &target, noisy: None, labels: onehot.as_deref() };
     let noise = Noise { seed: 5, stream: Stream::Reparam, step: 0 };
     let objective = Objective::for_batch(&arch, rows, 0.7);
@@ -233,7 +233,7 @@ fn whole_conditional_models() {
             latent: 3,
             loss: ReconLoss::Bce,
             activation: Activation::Tanh,
-            arch: gpu_vae::model::Arch::Mlp,
+            arch: gpu_vae::advanced::model::Arch::Mlp,
             conv: vec![],
             classes: 3,
         };

@@ -7,9 +7,11 @@
 //! 1e-2·|numeric| with h = 1e-2 (the objectives are linear in each argument,
 //! so only f32 rounding of sums of at most a few hundred terms remains).
 
-use gpu_vae::cpu::conv::{conv_transpose2d_backward, conv_transpose2d_forward, conv2d_backward, conv2d_forward};
-use gpu_vae::model::ConvGeom;
-use gpu_vae::rng::{Stream, normal};
+use gpu_vae::advanced::cpu::conv::{
+    conv_transpose2d_backward, conv_transpose2d_forward, conv2d_backward, conv2d_forward,
+};
+use gpu_vae::advanced::model::ConvGeom;
+use gpu_vae::advanced::rng::{Stream, normal};
 
 const H: f32 = 1e-2;
 
@@ -105,20 +107,24 @@ fn transposed_convolution_is_the_adjoint() {
 }
 
 /// The whole objective of a small convolutional model against its analytic gradient.
-fn check_conv_model(kind: gpu_vae::model::ModelKind, hidden: Vec<usize>, activation: gpu_vae::model::Activation) {
+fn check_conv_model(
+    kind: gpu_vae::advanced::model::ModelKind,
+    hidden: Vec<usize>,
+    activation: gpu_vae::advanced::model::Activation,
+) {
     check_conv_model_of(kind, hidden, activation, 0);
 }
 
 /// As `check_conv_model`, conditional on `classes` when not 0 (row r of class r % classes).
 fn check_conv_model_of(
-    kind: gpu_vae::model::ModelKind,
+    kind: gpu_vae::advanced::model::ModelKind,
     hidden: Vec<usize>,
-    activation: gpu_vae::model::Activation,
+    activation: gpu_vae::advanced::model::Activation,
     classes: usize,
 ) {
-    use gpu_vae::cpu::{BatchRef, CpuModel};
-    use gpu_vae::engine::{AdamConfig, Noise, Objective};
-    use gpu_vae::model::{Arch, Architecture, InitScheme, ModelConfig, ReconLoss, init_params};
+    use gpu_vae::advanced::cpu::{BatchRef, CpuModel};
+    use gpu_vae::advanced::engine::{AdamConfig, Noise, Objective};
+    use gpu_vae::advanced::model::{Arch, Architecture, InitScheme, ModelConfig, ReconLoss, init_params};
     let config = ModelConfig {
         kind,
         image_rows: 8,
@@ -135,13 +141,14 @@ fn check_conv_model_of(
     let arch = Architecture::new(&config).unwrap();
     let params = init_params(&arch, InitScheme::Torch, 3);
     let rows = 2;
-    let target: Vec<f32> = (0..rows as u32 * 32).map(|i| gpu_vae::rng::uniform(4, Stream::Sample, 5, i)).collect();
+    let target: Vec<f32> =
+        (0..rows as u32 * 32).map(|i| gpu_vae::advanced::rng::uniform(4, Stream::Sample, 5, i)).collect();
     let noise = Noise { seed: 5, stream: Stream::Reparam, step: 0 };
     let objective = Objective::for_batch(&arch, rows, 0.7);
     let adam = AdamConfig { lr: 0.0, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
     let mut model = CpuModel::new(arch.clone(), params.clone(), adam);
     let labels: Option<Vec<u8>> = (classes > 0).then(|| (0..rows).map(|r| (r % classes) as u8).collect());
-    let onehot = gpu_vae::engine::one_hot_labels(&arch, labels.as_deref(), rows).unwrap();
+    let onehot = gpu_vae::advanced::engine::one_hot_labels(&arch, labels.as_deref(), rows).unwrap();
     let batch = BatchRef { clean: &target, noisy: None, labels: onehot.as_deref() };
     model.gradients(batch, rows, noise, objective);
     let analytic = model.grads().to_vec();
@@ -157,22 +164,32 @@ fn check_conv_model_of(
 /// dense layer).
 #[test]
 fn whole_conditional_conv_models() {
-    check_conv_model_of(gpu_vae::model::ModelKind::Vae, vec![], gpu_vae::model::Activation::Tanh, 2);
-    check_conv_model_of(gpu_vae::model::ModelKind::Ae, vec![3], gpu_vae::model::Activation::Tanh, 3);
+    check_conv_model_of(
+        gpu_vae::advanced::model::ModelKind::Vae,
+        vec![],
+        gpu_vae::advanced::model::Activation::Tanh,
+        2,
+    );
+    check_conv_model_of(
+        gpu_vae::advanced::model::ModelKind::Ae,
+        vec![3],
+        gpu_vae::advanced::model::Activation::Tanh,
+        3,
+    );
 }
 
 #[test]
 fn whole_conv_vae() {
-    check_conv_model(gpu_vae::model::ModelKind::Vae, vec![], gpu_vae::model::Activation::Tanh);
+    check_conv_model(gpu_vae::advanced::model::ModelKind::Vae, vec![], gpu_vae::advanced::model::Activation::Tanh);
 }
 
 /// The convolutions keep their pre-activation for SiLU's backward.
 #[test]
 fn whole_conv_vae_silu() {
-    check_conv_model(gpu_vae::model::ModelKind::Vae, vec![3], gpu_vae::model::Activation::Silu);
+    check_conv_model(gpu_vae::advanced::model::ModelKind::Vae, vec![3], gpu_vae::advanced::model::Activation::Silu);
 }
 
 #[test]
 fn whole_conv_ae_with_a_dense_layer() {
-    check_conv_model(gpu_vae::model::ModelKind::Ae, vec![3], gpu_vae::model::Activation::Tanh);
+    check_conv_model(gpu_vae::advanced::model::ModelKind::Ae, vec![3], gpu_vae::advanced::model::Activation::Tanh);
 }

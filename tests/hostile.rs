@@ -8,9 +8,9 @@ use std::process::Output;
 use std::sync::LazyLock;
 
 use assert_cmd::Command;
-use gpu_vae::apps::codes;
-use gpu_vae::checkpoint;
-use gpu_vae::train::{CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, state};
+use gpu_vae::advanced::apps::codes;
+use gpu_vae::advanced::checkpoint;
+use gpu_vae::advanced::train::{CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, state};
 
 /// One small run trained once for the whole test binary, copied before
 /// anything is done to it.
@@ -302,7 +302,7 @@ fn a_second_writer_is_stopped_and_stale_locks_and_leftovers_are_cleared() {
     // A killed writer: its lock and its temporary files are taken over and removed.
     let dead = dead_pid();
     std::fs::write(out.join(".lock"), format!("{dead}\n")).unwrap();
-    let leftover = out.join(format!("model.safetensors{}{dead}", gpu_vae::fsutil::TEMP_MARK));
+    let leftover = out.join(format!("model.safetensors{}{dead}", gpu_vae::advanced::fsutil::TEMP_MARK));
     std::fs::write(&leftover, "half a file").unwrap();
     let run = gpu_vae(&["train", "--epochs", "1", "--hidden", "8", "--quiet", "--out", s(&out)]);
     assert!(run.status.success(), "{}", stderr(&run));
@@ -382,7 +382,7 @@ fn a_killed_writer_leaves_a_loadable_run_and_the_next_one_cleans_up() {
     for dir in [out.clone(), out.join("epochs")] {
         for entry in std::fs::read_dir(dir).unwrap() {
             let name = entry.unwrap().file_name().into_string().unwrap();
-            assert!(!name.contains(gpu_vae::fsutil::TEMP_MARK) && name != ".lock", "{name} left behind");
+            assert!(!name.contains(gpu_vae::advanced::fsutil::TEMP_MARK) && name != ".lock", "{name} left behind");
         }
     }
 }
@@ -608,7 +608,7 @@ fn resume_refuses_another_runs_state_and_changed_settings_or_data() {
 fn optimizer_state_and_adam_settings_out_of_range_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let params = checkpoint::load(&FIXTURE.run.join(MODEL_FILE)).unwrap().1.len();
-    type Edit = fn(&mut gpu_vae::train::TrainState);
+    type Edit = fn(&mut gpu_vae::advanced::train::TrainState);
     let edits: [(Edit, &[&str]); 3] = [
         (|s| s.adam.v[3] = -1.0, &["tensor `adam.v` holds -1 at index 3"]),
         (|s| s.partial_seconds = f64::NAN, &["gpu_vae.seconds", "NaN is not a finite number"]),

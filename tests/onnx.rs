@@ -15,14 +15,14 @@ use std::process::Output;
 use std::sync::LazyLock;
 
 use assert_cmd::Command;
-use gpu_vae::apps::{self, Inference};
-use gpu_vae::cpu::CpuModel;
-use gpu_vae::export::onnx;
-use gpu_vae::export::proto::ModelProto;
-use gpu_vae::model::{
+use gpu_vae::advanced::apps::{self, Inference};
+use gpu_vae::advanced::cpu::CpuModel;
+use gpu_vae::advanced::export::onnx;
+use gpu_vae::advanced::export::proto::ModelProto;
+use gpu_vae::advanced::model::{
     Activation, Arch, Architecture, Graph, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params,
 };
-use gpu_vae::train::run_dir::RunDir;
+use gpu_vae::advanced::train::run_dir::RunDir;
 use prost::Message;
 use tract_onnx::prelude::*;
 
@@ -83,7 +83,7 @@ fn compare(arch: &Architecture, params: &[f32], x: &[f32], rows: usize, what: &s
     // A conditional model's rows take the classes in turn.
     let classes = arch.config.classes;
     let labels: Option<Vec<u8>> = (classes > 0).then(|| (0..rows).map(|r| (r % classes) as u8).collect());
-    let onehot = gpu_vae::engine::one_hot_labels(arch, labels.as_deref(), rows).unwrap();
+    let onehot = gpu_vae::advanced::engine::one_hot_labels(arch, labels.as_deref(), rows).unwrap();
     let code = cpu.encode(x, labels.as_deref(), rows).unwrap();
     let got = infer(&load(&onnx::to_bytes(&encoder)), x, rows, &image_dims(arch), onehot.as_deref());
     let enc = match arch.config.kind {
@@ -176,7 +176,7 @@ fn inputs_and_outputs_have_the_documented_names_and_shapes() {
     let shape = |m: &ModelProto, input: bool| -> Vec<(String, Vec<String>)> {
         let g = m.graph.as_ref().unwrap();
         let values = if input { &g.input } else { &g.output };
-        let dims = |v: &gpu_vae::export::proto::ValueInfoProto| -> Vec<String> {
+        let dims = |v: &gpu_vae::advanced::export::proto::ValueInfoProto| -> Vec<String> {
             let t = v.r#type.as_ref().unwrap().tensor_type.as_ref().unwrap();
             let shape = t.shape.as_ref().unwrap();
             shape.dim.iter().map(|d| d.dim_param.clone().unwrap_or_else(|| d.dim_value.unwrap().to_string())).collect()
@@ -327,9 +327,14 @@ fn export_of_a_missing_run_or_to_a_file_is_one_line() {
     // A file where the folder should be is named, not overwritten.
     std::fs::write(&target, "keep").unwrap();
     let opened = RunDir::open(&RUNS.vae).unwrap();
-    let err = gpu_vae::export::export(opened.arch(), opened.params(), gpu_vae::export::Format::Onnx, &target)
-        .unwrap_err()
-        .to_string();
+    let err = gpu_vae::advanced::export::export(
+        opened.arch(),
+        opened.params(),
+        gpu_vae::advanced::export::Format::Onnx,
+        &target,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.ends_with("x: is not a folder: --out names the folder the files go into"), "{err}");
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
 }

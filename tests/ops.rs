@@ -9,11 +9,11 @@ mod gpu_common;
 use std::fmt::Write;
 
 use gpu_common::{assert_close, gpu, random};
-use gpu_vae::gpu::ops::{Host, run_wgsl};
-use gpu_vae::gpu::program::Step;
-use gpu_vae::gpu::shaders::prelude;
-use gpu_vae::model::Activation;
-use gpu_vae::ops::{self, AdamStep};
+use gpu_vae::advanced::gpu::ops::{Host, run_wgsl};
+use gpu_vae::advanced::gpu::program::Step;
+use gpu_vae::advanced::gpu::shaders::prelude;
+use gpu_vae::advanced::model::Activation;
+use gpu_vae::advanced::ops::{self, AdamStep};
 
 /// Every activation, the identity included.
 const ACTIVATIONS: &[Activation] = &Activation::ALL;

@@ -11,14 +11,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
-use gpu_vae::checkpoint;
-use gpu_vae::cpu::CpuModel;
-use gpu_vae::data::{self, DataSpec};
-use gpu_vae::engine::AdamConfig;
-use gpu_vae::error::Error;
-use gpu_vae::model::{Activation, Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
-use gpu_vae::schedule::{LrSchedule, ScheduleKind};
-use gpu_vae::train::{self, EpochRecord, METRICS_FILE, MODEL_FILE, OPTIMIZER_FILE, Progress, Run, TrainConfig};
+use gpu_vae::advanced::checkpoint;
+use gpu_vae::advanced::cpu::CpuModel;
+use gpu_vae::advanced::data::{self, DataSpec};
+use gpu_vae::advanced::engine::AdamConfig;
+use gpu_vae::advanced::error::Error;
+use gpu_vae::advanced::model::{Activation, Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
+use gpu_vae::advanced::schedule::{LrSchedule, ScheduleKind};
+use gpu_vae::advanced::train::{
+    self, EpochRecord, METRICS_FILE, MODEL_FILE, OPTIMIZER_FILE, Progress, Run, TrainConfig,
+};
 
 const SMALL: [&str; 5] = ["--hidden", "16", "--latent", "4", "--quiet"];
 
@@ -100,7 +102,7 @@ fn small_config(epochs: usize) -> TrainConfig {
             latent: 4,
             loss: ReconLoss::Bce,
             activation: Activation::Relu,
-            arch: gpu_vae::model::Arch::Mlp,
+            arch: gpu_vae::advanced::model::Arch::Mlp,
             conv: vec![],
             classes: 0,
         },

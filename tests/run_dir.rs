@@ -3,17 +3,17 @@
 
 use std::path::{Path, PathBuf};
 
-use gpu_vae::apps::anomaly::{self, AnomalyOptions, Score, ThresholdRule};
-use gpu_vae::apps::eval::{self, EvalOptions};
-use gpu_vae::apps::reconstruct::{self, ReconstructOptions};
-use gpu_vae::apps::{self, Draws, Split};
-use gpu_vae::checkpoint;
-use gpu_vae::data::DataSet;
-use gpu_vae::engine::AdamConfig;
-use gpu_vae::error::Error;
-use gpu_vae::model::{Activation, Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
-use gpu_vae::train::run_dir::{self, RunDir};
-use gpu_vae::train::{CONFIG_FILE, MODEL_FILE, TrainConfig};
+use gpu_vae::advanced::apps::anomaly::{self, AnomalyOptions, Score, ThresholdRule};
+use gpu_vae::advanced::apps::eval::{self, EvalOptions};
+use gpu_vae::advanced::apps::reconstruct::{self, ReconstructOptions};
+use gpu_vae::advanced::apps::{self, Draws, Split};
+use gpu_vae::advanced::checkpoint;
+use gpu_vae::advanced::data::DataSet;
+use gpu_vae::advanced::engine::AdamConfig;
+use gpu_vae::advanced::error::Error;
+use gpu_vae::advanced::model::{Activation, Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
+use gpu_vae::advanced::train::run_dir::{self, RunDir};
+use gpu_vae::advanced::train::{CONFIG_FILE, MODEL_FILE, TrainConfig};
 
 /// A small model of `kind` on the embedded data; the AE's normal class is 1.
 fn small_config(kind: ModelKind) -> TrainConfig {
@@ -28,7 +28,7 @@ fn small_config(kind: ModelKind) -> TrainConfig {
             latent: 4,
             loss: if vae { ReconLoss::Bce } else { ReconLoss::Mse },
             activation: Activation::Relu,
-            arch: gpu_vae::model::Arch::Mlp,
+            arch: gpu_vae::advanced::model::Arch::Mlp,
             conv: vec![],
             classes: 0,
         },

@@ -4,7 +4,7 @@
 //! machine, with no GPU. And every typed kernel id names an entry point of
 //! its family's module, and every entry point has an id.
 
-use gpu_vae::gpu::{Family, Kernel};
+use gpu_vae::advanced::gpu::{Family, Kernel};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
 fn module(family: Family) -> (naga::Module, naga::valid::ModuleInfo) {
@@ -83,11 +83,11 @@ fn validate_and_translate(what: &str, source: &str) {
 
 #[test]
 fn every_generated_kernel_validates_and_translates_to_msl_and_hlsl() {
-    use gpu_vae::gpu::fuse::{Env, Fusion, fuse};
-    use gpu_vae::gpu::fused::{bindings, generate};
-    use gpu_vae::gpu::ir::{Call, Res};
-    use gpu_vae::gpu::lower::lower;
-    use gpu_vae::model::{Activation, Arch, Architecture, Graph, ModelConfig, ModelKind, ReconLoss};
+    use gpu_vae::advanced::gpu::fuse::{Env, Fusion, fuse};
+    use gpu_vae::advanced::gpu::fused::{bindings, generate};
+    use gpu_vae::advanced::gpu::ir::{Call, Res};
+    use gpu_vae::advanced::gpu::lower::lower;
+    use gpu_vae::advanced::model::{Activation, Arch, Architecture, Graph, ModelConfig, ModelKind, ReconLoss};
     use std::collections::BTreeSet;
 
     let vae = ModelConfig::pytorch_vae();

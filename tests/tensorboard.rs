@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
-use gpu_vae::train::tensorboard::proto::{self, Event, Kind, What};
-use gpu_vae::train::tensorboard::{EVENTS_PREFIX, masked_crc};
-use gpu_vae::train::{CONFIG_TAG, METRICS_FILE, PICTURE_TAGS, RUNNING_LOSS_TAG, tag_of};
+use gpu_vae::advanced::train::tensorboard::proto::{self, Event, Kind, What};
+use gpu_vae::advanced::train::tensorboard::{EVENTS_PREFIX, masked_crc};
+use gpu_vae::advanced::train::{CONFIG_TAG, METRICS_FILE, PICTURE_TAGS, RUNNING_LOSS_TAG, tag_of};
 use prost::Message;
 
 /// A new run's model (a resumed one has its own).

@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
-use gpu_vae::cpu::CpuModel;
-use gpu_vae::data::{self, DataSpec, Images};
-use gpu_vae::engine::AdamConfig;
-use gpu_vae::engine::LossSums;
-use gpu_vae::engine::{Engine, EpochPlan, EvalPlan};
-use gpu_vae::error::{Error, Result};
-use gpu_vae::model::{Activation, Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
-use gpu_vae::train::{self, EpochRecord, Progress, Run, TrainConfig};
+use gpu_vae::advanced::cpu::CpuModel;
+use gpu_vae::advanced::data::{self, DataSpec, Images};
+use gpu_vae::advanced::engine::AdamConfig;
+use gpu_vae::advanced::engine::LossSums;
+use gpu_vae::advanced::engine::{Engine, EpochPlan, EvalPlan};
+use gpu_vae::advanced::error::{Error, Result};
+use gpu_vae::advanced::model::{Activation, Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
+use gpu_vae::advanced::train::{self, EpochRecord, Progress, Run, TrainConfig};
 
 struct Silent;
 
@@ -32,7 +32,7 @@ fn config(kind: ModelKind, epochs: usize) -> TrainConfig {
             latent: if vae { 20 } else { 64 },
             loss: if vae { ReconLoss::Bce } else { ReconLoss::Mse },
             activation: Activation::Relu,
-            arch: gpu_vae::model::Arch::Mlp,
+            arch: gpu_vae::advanced::model::Arch::Mlp,
             conv: vec![],
             classes: 0,
         },
@@ -152,7 +152,7 @@ fn divergence_keeps_the_last_good_checkpoint() {
     assert!(matches!(err, Error::NonFiniteLoss { epoch: 2, .. }), "{err}");
     assert!(err.to_string().contains("epoch 2"), "{err}");
 
-    let (_, params) = gpu_vae::checkpoint::load(&dir.path().join("model.safetensors")).unwrap();
+    let (_, params) = gpu_vae::advanced::checkpoint::load(&dir.path().join("model.safetensors")).unwrap();
     assert!(params.iter().all(|p| p.is_finite()), "the epoch-1 checkpoint must survive");
     let csv = std::fs::read_to_string(dir.path().join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 2, "header + epoch 1");
@@ -181,7 +181,7 @@ fn same_seed_same_run() {
 #[test]
 fn the_thread_count_does_not_change_a_cpu_run() {
     let mut conv = config(ModelKind::Vae, 1);
-    conv.model.arch = gpu_vae::model::Arch::Conv;
+    conv.model.arch = gpu_vae::advanced::model::Arch::Conv;
     conv.model.conv = vec![32, 64];
     conv.model.hidden = vec![];
     conv.model.latent = 16;

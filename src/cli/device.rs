@@ -1,70 +1,46 @@
-//! `--device`: which engine computes, decided before any work starts.
+//! `--device`: which engine computes (`crate::device`), its notes printed.
 
 use std::sync::Arc;
 
-use crate::apps::{self, Inference};
-use crate::cpu::CpuModel;
+use crate::apps::Inference;
+use crate::device;
 use crate::engine::Engine;
-use crate::gpu::{GpuContext, GpuEngine, GpuOptions};
+use crate::gpu::GpuContext;
 use crate::model::Architecture;
 use crate::train::TrainConfig;
 
-use super::{DeviceArgs, DeviceChoice};
+use super::DeviceArgs;
 
-/// The GPU the user asked for, `None` for the CPU path. `auto` takes a
-/// hardware GPU when wgpu finds one and otherwise the CPU path, with a note (a
-/// software adapter such as lavapipe is slower than the CPU path; `--device
-/// gpu` still takes it).
-pub fn open_gpu(device: &DeviceArgs) -> anyhow::Result<Option<Arc<GpuContext>>> {
-    let options = GpuOptions { checked_shaders: device.checked_shaders, ..Default::default() };
-    match device.device {
-        DeviceChoice::Cpu => Ok(None),
-        DeviceChoice::Gpu => Ok(Some(Arc::new(GpuContext::new(options)?))),
-        DeviceChoice::Auto => match GpuContext::new(options) {
-            Ok(ctx) if !ctx.is_software => Ok(Some(Arc::new(ctx))),
-            Ok(ctx) => {
-                eprintln!(
-                    "note: only a software adapter ({}), using the CPU path; --device gpu forces it",
-                    ctx.describe()
-                );
-                Ok(None)
-            }
-            Err(e) => {
-                eprintln!("note: no GPU ({e}), using the CPU path");
-                Ok(None)
-            }
-        },
-    }
+fn print_note(note: String) {
+    eprintln!("note: {note}");
+}
+
+/// The GPU the user asked for, `None` for the CPU path (`device::open_gpu`).
+pub fn open_gpu(d: &DeviceArgs) -> anyhow::Result<Option<Arc<GpuContext>>> {
+    Ok(device::open_gpu(d.device, d.checked_shaders, &mut print_note)?)
 }
 
 /// Opens the training engine the user asked for.
 pub fn open_engine(
-    device: &DeviceArgs,
+    d: &DeviceArgs,
     arch: &Architecture,
     params: &[f32],
     config: &TrainConfig,
 ) -> anyhow::Result<Box<dyn Engine>> {
-    Ok(match open_gpu(device)? {
-        Some(ctx) => Box::new(GpuEngine::new(ctx, arch.clone(), params, config.adam, config.batch_size)?),
-        None => Box::new(CpuModel::new(arch.clone(), params.to_vec(), config.adam)),
-    })
+    Ok(device::open_engine(d.device, d.checked_shaders, arch, params, config, &mut print_note)?)
 }
 
 /// Opens a trained model for the uses of `crate::apps` on the device the user asked for.
-pub fn open_inference(
-    device: &DeviceArgs,
-    arch: &Architecture,
-    params: Vec<f32>,
-) -> anyhow::Result<Box<dyn Inference>> {
-    Ok(apps::open_model(arch, params, open_gpu(device)?)?)
+pub fn open_inference(d: &DeviceArgs, arch: &Architecture, params: Vec<f32>) -> anyhow::Result<Box<dyn Inference>> {
+    Ok(device::open_inference(d.device, d.checked_shaders, arch, params, &mut print_note)?)
 }
 
 /// `open_inference` for any parameters of `arch`, the device decided once.
 pub fn inference_opener(
-    device: &DeviceArgs,
+    d: &DeviceArgs,
     arch: &Architecture,
 ) -> anyhow::Result<impl FnMut(Vec<f32>) -> crate::error::Result<Box<dyn Inference>> + use<>> {
-    let gpu = open_gpu(device)?;
+    let gpu = open_gpu(d)?;
     let arch = arch.clone();
-    Ok(move |params| apps::open_model(&arch, params, gpu.clone()))
+    Ok(move |params| crate::apps::open_model(&arch, params, gpu.clone()))
 }

@@ -10,6 +10,8 @@ mod progress;
 mod sample;
 mod train;
 
+pub(crate) use train::config_from_args;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -43,15 +45,9 @@ pub enum Command {
     Apps(apps::AppCommand),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DeviceChoice {
-    /// A real GPU when there is one, else the CPU path.
-    Auto,
-    /// wgpu on any adapter, a software one included.
-    Gpu,
-    /// The CPU reference path.
-    Cpu,
-}
+/// `--device`: the library's `Device`, under the name the command line
+/// has always used.
+pub use crate::device::Device as DeviceChoice;
 
 #[derive(Args, Debug, Clone)]
 pub struct DeviceArgs {
@@ -129,7 +125,7 @@ pub struct TrainArgs {
     /// Ramp beta up linearly over this many epochs (0 = off).
     #[arg(long, default_value_t = 0)]
     pub kl_warmup: usize,
-    /// Std of Gaussian noise added to inputs (clipped to [0,1]): a denoising model.
+    /// Std of Gaussian noise added to inputs (clipped to [0, 1]): a denoising model.
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub noise: f32,
     /// Train on one class only (one-class anomaly detection).
@@ -152,7 +148,7 @@ pub struct TrainArgs {
     /// Share of a folder of pictures held out for testing.
     #[arg(long, default_value_t = 1.0 / 6.0)]
     pub test_fraction: f32,
-    /// Output directory [default: runs/<model>-<timestamp>].
+    /// Output directory [default: runs/MODEL-TIMESTAMP].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Replace the run already in --out; its files go when the new run's first checkpoint is written.

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 
 use super::TrainArgs;
 use super::progress::ConsoleProgress;
@@ -11,8 +11,9 @@ use crate::data::DataSet;
 use crate::engine::AdamConfig;
 use crate::error::Error;
 use crate::limits;
-use crate::model::{Arch, Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params};
+use crate::model::{Arch, Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss};
 use crate::schedule::LrSchedule;
+use crate::train::begin::{self, NewRunOptions};
 use crate::train::run_dir;
 use crate::train::{self, Run, TrainConfig};
 
@@ -22,37 +23,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.resume {
         return resume(&args, dir);
     }
-    let mut config = config_from_args(&args)?;
-    config.validate()?;
-    if config.epochs == 0 {
-        bail!("invalid --epochs: 0; a run trains at least 1 epoch");
-    }
+    let config = config_from_args(&args)?;
     let out = args.out.clone().unwrap_or_else(|| default_out_dir(config.model.kind));
-    train::prepare_out_dir(&out)?;
-    // Held until training ends: a second writer into `out` stops here.
-    run_dir::check_out_outside_data(&out, &config)?;
-    let _owner = run_dir::claim(&out, args.force)?;
-
-    let data = run_dir::load_data_with_channels(&config, args.channels.map(usize::from))?;
-    config.model.image_rows = data.train.rows;
-    config.model.image_cols = data.train.cols;
-    config.model.channels = data.train.channels;
-    if let Some(asked) = args.channels.map(usize::from).filter(|&c| c != data.train.channels) {
-        bail!(
-            "invalid --channels: {asked}, but data {} has {} channel(s); --channels applies to folders of pictures only",
-            config.data,
-            data.train.channels
-        );
-    }
-    if args.conditional {
-        config.model.classes = class_count(&data, &config.data)?;
-        config.class_names = data.train.class_names.clone().unwrap_or_default();
-    }
-    // Again with the data's image size, which IDX files choose.
-    config.validate().with_context(|| format!("data {}", config.data))?;
-    let arch = Architecture::new(&config.model)?;
-    let params = init_params(&arch, config.init, config.seed);
-    fit(&args, &config, &arch, &params, data, &out, None)
+    let options =
+        NewRunOptions { force: args.force, channels: args.channels.map(usize::from), conditional: args.conditional };
+    // Holds the folder until training ends: a second writer into `out` stops here.
+    let new = begin::new_run(config, &out, &options)?;
+    fit(&args, &new.config, &new.arch, &new.params, new.data, &out, None)
 }
 
 /// `train --resume DIR`: the run's settings, parameters and optimizer state,
@@ -96,28 +73,6 @@ fn resume(args: &TrainArgs, dir: &Path) -> anyhow::Result<()> {
     fit(args, &config, &arch, &params, data, dir, Some(state))
 }
 
-/// Classes of a labelled data set: as many as it names (a folder's
-/// sub-folders, CIFAR's and Fashion-MNIST's names), else the largest label
-/// plus one; refused for unlabelled data and labels beyond the names.
-fn class_count(data: &DataSet, name: &str) -> anyhow::Result<usize> {
-    let mut most = 0;
-    for images in [&data.train, &data.test] {
-        let Some(labels) = &images.labels else {
-            bail!("invalid --conditional: data {name} has no labels (a folder needs one sub-folder per class)");
-        };
-        most = most.max(labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0));
-    }
-    let named = data.train.class_names.as_ref().map(Vec::len);
-    if let Some(named) = named.filter(|&n| n < most) {
-        bail!("data {name}: label {} but only {named} class names", most - 1);
-    }
-    let classes = named.unwrap_or(most);
-    if classes < 2 {
-        bail!("invalid --conditional: data {name} has {classes} class(es); conditioning needs 2 or more");
-    }
-    Ok(classes)
-}
-
 /// Trains a new or resumed run into `out`; SIGINT and SIGTERM stop it with a
 /// checkpoint and a line that says how to go on.
 fn fit(
@@ -129,28 +84,17 @@ fn fit(
     out: &Path,
     resume: Option<train::TrainState>,
 ) -> anyhow::Result<()> {
-    let mut train_images = data.train;
-    if let Some(class) = config.normal_class {
-        train_images = train_images.with_label(class);
-        if train_images.count == 0 {
-            bail!("--normal-class {class}: no training images have this label");
-        }
-    }
+    let train_images = begin::training_images(data.train, config.normal_class)?;
     let mut engine = super::device::open_engine(&args.device, arch, params, config)?;
     println!(
-        "data: {} ({} train, {} test, {}x{}{}); model: {:?}{} {} params; device: {}",
+        "data: {} ({} train, {} test, {}x{}{}); model: {}; device: {}",
         data.name,
         train_images.count,
         data.test.count,
         data.test.rows,
         data.test.cols,
         if data.test.channels == 3 { " RGB" } else { "" },
-        config.model.kind,
-        match config.model.classes {
-            0 => String::new(),
-            n => format!(" conditional on {n} classes"),
-        },
-        arch.param_count,
+        config.describe_model(arch.param_count),
         engine.describe()
     );
     let run = Run {
@@ -189,7 +133,7 @@ fn fit(
 }
 
 /// Resolves the per-model defaults (pytorch/examples VAE, the seed article's AE).
-pub(super) fn config_from_args(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
+pub(crate) fn config_from_args(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
     let vae = args.model == ModelKind::Vae;
     let conv = args.arch == Arch::Conv;
     let init = args.init.unwrap_or(if vae { InitScheme::Torch } else { InitScheme::Glorot });

@@ -71,7 +71,7 @@ kernel_params! {
 }
 
 kernel_params! {
-    /// Column sums over (rows, n) into out[off_out..][..n].
+    /// Column sums over (rows, n) into `out[off_out..][..n]`.
     ReduceParams { n: u32, flags: u32, off_in: u32, off_out: u32 }
 }
 

@@ -39,7 +39,7 @@ const MIN_SLICE: u32 = 64;
 pub mod flags {
     /// c += result instead of c = result.
     pub const ACCUMULATE: u32 = 1;
-    /// Add bias[col] (matmul epilogue).
+    /// Add `bias[col]` (matmul epilogue).
     pub const BIAS: u32 = 2;
     /// The M size is this step's batch rows, not `Dims::m`.
     pub const ROWS_M: u32 = 8;

@@ -33,54 +33,54 @@ pub enum LossTerm {
 /// the op adds to its output instead of overwriting it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
-    /// [] -> [clean]: the step's images, pixels / 255.
+    /// `[] -> [clean]`: the step's images, pixels / 255.
     Gather,
-    /// [clean] -> [noisy]: clamp(clean + std·N(0, 1), 0, 1), std from the step.
+    /// `[clean] -> [noisy]`: clamp(clean + std·N(0, 1), 0, 1), std from the step.
     InputNoise,
-    /// [] -> [onehot]: the step's labels, one-hot over the classes (a
+    /// `[] -> [onehot]`: the step's labels, one-hot over the classes (a
     /// conditional model's second input, gathered like the images).
     Labels,
-    /// [a, b] -> [y]: y = [a | b], each row a's then b's.
+    /// `[a, b] -> [y]`: y = `[a | b]`, each row a's then b's.
     Concat,
-    /// [x] -> [y] or [y, pre]: y = act(pre), pre = x·Wᵀ + b, kept as a
+    /// `[x] -> [y]` or `[y, pre]`: y = act(pre), pre = x·Wᵀ + b, kept as a
     /// tensor when the activation's backward needs its input.
     Dense(Layer),
-    /// [x] -> [y] or [y, pre]: as `Dense` with pre = conv(x) + b, a
+    /// `[x] -> [y]` or `[y, pre]`: as `Dense` with pre = conv(x) + b, a
     /// `Conv2d` or `ConvTranspose2d` layer.
     Conv(Layer),
-    /// [mulv] -> [z, eps]: z = mu + e^(logvar/2)·eps, eps ~ N(0, 1) from the step.
+    /// `[mulv] -> [z, eps]`: z = mu + e^(logvar/2)·eps, eps ~ N(0, 1) from the step.
     Reparameterize { latent: usize },
-    /// [x] -> [y]: y = sigmoid(x).
+    /// `[x] -> [y]`: y = sigmoid(x).
     Sigmoid,
-    /// [logits, target] -> the term's sum of BCE(sigmoid(logits), target).
+    /// `[logits, target]` -> the term's sum of BCE(sigmoid(logits), target).
     BceWithLogits(LossTerm),
-    /// [y, target] -> the term's sum of (y - target)².
+    /// `[y, target]` -> the term's sum of (y - target)².
     Mse(LossTerm),
-    /// [mulv] -> the term's sum of KL(N(mu, e^logvar) ‖ N(0, I)).
+    /// `[mulv]` -> the term's sum of KL(N(mu, e^logvar) ‖ N(0, I)).
     Kl { term: LossTerm, latent: usize },
 
-    /// [logits, target] -> [dlogits]: recon_scale·(sigmoid(logits) - target).
+    /// `[logits, target] -> [dlogits]`: recon_scale·(sigmoid(logits) - target).
     BceWithLogitsBackward { accumulate: bool },
-    /// [y, target] -> [dy]: recon_scale·2(y - target).
+    /// `[y, target] -> [dy]`: recon_scale·2(y - target).
     MseBackward { accumulate: bool },
-    /// [y] -> [d] in place: d *= y(1 - y).
+    /// `[y] -> [d]` in place: d *= y(1 - y).
     SigmoidBackward,
-    /// [y] or [y, x] -> [d] in place: d *= act'(x), from the activation's
+    /// `[y]` or `[y, x] -> [d]` in place: d *= act'(x), from the activation's
     /// output y and, for an activation that needs it, its input x.
     ActivationBackward(Activation),
-    /// [dy, x] -> [dx] (or [] when x needs no gradient): dW += dyᵀ·x and
+    /// `[dy, x] -> [dx]` (or `[]` when x needs no gradient): dW += dyᵀ·x and
     /// db += Σ dy into the flat gradient buffer, dx = dy·W.
     DenseBackward { layer: Layer, accumulate: bool },
-    /// [dy, x] -> [dx] (or []): a convolution's dW, db and dx, as `DenseBackward`.
+    /// `[dy, x] -> [dx]` (or `[]`): a convolution's dW, db and dx, as `DenseBackward`.
     ConvBackward { layer: Layer, accumulate: bool },
-    /// [dz, mulv, eps] -> [dmulv].
+    /// `[dz, mulv, eps] -> [dmulv]`.
     ReparameterizeBackward { latent: usize, accumulate: bool },
-    /// [mulv] -> [dmulv]: kl_scale·(mu, ½(e^logvar - 1)).
+    /// `[mulv] -> [dmulv]`: kl_scale·(mu, ½(e^logvar - 1)).
     KlBackward { latent: usize, accumulate: bool },
-    /// [dy] -> [dx]: dx = columns `at..` of dy, as wide as dx: the gradient
+    /// `[dy] -> [dx]`: dx = columns `at..` of dy, as wide as dx: the gradient
     /// of one of a `Concat`'s inputs.
     ConcatBackward { at: usize, accumulate: bool },
-    /// [] -> []: one Adam step over the flat parameters from the flat gradients.
+    /// `[] -> []`: one Adam step over the flat parameters from the flat gradients.
     AdamUpdate,
 }
 

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::AdamConfig;
 use crate::error::{Error, Result};
 use crate::limits;
-use crate::model::{InitScheme, ModelConfig};
+use crate::model::{Arch, InitScheme, ModelConfig, ModelKind};
 use crate::schedule::LrSchedule;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -68,8 +68,53 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// The model as users name it, with its parameter count:
+    /// "VAE (MLP), 652,824 parameters", "conditional denoising AE (conv) on
+    /// 10 classes, ...".
+    pub fn describe_model(&self, params: usize) -> String {
+        let m = &self.model;
+        let conditional = if m.classes > 0 { "conditional " } else { "" };
+        let denoising = if self.noise_std > 0.0 { "denoising " } else { "" };
+        let kind = match m.kind {
+            ModelKind::Vae => "VAE",
+            ModelKind::Ae => "AE",
+        };
+        let arch = match m.arch {
+            Arch::Mlp => "MLP",
+            Arch::Conv => "conv",
+        };
+        let classes = if m.classes > 0 { format!(" on {} classes", m.classes) } else { String::new() };
+        format!("{conditional}{denoising}{kind} ({arch}){classes}, {} parameters", thousands(params))
+    }
+
     /// The KL weight for epoch `epoch` (1-based) after the linear warm-up.
     pub fn beta_at(&self, epoch: usize) -> f32 {
         if self.kl_warmup == 0 { self.beta } else { self.beta * (epoch as f32 / self.kl_warmup as f32).min(1.0) }
+    }
+}
+
+/// `n` with commas between thousands: 652,824.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_are_separated() {
+        let cases = [(0, "0"), (999, "999"), (1000, "1,000"), (652824, "652,824"), (1234567, "1,234,567")];
+        for (n, text) in cases {
+            assert_eq!(thousands(n), text);
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! checkpoint, `metrics.csv` and the pictures, all written atomically, and
 //! the same numbers and pictures appended to a TensorBoard event file.
 
+pub mod begin;
 mod config;
 pub mod interrupt;
 pub mod loss_plot;

@@ -1,8 +1,8 @@
 //! `optimizer.safetensors`: everything a resumed run needs besides the
 //! parameters, written atomically just before each `model.safetensors`.
 //!
-//! Tensors: `adam.m` and `adam.v`, F32 [P] (Adam's moments, laid out like
-//! the parameters), and `epoch.sums`, F64 [2]: the reconstruction and KL
+//! Tensors: `adam.m` and `adam.v`, F32 `[P]` (Adam's moments, laid out like
+//! the parameters), and `epoch.sums`, F64 `[2]`: the reconstruction and KL
 //! loss sums of the batches trained of an unfinished epoch (zeros at an
 //! epoch's end), kept in f64 so that the resumed epoch's sums continue bit
 //! for bit. Metadata (strings):

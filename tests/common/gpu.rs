@@ -6,9 +6,9 @@
 use std::io::Write;
 use std::sync::{Arc, OnceLock};
 
-use gpu_vae::data::Images;
-use gpu_vae::gpu::{GpuContext, GpuOptions, Kernels};
-use gpu_vae::rng::{self, Stream};
+use gpu_vae::advanced::data::Images;
+use gpu_vae::advanced::gpu::{GpuContext, GpuOptions, Kernels};
+use gpu_vae::advanced::rng::{self, Stream};
 
 pub struct Mode {
     pub checked: bool,
