@@ -236,7 +236,7 @@ fn encode_then_decode_matches_reconstruct_within_quantization() {
     let means = apps::latent_means(&mut m, &x, None, n).unwrap();
     let latent = m.arch.config.latent;
 
-    for (bits, size, max_diff, mean_diff) in [("16", 28 + 2 * 20 * n, 1, 0.02), ("8", 28 + 8 * 20 + 20 * n, 3, 0.3)] {
+    for (bits, size, max_diff, mean_diff) in [("16", 32 + 2 * 20 * n, 1, 0.02), ("8", 32 + 8 * 20 + 20 * n, 3, 0.3)] {
         let file = out(&format!("test{bits}.codes"));
         let text = ok(&["encode", "--run", s(&RUNS.vae), "--bits", bits, "--n", &n.to_string(), "--out", s(&file)]);
         assert_eq!(std::fs::metadata(&file).unwrap().len() as usize, size, "{bits} bits");
@@ -290,7 +290,7 @@ fn bad_codes_files_are_named() {
     let err = decode(&truncated, &RUNS.vae);
     assert!(err.contains("truncated.codes: truncated: header says 10 images x 20 values"), "{err}");
     std::fs::write(&truncated, &bytes[..16]).unwrap();
-    assert!(decode(&truncated, &RUNS.vae).contains("the header takes 28"));
+    assert!(decode(&truncated, &RUNS.vae).contains("the header takes 32"));
 
     let wrong = out("wrong.codes");
     std::fs::write(&wrong, b"\x00\x00\x08\x03 an IDX file, not codes").unwrap();
