@@ -185,11 +185,11 @@ fn every_use_takes_the_class() {
     let all = at("as-all.png");
     run_ok(&["reconstruct", "--run", s(&run), "--n", "5", "--as-class", "all", "--device", "cpu", "--out", s(&all)]);
     let png = grid(&all, 5, 12);
-    for i in 0..5 {
-        let own = 2 + labels[i] as usize;
+    for (i, &label) in labels.iter().enumerate().take(5) {
+        let own = 2 + label as usize;
         assert_eq!(tile(&png, i, own), tile(&png, i, 1), "image {i}: as its own class {own}");
         assert_eq!(tile(&png, i, 0), test.image(i), "image {i} itself");
-        let other = 2 + (labels[i] as usize + 1) % 10;
+        let other = 2 + (label as usize + 1) % 10;
         let moved = max_diff(&tile(&png, i, other), &tile(&png, i, 1));
         assert!(moved > CHANGED, "image {i} as another class: {moved}");
     }
