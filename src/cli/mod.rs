@@ -39,7 +39,7 @@ pub enum Command {
     Bench(BenchArgs),
     /// List the wgpu adapters with their backend and limits.
     Devices,
-    /// Write a trained run's encoder and decoder as ONNX models.
+    /// Write a trained run's encoder and decoder as ONNX models, or as a WebGPU page (--format web).
     Export(ExportArgs),
     #[command(flatten)]
     Apps(apps::AppCommand),
