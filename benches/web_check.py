@@ -5,7 +5,8 @@ imports the exported gpu-vae.js, decodes fixed codes and encodes test
 images, and compares them with the CPU path's values, which the exporter
 computed with the library's CPU engine (`explorer.json`'s `check`). Then it
 opens each export's index.html, waits until the explorer has drawn, checks
-that its pictures are not blank and saves a screenshot.
+that its pictures are not blank and saves a screenshot; opens the first
+through `gpu-vae view` too, and a browser without WebGPU gets one line.
 
   apt-get install -y chromium
   python3 -m venv /tmp/pwvenv && /tmp/pwvenv/bin/pip install playwright
@@ -23,7 +24,7 @@ GPU, a blocked GEMM on the CPU) and sigmoid/ELU/exp through another
 implementation (SwiftShader's exp against Rust's), so they agree to a few
 f32 rounding steps of the sums, not bit for bit.
 """
-import argparse, http.server, json, os, socketserver, subprocess, sys, tempfile, threading, time
+import argparse, http.server, json, os, shutil, socketserver, subprocess, sys, tempfile, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ATOL = 1e-4
@@ -128,14 +129,16 @@ def compare(name, got, want):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "gpu-vae"))
-    ap.add_argument("--shots", default=None, help="folder for the explorer screenshots (default: a temporary one)")
+    ap.add_argument("--shots", default=os.path.join(ROOT, "target", "web-shots"),
+                    help="folder for the explorer screenshots (default: target/web-shots)")
+    ap.add_argument("--keep", action="store_true", help="keep the runs and exports (printed) instead of removing them")
     ap.add_argument("--quick", action="store_true", help="only the grey dense and conv VAEs")
     ap.add_argument("--chromium", default="/usr/bin/chromium")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
     work = tempfile.mkdtemp(prefix="web-check-")
-    shots = args.shots or os.path.join(work, "shots")
+    shots = args.shots
     os.makedirs(shots, exist_ok=True)
     colour = os.path.join(work, "cifar")
     cifar10(colour)
@@ -204,6 +207,21 @@ def main():
             print(f"  explorer: {state}, canvases " +
                   ", ".join(f"{s['id']} {s['w']}x{s['h']} std {s['std']:.1f}" for s in stats) +
                   f"; blank: {blank or 'none'}; {text}; screenshot {shot} -> {'ok' if good else 'FAIL'}", flush=True)
+        # The same page served by `gpu-vae view`.
+        view = subprocess.Popen([args.bin, "view", "--port", "0", "--run", os.path.join(work, "runs", models[0][0])],
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            line = view.stdout.readline()
+            url = next(w for w in line.split() if w.startswith("http://127.0.0.1:"))
+            page.goto(url)
+            page.wait_for_function("['ready', 'error', 'no-webgpu'].includes(document.documentElement.dataset.state)",
+                                   timeout=120_000)
+            state = page.evaluate("document.documentElement.dataset.state")
+        finally:
+            view.kill()
+            view.wait()
+        failures += state != "ready"
+        print(f"gpu-vae view: {line.strip()}: explorer {state} -> {'ok' if state == 'ready' else 'FAIL'}")
         if errors:
             print("browser errors:\n  " + "\n  ".join(errors[:10]))
             failures += 1
@@ -221,7 +239,11 @@ def main():
         plain.close()
         browser.close()
     server.shutdown()
-    total = 2 * len(models) + 1
+    if args.keep:
+        print(f"runs and exports kept in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    total = 2 * len(models) + 2
     print(f"web_check: {total - failures} passed, {failures} failed")
     sys.exit(1 if failures else 0)
 

@@ -429,3 +429,45 @@ fn the_cli_exports_a_trained_run_with_its_explorer_data() {
     let metrics = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
     assert!(metrics.starts_with("epoch,train_loss"), "{metrics}");
 }
+
+/// `gpu-vae view` serves the export on 127.0.0.1: the page, the runtime and
+/// the model file with their types, 404 for anything else; it stops when killed.
+#[test]
+fn view_serves_the_export_on_the_loopback_address() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let run = out("view-run");
+    Command::cargo_bin("gpu-vae")
+        .unwrap()
+        .args(["train", "--epochs", "1", "--device", "cpu", "--latent", "2", "--hidden", "16", "--out"])
+        .arg(&run)
+        .assert()
+        .success();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("gpu-vae"))
+        .args(["view", "--port", "0", "--run"])
+        .arg(&run)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://127.0.0.1:")).unwrap_or_else(|| panic!("{line}"));
+    let addr = url.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let get = |path: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+        let mut response = Vec::new();
+        s.read_to_end(&mut response).unwrap();
+        String::from_utf8_lossy(&response).into_owned()
+    };
+    let page = get("/");
+    let js = get("/gpu-vae.js");
+    let model = get("/model.json");
+    let missing = get("/../config.json");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let status = |r: &str| r.lines().next().unwrap_or("").split(' ').nth(1).unwrap_or("").to_string();
+    assert!(status(&page) == "200" && page.contains("text/html") && page.contains("latent explorer"), "{page}");
+    assert!(js.contains("text/javascript") && js.contains("export async function loadModel"), "{}", &js[..200]);
+    assert!(model.contains("application/json") && model.contains("\"gpu-vae web\""));
+    assert_eq!(status(&missing), "404", "{missing}");
+}
