@@ -10,6 +10,8 @@
 //!   WebGPU's default limits (lavapipe in CI) and decodes and encodes within
 //!   1e-4 of the CPU path, the tolerance of tests/onnx.rs for the same
 //!   reason: f32 sums in another order and another exp.
+//! - The exported dispatches are those `gpu::lower::emit` makes of the same
+//!   calls for the engine: the same kernels and workgroups.
 //! - The CLI writes the folder from a trained run with test images, their
 //!   codes and the loss curve; the browser check is benches/web_check.py.
 
@@ -22,6 +24,8 @@ use assert_cmd::Command;
 use gpu_vae::advanced::apps::Inference;
 use gpu_vae::advanced::cpu::CpuModel;
 use gpu_vae::advanced::export::{self, Format, web};
+use gpu_vae::advanced::gpu::buffers::ParamBuffers;
+use gpu_vae::advanced::gpu::lower::{Bindings, TensorPool, emit};
 use gpu_vae::advanced::model::{
     Activation, Arch, Architecture, InitScheme, ModelConfig, ModelKind, ReconLoss, init_params,
 };
@@ -403,6 +407,42 @@ fn replayed_programs_match_the_cpu_path() {
         }
     }
     eprintln!("largest differences from the CPU path: decoder {:.1e}, encoder {:.1e}", worst.0, worst.1);
+}
+
+/// The exported dispatches are the ones `gpu::lower::emit` makes of the same
+/// calls for the engine (which binds wgpu objects instead of writing data):
+/// the same count, kernels and workgroups, program by program.
+#[test]
+fn exported_dispatches_are_the_engines_own() {
+    let Some(gpu) = gpu_common::gpu("exported_dispatches_are_the_engines_own") else { return };
+    let mode = &gpu.modes[0];
+    for (name, arch, params) in models() {
+        let model = web::model_json(&arch, &[]).unwrap();
+        let buffers = ParamBuffers::new(&mode.ctx, &params, false).unwrap();
+        for web::Plan { half, graph, rows, calls, .. } in web::plans(&arch) {
+            let mut pool = TensorPool::new(rows);
+            let bind = Bindings {
+                params: &buffers.params,
+                param_count: buffers.count,
+                grads: None,
+                adam: None,
+                losses: None,
+                data: None,
+            };
+            let program = emit(&mode.ctx, &mode.kernels, &graph, &calls, &mut pool, &bind).unwrap();
+            let programs = model["programs"][half].as_array().unwrap();
+            let exported = programs.iter().find(|p| p["rows"] == rows).unwrap()["dispatches"].as_array().unwrap();
+            assert_eq!(program.len(), exported.len(), "{name}: {half} at {rows} rows");
+            for (d, e) in program.dispatches.iter().zip(exported) {
+                let entry = match &d.kernel {
+                    Ok(kernel) => kernel.entry(),
+                    Err(_) => "main",
+                };
+                assert_eq!(e["entry"], entry, "{name}: {half} at {rows} rows");
+                assert_eq!(e["groups"], serde_json::json!(d.groups), "{name}: {half} {entry} at {rows} rows");
+            }
+        }
+    }
 }
 
 /// From a trained run: test images and their codes ship, the loss curve too.

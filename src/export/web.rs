@@ -281,8 +281,46 @@ fn halves(arch: &Architecture) -> (Half, Half) {
     (encoder, decoder)
 }
 
-/// The program of `half` for at most `rows` rows: lowered, fused for
-/// WebGPU's default limits and written out.
+/// The calls of `half` for at most `rows` rows: lowered and fused for
+/// WebGPU's default limits, as `GpuInference` plans a bucket for its adapter.
+pub fn calls(graph: &Graph, input: TensorId, output: TensorId, rows: usize, param_count: usize) -> Vec<Call> {
+    let limits = web_limits();
+    let env = Env {
+        graph,
+        max_rows: rows,
+        limits: &limits,
+        param_count,
+        keep: [graph.named(), vec![input, output]].concat(),
+    };
+    fuse(lower(graph), Fusion::ALL, &env)
+}
+
+/// One program `model.json` holds, before it is written out.
+pub struct Plan {
+    /// `encoder` or `decoder`.
+    pub half: &'static str,
+    pub graph: Graph,
+    pub input: TensorId,
+    pub output: TensorId,
+    pub rows: usize,
+    pub calls: Vec<Call>,
+}
+
+/// Every program `model.json` holds (for tests that emit them natively).
+pub fn plans(arch: &Architecture) -> Vec<Plan> {
+    let (encoder, decoder) = halves(arch);
+    let mut out = Vec::new();
+    for (name, half) in [("encoder", encoder), ("decoder", decoder)] {
+        for rows in BUCKETS {
+            let calls = calls(&half.graph, half.input, half.output, rows, arch.param_count);
+            let (graph, input, output) = (half.graph.clone(), half.input, half.output);
+            out.push(Plan { half: name, graph, input, output, rows, calls });
+        }
+    }
+    out
+}
+
+/// The program of `half` for at most `rows` rows, written out.
 fn program(
     half: &Half,
     rows: usize,
@@ -291,15 +329,7 @@ fn program(
     module_ids: &mut HashMap<String, usize>,
 ) -> Result<Value> {
     let graph = &half.graph;
-    let limits = web_limits();
-    let env = Env {
-        graph,
-        max_rows: rows,
-        limits: &limits,
-        param_count,
-        keep: [graph.named(), vec![half.input, half.output]].concat(),
-    };
-    let calls = fuse(lower(graph), Fusion::ALL, &env);
+    let calls = calls(graph, half.input, half.output, rows, param_count);
     let mut w = Writer {
         graph,
         rows,
