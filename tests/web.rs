@@ -511,3 +511,15 @@ fn view_serves_the_export_on_the_loopback_address() {
     assert!(model.contains("application/json") && model.contains("\"gpu-vae web\""));
     assert_eq!(status(&missing), "404", "{missing}");
 }
+
+/// A model whose weights outgrow what a browser binds by default is refused
+/// in one line naming the buffer, before anything is written.
+#[test]
+fn weights_beyond_the_default_binding_are_refused() {
+    let big = ModelConfig { hidden: vec![44_000], ..config(ModelKind::Vae, Arch::Mlp, 1, 0, Activation::Relu) };
+    let big = ModelConfig { image_rows: 28, image_cols: 28, ..big };
+    let arch = Architecture::new(&big).unwrap();
+    let err = web::model_json(&arch, &[]).unwrap_err().to_string();
+    assert!(err.starts_with("cannot export as WebGPU: buffer \"params\""), "{err}");
+    assert!(err.contains("134217728"), "{err}");
+}

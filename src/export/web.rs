@@ -112,7 +112,9 @@ impl Writer<'_> {
         match b {
             Buf::Tensor(t) => Ok(self.tensor(t)),
             Buf::Params => Ok(0),
-            Buf::Grads => Err(Error::unsupported("web export", "a gradient buffer (training only)")),
+            Buf::Grads => {
+                Err(Error::Unexportable { format: "WebGPU", what: "a gradient buffer (training only)".into() })
+            }
         }
     }
 
@@ -230,10 +232,8 @@ impl Writer<'_> {
                         Res::Tensor(t) => self.tensor(t),
                         Res::Params => 0,
                         other => {
-                            return Err(Error::unsupported(
-                                "web export",
-                                format!("a generated kernel binding {other:?} (training only)"),
-                            ));
+                            let what = format!("a generated kernel binding {other:?} (training only)");
+                            return Err(Error::Unexportable { format: "WebGPU", what });
                         }
                     };
                     let access = if written { "read_write" } else { "read" };
@@ -248,10 +248,8 @@ impl Writer<'_> {
                 }));
             }
             other => {
-                return Err(Error::unsupported(
-                    "web export",
-                    format!("{other:?} has no place in an inference program"),
-                ));
+                let what = format!("{other:?} has no place in an inference program");
+                return Err(Error::Unexportable { format: "WebGPU", what });
             }
         }
         Ok(())
@@ -348,6 +346,16 @@ fn program(
         w.call(call)?;
     }
     let output = w.tensor(half.output);
+    // A browser binds at most this much without asking for more.
+    let limit = web_limits().max_storage_buffer_binding_size;
+    for b in &w.buffers {
+        let bytes = b["bytes"].as_u64().unwrap_or(0);
+        if bytes > limit {
+            let name = b["name"].as_str().unwrap_or("?");
+            let what = format!("buffer {name:?} has {bytes} bytes, more than the {limit} WebGPU binds by default");
+            return Err(Error::Unexportable { format: "WebGPU", what });
+        }
+    }
     Ok(json!({
         "rows": rows,
         "buffers": w.buffers,
