@@ -279,8 +279,9 @@ fn halves(arch: &Architecture) -> (Half, Half) {
     (encoder, decoder)
 }
 
-/// The calls of `half` for at most `rows` rows: lowered and fused for
-/// WebGPU's default limits, as `GpuInference` plans a bucket for its adapter.
+/// The calls of the slice `graph` (from `input` to `output`) for at most
+/// `rows` rows: lowered and fused for WebGPU's default limits, as
+/// `GpuInference` plans a row bucket for its adapter.
 pub fn calls(graph: &Graph, input: TensorId, output: TensorId, rows: usize, param_count: usize) -> Vec<Call> {
     let limits = web_limits();
     let env = Env {
@@ -444,6 +445,10 @@ pub fn export(
     run: Option<&crate::train::run_dir::RunDir>,
     dir: &Path,
 ) -> Result<super::Exported> {
+    if params.len() != arch.param_count {
+        let why = format!("{} values for {} parameters", params.len(), arch.param_count);
+        return Err(Error::invalid("params", why));
+    }
     let names = run.map(|r| r.config().class_names.clone()).unwrap_or_default();
     let model = model_json(arch, &names)?;
     let weights: Vec<u8> = params.iter().flat_map(|v| v.to_le_bytes()).collect();

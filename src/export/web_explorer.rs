@@ -32,6 +32,7 @@ pub fn explorer_json(arch: &Architecture, params: &[f32], run: Option<&RunDir>) 
     };
     let mut out = json!({ "images": [], "labels": null, "codes": [], "note": null });
     let (mut center, mut directions, mut scales) = (vec![0.0f32; latent], identity(latent), vec![1.0f32; latent]);
+    let mut fitted = false;
     match data {
         Ok(test) => {
             let mut cpu = crate::cpu::CpuModel::for_inference(arch.clone(), params.to_vec());
@@ -50,12 +51,17 @@ pub fn explorer_json(arch: &Architecture, params: &[f32], run: Option<&RunDir>) 
                 center = fit.mean.iter().map(|&m| m as f32).collect();
                 directions = fit.components.iter().map(|c| c.iter().map(|&v| v as f32).collect()).collect();
                 scales = fit.variances.iter().map(|&v| (v.sqrt() as f32).max(1e-6)).collect();
+                fitted = true;
             }
         }
         Err(note) => out["note"] = json!(note),
     }
     // Few dimensions: each slider moves one, scaled by the codes' spread along it.
-    let sliders = if latent <= SLIDERS {
+    let sliders = if !fitted {
+        // No codes to fit: the first dimensions, at the prior's scale.
+        let n = latent.min(SLIDERS);
+        json!({ "axes": "dimensions", "directions": identity(latent)[..n], "scales": vec![1.0f32; n] })
+    } else if latent <= SLIDERS {
         let spread: Vec<f32> = (0..latent)
             .map(|d| directions.iter().zip(&scales).map(|(c, s)| (c[d] * s).powi(2)).sum::<f32>().sqrt())
             .collect();
