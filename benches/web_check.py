@@ -5,7 +5,8 @@ imports the exported gpu-vae.js, decodes fixed codes and encodes test
 images, and compares them with the CPU path's values, which the exporter
 computed with the library's CPU engine (`explorer.json`'s `check`). Then it
 opens each export's index.html, waits until the explorer has drawn, checks
-that its pictures are not blank and saves a screenshot; opens the first
+that its pictures are not blank, that moving a slider, picking a walk's end,
+a new draw and a class redraw theirs, and saves a screenshot; opens the first
 through `gpu-vae view` too, and a browser without WebGPU gets one line.
 
   apt-get install -y chromium
@@ -114,6 +115,35 @@ STATS_JS = """
 """
 
 
+SIGNATURE_JS = """
+(id) => { const c = document.getElementById(id); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let h = 0; for (let i = 0; i < d.length; i += 7) h = (h * 31 + d[i]) >>> 0; return h; }
+"""
+
+
+def interact(page):
+    """Moves the first slider, clicks a test image, draws anew and (conditional runs) picks a class:
+    whether each picture changed."""
+    actions = {
+        "slider": ("single", "() => { const s = document.querySelector('#sliders input'); s.value = 2.5; "
+                             "s.dispatchEvent(new Event('input')); }"),
+        "walk end": ("walk", "() => document.querySelectorAll('#thumbs canvas')[5].click()"),
+        "new draw": ("grid", "() => document.getElementById('draw').click()"),
+    }
+    if page.evaluate("!document.getElementById('class-box').hidden"):
+        actions["class"] = ("grid", "() => { const s = document.getElementById('class'); s.value = '3'; "
+                                    "s.dispatchEvent(new Event('change')); }")
+    moved = {}
+    for name, (canvas, action) in actions.items():
+        before = page.evaluate(SIGNATURE_JS, canvas)
+        page.evaluate(action)
+        deadline = time.time() + 30
+        while time.time() < deadline and page.evaluate(SIGNATURE_JS, canvas) == before:
+            time.sleep(0.2)
+        moved[name] = page.evaluate(SIGNATURE_JS, canvas) != before
+    return moved
+
+
 def compare(name, got, want):
     worst, bad = 0.0, []
     for i, (g, c) in enumerate(zip(got, want)):
@@ -203,6 +233,10 @@ def main():
             text = page.evaluate("document.getElementById('check').textContent + ' | ' + "
                                  "document.getElementById('status').textContent")
             good = state == "ready" and not blank and {"grid", "single", "walk"} <= {s["id"] for s in stats}
+            if good:
+                moved = interact(page)
+                good = all(moved.values())
+                print(f"  interaction (picture redrawn): {moved}")
             failures += not good
             print(f"  explorer: {state}, canvases " +
                   ", ".join(f"{s['id']} {s['w']}x{s['h']} std {s['std']:.1f}" for s in stats) +
