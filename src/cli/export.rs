@@ -6,6 +6,10 @@ use crate::train::run_dir::RunDir;
 
 pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     let run = RunDir::open(&args.run)?;
-    print!("{}", crate::export::export(run.arch(), run.params(), args.format, &args.out)?);
+    let exported = match args.format {
+        crate::export::Format::Web => crate::export::web::export(run.arch(), run.params(), Some(&run), &args.out)?,
+        format => crate::export::export(run.arch(), run.params(), format, &args.out)?,
+    };
+    print!("{exported}");
     Ok(())
 }

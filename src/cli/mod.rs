@@ -9,6 +9,7 @@ mod export;
 mod progress;
 mod sample;
 mod train;
+mod view;
 
 pub(crate) use train::config_from_args;
 
@@ -39,8 +40,10 @@ pub enum Command {
     Bench(BenchArgs),
     /// List the wgpu adapters with their backend and limits.
     Devices,
-    /// Write a trained run's encoder and decoder as ONNX models.
+    /// Write a trained run's encoder and decoder as ONNX models, or as a WebGPU page (--format web).
     Export(ExportArgs),
+    /// Serve a trained run's web export (latent explorer) on 127.0.0.1.
+    View(ViewArgs),
     #[command(flatten)]
     Apps(apps::AppCommand),
 }
@@ -274,6 +277,16 @@ pub struct ExportArgs {
     pub out: PathBuf,
 }
 
+#[derive(Args, Debug)]
+pub struct ViewArgs {
+    /// A run directory written by `gpu-vae train`.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Port on 127.0.0.1 (0: any free one).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum SampleFormat {
     Png,
@@ -314,6 +327,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Export(args) => export::run(args),
+        Command::View(args) => view::run(args),
         Command::Apps(command) => apps::run(command),
     }
 }

@@ -2,6 +2,8 @@
 
 pub mod onnx;
 pub mod proto;
+pub mod web;
+mod web_explorer;
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +16,9 @@ use crate::model::Architecture;
 pub enum Format {
     /// `encoder.onnx` and `decoder.onnx`, opset 17.
     Onnx,
+    /// A static folder a browser runs on WebGPU: `gpu-vae.js`, `model.json`,
+    /// `weights.bin`, the latent explorer `index.html` (`export::web`).
+    Web,
 }
 
 /// The files an export wrote, printed one a line.
@@ -35,11 +40,17 @@ impl std::fmt::Display for Exported {
 /// so the weights stay inside it (no ONNX external data).
 pub fn export(arch: &Architecture, params: &[f32], format: Format, dir: &Path) -> Result<Exported> {
     let files = match format {
-        Format::Onnx => [
+        Format::Onnx => vec![
             ("encoder.onnx", onnx::to_bytes(&onnx::encoder(arch, params)?)),
             ("decoder.onnx", onnx::to_bytes(&onnx::decoder(arch, params)?)),
         ],
+        Format::Web => return web::export(arch, params, None, dir),
     };
+    write_files(dir, files)
+}
+
+/// Writes `files` into the folder `dir` (created when missing), each atomically.
+fn write_files(dir: &Path, files: Vec<(&str, Vec<u8>)>) -> Result<Exported> {
     if dir.exists() && !dir.is_dir() {
         return Err(Error::bad_file(dir, "is not a folder: --out names the folder the files go into"));
     }
