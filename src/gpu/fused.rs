@@ -715,7 +715,10 @@ impl Chain<'_, '_> {
             writeln!(
                 c,
                 "    for (var o = lid; o < {outs}u; o += {THREADS}u) {{
+        // Zeroed by hand: SwiftShader (Chromium's WebGPU without a GPU) kept
+        // the last pass's sums in a `var` declared in a loop.
         var acc: array<f32, {rows}>;
+        for (var r = 0u; r < {rows}u; r++) {{ acc[r] = 0.0; }}
         for (var s = 0u; s < {sum}u; s++) {{
             let w = {w};
             for (var r = 0u; r < {rows}u; r++) {{ acc[r] = fma({input}, w, acc[r]); }}
