@@ -30,10 +30,10 @@ use crate::engine::Inference;
 use crate::error::{Error, Result};
 use crate::gpu::fuse::{Env, Fusion, fuse};
 use crate::gpu::fused;
-use crate::gpu::ir::{Buf, Call, Res, matmul_params, size};
+use crate::gpu::ir::{Buf, Call, Res, columns_params, conv_params, matmul_params, size};
 use crate::gpu::lower::lower;
-use crate::gpu::params::{ConvParams, ElementwiseParams, KernelParams, Slot, Step};
-use crate::gpu::shaders::{Kernel, conv_groups, flags, grid_1d};
+use crate::gpu::params::{ElementwiseParams, KernelParams, Slot, Step};
+use crate::gpu::shaders::{Kernel, conv_groups, grid_1d};
 use crate::model::{Activation, Architecture, Graph, ModelKind, Node, Op, TensorId, TensorInfo};
 
 /// The runtime, the explorer page: shipped as they are.
@@ -168,15 +168,7 @@ impl Writer<'_> {
                 self.family(Kernel::Matmul(m.variant, m.form), matmul_params(m), &bound, [x, y, 1]);
             }
             &Call::Columns { dst, dst_at, src, src_at, width, accumulate } => {
-                let params = ElementwiseParams {
-                    n: width as u32,
-                    off_in: src_at as u32,
-                    off_out: dst_at as u32,
-                    width_in: self.graph.width(src) as u32,
-                    width_out: self.graph.width(dst) as u32,
-                    flags: if accumulate { flags::ACCUMULATE } else { 0 },
-                    ..Default::default()
-                };
+                let params = columns_params(self.graph, (dst, dst_at), (src, src_at), width, accumulate);
                 let bound = [(Slot::Out, self.tensor(dst)), (Slot::Inp, self.tensor(src))];
                 self.family(Kernel::CopyColumns, params, &bound, grid(width));
             }
@@ -197,23 +189,7 @@ impl Writer<'_> {
                 self.family(Kernel::SigmoidForward, ew(width, 0, Activation::Identity), &bound, grid(width));
             }
             &Call::Conv { kernel, geom: g, a, x, out, out_at, weight, bias, act } => {
-                let params = ConvParams {
-                    in_c: g.in_c as u32,
-                    in_h: g.in_h as u32,
-                    in_w: g.in_w as u32,
-                    out_c: g.out_c as u32,
-                    out_h: g.out_h as u32,
-                    out_w: g.out_w as u32,
-                    kernel: g.kernel as u32,
-                    stride: g.stride as u32,
-                    padding: g.padding as u32,
-                    flags: if bias.is_some() { flags::BIAS } else { 0 },
-                    act: act.code(),
-                    off_w: weight as u32,
-                    off_bias: bias.unwrap_or(0) as u32,
-                    off_out: out_at as u32,
-                    ..Default::default()
-                };
+                let params = conv_params(&g, weight, bias, act, out_at);
                 let mut bound = vec![(Slot::Out, self.resolve(out)?), (Slot::A, self.tensor(a)), (Slot::W, 0)];
                 if bias.is_some() {
                     bound.push((Slot::Bias, 0));

@@ -6,8 +6,9 @@
 //! Everything else in `gpu` builds on this module; it builds on none of them
 //! but the kernel table.
 
-use super::params::MatmulParams;
+use super::params::{ConvParams, ElementwiseParams, MatmulParams};
 use super::shaders::{Kernel, MatmulForm, MatmulVariant, flags};
+use crate::model::Graph;
 use crate::model::{Activation, ConvGeom, TensorId};
 
 /// A product's M or K: the step's batch rows, or fixed.
@@ -348,6 +349,47 @@ pub fn matmul_params(m: &Matmul) -> MatmulParams {
         off_bias: m.bias.unwrap_or(0) as u32,
         slices: if m.slices > 1 { m.slices } else { 0 },
         act: m.act.code(),
+    }
+}
+
+/// A convolution call's kernel parameters (`Call::Conv`'s fields).
+pub fn conv_params(g: &ConvGeom, weight: usize, bias: Option<usize>, act: Activation, out_at: usize) -> ConvParams {
+    ConvParams {
+        in_c: g.in_c as u32,
+        in_h: g.in_h as u32,
+        in_w: g.in_w as u32,
+        out_c: g.out_c as u32,
+        out_h: g.out_h as u32,
+        out_w: g.out_w as u32,
+        kernel: g.kernel as u32,
+        stride: g.stride as u32,
+        padding: g.padding as u32,
+        flags: if bias.is_some() { flags::BIAS } else { 0 },
+        act: act.code(),
+        off_w: weight as u32,
+        off_bias: bias.unwrap_or(0) as u32,
+        off_out: out_at as u32,
+        ..Default::default()
+    }
+}
+
+/// A `Call::Columns`'s kernel parameters: `width` columns of `src` from
+/// `src_at` into `dst` from `dst_at`.
+pub fn columns_params(
+    graph: &Graph,
+    (dst, dst_at): (TensorId, usize),
+    (src, src_at): (TensorId, usize),
+    width: usize,
+    accumulate: bool,
+) -> ElementwiseParams {
+    ElementwiseParams {
+        n: width as u32,
+        off_in: src_at as u32,
+        off_out: dst_at as u32,
+        width_in: graph.width(src) as u32,
+        width_out: graph.width(dst) as u32,
+        flags: if accumulate { flags::ACCUMULATE } else { 0 },
+        ..Default::default()
     }
 }
 

@@ -13,10 +13,8 @@ use std::collections::HashMap;
 
 use super::buffers::storage;
 use super::context::GpuContext;
-use super::ir::{Buf, Call, Matmul, Res, Size, matmul_params, size};
-use super::params::{
-    AdamParams, ConvParams, ElementwiseParams, GatherParams, LossParams, ReduceParams, ReparamParams, Slot,
-};
+use super::ir::{Buf, Call, Matmul, Res, Size, columns_params, conv_params, matmul_params, size};
+use super::params::{AdamParams, ElementwiseParams, GatherParams, LossParams, ReduceParams, ReparamParams, Slot};
 use super::program::{Program, ProgramBuilder};
 use super::shaders::{
     Kernel, Kernels, MAX_PARTS, MatmulForm, MatmulVariant, column_sums_groups, conv_groups, flags, grid_1d, loss_parts,
@@ -296,15 +294,7 @@ pub fn emit(
                 p.push(Kernel::GatherBatch, params, &b, grid(width.max(classes)));
             }
             &Call::Columns { dst, dst_at, src, src_at, width, accumulate } => {
-                let params = ElementwiseParams {
-                    n: width as u32,
-                    off_in: src_at as u32,
-                    off_out: dst_at as u32,
-                    width_in: graph.width(src) as u32,
-                    width_out: graph.width(dst) as u32,
-                    flags: accumulate_flag(accumulate),
-                    ..Default::default()
-                };
+                let params = columns_params(graph, (dst, dst_at), (src, src_at), width, accumulate);
                 p.push(Kernel::CopyColumns, params, &[(Slot::Out, &t(dst)?), (Slot::Inp, &t(src)?)], grid(width));
             }
             &Call::InputNoise { out, clean, width } => {
@@ -403,23 +393,7 @@ pub fn emit(
                 p.push(Kernel::KlBackward, params, &[(Slot::Out, &t(d)?), (Slot::X, &t(mulv)?)], grid(latent));
             }
             &Call::Conv { kernel, geom: g, a, x, out, out_at, weight, bias, act } => {
-                let params = ConvParams {
-                    in_c: g.in_c as u32,
-                    in_h: g.in_h as u32,
-                    in_w: g.in_w as u32,
-                    out_c: g.out_c as u32,
-                    out_h: g.out_h as u32,
-                    out_w: g.out_w as u32,
-                    kernel: g.kernel as u32,
-                    stride: g.stride as u32,
-                    padding: g.padding as u32,
-                    flags: if bias.is_some() { flags::BIAS } else { 0 },
-                    act: act.code(),
-                    off_w: weight as u32,
-                    off_bias: bias.unwrap_or(0) as u32,
-                    off_out: out_at as u32,
-                    ..Default::default()
-                };
+                let params = conv_params(&g, weight, bias, act, out_at);
                 let out = resolve(&mut t, bind, out)?;
                 let a = t(a)?;
                 let x = x.map(&mut t).transpose()?;
