@@ -94,6 +94,9 @@ pub fn check_model(config: &ModelConfig) -> Result<usize> {
         width = channels * (config.image_rows / shrink) * (config.image_cols / shrink);
     }
     let flat = width;
+    // A conditional model's one-hot labels join the first encoder layer's
+    // input and the decoder's first layer's (`classes` is at most 256).
+    width += config.classes;
     for &h in &config.hidden {
         layers.push((width, h));
         width = h;
@@ -102,11 +105,12 @@ pub fn check_model(config: &ModelConfig) -> Result<usize> {
         ModelKind::Ae => layers.push((width, config.latent)),
         ModelKind::Vae => layers.push((width, config.latent.checked_mul(2).ok_or_else(too_many)?)),
     }
+    let code = config.latent.checked_add(config.classes).ok_or_else(too_many)?;
     if conv {
         // The decoder's dense layer back to the flattened shape; `hidden` is not mirrored.
-        layers.push((config.latent, flat));
+        layers.push((code, flat));
     } else {
-        let mut width = config.latent;
+        let mut width = code;
         for &h in config.hidden.iter().rev() {
             layers.push((width, h));
             width = h;
@@ -182,18 +186,21 @@ mod tests {
     }
 
     #[test]
-    fn colour_and_conv_parameter_counts_match_the_architecture() {
+    fn colour_conv_and_conditional_parameter_counts_match_the_architecture() {
         for channels in [1, 3] {
             for (arch, conv, hidden) in
                 [(Arch::Mlp, vec![], vec![9]), (Arch::Conv, vec![4, 6], vec![]), (Arch::Conv, vec![5], vec![7])]
             {
-                for kind in [ModelKind::Ae, ModelKind::Vae] {
+                for (kind, classes) in
+                    [(ModelKind::Ae, 0), (ModelKind::Vae, 0), (ModelKind::Ae, 3), (ModelKind::Vae, 10)]
+                {
                     let c = ModelConfig {
                         channels,
                         image_rows: 8,
                         image_cols: 12,
                         arch,
                         conv: conv.clone(),
+                        classes,
                         ..config(kind, hidden.clone())
                     };
                     assert_eq!(check_model(&c).unwrap(), Architecture::new(&c).unwrap().param_count, "{c:?}");
