@@ -143,7 +143,9 @@ pub fn check_rows(name: &'static str, rows: usize, config: &ModelConfig) -> Resu
         // The layout is metadata only, and `check_model` has bounded it.
         Architecture::new(config).map_or(usize::MAX, |a| a.max_width())
     } else {
-        config.hidden.iter().copied().chain([dim, config.latent.saturating_mul(2)]).max().unwrap_or(0)
+        // A conditional model's labels widen the first layers' inputs.
+        let joined = [dim.saturating_add(config.classes), config.latent.saturating_add(config.classes)];
+        config.hidden.iter().copied().chain(joined).chain([config.latent.saturating_mul(2)]).max().unwrap_or(0)
     };
     match rows.checked_mul(widest) {
         Some(values) if values <= MAX_BATCH_VALUES => Ok(()),
