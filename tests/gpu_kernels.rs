@@ -695,6 +695,128 @@ fn conv_kernels_match_cpu() {
     }
 }
 
+/// The convolution products (`ConvMap`: implicit GEMM in generated
+/// kernels) on the direct kernels' awkward shapes and one that takes several
+/// tiles and K rounds, against the CPU functions: the forward with bias and
+/// an activation, and with an activation backward in its epilogue (a
+/// transposed layer's input gradient); the input gradient as a transposed
+/// layer's forward with bias and an activation; the weight gradient with the
+/// bias gradient as its column of ones; channel sums alone.
+#[test]
+fn generated_conv_products_match_cpu() {
+    use gpu_vae::advanced::cpu::conv::{conv2d_backward, conv2d_forward};
+    use gpu_vae::advanced::gpu::fuse::own_epilogue;
+    use gpu_vae::advanced::gpu::ir::ConvMap;
+    use gpu_vae::advanced::model::ConvGeom;
+    let Some(gpu) = gpu("generated_conv_products_match_cpu") else { return };
+    let shapes = [&CONV_SHAPES[..], &[(33, 9, 10, 40, 3, 2, 1, 4)]].concat();
+    for mode in &gpu.modes {
+        for (s, &(c, h, w, o, k, stride, pad, rows)) in shapes.iter().enumerate() {
+            let g = ConvGeom::conv(c, h, w, o, k, stride, pad).unwrap();
+            let salt = 150 + 10 * s as u32;
+            let (x, dy) = (random(rows * g.in_len(), salt, -1.0, 1.0), random(rows * g.out_len(), salt + 1, -1.0, 1.0));
+            let y = random(rows * g.out_len(), salt + 2, -1.0, 1.0);
+            let wlen = o * g.patch();
+            let (w_at, bias_at) = (2, 2 + wlen);
+            let params = random(bias_at + o.max(c) + 3, salt + 3, -1.0, 1.0);
+            let (wt, bias) = (&params[w_at..bias_at], &params[bias_at..]);
+            // t0 x (in-space), t1 an out-space output, t2 dy, t3 an in-space output, t4 y.
+            let graph = tensor_graph(&[g.in_len(), g.out_len(), g.out_len(), g.in_len(), g.out_len()]);
+            let [t0, t1, t2, t3] = [0, 1, 2, 3].map(|i| Buf::Tensor(TensorId(i)));
+            let (out_zeros, in_zeros, grads0) =
+                (vec![0.0; rows * g.out_len()], vec![0.0; rows * g.in_len()], vec![0.0; params.len()]);
+            let bound = [
+                (Res::Tensor(TensorId(0)), Host::F32(&x)),
+                (Res::Tensor(TensorId(1)), Host::F32(&out_zeros)),
+                (Res::Tensor(TensorId(2)), Host::F32(&dy)),
+                (Res::Tensor(TensorId(3)), Host::F32(&in_zeros)),
+                (Res::Tensor(TensorId(4)), Host::F32(&y)),
+                (Res::Params, Host::F32(&params)),
+                (Res::Grads, Host::F32(&grads0)),
+            ];
+            let run = |mm: Matmul, ops: Vec<Call>| {
+                let task = Task::Product { epilogue: Epilogue { ops, ..own_epilogue(&mm) }, mm };
+                run_generated(&mode.ctx, &mode.kernels, &[task], &graph, rows, rows_step(rows), &bound)
+                    .unwrap_or_else(|e| panic!("{g:?} ({}): {e}", mode.name()))
+            };
+            let name = |e: &str| format!("{e} {g:?} rows {rows} ({})", mode.name());
+            let dot_atol = |n: usize| 16.0 * n as f32 * U;
+            let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; wlen], vec![0.0; o]);
+            conv2d_backward(Some(&mut dx), &mut dw, &mut db, &dy, &x, wt, &g, rows);
+
+            let mut want = vec![0.0; rows * g.out_len()];
+            conv2d_forward(&mut want, &x, wt, &bias[..o], &g, rows);
+            activation::activation_forward(&mut want, Activation::LeakyRelu);
+            let mm = Matmul::conv(
+                ConvMap::Forward(g),
+                [(t0, 0), (Buf::Params, w_at), (t1, 0)],
+                Some(bias_at),
+                Activation::LeakyRelu,
+            );
+            let out = run(mm, vec![]);
+            assert_close(&name("forward +bias+leaky_relu"), &out[1], &want, dot_atol(g.patch() + 1), 1e-5);
+
+            let mut want = vec![0.0; rows * g.out_len()];
+            conv2d_forward(&mut want, &x, wt, &vec![0.0; o], &g, rows);
+            activation::activation_backward(&mut want, None, &y, Activation::Relu);
+            let mm =
+                Matmul::conv(ConvMap::Forward(g), [(t0, 0), (Buf::Params, w_at), (t1, 0)], None, Activation::Identity);
+            let relu_backward = Call::ActivationBackward {
+                d: TensorId(1),
+                y: TensorId(4),
+                x: None,
+                width: g.out_len(),
+                act: Activation::Relu,
+            };
+            let out = run(mm, vec![relu_backward]);
+            assert_close(&name("forward +relu backward"), &out[1], &want, dot_atol(g.patch()), 1e-5);
+
+            let mut want = dx.clone();
+            for (i, plane) in want.chunks_exact_mut(h * w).enumerate() {
+                plane.iter_mut().for_each(|v| *v += bias[i % c]);
+            }
+            activation::activation_forward(&mut want, Activation::Tanh);
+            let mm = Matmul::conv(
+                ConvMap::BackwardData(g),
+                [(t2, 0), (Buf::Params, w_at), (t3, 0)],
+                Some(bias_at),
+                Activation::Tanh,
+            );
+            let out = run(mm, vec![]);
+            assert_close(&name("backward data +bias+tanh"), &out[3], &want, dot_atol(o * k * k + 1) + 1e-6, 1e-5);
+
+            let mm = Matmul::conv(
+                ConvMap::BackwardWeight(g),
+                [(t2, 0), (t0, 0), (Buf::Grads, w_at)],
+                None,
+                Activation::Identity,
+            );
+            let task = Task::Product { mm, epilogue: Epilogue { ops: vec![], ones: Some(bias_at) } };
+            let out = run_generated(&mode.ctx, &mode.kernels, &[task], &graph, rows, rows_step(rows), &bound)
+                .unwrap_or_else(|e| panic!("{g:?} ({}): {e}", mode.name()));
+            let terms = rows * g.out_pixels();
+            assert_close(&name("backward weight"), &out[6][w_at..bias_at], &dw, dot_atol(terms), 1e-5);
+            assert_close(&name("bias gradient (ones)"), &out[6][bias_at..bias_at + o], &db, dot_atol(terms), 1e-5);
+
+            // An in-space tensor's channel sums (a transposed layer's bias gradient).
+            let planes = ConvGeom { out_c: c, out_h: h, out_w: w, ..g };
+            let mm = Matmul::conv(
+                ConvMap::ChannelSums(planes),
+                [(t0, 0), (t0, 0), (Buf::Grads, bias_at)],
+                None,
+                Activation::Identity,
+            );
+            let out = run(mm, vec![]);
+            let mut want = vec![0.0f32; c];
+            for (i, plane) in x.chunks_exact(h * w).enumerate() {
+                want[i % c] += plane.iter().sum::<f32>();
+            }
+            assert_close(&name("channel sums"), &out[6][bias_at..bias_at + c], &want, dot_atol(rows * h * w), 1e-5);
+            assert!(out[6][..bias_at].iter().all(|&v| v == 0.0), "{}: wrote outside its sums", name("channel sums"));
+        }
+    }
+}
+
 /// Tensors t0..t5 of the given widths, for generated kernels (which read
 /// only the widths).
 fn tensor_graph(widths: &[usize]) -> Graph {
@@ -754,6 +876,7 @@ fn generated_products_match_cpu() {
                 pre: None,
                 accumulate: false,
                 slices: 1,
+                conv: None,
             };
 
             // nt: act(a·Wᵀ + bias), then d·act'(y) with another activation.

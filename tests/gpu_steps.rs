@@ -636,6 +636,33 @@ fn default_vae_step_keeps_its_dispatch_count() {
 }
 
 #[test]
+fn conv_vae_step_runs_its_convolutions_as_products() {
+    // The default conv VAE (28x28, convolutions of 32 and 64 channels,
+    // latent 16) at batch 128: every convolution, transposed convolution and
+    // their gradients a generated product (implicit GEMM), the weight
+    // gradients in the grouped kernel; the direct kernels stay for
+    // GPU_VAE_CONV=direct.
+    let Some(gpu) = gpu("conv_vae_step_runs_its_convolutions_as_products") else { return };
+    let mut config = ModelConfig { latent: 16, hidden: vec![], ..pytorch_vae().config };
+    (config.arch, config.conv) = (gpu_vae::advanced::model::Arch::Conv, vec![32, 64]);
+    let arch = Architecture::new(&config).unwrap();
+    let params = init_params(&arch, InitScheme::Torch, SEED);
+    let mut eng = GpuEngine::new(gpu.modes[0].ctx.clone(), arch, &params, adam(), 128).unwrap();
+    let images = gpu_common::random_images(8, 28, 28);
+    eng.set_fusion(Fusion { conv_products: false, ..Fusion::ALL });
+    let direct = eng.train_step_labels(&images, false, 128).unwrap();
+    eprintln!("conv VAE step, direct convolutions: {} dispatches {direct:#?}", direct.len());
+    eng.set_fusion(Fusion::ALL);
+    let products = eng.train_step_labels(&images, false, 128).unwrap();
+    eprintln!("conv VAE step, convolution products: {} dispatches {products:#?}", products.len());
+    let direct_kernels =
+        |l: &[String]| l.iter().filter(|l| l.starts_with("conv2d_") && !l.contains("_product")).count();
+    assert_eq!(direct_kernels(&products), 0, "{products:#?}");
+    assert!(direct_kernels(&direct) >= 8, "{direct:#?}");
+    assert!(products.len() < direct.len(), "{} vs {} dispatches", products.len(), direct.len());
+}
+
+#[test]
 fn streamed_data_trains_exactly_as_resident_data() {
     // A data set larger than the resident limit is streamed: each submit's
     // images are copied into a window. Same device, same kernels, same rows:

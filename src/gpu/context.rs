@@ -17,7 +17,8 @@ pub struct GpuOptions {
     pub adapter_name: Option<String>,
     /// The programs' rewrites: `GPU_VAE_FUSE=0` none, `GPU_VAE_FUSE=tiles`
     /// the family kernels; `GPU_VAE_SPLIT_K=N` the family products' split-K
-    /// target (0: off).
+    /// target (0: off); `GPU_VAE_CONV=direct` the direct convolution
+    /// kernels instead of the generated products.
     pub fusion: Fusion,
     /// The most bytes of a data set kept on the device whole; larger ones
     /// are streamed (`GPU_VAE_RESIDENT_BYTES`; `None`: the device's limits).
@@ -38,6 +39,9 @@ impl GpuOptions {
             Some("0") => self.fusion = Fusion::NONE,
             Some("tiles") => self.fusion = Fusion::TILES,
             _ => {}
+        }
+        if var("GPU_VAE_CONV").as_deref() == Some("direct") {
+            self.fusion.conv_products = false;
         }
         if let Some(target) = var("GPU_VAE_SPLIT_K").and_then(|v| v.parse().ok()) {
             self.fusion.split_k = target;

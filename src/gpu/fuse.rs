@@ -12,7 +12,7 @@
 
 use super::elementwise;
 use super::fused::{self, REDUCE_BYTES};
-use super::ir::{Buf, Call, Epilogue, Matmul, Res, Size, Task, access, size};
+use super::ir::{Buf, Call, ConvMap, Epilogue, Matmul, Res, Size, Task, access, size};
 use super::shaders::{Kernel, MAX_PARTS, MatmulForm, MatmulVariant};
 use crate::model::{Activation, Graph, TensorId};
 
@@ -29,12 +29,17 @@ pub struct Fusion {
     pub split_k: u32,
     /// Generated kernels (`gpu::fused`); the three above apply without them.
     pub kernels: bool,
+    /// Convolutions as generated products (implicit GEMM) where generated
+    /// kernels run; otherwise the direct kernels of `shaders/conv.wgsl`.
+    pub conv_products: bool,
 }
 
 impl Fusion {
-    pub const ALL: Fusion = Fusion { epilogues: true, tiles: true, split_k: SPLIT_K_TARGET, kernels: true };
+    pub const ALL: Fusion =
+        Fusion { epilogues: true, tiles: true, split_k: SPLIT_K_TARGET, kernels: true, conv_products: true };
     pub const TILES: Fusion = Fusion { kernels: false, ..Fusion::ALL };
-    pub const NONE: Fusion = Fusion { epilogues: false, tiles: false, split_k: 0, kernels: false };
+    pub const NONE: Fusion =
+        Fusion { epilogues: false, tiles: false, split_k: 0, kernels: false, conv_products: false };
 }
 
 impl Default for Fusion {
@@ -62,6 +67,9 @@ pub struct Env<'a> {
 pub fn fuse(calls: Vec<Call>, fusion: Fusion, env: &Env) -> Vec<Call> {
     let mut calls = calls;
     let generated = fusion.kernels && generated_kernels_fit(env.limits);
+    if generated && fusion.conv_products {
+        calls = calls.into_iter().map(|c| conv_product(c, env)).collect();
+    }
     if fusion.epilogues {
         calls = epilogues(calls, generated);
     }
@@ -80,6 +88,29 @@ pub fn fuse(calls: Vec<Call>, fusion: Fusion, env: &Env) -> Vec<Call> {
         calls = split_k(calls, env.max_rows, fusion.split_k);
     }
     calls
+}
+
+/// A convolution call as the product over its implicit matrices
+/// (`ConvMap`), where its workgroups fit in a dispatch; other calls as they are.
+fn conv_product(call: Call, env: &Env) -> Call {
+    let Call::Conv { kernel, geom: g, a, x, out, out_at, weight, bias, act } = call else { return call };
+    let (map, b) = match kernel {
+        Kernel::Conv2dForward => (ConvMap::Forward(g), (Buf::Params, weight)),
+        Kernel::Conv2dBackwardData => (ConvMap::BackwardData(g), (Buf::Params, weight)),
+        Kernel::Conv2dBackwardWeight => (ConvMap::BackwardWeight(g), (Buf::Tensor(x.expect("the in-space input")), 0)),
+        // Only the column of ones: B is never read.
+        Kernel::ChannelSums => (ConvMap::ChannelSums(g), (Buf::Tensor(a), 0)),
+        _ => return call,
+    };
+    let mm = Matmul::conv(map, [(Buf::Tensor(a), 0), b, (out, out_at)], bias, act);
+    let groups = Task::Product { epilogue: own_epilogue(&mm), mm }.groups(env.max_rows);
+    if groups <= env.limits.max_compute_workgroups_per_dimension { Call::Matmul(mm) } else { call }
+}
+
+/// The epilogue a product has of its own: a channel sum is all ones column.
+pub fn own_epilogue(mm: &Matmul) -> Epilogue {
+    let ones = matches!(mm.conv, Some(ConvMap::ChannelSums(_))).then_some(mm.c.1);
+    Epilogue { ops: Vec::new(), ones }
 }
 
 /// Whether an adapter can run generated products (workgroups of 256 and
@@ -175,18 +206,17 @@ fn absorb(calls: Vec<Call>, env: &Env) -> Vec<Call> {
             out.push(call.clone());
             continue;
         };
-        let task = |ops: Vec<Call>| Task::Product { mm: *m, epilogue: Epilogue::of(ops) };
+        let task = |ops: Vec<Call>| Task::Product { mm: *m, epilogue: Epilogue { ops, ..own_epilogue(m) } };
         let mut ops: Vec<Call> = Vec::new();
         if let (Buf::Tensor(c), 0) = m.c
-            && m.m == Size::Rows
-            && env.graph.width(c) == m.n
+            && m.covers(env.graph)
             && !fused::row_local(call)
         {
             let (product_reads, mut written) = access(call);
             while let Some(next) = calls.get(i) {
                 let (reads, writes) = access(next);
                 let takes = elementwise::pointwise(next, env.graph)
-                    && elementwise::width(next) == Some(m.n)
+                    && elementwise::width(next) == Some(env.graph.width(c))
                     && reads.iter().any(|r| written.contains(r))
                     && !writes.iter().any(|w| *w != Res::Tensor(c) && product_reads.contains(w))
                     && {
@@ -309,14 +339,21 @@ fn group_gradients(calls: Vec<Call>, env: &Env) -> Vec<Call> {
     let mut tasks = Vec::new();
     let mut others = Vec::new();
     let mut paired = vec![false; run.len()];
+    let channel_sums = |c: &Call| matches!(c, Call::Matmul(m) if matches!(m.conv, Some(ConvMap::ChannelSums(_))));
     for (i, call) in run.iter().enumerate() {
         match call {
-            Call::Matmul(m) if m.form == MatmulForm::Tn && m.c.0 == Buf::Grads => {
+            Call::Matmul(m) if m.form == MatmulForm::Tn && m.c.0 == Buf::Grads && !channel_sums(call) => {
+                // The bias gradient sums the same `a` over the same rows: a column of ones.
                 let bias = run.iter().enumerate().find_map(|(j, c)| match c {
                     &Call::ColumnSums { a, width, at }
                         if !paired[j] && m.a == (Buf::Tensor(a), 0) && m.m == Size::Fixed(width) =>
                     {
                         Some((j, at))
+                    }
+                    Call::Matmul(sums)
+                        if !paired[j] && channel_sums(c) && m.conv.is_some() && (sums.a, sums.m) == (m.a, m.m) =>
+                    {
+                        Some((j, sums.c.1))
                     }
                     _ => None,
                 });
@@ -330,6 +367,14 @@ fn group_gradients(calls: Vec<Call>, env: &Env) -> Vec<Call> {
             _ => others.push(i),
         }
     }
+    // Channel sums no weight gradient took (a transposed layer's bias), each a task.
+    others.retain(|&i| match &run[i] {
+        Call::Matmul(mm) if channel_sums(&run[i]) && !paired[i] => {
+            tasks.push(Task::Product { mm: *mm, epilogue: own_epilogue(mm) });
+            false
+        }
+        _ => true,
+    });
     let others: Vec<Call> = others.into_iter().filter(|&i| !paired[i]).map(|i| run[i].clone()).collect();
     if tasks.is_empty() {
         return calls;
@@ -395,7 +440,7 @@ fn products(calls: Vec<Call>) -> Vec<Call> {
     calls
         .into_iter()
         .map(|call| match call {
-            Call::Matmul(mm) => Call::Fused(vec![Task::Product { mm, epilogue: Epilogue::default() }]),
+            Call::Matmul(mm) => Call::Fused(vec![Task::Product { epilogue: own_epilogue(&mm), mm }]),
             call => call,
         })
         .collect()
@@ -559,5 +604,28 @@ mod tests {
         let ops: Vec<String> = output.expect("the output product").ops.iter().map(|op| format!("{op:?}")).collect();
         let kinds: Vec<&str> = ops.iter().map(|op| op.split([' ', '{']).next().unwrap()).collect();
         assert_eq!(kinds, ["Sigmoid", "LossPartials", "LossBackward", "SigmoidBackward"], "{ops:#?}");
+    }
+
+    fn conv_vae() -> Architecture {
+        let mut c = ModelConfig::pytorch_vae();
+        (c.arch, c.conv, c.hidden, c.latent) = (crate::model::Arch::Conv, vec![32, 64], vec![], 16);
+        Architecture::new(&c).unwrap()
+    }
+
+    fn labels(calls: &[Call]) -> Vec<String> {
+        calls
+            .iter()
+            .map(|c| match c {
+                Call::Fused(tasks) => tasks.iter().map(|t| t.label(128)).collect::<Vec<_>>().join(" | "),
+                c => format!("{:?}", c).chars().take(60).collect(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_conv_vae_step_plan() {
+        let roomy = wgpu::Limits { max_storage_buffers_per_shader_stage: 16, ..wgpu::Limits::default() };
+        let calls = plan_of(&conv_vae(), &roomy, 128);
+        panic!("{} calls {:#?}", calls.len(), labels(&calls));
     }
 }

@@ -26,7 +26,7 @@ use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 
 use super::elementwise::{self, Place, Printed};
-use super::ir::{Buf, Call, Epilogue, Matmul, Res, Size, Task, access, matmul_params, size};
+use super::ir::{Buf, Call, ConvMap, Epilogue, Matmul, Res, Size, Task, access, matmul_params, size};
 use super::shaders::{GeneratedPipeline, Kernel, Kernels, MAX_PARTS, MatmulForm, TREE_SUM};
 use crate::model::{Activation, Graph, TensorId};
 
@@ -44,6 +44,11 @@ pub const PRODUCT_BYTES: u32 = 2 * GROUPS * BK * TILE * 4;
 /// Where the B tiles start in the workgroup array (`red`, which the A tiles
 /// begin and every reduction uses).
 const FB: u32 = PRODUCT_BYTES / 8;
+/// How a product's threads load an operand tile: (tile row or column, k)
+/// of load e, so that neighbouring threads walk the operand's contiguous
+/// axis: M (or N) for ALONG_M, K for ALONG_K.
+const ALONG_M: (&str, &str) = ("e % 32u", "e / 32u");
+const ALONG_K: (&str, &str) = ("e / 16u", "e % 16u");
 /// Workgroup memory of the reduction scratch of row chains and loss finishes.
 pub const REDUCE_BYTES: u32 = THREADS * 4;
 
@@ -65,9 +70,15 @@ impl Task {
     pub fn label(&self, rows: u32) -> String {
         match self {
             Task::Product { mm, epilogue } => {
-                let base =
-                    super::shaders::dispatch_label(Kernel::Matmul(mm.variant, mm.form), Some(&matmul_params(mm)), rows);
-                let base = base.replacen(&format!(" {:?}", mm.variant), "", 1);
+                let base = match mm.conv {
+                    Some(map) => conv_label(map),
+                    None => super::shaders::dispatch_label(
+                        Kernel::Matmul(mm.variant, mm.form),
+                        Some(&matmul_params(mm)),
+                        rows,
+                    )
+                    .replacen(&format!(" {:?}", mm.variant), "", 1),
+                };
                 let mut extra = String::new();
                 if mm.bias.is_some() {
                     extra.push_str("+bias");
@@ -90,6 +101,28 @@ impl Task {
             Task::LossFinish { .. } => "loss_finish".into(),
         }
     }
+}
+
+/// A convolution product's name: the direct kernel it replaces, "product",
+/// and the geometry in -> out.
+fn conv_label(map: ConvMap) -> String {
+    let (kernel, g) = match map {
+        ConvMap::Forward(g) => (Kernel::Conv2dForward, g),
+        ConvMap::BackwardData(g) => (Kernel::Conv2dBackwardData, g),
+        ConvMap::BackwardWeight(g) => (Kernel::Conv2dBackwardWeight, g),
+        ConvMap::ChannelSums(g) => (Kernel::ChannelSums, g),
+    };
+    let (k, s, p) = (g.kernel, g.stride, g.padding);
+    format!(
+        "{}_product {}x{}x{}->{}x{}x{} k{k}s{s}p{p}",
+        kernel.entry(),
+        g.in_c,
+        g.in_h,
+        g.in_w,
+        g.out_c,
+        g.out_h,
+        g.out_w
+    )
 }
 
 fn stage_name(call: &Call, rows: u32) -> String {
@@ -116,11 +149,16 @@ fn stage_name(call: &Call, rows: u32) -> String {
 /// are small enough for every workgroup to read them whole.
 pub fn row_local(call: &Call) -> bool {
     const THIN_WEIGHTS: usize = 1 << 15;
+    // A side of at most a tile (a conv VAE's code layers, 3136 <-> 32) is
+    // one tile column as a product: as a row stage it saves the dispatch,
+    // and its weights (up to 512 KB) stay in cache for every workgroup.
+    const NARROW_WEIGHTS: usize = 1 << 17;
+    let thin = |k: usize, n: usize| k * n <= THIN_WEIGHTS || (k.min(n) <= TILE as usize && k * n <= NARROW_WEIGHTS);
     match call {
         Call::Matmul(m) => {
             m.form != MatmulForm::Tn
                 && m.m == Size::Rows
-                && matches!(m.k, Size::Fixed(k) if k * m.n <= THIN_WEIGHTS)
+                && matches!(m.k, Size::Fixed(k) if thin(k, m.n))
                 && m.b.0 == Buf::Params
                 && matches!(m.a, (Buf::Tensor(_), 0))
                 && matches!(m.c, (Buf::Tensor(_), 0))
@@ -337,6 +375,7 @@ fn var_name(r: Res) -> String {
 fn size_expr(s: Size) -> String {
     match s {
         Size::Rows => "st.rows".into(),
+        Size::Pixels(p) => format!("st.rows * {p}u"),
         Size::Fixed(n) => format!("{n}u"),
     }
 }
@@ -364,14 +403,19 @@ impl Gen<'_> {
         let ones = epilogue.ones.is_some();
         let cols = n + usize::from(ones);
         let tiles_n = (cols as u32).div_ceil(TILE).max(1);
-        // Loads walk each operand's contiguous axis across neighbouring threads.
-        let (a_ip, load_a) = match mm.form {
-            MatmulForm::Tn => (("e % 32u", "e / 32u"), format!("{a}[{off_a}u + kk * m + row]")),
-            _ => (("e / 16u", "e % 16u"), format!("{a}[{off_a}u + row * k + kk]")),
-        };
-        let (b_jp, load_b) = match mm.form {
-            MatmulForm::Nt => (("e / 16u", "e % 16u"), format!("{b}[{off_b}u + col * k + kk]")),
-            _ => (("e % 32u", "e / 32u"), format!("{b}[{off_b}u + kk * {n}u + col]")),
+        let ((a_ip, load_a), (b_jp, load_b)) = match mm.conv {
+            // Loads walk each operand's contiguous axis across neighbouring threads.
+            Some(map) => self.conv_loads(id, map, (&a, off_a), (&b, off_b)),
+            None => (
+                match mm.form {
+                    MatmulForm::Tn => (ALONG_M, format!("{a}[{off_a}u + kk * m + row]")),
+                    _ => (ALONG_K, format!("{a}[{off_a}u + row * k + kk]")),
+                },
+                match mm.form {
+                    MatmulForm::Nt => (ALONG_K, format!("{b}[{off_b}u + col * k + kk]")),
+                    _ => (ALONG_M, format!("{b}[{off_b}u + kk * {n}u + col]")),
+                },
+            ),
         };
         let load_b = if ones {
             format!("if (col == {n}u) {{ v = 1.0; }} else if (col < {n}u) {{ v = {load_b}; }}")
@@ -469,6 +513,94 @@ fn task{id}(t: u32, lid: u32) {{
         .unwrap();
     }
 
+    /// A convolution product's operand loads (`ConvMap`): each operand's
+    /// thread pattern and expression for element (row, kk) of A and (kk, col)
+    /// of B, through functions written here; zero outside the image.
+    fn conv_loads(
+        &mut self,
+        id: usize,
+        map: ConvMap,
+        (a, off_a): (&str, usize),
+        (b, off_b): (&str, usize),
+    ) -> (((&'static str, &'static str), String), ((&'static str, &'static str), String)) {
+        let (ConvMap::Forward(g) | ConvMap::BackwardData(g) | ConvMap::BackwardWeight(g) | ConvMap::ChannelSums(g)) =
+            map;
+        let (k, s, pad) = (g.kernel, g.stride, g.padding);
+        let (pixels, in_len, out_len) = (g.out_pixels(), g.in_len(), g.out_len());
+        // Element (pixel = (image, out-space pixel), (c, ki, kj)) of the patch matrix of `x`.
+        let patches = |fns: &mut String, x: &str, off: usize| {
+            write!(
+                fns,
+                "
+fn patch{id}(pixel: u32, kk: u32) -> f32 {{
+    let b = pixel / {pixels}u;
+    let p = pixel % {pixels}u;
+    let c = kk / {k2}u;
+    let y = i32((p / {ow}u) * {s}u + (kk / {k}u) % {k}u) - {pad};
+    let x = i32((p % {ow}u) * {s}u + kk % {k}u) - {pad};
+    if (y < 0 || y >= {ih} || x < 0 || x >= {iw}) {{ return 0.0; }}
+    return {x}[{off}u + b * {in_len}u + (c * {ih}u + u32(y)) * {iw}u + u32(x)];
+}}
+",
+                k2 = k * k,
+                ow = g.out_w,
+                ih = g.in_h,
+                iw = g.in_w,
+            )
+            .unwrap();
+            format!("patch{id}")
+        };
+        // Element (channel, (image, pixel)) of an NCHW tensor of `channels` x `pixels`.
+        let planes = |x: &str, off: usize, channels: usize, pixels: usize| {
+            format!("{x}[{off}u + (kk / {pixels}u) * {}u + row * {pixels}u + kk % {pixels}u]", channels * pixels)
+        };
+        match map {
+            ConvMap::Forward(_) => {
+                let patch = patches(&mut self.fns, a, off_a);
+                ((ALONG_M, format!("{patch}(row, kk)")), (ALONG_K, format!("{b}[{off_b}u + col * k + kk]")))
+            }
+            ConvMap::BackwardData(_) => {
+                // Row (image, in-space pixel (y, x)), kk (o, ki, kj): a[o, oy, ox]
+                // where y + pad - ki = oy·s and x + pad - kj = ox·s.
+                write!(
+                    self.fns,
+                    "
+fn spread{id}(pixel: u32, kk: u32) -> f32 {{
+    let b = pixel / {in_pixels}u;
+    let q = pixel % {in_pixels}u;
+    let o = kk / {k2}u;
+    let ty = i32(q / {iw}u + {pad}u) - i32((kk / {k}u) % {k}u);
+    let tx = i32(q % {iw}u + {pad}u) - i32(kk % {k}u);
+    if (ty < 0 || tx < 0 || u32(ty) % {s}u != 0u || u32(tx) % {s}u != 0u) {{ return 0.0; }}
+    let oy = u32(ty) / {s}u;
+    let ox = u32(tx) / {s}u;
+    if (oy >= {oh}u || ox >= {ow}u) {{ return 0.0; }}
+    return {a}[{off_a}u + b * {out_len}u + (o * {oh}u + oy) * {ow}u + ox];
+}}
+",
+                    in_pixels = g.in_h * g.in_w,
+                    k2 = k * k,
+                    iw = g.in_w,
+                    oh = g.out_h,
+                    ow = g.out_w,
+                )
+                .unwrap();
+                // W[o, c, ki, kj] for kk = (o, ki, kj), col = c.
+                let w = format!(
+                    "{b}[{off_b}u + (kk / {k2}u) * {ck2}u + col * {k2}u + kk % {k2}u]",
+                    k2 = k * k,
+                    ck2 = g.in_c * k * k
+                );
+                ((ALONG_M, format!("spread{id}(row, kk)")), (ALONG_K, w))
+            }
+            ConvMap::BackwardWeight(_) => {
+                let patch = patches(&mut self.fns, b, off_b);
+                ((ALONG_K, planes(a, off_a, g.out_c, pixels)), (ALONG_K, format!("{patch}(kk, col)")))
+            }
+            ConvMap::ChannelSums(_) => ((ALONG_K, planes(a, off_a, g.out_c, pixels)), (ALONG_K, "0.0".into())),
+        }
+    }
+
     /// A product's epilogue on tensor `c`: its own (accumulate, bias, the
     /// kept pre-activation, activation), then `ops`, each printed from the
     /// element-wise table on the thread's element; every tensor written is
@@ -484,9 +616,17 @@ fn task{id}(t: u32, lid: u32) {{
         if mm.pre.is_some() || mm.act != Activation::Identity {
             own.push(Call::Activation { y: c, x: mm.pre, width: n, act: mm.act });
         }
-        let mut el = Element { writer: self, out: (c, mm.c.1), n, locals: vec![raw], code: String::new() };
+        // The element's index in tensors shaped like the output: (row, col)
+        // of the product, or a convolution's (image, pixel) row and channel
+        // column in NCHW.
+        let index = match mm.conv {
+            Some(ConvMap::Forward(g)) => nchw(g.out_c, g.out_pixels()),
+            Some(ConvMap::BackwardData(g)) => nchw(g.in_c, g.in_h * g.in_w),
+            _ => format!("row * {n}u + col"),
+        };
+        let mut el = Element { writer: self, out: (c, mm.c.1), locals: vec![raw], code: String::new() };
         let sum = if mm.accumulate { format!("s + {}", el.global(c, false)) } else { "s".into() };
-        writeln!(el.code, "var {} = {sum};", local(raw)).unwrap();
+        writeln!(el.code, "let idx = {index};\n        var {} = {sum};", local(raw)).unwrap();
         let mut losses = Vec::new();
         for op in own.iter().chain(ops) {
             match elementwise::print(op, &mut el) {
@@ -801,7 +941,6 @@ fn column(shift: usize) -> String {
 struct Element<'g, 'a> {
     writer: &'g mut Gen<'a>,
     out: (TensorId, usize),
-    n: usize,
     locals: Vec<TensorId>,
     code: String,
 }
@@ -814,7 +953,7 @@ impl Element<'_, '_> {
     fn global(&mut self, t: TensorId, write: bool) -> String {
         let name = self.writer.bind(Res::Tensor(t), write);
         let at = if t == self.out.0 { self.out.1 } else { 0 };
-        format!("{name}[{at}u + row * {}u + col]", self.n)
+        format!("{name}[{at}u + idx]")
     }
 }
 
@@ -846,9 +985,15 @@ impl Place for Element<'_, '_> {
         format!("{}[{at}u + col]", self.writer.bind(Res::Params, false))
     }
 
-    fn flat(&self, width: usize) -> String {
-        format!("row * {width}u + col")
+    fn flat(&self, _width: usize) -> String {
+        // Pointwise ops have the output's shape: their flat index is the output's.
+        "idx".into()
     }
+}
+
+/// Index of (row = (image, pixel), col = channel) in an NCHW tensor.
+fn nchw(channels: usize, pixels: usize) -> String {
+    format!("(row / {pixels}u) * {}u + col * {pixels}u + row % {pixels}u", channels * pixels)
 }
 
 /// Threads per output of a row product with `outs` outputs: a power of two

@@ -11,11 +11,35 @@ use super::shaders::{Kernel, MatmulForm, MatmulVariant, flags};
 use crate::model::Graph;
 use crate::model::{Activation, ConvGeom, TensorId};
 
-/// A product's M or K: the step's batch rows, or fixed.
+/// A product's M or K: the step's batch rows, the rows times a
+/// convolution's pixels per image, or fixed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Size {
     Rows,
+    Pixels(usize),
     Fixed(usize),
+}
+
+/// A product over a convolution's implicit matrices (implicit GEMM, no
+/// im2col buffer): how its operands and output map onto the layer's NCHW
+/// tensors, for the convolution `g` from in-space (C, H, W) to out-space
+/// (O, Ho, Wo) with weights [O, C, k, k] (a transposed layer runs as that
+/// convolution's adjoint, as the direct kernels do, `shaders/conv.wgsl`).
+/// A pixel axis is (image, pixel); a patch axis (channel, ki, kj).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConvMap {
+    /// Out-space y = W ⋆ x: M = rows·Ho·Wo, N = O, K = C·k·k; `a` the
+    /// in-space image read as patches, `b` the weights [O, C·k·k].
+    Forward(ConvGeom),
+    /// In-space y = Wᵀ ⋆ a: M = rows·H·W, N = C, K = O·k·k; `a` the
+    /// out-space tensor spread by the stride, `b` the weights.
+    BackwardData(ConvGeom),
+    /// dW [O, C·k·k] = Σ a ⊗ patches(x): M = O, N = C·k·k, K = rows·Ho·Wo;
+    /// `a` out-space, `b` the in-space image read as patches.
+    BackwardWeight(ConvGeom),
+    /// db = Σ a per channel of g's out-space: M = O, N = 0 (only the column
+    /// of ones), K = rows·Ho·Wo.
+    ChannelSums(ConvGeom),
 }
 
 /// Where a product's operand lives.
@@ -45,6 +69,38 @@ pub struct Matmul {
     pub accumulate: bool,
     /// K slices (1: not split); each >1 product is followed by its finish.
     pub slices: u32,
+    /// A convolution's index map (generated products only).
+    pub conv: Option<ConvMap>,
+}
+
+impl Matmul {
+    /// The product of a convolution map: its sizes from the geometry, `a`,
+    /// `b` and `c` as the map says (`ConvMap`).
+    pub fn conv(map: ConvMap, [a, b, c]: [(Buf, usize); 3], bias: Option<usize>, act: Activation) -> Matmul {
+        let (form, m, k, n) = match map {
+            ConvMap::Forward(g) => (MatmulForm::Nt, Size::Pixels(g.out_pixels()), Size::Fixed(g.patch()), g.out_c),
+            ConvMap::BackwardData(g) => {
+                let k = Size::Fixed(g.out_c * g.kernel * g.kernel);
+                (MatmulForm::Nn, Size::Pixels(g.in_h * g.in_w), k, g.in_c)
+            }
+            ConvMap::BackwardWeight(g) => {
+                (MatmulForm::Tn, Size::Fixed(g.out_c), Size::Pixels(g.out_pixels()), g.patch())
+            }
+            ConvMap::ChannelSums(g) => (MatmulForm::Tn, Size::Fixed(g.out_c), Size::Pixels(g.out_pixels()), 0),
+        };
+        let variant = MatmulVariant::Naive;
+        Matmul { form, variant, m, k, n, a, b, c, bias, act, pre: None, accumulate: false, slices: 1, conv: Some(map) }
+    }
+
+    /// Whether the product writes its output tensor whole, element for
+    /// element of an element-wise call on it (what an epilogue op needs).
+    pub fn covers(&self, graph: &Graph) -> bool {
+        match (self.c, self.conv) {
+            ((Buf::Tensor(_), 0), Some(ConvMap::Forward(_) | ConvMap::BackwardData(_))) => true,
+            ((Buf::Tensor(c), 0), None) => self.m == Size::Rows && graph.width(c) == self.n,
+            _ => false,
+        }
+    }
 }
 
 /// One kernel call on the graph's tensors. Element-wise calls cover (rows, width).
@@ -397,6 +453,7 @@ pub fn columns_params(
 pub fn size(s: Size, rows: usize) -> usize {
     match s {
         Size::Rows => rows,
+        Size::Pixels(p) => rows * p,
         Size::Fixed(n) => n,
     }
 }
@@ -405,6 +462,7 @@ pub fn size(s: Size, rows: usize) -> usize {
 fn fixed(s: Size) -> u32 {
     match s {
         Size::Rows => 0,
+        Size::Pixels(_) => unreachable!("convolution products are generated"),
         Size::Fixed(n) => n as u32,
     }
 }

@@ -195,7 +195,8 @@ pub fn gather(graph: &Graph, out: TensorId) -> Call {
 
 fn product(form: MatmulForm, (m, k, n): (Size, Size, usize), [a, b, c]: [(Buf, usize); 3], accumulate: bool) -> Matmul {
     let variant = MatmulVariant::Naive;
-    Matmul { form, variant, m, k, n, a, b, c, bias: None, act: Activation::Identity, pre: None, accumulate, slices: 1 }
+    let act = Activation::Identity;
+    Matmul { form, variant, m, k, n, a, b, c, bias: None, act, pre: None, accumulate, slices: 1, conv: None }
 }
 
 fn loss(calls: &mut Vec<Call>, kernel: Kernel, ins: &[TensorId], width: usize, term: LossTerm) {

@@ -24,8 +24,9 @@ pub const MAX_GROUPS: u32 = 4096;
 /// Most partial sums a loss kernel produces (one per workgroup).
 pub const LOSS_GROUPS: u32 = 256;
 /// Room for each loss's partial sums: a fused output layer writes one per
-/// output tile (800 at batch 1024 on 784 pixels).
-pub const MAX_PARTS: u32 = 1024;
+/// output tile (800 at batch 1024 on 784 pixels; a convolution's, whose
+/// tiles are 32 pixels of one channel, 25,088 at batch 1024 on 28x28).
+pub const MAX_PARTS: u32 = 1 << 15;
 /// Columns per workgroup of `column_sums` (a warp's worth, for coalesced
 /// loads) and thread rows splitting the matrix rows between them.
 pub const COLSUM_COLS: u32 = 32;
