@@ -102,6 +102,18 @@ fn every_generated_kernel_validates_and_translates_to_msl_and_hlsl() {
             ..vae.clone()
         },
         ModelConfig { arch: Arch::Conv, hidden: vec![], latent: 16, conv: vec![32, 64], ..vae.clone() },
+        // Colour convolution products keeping SiLU's pre-activations.
+        ModelConfig {
+            arch: Arch::Conv,
+            channels: 3,
+            image_rows: 12,
+            image_cols: 8,
+            hidden: vec![16],
+            latent: 2,
+            conv: vec![5, 7],
+            activation: Activation::Silu,
+            ..vae.clone()
+        },
         // Pre-activations kept by product epilogues and row chains.
         ModelConfig { hidden: vec![300, 37], latent: 6, activation: Activation::Gelu, ..vae },
     ];

@@ -66,6 +66,25 @@ impl Task {
         }
     }
 
+    /// Multiply-adds (x2) of the task's products at `rows` rows; a
+    /// convolution's useful ones (`Dispatch::flops`).
+    pub fn flops(&self, rows: usize) -> f64 {
+        let product = |m: &Matmul| match m.conv {
+            Some(ConvMap::Forward(g) | ConvMap::BackwardData(g) | ConvMap::BackwardWeight(g)) => {
+                2.0 * (rows * g.out_pixels() * g.out_c * g.patch()) as f64
+            }
+            Some(ConvMap::ChannelSums(_)) => 0.0,
+            None => 2.0 * (size(m.m, rows) * size(m.k, rows) * m.n) as f64,
+        };
+        match self {
+            Task::Product { mm, .. } => product(mm),
+            Task::Rows { stages, .. } => {
+                stages.iter().map(|s| if let Call::Matmul(m) = s { product(m) } else { 0.0 }).sum()
+            }
+            Task::LossFinish { .. } => 0.0,
+        }
+    }
+
     /// A short name for profiles.
     pub fn label(&self, rows: u32) -> String {
         match self {

@@ -74,6 +74,8 @@ pub struct KernelRow {
     pub us_per_step: f64,
     /// Of the step's GPU time (the sum over dispatches).
     pub share: f64,
+    /// Arithmetic rate of products and convolutions (`Dispatch::flops`).
+    pub gflops: Option<f64>,
 }
 
 #[derive(Clone, Debug)]
@@ -139,6 +141,7 @@ pub fn aggregate(mode: TimestampMode, labels: &[Vec<String>], ticks: &[u64], per
                 calls_per_step: per_step(calls as f64),
                 us_per_step: per_step(ns) / 1e3,
                 share: if gpu_ns > 0.0 { ns / gpu_ns } else { 0.0 },
+                gflops: None,
             }
         })
         .collect();
@@ -155,6 +158,24 @@ pub fn aggregate(mode: TimestampMode, labels: &[Vec<String>], ticks: &[u64], per
 }
 
 impl Profile {
+    /// Sets each kernel's rate from `flops[s][i]`, the work of step s's
+    /// dispatch i (as `aggregate`'s labels list them).
+    pub fn with_flops(mut self, flops: &[Vec<Option<f64>>]) -> Profile {
+        let mut work: HashMap<&str, (f64, f64)> = HashMap::new();
+        for d in &self.dispatches {
+            if let Some(f) = flops.get(d.step).and_then(|s| s.get(d.index)).copied().flatten() {
+                let e = work.entry(&d.label).or_default();
+                (e.0, e.1) = (e.0 + f, e.1 + d.ns);
+            }
+        }
+        let rates: HashMap<String, f64> =
+            work.into_iter().filter(|(_, (_, ns))| *ns > 0.0).map(|(l, (f, ns))| (l.to_string(), f / ns)).collect();
+        for k in &mut self.kernels {
+            k.gflops = rates.get(&k.label).copied();
+        }
+        self
+    }
+
     /// The table `bench --profile` prints: one row per label, then the step's
     /// GPU time against `wall_us_per_step` (from the epoch timing) when known.
     pub fn table(&self, wall_us_per_step: Option<f64>) -> String {
@@ -165,10 +186,14 @@ impl Profile {
             s.push('\n');
         };
         line(format!("profile: {} steps, {}", self.steps, self.mode.describe()));
-        line(format!("{:<width$}  {:>10}  {:>10}  {:>7}", "kernel", "calls/step", "us/step", "share"));
+        line(format!(
+            "{:<width$}  {:>10}  {:>10}  {:>7}  {:>8}",
+            "kernel", "calls/step", "us/step", "share", "GFLOP/s"
+        ));
         for k in &self.kernels {
+            let rate = k.gflops.map(|g| format!("{g:.1}")).unwrap_or_default();
             line(format!(
-                "{:<width$}  {:>10.2}  {:>10.2}  {:>6.1}%",
+                "{:<width$}  {:>10.2}  {:>10.2}  {:>6.1}%  {rate:>8}",
                 k.label,
                 k.calls_per_step,
                 k.us_per_step,
@@ -353,6 +378,18 @@ mod tests {
     }
 
     #[test]
+    fn rates_come_from_each_labels_work_and_time() {
+        // 100 and 300 ns per step; only the product has work (600 flops a step).
+        let p =
+            aggregate(TimestampMode::InsidePasses, &labels(&["gather", "product"], 2), &ticks(&[100, 300], 2, 0), 1.0)
+                .unwrap()
+                .with_flops(&[vec![None, Some(600.0)], vec![None, Some(600.0)]]);
+        let rates: Vec<(&str, Option<f64>)> = p.kernels.iter().map(|k| (k.label.as_str(), k.gflops)).collect();
+        assert_eq!(rates, [("product", Some(2.0)), ("gather", None)]);
+        assert!(p.table(None).contains("GFLOP/s"));
+    }
+
+    #[test]
     fn span_counts_gaps_that_dispatch_times_do_not() {
         let p =
             aggregate(TimestampMode::PassPerDispatch, &labels(&["a", "b"], 2), &ticks(&[10, 30], 2, 5), 1.0).unwrap();
@@ -393,7 +430,7 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         let tokens = |i: usize| lines[i].split_whitespace().collect::<Vec<_>>();
         assert!(lines[0].starts_with("profile: 10 steps, timestamps inside"), "{t}");
-        assert_eq!(tokens(1), ["kernel", "calls/step", "us/step", "share"], "{t}");
+        assert_eq!(tokens(1), ["kernel", "calls/step", "us/step", "share", "GFLOP/s"], "{t}");
         assert_eq!(tokens(2), ["matmul_nt", "Tile64", "128x784x400", "1.00", "3.00", "75.0%"], "{t}");
         assert_eq!(tokens(3), ["adam_update", "1.00", "1.00", "25.0%"], "{t}");
         assert!(lines[4].starts_with("GPU time per step") && tokens(4).ends_with(&["2.00", "4.00", "100.0%"]), "{t}");

@@ -8,8 +8,8 @@ use wgpu::util::DeviceExt;
 use std::sync::Arc;
 
 use super::ir::Task;
-use super::params::{KernelParams, MatmulParams, PARAMS_SLOT, Slot};
-use super::shaders::{GeneratedPipeline, Kernel, Kernels, dispatch_label};
+use super::params::{ConvParams, KernelParams, MatmulParams, PARAMS_SLOT, Slot};
+use super::shaders::{GeneratedPipeline, Kernel, Kernels, dispatch_label, flags};
 
 pub use super::params::Step;
 
@@ -27,6 +27,7 @@ struct Pending {
     /// The parameters' bytes, in the dispatch's uniform slot.
     params: Vec<u8>,
     matmul: Option<MatmulParams>,
+    conv: Option<ConvParams>,
     bindings: Vec<(Slot, wgpu::Buffer)>,
     groups: [u32; 3],
 }
@@ -36,6 +37,8 @@ pub struct Dispatch {
     pub kernel: Result<Kernel, Vec<Task>>,
     /// A product's parameters, so profiles can name it by shape.
     pub matmul: Option<MatmulParams>,
+    /// A direct convolution's parameters, so profiles can count its work.
+    pub conv: Option<ConvParams>,
     pipeline: wgpu::ComputePipeline,
     bind: wgpu::BindGroup,
     pub groups: [u32; 3],
@@ -49,6 +52,30 @@ impl Dispatch {
         pass.set_bind_group(0, &self.bind, &[]);
         let [x, y, z] = self.groups;
         pass.dispatch_workgroups(x, y, z);
+    }
+
+    /// The multiply-adds (x2) of its products and convolutions at `rows`
+    /// rows, counting a convolution's useful terms whatever the kernel
+    /// (a stride-2 input gradient's implicit GEMM also multiplies zeros);
+    /// `None` for other kernels.
+    pub fn flops(&self, rows: u32) -> Option<f64> {
+        let rows = rows as usize;
+        match (&self.kernel, self.matmul, self.conv) {
+            (Ok(Kernel::Matmul(..)), Some(p), _) => {
+                let m = if p.flags & flags::ROWS_M != 0 { rows } else { p.m as usize };
+                let k = if p.flags & flags::ROWS_K != 0 { rows } else { p.k as usize };
+                Some(2.0 * (m * k * p.n as usize) as f64)
+            }
+            (Ok(Kernel::Conv2dForward | Kernel::Conv2dBackwardData | Kernel::Conv2dBackwardWeight), _, Some(p)) => {
+                let out = (p.out_c * p.out_h * p.out_w) as usize;
+                Some(2.0 * (rows * out * (p.in_c * p.kernel * p.kernel) as usize) as f64)
+            }
+            (Err(tasks), ..) => {
+                let flops: f64 = tasks.iter().map(|t| t.flops(rows)).sum();
+                (flops > 0.0).then_some(flops)
+            }
+            _ => None,
+        }
     }
 
     /// This dispatch's `dispatch_label`.
@@ -91,10 +118,12 @@ impl ProgramBuilder {
         }
         let bytes = bytemuck::bytes_of(&params).to_vec();
         let matmul = (P::NAME == MatmulParams::NAME).then(|| bytemuck::pod_read_unaligned(&bytes));
+        let conv = (P::NAME == ConvParams::NAME).then(|| bytemuck::pod_read_unaligned(&bytes));
         self.pending.push(Ok(Pending {
             kernel,
             params: bytes,
             matmul,
+            conv,
             bindings: bindings.iter().map(|&(s, b)| (s, b.clone())).collect(),
             groups,
         }));
@@ -156,6 +185,7 @@ impl ProgramBuilder {
                         return Dispatch {
                             kernel: Err(g.tasks),
                             matmul: None,
+                            conv: None,
                             pipeline: g.pipeline.pipeline.clone(),
                             bind,
                             groups: [g.groups, 1, 1],
@@ -184,6 +214,7 @@ impl ProgramBuilder {
                 Dispatch {
                     kernel: Ok(d.kernel),
                     matmul: d.matmul,
+                    conv: d.conv,
                     pipeline: kernels.pipeline(d.kernel).clone(),
                     bind,
                     groups: d.groups,
@@ -206,6 +237,11 @@ impl Program {
         for d in &self.dispatches {
             d.record(pass);
         }
+    }
+
+    /// Every dispatch's `Dispatch::flops` for a step of `rows` images.
+    pub fn flops(&self, rows: u32) -> Vec<Option<f64>> {
+        self.dispatches.iter().map(|d| d.flops(rows)).collect()
     }
 
     /// Every dispatch's `Dispatch::label` for a step of `rows` images.

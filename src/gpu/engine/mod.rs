@@ -298,7 +298,9 @@ impl GpuEngine {
             return Err(Error::Gpu(format!("profiling the steps: {e}")));
         }
         let period = self.ctx.queue.get_timestamp_period() as f64;
-        profile::aggregate(mode, &labels, &ticks?, period)
+        let flops: Vec<Vec<Option<f64>>> =
+            rows.iter().map(|r| [gather.flops(r.rows), program.flops(r.rows)].concat()).collect();
+        Ok(profile::aggregate(mode, &labels, &ticks?, period)?.with_flops(&flops))
     }
 
     /// The labels (`Dispatch::label`) of a training step of `rows` images on
