@@ -41,10 +41,15 @@ if [ "${1:-}" = "--anchor" ]; then
   python3 benches/compare.py gpu --binary $bin --data $data --ref .bin --epochs 3 --batch 128,1024
 fi
 
-echo "== conv VAE (train --arch conv): throughput, and the references' eager and CUDA-graph PyTorch"
+echo "== conv VAE (train --arch conv): throughput, and the references' eager and CUDA-graph PyTorch and JAX"
 $bin bench --data $data --model vae --arch conv --device gpu --epochs 3 --profile
+echo "== conv VAE: direct convolution kernels (GPU_VAE_CONV=direct) vs generated conv products, A/B"
+for conv in direct products direct products; do
+  echo "-- GPU_VAE_CONV=$conv"
+  GPU_VAE_CONV=$conv $bin bench --data $data --model vae --arch conv --device gpu --epochs 2 | grep -E "samples/s|dispatches"
+done
 if [ "${1:-}" = "--anchor" ]; then
-  python3 .bin/gpu_anchor.py $data --model convvae --latent 16 --which torch-eager,torch-graph --epochs 4
+  python3 .bin/gpu_anchor.py $data --model convvae --latent 16 --which torch-eager,torch-graph,jax-scan --epochs 4
 fi
 
 echo "== training quality on the GPU: conv VAE, 10 epochs (the README gives the CPU's)"

@@ -59,6 +59,9 @@ impl Task {
             Task::Product { mm, epilogue } => {
                 let cols = mm.n + usize::from(epilogue.ones.is_some());
                 let m = size(mm.m, rows) as u32;
+                if narrow(mm, epilogue) {
+                    return m.div_ceil(THREADS).max(1);
+                }
                 m.div_ceil(TILE).max(1) * (cols as u32).div_ceil(TILE).max(1)
             }
             Task::Rows { per_group, .. } => (rows as u32).div_ceil(*per_group).max(1),
@@ -121,6 +124,16 @@ impl Task {
         }
     }
 }
+
+/// Whether a product has so few columns (a convolution to 1 or 3 image
+/// channels) that a 32x32 tile would mostly compute nothing: it runs a row
+/// per thread instead (`Gen::narrow_product`).
+fn narrow(mm: &Matmul, epilogue: &Epilogue) -> bool {
+    mm.n <= NARROW && epilogue.ones.is_none() && matches!(mm.c.0, Buf::Tensor(_))
+}
+
+/// The most columns of a row-per-thread product.
+const NARROW: usize = 4;
 
 /// A convolution product's name: the direct kernel it replaces, "product",
 /// and the geometry in -> out.
@@ -445,6 +458,9 @@ impl Gen<'_> {
             Buf::Tensor(c) => self.element_epilogue(mm, c, &epilogue.ops),
             _ => (self.gradient_epilogue(mm, epilogue), String::new(), String::new()),
         };
+        if narrow(mm, epilogue) {
+            return self.narrow_product(id, mm, epilogue, (&load_a, &load_b), (&epi, &part_decl, &after));
+        }
         let (ai, ap) = a_ip;
         let (bj, bp) = b_jp;
         let (m, k) = (size_expr(mm.m), size_expr(mm.k));
@@ -528,6 +544,63 @@ fn task{id}(t: u32, lid: u32) {{
             per_thread = out_tile / THREADS,
             out_tile2 = 2 * out_tile,
             out_tile3 = 3 * out_tile,
+        )
+        .unwrap();
+    }
+
+    /// A product of at most `NARROW` columns: a row per thread, B in
+    /// workgroup memory a chunk of K at a time, each row's sums in K order.
+    fn narrow_product(
+        &mut self,
+        id: usize,
+        mm: &Matmul,
+        epilogue: &Epilogue,
+        (load_a, load_b): (&str, &str),
+        (epi, part_decl, after): (&str, &str, &str),
+    ) {
+        let n = mm.n;
+        let (m, k) = (size_expr(mm.m), size_expr(mm.k));
+        // The chunk of K whose B rows fill the product memory.
+        let chunk = PRODUCT_BYTES as usize / 4 / n.max(1);
+        write!(
+            self.fns,
+            "
+// {label}
+fn task{id}(t: u32, lid: u32) {{
+    let m = {m};
+    let k = {k};
+    let row = t * {THREADS}u + lid;
+    var acc: array<f32, {n}>;
+    for (var j = 0u; j < {n}u; j++) {{ acc[j] = 0.0; }}
+    for (var k0 = 0u; k0 < k; k0 += {chunk}u) {{
+        workgroupBarrier();
+        for (var e = lid; e < {chunk_n}u; e += {THREADS}u) {{
+            let kk = k0 + e / {n}u;
+            let col = e % {n}u;
+            var v = 0.0;
+            if (kk < k) {{ {load_b} }}
+            red[e] = v;
+        }}
+        workgroupBarrier();
+        if (row < m) {{
+            let kend = min(k - k0, {chunk}u);
+            for (var p = 0u; p < kend; p++) {{
+                let kk = k0 + p;
+                let av = {load_a};
+                for (var j = 0u; j < {n}u; j++) {{ acc[j] = fma(av, red[p * {n}u + j], acc[j]); }}
+            }}
+        }}
+    }}
+    {part_decl}for (var col = 0u; col < {n}u; col++) {{
+        let s = acc[col];
+        if (row < m) {{
+        {epi}
+        }}
+    }}
+{after}}}
+",
+            label = Task::Product { mm: *mm, epilogue: epilogue.clone() }.label(0),
+            chunk_n = chunk * n,
         )
         .unwrap();
     }
