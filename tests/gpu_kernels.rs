@@ -709,7 +709,7 @@ fn generated_conv_products_match_cpu() {
     use gpu_vae::advanced::gpu::ir::ConvMap;
     use gpu_vae::advanced::model::ConvGeom;
     let Some(gpu) = gpu("generated_conv_products_match_cpu") else { return };
-    let shapes = [&CONV_SHAPES[..], &[(33, 9, 10, 40, 3, 2, 1, 4)]].concat();
+    let shapes = [&CONV_SHAPES[..], &[(33, 9, 10, 40, 3, 2, 1, 4), (3, 7, 6, 5, 1, 2, 0, 2)]].concat();
     for mode in &gpu.modes {
         for (s, &(c, h, w, o, k, stride, pad, rows)) in shapes.iter().enumerate() {
             let g = ConvGeom::conv(c, h, w, o, k, stride, pad).unwrap();

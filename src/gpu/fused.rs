@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use super::elementwise::{self, Place, Printed};
 use super::ir::{Buf, Call, ConvMap, Epilogue, Matmul, Res, Size, Task, access, matmul_params, size};
 use super::shaders::{GeneratedPipeline, Kernel, Kernels, MAX_PARTS, MatmulForm, TREE_SUM};
-use crate::model::{Activation, Graph, TensorId};
+use crate::model::{Activation, ConvGeom, Graph, TensorId};
 
 /// Threads of every fused workgroup.
 pub const THREADS: u32 = 256;
@@ -62,7 +62,12 @@ impl Task {
                 if narrow(mm, epilogue) {
                     return m.div_ceil(THREADS).max(1);
                 }
-                m.div_ceil(TILE).max(1) * (cols as u32).div_ceil(TILE).max(1)
+                let tiles_n = (cols as u32).div_ceil(TILE).max(1);
+                if let Some(ConvMap::BackwardData(g)) = mm.conv {
+                    let tiles = |c: &StrideClass| ((rows * c.pixels()) as u32).div_ceil(TILE);
+                    return StrideClass::all(&g).iter().map(tiles).sum::<u32>().max(1) * tiles_n;
+                }
+                m.div_ceil(TILE).max(1) * tiles_n
             }
             Task::Rows { per_group, .. } => (rows as u32).div_ceil(*per_group).max(1),
             Task::LossFinish { .. } => 1,
@@ -125,11 +130,105 @@ impl Task {
     }
 }
 
+/// The input gradient of a strided convolution (a transposed layer's
+/// forward) as s·s products, one per class of in-space pixels (y, x) with
+/// (y + pad, x + pad) = (py, px) mod s: each reads only the taps
+/// (py + j·s, px + i·s) that reach its pixels, where one product over all
+/// pixels would multiply zeros in (s² - 1)/s² of its terms. The classes
+/// are ranges of one task's workgroups (`stride_classes`).
+struct StrideClass {
+    /// The class's first pixel, its pixels per column and row, its taps.
+    y0: usize,
+    x0: usize,
+    rows: usize,
+    cols: usize,
+    py: usize,
+    px: usize,
+    taps_y: usize,
+    taps_x: usize,
+    /// Out-space row and column of the class's first pixel's first tap.
+    by: usize,
+    bx: usize,
+}
+
+impl StrideClass {
+    /// The classes of `g` that have pixels.
+    fn all(g: &ConvGeom) -> Vec<StrideClass> {
+        let (s, p, k) = (g.stride, g.padding, g.kernel);
+        let first = |py: usize, side: usize| {
+            let y0 = (py + s - p % s) % s;
+            (y0, if y0 < side { (side - y0).div_ceil(s) } else { 0 })
+        };
+        let taps = |py: usize| if py < k { (k - py).div_ceil(s) } else { 0 };
+        let mut out = Vec::new();
+        for py in 0..s {
+            for px in 0..s {
+                let ((y0, rows), (x0, cols)) = (first(py, g.in_h), first(px, g.in_w));
+                if rows * cols > 0 {
+                    let (by, bx) = ((y0 + p - py) / s, (x0 + p - px) / s);
+                    out.push(StrideClass { y0, x0, rows, cols, py, px, taps_y: taps(py), taps_x: taps(px), by, bx });
+                }
+            }
+        }
+        out
+    }
+
+    fn pixels(&self) -> usize {
+        self.rows * self.cols
+    }
+}
+
+/// The prologue of a strided input gradient's task: which class its
+/// workgroup `t` works on (`tt` its tile within the class), and that class's
+/// sizes as the `c_*` values the loads and the epilogue read.
+fn stride_classes(g: &ConvGeom, tiles_n: u32) -> String {
+    let classes = StrideClass::all(g);
+    let list = |f: &dyn Fn(&StrideClass) -> String| classes.iter().map(f).collect::<Vec<_>>().join(", ");
+    let n = classes.len();
+    let mut s = String::new();
+    let arrays: [(&str, &str, Box<dyn Fn(&StrideClass) -> String>); 11] = [
+        ("m", "u32", Box::new(|c| format!("st.rows * {}u", c.pixels()))),
+        ("k", "u32", Box::new(move |c| format!("{}u", g.out_c * c.taps_y * c.taps_x))),
+        ("hw", "u32", Box::new(|c| format!("{}u", c.pixels()))),
+        ("wc", "u32", Box::new(|c| format!("{}u", c.cols))),
+        ("y0", "u32", Box::new(|c| format!("{}u", c.y0))),
+        ("x0", "u32", Box::new(|c| format!("{}u", c.x0))),
+        ("py", "u32", Box::new(|c| format!("{}u", c.py))),
+        ("px", "u32", Box::new(|c| format!("{}u", c.px))),
+        ("nk", "u32", Box::new(|c| format!("{}u", (c.taps_y * c.taps_x).max(1)))),
+        ("nkx", "u32", Box::new(|c| format!("{}u", c.taps_x.max(1)))),
+        ("by", "i32", Box::new(|c| format!("{}i", c.by))),
+    ];
+    for (name, ty, f) in &arrays {
+        writeln!(s, "    var cls_{name} = array<{ty}, {n}>({});", list(f)).unwrap();
+    }
+    writeln!(s, "    var cls_bx = array<i32, {n}>({});", list(&|c: &StrideClass| format!("{}i", c.bx))).unwrap();
+    write!(
+        s,
+        "    var cls = 0u;
+    var tt = t;
+    for (; cls + 1u < {n}u; cls++) {{
+        let tiles = ((cls_m[cls] + {TILE_M1}u) / {TILE}u) * {tiles_n}u;
+        if (tt < tiles) {{ break; }}
+        tt -= tiles;
+    }}
+",
+        TILE_M1 = TILE - 1
+    )
+    .unwrap();
+    for (name, ..) in &arrays {
+        writeln!(s, "    let c_{name} = cls_{name}[cls];").unwrap();
+    }
+    writeln!(s, "    let c_bx = cls_bx[cls];").unwrap();
+    s
+}
+
 /// Whether a product has so few columns (a convolution to 1 or 3 image
 /// channels) that a 32x32 tile would mostly compute nothing: it runs a row
 /// per thread instead (`Gen::narrow_product`).
 fn narrow(mm: &Matmul, epilogue: &Epilogue) -> bool {
-    mm.n <= NARROW && epilogue.ones.is_none() && matches!(mm.c.0, Buf::Tensor(_))
+    let classes = matches!(mm.conv, Some(ConvMap::BackwardData(_)));
+    mm.n <= NARROW && epilogue.ones.is_none() && matches!(mm.c.0, Buf::Tensor(_)) && !classes
 }
 
 /// The most columns of a row-per-thread product.
@@ -463,7 +562,12 @@ impl Gen<'_> {
         }
         let (ai, ap) = a_ip;
         let (bj, bp) = b_jp;
-        let (m, k) = (size_expr(mm.m), size_expr(mm.k));
+        let (mut m, mut k) = (size_expr(mm.m), size_expr(mm.k));
+        let (mut prologue, mut tile) = (String::new(), "t");
+        if let Some(ConvMap::BackwardData(g)) = mm.conv {
+            prologue = stride_classes(&g, tiles_n);
+            (m, k, tile) = ("c_m".into(), "c_k".into(), "tt");
+        }
         let group = (TILE / PER) * (TILE / PER);
         let slice = BK * TILE;
         let round = GROUPS * BK;
@@ -473,10 +577,10 @@ impl Gen<'_> {
             "
 // {label}
 fn task{id}(t: u32, lid: u32) {{
-    let m = {m};
+{prologue}    let m = {m};
     let k = {k};
-    let row0 = (t / {tiles_n}u) * {TILE}u;
-    let col0 = (t % {tiles_n}u) * {TILE}u;
+    let row0 = ({tile} / {tiles_n}u) * {TILE}u;
+    let col0 = ({tile} % {tiles_n}u) * {TILE}u;
     let g = lid / {group}u;
     let q = lid % {group}u;
     let tx = q % {tpn}u;
@@ -652,38 +756,33 @@ fn patch{id}(pixel: u32, kk: u32) -> f32 {{
                 ((ALONG_M, format!("{patch}(row, kk)")), (ALONG_K, format!("{b}[{off_b}u + col * k + kk]")))
             }
             ConvMap::BackwardData(_) => {
-                // Row (image, in-space pixel (y, x)), kk (o, ki, kj): a[o, oy, ox]
-                // where y + pad - ki = oy·s and x + pad - kj = ox·s.
+                // Within a stride class (`StrideClass`): row (image, class
+                // pixel (y', x')), kk (o, j, i) for taps (py + j·s, px + i·s),
+                // reading a[o, by + y' - j, bx + x' - i].
                 write!(
                     self.fns,
                     "
-fn spread{id}(pixel: u32, kk: u32) -> f32 {{
-    let b = pixel / {in_pixels}u;
-    let q = pixel % {in_pixels}u;
-    let o = kk / {k2}u;
-    let ty = i32(q / {iw}u + {pad}u) - i32((kk / {k}u) % {k}u);
-    let tx = i32(q % {iw}u + {pad}u) - i32(kk % {k}u);
-    if (ty < 0 || tx < 0 || u32(ty) % {s}u != 0u || u32(tx) % {s}u != 0u) {{ return 0.0; }}
-    let oy = u32(ty) / {s}u;
-    let ox = u32(tx) / {s}u;
-    if (oy >= {oh}u || ox >= {ow}u) {{ return 0.0; }}
-    return {a}[{off_a}u + b * {out_len}u + (o * {oh}u + oy) * {ow}u + ox];
+fn spread{id}(pixel: u32, kk: u32, hw: u32, wc: u32, nk: u32, nkx: u32, by: i32, bx: i32) -> f32 {{
+    let b = pixel / hw;
+    let q = pixel % hw;
+    let r = kk % nk;
+    let oy = by + i32(q / wc) - i32(r / nkx);
+    let ox = bx + i32(q % wc) - i32(r % nkx);
+    if (oy < 0 || oy >= {oh} || ox < 0 || ox >= {ow}) {{ return 0.0; }}
+    return {a}[{off_a}u + b * {out_len}u + ((kk / nk) * {oh}u + u32(oy)) * {ow}u + u32(ox)];
 }}
 ",
-                    in_pixels = g.in_h * g.in_w,
-                    k2 = k * k,
-                    iw = g.in_w,
                     oh = g.out_h,
                     ow = g.out_w,
                 )
                 .unwrap();
-                // W[o, c, ki, kj] for kk = (o, ki, kj), col = c.
+                // W[o, c, ki, kj] for kk = (o, j, i), col = c.
                 let w = format!(
-                    "{b}[{off_b}u + (kk / {k2}u) * {ck2}u + col * {k2}u + kk % {k2}u]",
+                    "{b}[{off_b}u + (kk / c_nk) * {ck2}u + col * {k2}u + (c_py + ((kk % c_nk) / c_nkx) * {s}u) * {k}u + c_px + ((kk % c_nk) % c_nkx) * {s}u]",
                     k2 = k * k,
                     ck2 = g.in_c * k * k
                 );
-                ((ALONG_M, format!("spread{id}(row, kk)")), (ALONG_K, w))
+                ((ALONG_M, format!("spread{id}(row, kk, c_hw, c_wc, c_nk, c_nkx, c_by, c_bx)")), (ALONG_K, w))
             }
             ConvMap::BackwardWeight(_) => {
                 let patch = patches(&mut self.fns, b, off_b);
@@ -713,7 +812,13 @@ fn spread{id}(pixel: u32, kk: u32) -> f32 {{
         // column in NCHW.
         let index = match mm.conv {
             Some(ConvMap::Forward(g)) => nchw(g.out_c, g.out_pixels()),
-            Some(ConvMap::BackwardData(g)) => nchw(g.in_c, g.in_h * g.in_w),
+            Some(ConvMap::BackwardData(g)) => format!(
+                "(row / c_hw) * {}u + col * {}u + (c_y0 + {s}u * ((row % c_hw) / c_wc)) * {}u + c_x0 + {s}u * ((row % c_hw) % c_wc)",
+                g.in_len(),
+                g.in_h * g.in_w,
+                g.in_w,
+                s = g.stride,
+            ),
             _ => format!("row * {n}u + col"),
         };
         let mut el = Element { writer: self, out: (c, mm.c.1), locals: vec![raw], code: String::new() };
