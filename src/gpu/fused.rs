@@ -63,7 +63,9 @@ impl Task {
                     return m.div_ceil(THREADS).max(1);
                 }
                 let tiles_n = (cols as u32).div_ceil(TILE).max(1);
-                if let Some(ConvMap::BackwardData(g)) = mm.conv {
+                if let Some(ConvMap::BackwardData(g)) = mm.conv
+                    && g.stride > 1
+                {
                     let tiles = |c: &StrideClass| ((rows * c.pixels()) as u32).div_ceil(TILE);
                     return StrideClass::all(&g).iter().map(tiles).sum::<u32>().max(1) * tiles_n;
                 }
@@ -183,43 +185,42 @@ impl StrideClass {
 /// sizes as the `c_*` values the loads and the epilogue read.
 fn stride_classes(g: &ConvGeom, tiles_n: u32) -> String {
     let classes = StrideClass::all(g);
-    let list = |f: &dyn Fn(&StrideClass) -> String| classes.iter().map(f).collect::<Vec<_>>().join(", ");
     let n = classes.len();
-    let mut s = String::new();
-    let arrays: [(&str, &str, Box<dyn Fn(&StrideClass) -> String>); 11] = [
-        ("m", "u32", Box::new(|c| format!("st.rows * {}u", c.pixels()))),
-        ("k", "u32", Box::new(move |c| format!("{}u", g.out_c * c.taps_y * c.taps_x))),
-        ("hw", "u32", Box::new(|c| format!("{}u", c.pixels()))),
-        ("wc", "u32", Box::new(|c| format!("{}u", c.cols))),
-        ("y0", "u32", Box::new(|c| format!("{}u", c.y0))),
-        ("x0", "u32", Box::new(|c| format!("{}u", c.x0))),
-        ("py", "u32", Box::new(|c| format!("{}u", c.py))),
-        ("px", "u32", Box::new(|c| format!("{}u", c.px))),
-        ("nk", "u32", Box::new(|c| format!("{}u", (c.taps_y * c.taps_x).max(1)))),
-        ("nkx", "u32", Box::new(|c| format!("{}u", c.taps_x.max(1)))),
-        ("by", "i32", Box::new(|c| format!("{}i", c.by))),
-    ];
-    for (name, ty, f) in &arrays {
-        writeln!(s, "    var cls_{name} = array<{ty}, {n}>({});", list(f)).unwrap();
-    }
-    writeln!(s, "    var cls_bx = array<i32, {n}>({});", list(&|c: &StrideClass| format!("{}i", c.bx))).unwrap();
-    write!(
-        s,
-        "    var cls = 0u;
+    let list = |f: &dyn Fn(&StrideClass) -> usize| classes.iter().map(|c| format!("{}u", f(c))).collect::<Vec<_>>();
+    let rows = list(&|c| c.pixels()).iter().map(|p| format!("st.rows * {p}")).collect::<Vec<_>>().join(", ");
+    let sums = list(&|c| g.out_c * c.taps_y * c.taps_x).join(", ");
+    format!(
+        "    var cls_m = array<u32, {n}>({rows});
+    var cls_k = array<u32, {n}>({sums});
+    var cls = 0u;
     var tt = t;
     for (; cls + 1u < {n}u; cls++) {{
-        let tiles = ((cls_m[cls] + {TILE_M1}u) / {TILE}u) * {tiles_n}u;
+        let tiles = ((cls_m[cls] + {tile_m1}u) / {TILE}u) * {tiles_n}u;
         if (tt < tiles) {{ break; }}
         tt -= tiles;
     }}
+    let c_m = cls_m[cls];
+    let c_k = cls_k[cls];
 ",
-        TILE_M1 = TILE - 1
+        tile_m1 = TILE - 1
     )
-    .unwrap();
-    for (name, ..) in &arrays {
-        writeln!(s, "    let c_{name} = cls_{name}[cls];").unwrap();
+}
+
+/// A function `name(cls, params)` that runs `bodies[cls]`: each class's
+/// code with its sizes as constants.
+fn by_class(name: &str, params: &str, ret: &str, bodies: &[String]) -> String {
+    let args: Vec<&str> = params.split(", ").map(|p| p.split(':').next().unwrap_or(p)).collect();
+    let args = args.join(", ");
+    let mut s = String::new();
+    for (c, body) in bodies.iter().enumerate() {
+        write!(s, "\nfn {name}_{c}({params}) -> {ret} {{\n    {body}\n}}\n").unwrap();
     }
-    writeln!(s, "    let c_bx = cls_bx[cls];").unwrap();
+    write!(s, "\nfn {name}(cls: u32, {params}) -> {ret} {{\n    switch cls {{\n").unwrap();
+    for c in 0..bodies.len() {
+        let label = if c + 1 == bodies.len() { "default".to_string() } else { format!("case {c}u") };
+        writeln!(s, "        {label}: {{ return {name}_{c}({args}); }}").unwrap();
+    }
+    s.push_str("    }\n}\n");
     s
 }
 
@@ -227,7 +228,7 @@ fn stride_classes(g: &ConvGeom, tiles_n: u32) -> String {
 /// channels) that a 32x32 tile would mostly compute nothing: it runs a row
 /// per thread instead (`Gen::narrow_product`).
 fn narrow(mm: &Matmul, epilogue: &Epilogue) -> bool {
-    let classes = matches!(mm.conv, Some(ConvMap::BackwardData(_)));
+    let classes = matches!(mm.conv, Some(ConvMap::BackwardData(g)) if g.stride > 1);
     mm.n <= NARROW && epilogue.ones.is_none() && matches!(mm.c.0, Buf::Tensor(_)) && !classes
 }
 
@@ -554,7 +555,7 @@ impl Gen<'_> {
             format!("if (col < {n}u) {{ v = {load_b}; }}")
         };
         let (epi, part_decl, after) = match mm.c.0 {
-            Buf::Tensor(c) => self.element_epilogue(mm, c, &epilogue.ops),
+            Buf::Tensor(c) => self.element_epilogue(id, mm, c, &epilogue.ops),
             _ => (self.gradient_epilogue(mm, epilogue), String::new(), String::new()),
         };
         if narrow(mm, epilogue) {
@@ -564,7 +565,9 @@ impl Gen<'_> {
         let (bj, bp) = b_jp;
         let (mut m, mut k) = (size_expr(mm.m), size_expr(mm.k));
         let (mut prologue, mut tile) = (String::new(), "t");
-        if let Some(ConvMap::BackwardData(g)) = mm.conv {
+        if let Some(ConvMap::BackwardData(g)) = mm.conv
+            && g.stride > 1
+        {
             prologue = stride_classes(&g, tiles_n);
             (m, k, tile) = ("c_m".into(), "c_k".into(), "tt");
         }
@@ -755,34 +758,79 @@ fn patch{id}(pixel: u32, kk: u32) -> f32 {{
                 let patch = patches(&mut self.fns, a, off_a);
                 ((ALONG_M, format!("{patch}(row, kk)")), (ALONG_K, format!("{b}[{off_b}u + col * k + kk]")))
             }
-            ConvMap::BackwardData(_) => {
-                // Within a stride class (`StrideClass`): row (image, class
-                // pixel (y', x')), kk (o, j, i) for taps (py + j·s, px + i·s),
-                // reading a[o, by + y' - j, bx + x' - i].
+            ConvMap::BackwardData(_) if s == 1 => {
+                // Row (image, in-space pixel (y, x)), kk (o, ki, kj): a[o, y + pad - ki, x + pad - kj].
                 write!(
                     self.fns,
                     "
-fn spread{id}(pixel: u32, kk: u32, hw: u32, wc: u32, nk: u32, nkx: u32, by: i32, bx: i32) -> f32 {{
-    let b = pixel / hw;
-    let q = pixel % hw;
-    let r = kk % nk;
-    let oy = by + i32(q / wc) - i32(r / nkx);
-    let ox = bx + i32(q % wc) - i32(r % nkx);
-    if (oy < 0 || oy >= {oh} || ox < 0 || ox >= {ow}) {{ return 0.0; }}
-    return {a}[{off_a}u + b * {out_len}u + ((kk / nk) * {oh}u + u32(oy)) * {ow}u + u32(ox)];
+fn spread{id}(pixel: u32, kk: u32) -> f32 {{
+    let b = pixel / {in_pixels}u;
+    let q = pixel % {in_pixels}u;
+    let oy = i32(q / {iw}u + {pad}u) - i32((kk / {k}u) % {k}u);
+    let ox = i32(q % {iw}u + {pad}u) - i32(kk % {k}u);
+    if (oy < 0 || ox < 0 || oy >= {oh} || ox >= {ow}) {{ return 0.0; }}
+    return {a}[{off_a}u + b * {out_len}u + ((kk / {k2}u) * {oh}u + u32(oy)) * {ow}u + u32(ox)];
 }}
 ",
+                    in_pixels = g.in_h * g.in_w,
+                    k2 = k * k,
+                    iw = g.in_w,
                     oh = g.out_h,
                     ow = g.out_w,
                 )
                 .unwrap();
-                // W[o, c, ki, kj] for kk = (o, j, i), col = c.
+                // W[o, c, ki, kj] for kk = (o, ki, kj), col = c.
                 let w = format!(
-                    "{b}[{off_b}u + (kk / c_nk) * {ck2}u + col * {k2}u + (c_py + ((kk % c_nk) / c_nkx) * {s}u) * {k}u + c_px + ((kk % c_nk) % c_nkx) * {s}u]",
+                    "{b}[{off_b}u + (kk / {k2}u) * {ck2}u + col * {k2}u + kk % {k2}u]",
                     k2 = k * k,
                     ck2 = g.in_c * k * k
                 );
-                ((ALONG_M, format!("spread{id}(row, kk, c_hw, c_wc, c_nk, c_nkx, c_by, c_bx)")), (ALONG_K, w))
+                ((ALONG_M, format!("spread{id}(row, kk)")), (ALONG_K, w))
+            }
+            ConvMap::BackwardData(_) => {
+                // Within stride class `cls` (`StrideClass`): row (image, class
+                // pixel (y', x')), kk (o, j, i) for taps (py + j·s, px + i·s),
+                // reading a[o, by + y' - j, bx + x' - i]; every size a
+                // constant in each class's function.
+                let classes = StrideClass::all(&g);
+                let (mut spread, mut weight, mut index) = (Vec::new(), Vec::new(), Vec::new());
+                for c in &classes {
+                    let (hw, wc, nk, nkx) = (c.pixels(), c.cols, (c.taps_y * c.taps_x).max(1), c.taps_x.max(1));
+                    spread.push(format!(
+                        "let b = pixel / {hw}u;
+    let q = pixel % {hw}u;
+    let r = kk % {nk}u;
+    let oy = {by} + i32(q / {wc}u) - i32(r / {nkx}u);
+    let ox = {bx} + i32(q % {wc}u) - i32(r % {nkx}u);
+    if (oy < 0 || oy >= {oh} || ox < 0 || ox >= {ow}) {{ return 0.0; }}
+    return {a}[{off_a}u + b * {out_len}u + ((kk / {nk}u) * {oh}u + u32(oy)) * {ow}u + u32(ox)];",
+                        by = c.by,
+                        bx = c.bx,
+                        oh = g.out_h,
+                        ow = g.out_w,
+                    ));
+                    // W[o, c, ki, kj] for kk = (o, j, i), col = c.
+                    weight.push(format!(
+                        "let r = kk % {nk}u;
+    return {b}[{off_b}u + (kk / {nk}u) * {ck2}u + col * {k2}u + ({py}u + (r / {nkx}u) * {s}u) * {k}u + {px}u + (r % {nkx}u) * {s}u];",
+                        k2 = k * k,
+                        ck2 = g.in_c * k * k,
+                        py = c.py,
+                        px = c.px,
+                    ));
+                    index.push(format!(
+                        "let q = row % {hw}u;
+    return (row / {hw}u) * {in_len}u + col * {in_pixels}u + ({y0}u + {s}u * (q / {wc}u)) * {iw}u + {x0}u + {s}u * (q % {wc}u);",
+                        in_pixels = g.in_h * g.in_w,
+                        iw = g.in_w,
+                        y0 = c.y0,
+                        x0 = c.x0,
+                    ));
+                }
+                self.fns.push_str(&by_class(&format!("spread{id}"), "pixel: u32, kk: u32", "f32", &spread));
+                self.fns.push_str(&by_class(&format!("weight{id}"), "kk: u32, col: u32", "f32", &weight));
+                self.fns.push_str(&by_class(&format!("index{id}"), "row: u32, col: u32", "u32", &index));
+                ((ALONG_M, format!("spread{id}(cls, row, kk)")), (ALONG_K, format!("weight{id}(cls, kk, col)")))
             }
             ConvMap::BackwardWeight(_) => {
                 let patch = patches(&mut self.fns, b, off_b);
@@ -797,7 +845,7 @@ fn spread{id}(pixel: u32, kk: u32, hw: u32, wc: u32, nk: u32, nkx: u32, by: i32,
     /// element-wise table on the thread's element; every tensor written is
     /// stored once at the end. Returns the code, the loss sums' declarations
     /// and their reductions after the tile.
-    fn element_epilogue(&mut self, mm: &Matmul, c: TensorId, ops: &[Call]) -> (String, String, String) {
+    fn element_epilogue(&mut self, id: usize, mm: &Matmul, c: TensorId, ops: &[Call]) -> (String, String, String) {
         let n = mm.n;
         let raw = mm.pre.unwrap_or(c);
         let mut own = Vec::new();
@@ -812,13 +860,8 @@ fn spread{id}(pixel: u32, kk: u32, hw: u32, wc: u32, nk: u32, nkx: u32, by: i32,
         // column in NCHW.
         let index = match mm.conv {
             Some(ConvMap::Forward(g)) => nchw(g.out_c, g.out_pixels()),
-            Some(ConvMap::BackwardData(g)) => format!(
-                "(row / c_hw) * {}u + col * {}u + (c_y0 + {s}u * ((row % c_hw) / c_wc)) * {}u + c_x0 + {s}u * ((row % c_hw) % c_wc)",
-                g.in_len(),
-                g.in_h * g.in_w,
-                g.in_w,
-                s = g.stride,
-            ),
+            Some(ConvMap::BackwardData(g)) if g.stride > 1 => format!("index{id}(cls, row, col)"),
+            Some(ConvMap::BackwardData(g)) => nchw(g.in_c, g.in_h * g.in_w),
             _ => format!("row * {n}u + col"),
         };
         let mut el = Element { writer: self, out: (c, mm.c.1), locals: vec![raw], code: String::new() };
