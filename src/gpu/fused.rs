@@ -49,6 +49,9 @@ const FB: u32 = PRODUCT_BYTES / 8;
 /// axis: M (or N) for ALONG_M, K for ALONG_K.
 const ALONG_M: (&str, &str) = ("e % 32u", "e / 32u");
 const ALONG_K: (&str, &str) = ("e / 16u", "e % 16u");
+/// An operand's load: its thread pattern (`ALONG_M`, `ALONG_K`) and the
+/// expression of an element.
+type Load = ((&'static str, &'static str), String);
 /// Workgroup memory of the reduction scratch of row chains and loss finishes.
 pub const REDUCE_BYTES: u32 = THREADS * 4;
 
@@ -721,7 +724,7 @@ fn task{id}(t: u32, lid: u32) {{
         map: ConvMap,
         (a, off_a): (&str, usize),
         (b, off_b): (&str, usize),
-    ) -> (((&'static str, &'static str), String), ((&'static str, &'static str), String)) {
+    ) -> (Load, Load) {
         let (ConvMap::Forward(g) | ConvMap::BackwardData(g) | ConvMap::BackwardWeight(g) | ConvMap::ChannelSums(g)) =
             map;
         let (k, s, pad) = (g.kernel, g.stride, g.padding);

@@ -247,6 +247,9 @@ impl Epilogue {
     }
 }
 
+// A product (with a convolution's geometry) outweighs the other tasks; a
+// kernel holds a handful of tasks, so boxing would only add indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Task {
     Product {
