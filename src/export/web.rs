@@ -267,7 +267,9 @@ pub fn calls(graph: &Graph, input: TensorId, output: TensorId, rows: usize, para
         param_count,
         keep: [graph.named(), vec![input, output]].concat(),
     };
-    fuse(lower(graph), Fusion::ALL, &env)
+    // The convolution switch (`GPU_VAE_CONV=direct`) as the engine reads it, for A/B runs.
+    let conv_products = crate::gpu::context::GpuOptions::default().with_env().fusion.conv_products;
+    fuse(lower(graph), Fusion { conv_products, ..Fusion::ALL }, &env)
 }
 
 /// One program `model.json` holds, before it is written out.

@@ -140,7 +140,7 @@ impl Task {
 /// (y + pad, x + pad) = (py, px) mod s: each reads only the taps
 /// (py + j·s, px + i·s) that reach its pixels, where one product over all
 /// pixels would multiply zeros in (s² - 1)/s² of its terms. The classes
-/// are ranges of one task's workgroups (`stride_classes`).
+/// are ranges of one task's workgroups (`Gen::product`).
 struct StrideClass {
     /// The class's first pixel, its pixels per column and row, its taps.
     y0: usize,
@@ -181,50 +181,6 @@ impl StrideClass {
     fn pixels(&self) -> usize {
         self.rows * self.cols
     }
-}
-
-/// The prologue of a strided input gradient's task: which class its
-/// workgroup `t` works on (`tt` its tile within the class), and that class's
-/// sizes as the `c_*` values the loads and the epilogue read.
-fn stride_classes(g: &ConvGeom, tiles_n: u32) -> String {
-    let classes = StrideClass::all(g);
-    let n = classes.len();
-    let list = |f: &dyn Fn(&StrideClass) -> usize| classes.iter().map(|c| format!("{}u", f(c))).collect::<Vec<_>>();
-    let rows = list(&|c| c.pixels()).iter().map(|p| format!("st.rows * {p}")).collect::<Vec<_>>().join(", ");
-    let sums = list(&|c| g.out_c * c.taps_y * c.taps_x).join(", ");
-    format!(
-        "    var cls_m = array<u32, {n}>({rows});
-    var cls_k = array<u32, {n}>({sums});
-    var cls = 0u;
-    var tt = t;
-    for (; cls + 1u < {n}u; cls++) {{
-        let tiles = ((cls_m[cls] + {tile_m1}u) / {TILE}u) * {tiles_n}u;
-        if (tt < tiles) {{ break; }}
-        tt -= tiles;
-    }}
-    let c_m = cls_m[cls];
-    let c_k = cls_k[cls];
-",
-        tile_m1 = TILE - 1
-    )
-}
-
-/// A function `name(cls, params)` that runs `bodies[cls]`: each class's
-/// code with its sizes as constants.
-fn by_class(name: &str, params: &str, ret: &str, bodies: &[String]) -> String {
-    let args: Vec<&str> = params.split(", ").map(|p| p.split(':').next().unwrap_or(p)).collect();
-    let args = args.join(", ");
-    let mut s = String::new();
-    for (c, body) in bodies.iter().enumerate() {
-        write!(s, "\nfn {name}_{c}({params}) -> {ret} {{\n    {body}\n}}\n").unwrap();
-    }
-    write!(s, "\nfn {name}(cls: u32, {params}) -> {ret} {{\n    switch cls {{\n").unwrap();
-    for c in 0..bodies.len() {
-        let label = if c + 1 == bodies.len() { "default".to_string() } else { format!("case {c}u") };
-        writeln!(s, "        {label}: {{ return {name}_{c}({args}); }}").unwrap();
-    }
-    s.push_str("    }\n}\n");
-    s
 }
 
 /// Whether a product has so few columns (a convolution to 1 or 3 image
@@ -532,6 +488,51 @@ impl Gen<'_> {
     }
 
     fn product(&mut self, id: usize, mm: &Matmul, epilogue: &Epilogue) {
+        let Some(ConvMap::BackwardData(g)) = mm.conv.filter(|_| !narrow(mm, epilogue)) else {
+            return self.product_fn(id, None, mm, epilogue);
+        };
+        if g.stride == 1 {
+            return self.product_fn(id, None, mm, epilogue);
+        }
+        // A function per stride class, every size a constant; the task finds
+        // its workgroup's class once (`cls` is uniform in the workgroup).
+        let classes = StrideClass::all(&g);
+        for (c, class) in classes.iter().enumerate() {
+            self.product_fn(id, Some((c, class)), mm, epilogue);
+        }
+        let tiles_n = (mm.n as u32).div_ceil(TILE).max(1);
+        let rows: Vec<String> = classes.iter().map(|c| format!("st.rows * {}u", c.pixels())).collect();
+        let n = classes.len();
+        let mut cases = String::new();
+        for c in 0..n {
+            let label = if c + 1 == n { "default".to_string() } else { format!("case {c}u") };
+            writeln!(cases, "        {label}: {{ task{id}_{c}(tt, t, lid); }}").unwrap();
+        }
+        write!(
+            self.fns,
+            "
+fn task{id}(t: u32, lid: u32) {{
+    var class_rows = array<u32, {n}>({rows});
+    var cls = 0u;
+    var tt = t;
+    for (; cls + 1u < {n}u; cls++) {{
+        let tiles = ((class_rows[cls] + {tile_m1}u) / {TILE}u) * {tiles_n}u;
+        if (tt < tiles) {{ break; }}
+        tt -= tiles;
+    }}
+    switch cls {{
+{cases}    }}
+}}
+",
+            rows = rows.join(", "),
+            tile_m1 = TILE - 1,
+        )
+        .unwrap();
+    }
+
+    /// A tiled product's task function: `task{id}(t, lid)`, or for stride
+    /// class c `task{id}_c(tt, t, lid)` on tile tt of the class.
+    fn product_fn(&mut self, id: usize, class: Option<(usize, &StrideClass)>, mm: &Matmul, epilogue: &Epilogue) {
         let a = self.bind(Res::of(mm.a.0), false);
         let b = self.bind(Res::of(mm.b.0), false);
         let (off_a, off_b, n) = (mm.a.1, mm.b.1, mm.n);
@@ -540,7 +541,7 @@ impl Gen<'_> {
         let tiles_n = (cols as u32).div_ceil(TILE).max(1);
         let ((a_ip, load_a), (b_jp, load_b)) = match mm.conv {
             // Loads walk each operand's contiguous axis across neighbouring threads.
-            Some(map) => self.conv_loads(id, map, (&a, off_a), (&b, off_b)),
+            Some(map) => self.conv_loads(id, map, class, (&a, off_a), (&b, off_b)),
             None => (
                 match mm.form {
                     MatmulForm::Tn => (ALONG_M, format!("{a}[{off_a}u + kk * m + row]")),
@@ -558,7 +559,7 @@ impl Gen<'_> {
             format!("if (col < {n}u) {{ v = {load_b}; }}")
         };
         let (epi, part_decl, after) = match mm.c.0 {
-            Buf::Tensor(c) => self.element_epilogue(id, mm, c, &epilogue.ops),
+            Buf::Tensor(c) => self.element_epilogue(class, mm, c, &epilogue.ops),
             _ => (self.gradient_epilogue(mm, epilogue), String::new(), String::new()),
         };
         if narrow(mm, epilogue) {
@@ -567,12 +568,11 @@ impl Gen<'_> {
         let (ai, ap) = a_ip;
         let (bj, bp) = b_jp;
         let (mut m, mut k) = (size_expr(mm.m), size_expr(mm.k));
-        let (mut prologue, mut tile) = (String::new(), "t");
-        if let Some(ConvMap::BackwardData(g)) = mm.conv
-            && g.stride > 1
-        {
-            prologue = stride_classes(&g, tiles_n);
-            (m, k, tile) = ("c_m".into(), "c_k".into(), "tt");
+        let (mut name, mut args, mut tile) = (format!("task{id}"), "t: u32, lid: u32", "t");
+        if let (Some((c, class)), Some(ConvMap::BackwardData(g))) = (class, mm.conv) {
+            m = format!("st.rows * {}u", class.pixels());
+            k = format!("{}u", g.out_c * class.taps_y * class.taps_x);
+            (name, args, tile) = (format!("task{id}_{c}"), "tt: u32, t: u32, lid: u32", "tt");
         }
         let group = (TILE / PER) * (TILE / PER);
         let slice = BK * TILE;
@@ -582,8 +582,8 @@ impl Gen<'_> {
             self.fns,
             "
 // {label}
-fn task{id}(t: u32, lid: u32) {{
-{prologue}    let m = {m};
+fn {name}({args}) {{
+    let m = {m};
     let k = {k};
     let row0 = ({tile} / {tiles_n}u) * {TILE}u;
     let col0 = ({tile} % {tiles_n}u) * {TILE}u;
@@ -722,6 +722,7 @@ fn task{id}(t: u32, lid: u32) {{
         &mut self,
         id: usize,
         map: ConvMap,
+        class: Option<(usize, &StrideClass)>,
         (a, off_a): (&str, usize),
         (b, off_b): (&str, usize),
     ) -> (Load, Load) {
@@ -791,49 +792,39 @@ fn spread{id}(pixel: u32, kk: u32) -> f32 {{
                 ((ALONG_M, format!("spread{id}(row, kk)")), (ALONG_K, w))
             }
             ConvMap::BackwardData(_) => {
-                // Within stride class `cls` (`StrideClass`): row (image, class
-                // pixel (y', x')), kk (o, j, i) for taps (py + j·s, px + i·s),
-                // reading a[o, by + y' - j, bx + x' - i]; every size a
-                // constant in each class's function.
-                let classes = StrideClass::all(&g);
-                let (mut spread, mut weight, mut index) = (Vec::new(), Vec::new(), Vec::new());
-                for c in &classes {
-                    let (hw, wc, nk, nkx) = (c.pixels(), c.cols, (c.taps_y * c.taps_x).max(1), c.taps_x.max(1));
-                    spread.push(format!(
-                        "let b = pixel / {hw}u;
+                // Stride class c (`StrideClass`): row (image, class pixel
+                // (y', x')), kk (o, j, i) for taps (py + j·s, px + i·s),
+                // reading a[o, by + y' - j, bx + x' - i].
+                let (c, cl) = class.expect("a strided input gradient runs by stride class");
+                let (hw, wc, nk, nkx) = (cl.pixels(), cl.cols, (cl.taps_y * cl.taps_x).max(1), cl.taps_x.max(1));
+                write!(
+                    self.fns,
+                    "
+fn spread{id}_{c}(pixel: u32, kk: u32) -> f32 {{
+    let b = pixel / {hw}u;
     let q = pixel % {hw}u;
     let r = kk % {nk}u;
     let oy = {by} + i32(q / {wc}u) - i32(r / {nkx}u);
     let ox = {bx} + i32(q % {wc}u) - i32(r % {nkx}u);
     if (oy < 0 || oy >= {oh} || ox < 0 || ox >= {ow}) {{ return 0.0; }}
-    return {a}[{off_a}u + b * {out_len}u + ((kk / {nk}u) * {oh}u + u32(oy)) * {ow}u + u32(ox)];",
-                        by = c.by,
-                        bx = c.bx,
-                        oh = g.out_h,
-                        ow = g.out_w,
-                    ));
-                    // W[o, c, ki, kj] for kk = (o, j, i), col = c.
-                    weight.push(format!(
-                        "let r = kk % {nk}u;
-    return {b}[{off_b}u + (kk / {nk}u) * {ck2}u + col * {k2}u + ({py}u + (r / {nkx}u) * {s}u) * {k}u + {px}u + (r % {nkx}u) * {s}u];",
-                        k2 = k * k,
-                        ck2 = g.in_c * k * k,
-                        py = c.py,
-                        px = c.px,
-                    ));
-                    index.push(format!(
-                        "let q = row % {hw}u;
-    return (row / {hw}u) * {in_len}u + col * {in_pixels}u + ({y0}u + {s}u * (q / {wc}u)) * {iw}u + {x0}u + {s}u * (q % {wc}u);",
-                        in_pixels = g.in_h * g.in_w,
-                        iw = g.in_w,
-                        y0 = c.y0,
-                        x0 = c.x0,
-                    ));
-                }
-                self.fns.push_str(&by_class(&format!("spread{id}"), "pixel: u32, kk: u32", "f32", &spread));
-                self.fns.push_str(&by_class(&format!("weight{id}"), "kk: u32, col: u32", "f32", &weight));
-                self.fns.push_str(&by_class(&format!("index{id}"), "row: u32, col: u32", "u32", &index));
-                ((ALONG_M, format!("spread{id}(cls, row, kk)")), (ALONG_K, format!("weight{id}(cls, kk, col)")))
+    return {a}[{off_a}u + b * {out_len}u + ((kk / {nk}u) * {oh}u + u32(oy)) * {ow}u + u32(ox)];
+}}
+",
+                    by = cl.by,
+                    bx = cl.bx,
+                    oh = g.out_h,
+                    ow = g.out_w,
+                )
+                .unwrap();
+                // W[o, c, ki, kj] for kk = (o, j, i), col = c.
+                let w = format!(
+                    "{b}[{off_b}u + (kk / {nk}u) * {ck2}u + col * {k2}u + ({py}u + ((kk % {nk}u) / {nkx}u) * {s}u) * {k}u + {px}u + ((kk % {nk}u) % {nkx}u) * {s}u]",
+                    k2 = k * k,
+                    ck2 = g.in_c * k * k,
+                    py = cl.py,
+                    px = cl.px,
+                );
+                ((ALONG_M, format!("spread{id}_{c}(row, kk)")), (ALONG_K, w))
             }
             ConvMap::BackwardWeight(_) => {
                 let patch = patches(&mut self.fns, b, off_b);
@@ -848,7 +839,13 @@ fn spread{id}(pixel: u32, kk: u32) -> f32 {{
     /// element-wise table on the thread's element; every tensor written is
     /// stored once at the end. Returns the code, the loss sums' declarations
     /// and their reductions after the tile.
-    fn element_epilogue(&mut self, id: usize, mm: &Matmul, c: TensorId, ops: &[Call]) -> (String, String, String) {
+    fn element_epilogue(
+        &mut self,
+        class: Option<(usize, &StrideClass)>,
+        mm: &Matmul,
+        c: TensorId,
+        ops: &[Call],
+    ) -> (String, String, String) {
         let n = mm.n;
         let raw = mm.pre.unwrap_or(c);
         let mut own = Vec::new();
@@ -863,7 +860,17 @@ fn spread{id}(pixel: u32, kk: u32) -> f32 {{
         // column in NCHW.
         let index = match mm.conv {
             Some(ConvMap::Forward(g)) => nchw(g.out_c, g.out_pixels()),
-            Some(ConvMap::BackwardData(g)) if g.stride > 1 => format!("index{id}(cls, row, col)"),
+            Some(ConvMap::BackwardData(g)) if let Some((_, cl)) = class => format!(
+                "(row / {hw}u) * {}u + col * {}u + ({y0}u + {s}u * ((row % {hw}u) / {wc}u)) * {}u + {x0}u + {s}u * ((row % {hw}u) % {wc}u)",
+                g.in_len(),
+                g.in_h * g.in_w,
+                g.in_w,
+                hw = cl.pixels(),
+                wc = cl.cols,
+                y0 = cl.y0,
+                x0 = cl.x0,
+                s = g.stride,
+            ),
             Some(ConvMap::BackwardData(g)) => nchw(g.in_c, g.in_h * g.in_w),
             _ => format!("row * {n}u + col"),
         };
