@@ -11,7 +11,7 @@
 use rayon::prelude::*;
 
 use super::matmul::{Form, matmul_serial};
-use crate::model::ConvGeom;
+use crate::model::{Activation, ConvGeom};
 
 /// The batch is split into at most this many lanes of consecutive images,
 /// run in parallel. Each lane sums its own weight gradient and the lanes'
@@ -25,74 +25,136 @@ const PATCH_FLOATS: usize = 1 << 18;
 
 /// cols (C·k·k, B·Ho·Wo) = the patches of images x (B, C, H, W), zero
 /// outside: image b's patches are columns b·Ho·Wo.., so one product covers
-/// the images.
+/// the images. Each plane is first copied into a zero-bordered one, so that
+/// every patch row is a plain strided read: with the bounds handled per row
+/// segment (7 to 28 values here), tiny fills and copies were most of the time.
 pub fn im2col(cols: &mut [f32], x: &[f32], g: &ConvGeom, rows: usize) {
-    let (k, pixels) = (g.kernel, g.out_pixels());
+    let (k, pixels, s) = (g.kernel, g.out_pixels(), g.stride);
     let stride = rows * pixels;
-    for (b, x) in x.chunks_exact(g.in_len()).take(rows).enumerate() {
-        for (c, plane) in x.chunks_exact(g.in_h * g.in_w).enumerate() {
-            for ki in 0..k {
-                for kj in 0..k {
-                    let row = &mut cols[((c * k + ki) * k + kj) * stride + b * pixels..][..pixels];
-                    let (inside, first) = inside_columns(g, kj);
-                    for (oy, out) in row.chunks_exact_mut(g.out_w).enumerate() {
-                        let Some(y) = source_row(g, ki, oy) else {
-                            out.fill(0.0);
-                            continue;
-                        };
-                        let line = &plane[y * g.in_w + first..];
-                        out[..inside.start].fill(0.0);
-                        out[inside.end..].fill(0.0);
-                        for (o, &v) in out[inside.clone()].iter_mut().zip(line.iter().step_by(g.stride)) {
-                            *o = v;
+    let (ph, pw) = padded_sides(g);
+    with_padded(ph * pw, |padded| {
+        crate::fastmath::widest(
+            #[inline(always)]
+            || {
+                for (b, x) in x.chunks_exact(g.in_len()).take(rows).enumerate() {
+                    for (c, plane) in x.chunks_exact(g.in_h * g.in_w).enumerate() {
+                        // The border stays zero: only the interior is written.
+                        for (y, line) in plane.chunks_exact(g.in_w).enumerate() {
+                            padded[(y + g.padding) * pw + g.padding..][..g.in_w].copy_from_slice(line);
+                        }
+                        for ki in 0..k {
+                            for kj in 0..k {
+                                let row = &mut cols[((c * k + ki) * k + kj) * stride + b * pixels..][..pixels];
+                                for (oy, out) in row.chunks_exact_mut(g.out_w).enumerate() {
+                                    let line = &padded[(oy * s + ki) * pw + kj..][..g.out_w * s];
+                                    match s {
+                                        1 => gather::<1>(out, line),
+                                        2 => gather::<2>(out, line),
+                                        _ => gather_strided(out, line, s),
+                                    }
+                                }
+                            }
                         }
                     }
                 }
-            }
-        }
+            },
+        )
+    })
+}
+
+/// out[i] = line[i·S]: a constant stride, so that the loop has no bounds
+/// checks and vectorizes.
+#[inline(always)]
+fn gather<const S: usize>(out: &mut [f32], line: &[f32]) {
+    for (o, pixel) in out.iter_mut().zip(line.chunks_exact(S)) {
+        *o = pixel[0];
     }
 }
 
-/// The image row that kernel row ki reads for output row oy, if inside.
-#[inline]
-fn source_row(g: &ConvGeom, ki: usize, oy: usize) -> Option<usize> {
-    let y = (oy * g.stride + ki).checked_sub(g.padding)?;
-    (y < g.in_h).then_some(y)
+#[inline(always)]
+fn gather_strided(out: &mut [f32], line: &[f32], s: usize) {
+    for (o, pixel) in out.iter_mut().zip(line.chunks_exact(s)) {
+        *o = pixel[0];
+    }
 }
 
-/// The output columns whose kernel column kj reads inside the image, and
-/// the image column the first of them reads.
-#[inline]
-fn inside_columns(g: &ConvGeom, kj: usize) -> (std::ops::Range<usize>, usize) {
-    // ox·stride + kj - padding in [0, in_w).
-    let start = g.padding.saturating_sub(kj).div_ceil(g.stride).min(g.out_w);
-    let end = (g.in_w + g.padding).saturating_sub(kj).div_ceil(g.stride).clamp(start, g.out_w);
-    let first = if start < end { start * g.stride + kj - g.padding } else { 0 };
-    (start..end, first)
+/// line[i·S] += patch[i].
+#[inline(always)]
+fn scatter_add<const S: usize>(line: &mut [f32], patch: &[f32]) {
+    for (pixel, &p) in line.chunks_exact_mut(S).zip(patch) {
+        pixel[0] += p;
+    }
 }
 
-/// dx (B, C, H, W) = the patches cols (C·k·k, B·Ho·Wo) summed back where they came from.
+#[inline(always)]
+fn scatter_add_strided(line: &mut [f32], patch: &[f32], s: usize) {
+    for (pixel, &p) in line.chunks_exact_mut(s).zip(patch) {
+        pixel[0] += p;
+    }
+}
+
+/// The sides of a plane with its zero border: every patch of the
+/// convolution lies inside, (Ho-1)·stride + k <= H + 2·padding.
+fn padded_sides(g: &ConvGeom) -> (usize, usize) {
+    let side = |out: usize, len: usize| ((out - 1) * g.stride + g.kernel).max(len + g.padding);
+    // stride - 1 more columns: a row's last patch reads out_w·stride values
+    // from its start (`gather`), the last stride - 1 of them unused.
+    (side(g.out_h, g.in_h), side(g.out_w, g.in_w) + g.stride - 1)
+}
+
+/// Runs `f` with this thread's zeroed plane of `len` floats, kept from call
+/// to call (zeroed again each call: its size follows the geometry).
+fn with_padded<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    thread_local! {
+        static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    PADDED.with(|padded| {
+        let mut padded = padded.borrow_mut();
+        if padded.len() < len {
+            padded.resize(len, 0.0);
+        }
+        let padded = &mut padded[..len];
+        padded.fill(0.0);
+        f(padded)
+    })
+}
+
+/// dx (B, C, H, W) = the patches cols (C·k·k, B·Ho·Wo) summed back where
+/// they came from, into a zero-bordered plane whose interior is then copied
+/// out. Each pixel adds its patch entries in (ki, kj) order, as a loop
+/// bounded at the image's edge does.
 pub fn col2im(dx: &mut [f32], cols: &[f32], g: &ConvGeom, rows: usize) {
-    let (k, pixels) = (g.kernel, g.out_pixels());
+    let (k, pixels, s) = (g.kernel, g.out_pixels(), g.stride);
     let stride = rows * pixels;
-    for (b, dx) in dx.chunks_exact_mut(g.in_len()).take(rows).enumerate() {
-        dx.fill(0.0);
-        for (c, plane) in dx.chunks_exact_mut(g.in_h * g.in_w).enumerate() {
-            for ki in 0..k {
-                for kj in 0..k {
-                    let row = &cols[((c * k + ki) * k + kj) * stride + b * pixels..][..pixels];
-                    let (inside, first) = inside_columns(g, kj);
-                    for (oy, patch) in row.chunks_exact(g.out_w).enumerate() {
-                        let Some(y) = source_row(g, ki, oy) else { continue };
-                        let line = &mut plane[y * g.in_w + first..];
-                        for (d, &p) in line.iter_mut().step_by(g.stride).zip(&patch[inside.clone()]) {
-                            *d += p;
+    let (ph, pw) = padded_sides(g);
+    with_padded(ph * pw, |padded| {
+        crate::fastmath::widest(
+            #[inline(always)]
+            || {
+                for (b, dx) in dx.chunks_exact_mut(g.in_len()).take(rows).enumerate() {
+                    for (c, plane) in dx.chunks_exact_mut(g.in_h * g.in_w).enumerate() {
+                        padded.fill(0.0);
+                        for ki in 0..k {
+                            for kj in 0..k {
+                                let row = &cols[((c * k + ki) * k + kj) * stride + b * pixels..][..pixels];
+                                for (oy, patch) in row.chunks_exact(g.out_w).enumerate() {
+                                    let line = &mut padded[(oy * s + ki) * pw + kj..][..g.out_w * s];
+                                    match s {
+                                        1 => scatter_add::<1>(line, patch),
+                                        2 => scatter_add::<2>(line, patch),
+                                        _ => scatter_add_strided(line, patch, s),
+                                    }
+                                }
+                            }
+                        }
+                        for (y, line) in plane.chunks_exact_mut(g.in_w).enumerate() {
+                            line.copy_from_slice(&padded[(y + g.padding) * pw + g.padding..][..g.in_w]);
                         }
                     }
                 }
-            }
-        }
-    }
+            },
+        )
+    })
 }
 
 /// dst (C, B·P) from src (B, C, P): channels first, for one product over the images.
@@ -111,6 +173,22 @@ fn rows_first(dst: &mut [f32], src: &[f32], channels: usize, pixels: usize, rows
             plane.copy_from_slice(&src[c * rows * pixels + b * pixels..][..pixels]);
         }
     }
+}
+
+/// dst (B, C, P) = src (C, B·P) + b[c]: `rows_first` and the bias in one pass.
+fn rows_first_with_bias(dst: &mut [f32], src: &[f32], bias: &[f32], channels: usize, pixels: usize, rows: usize) {
+    crate::fastmath::widest(
+        #[inline(always)]
+        || {
+            for (b, image) in dst.chunks_exact_mut(channels * pixels).take(rows).enumerate() {
+                for (c, (plane, &bias)) in image.chunks_exact_mut(pixels).zip(bias).enumerate() {
+                    for (d, &v) in plane.iter_mut().zip(&src[c * rows * pixels + b * pixels..][..pixels]) {
+                        *d = v + bias;
+                    }
+                }
+            }
+        },
+    )
 }
 
 /// Images per lane for a batch of `rows`.
@@ -176,6 +254,13 @@ fn backward_lanes(
 
 /// y (B, O·Ho·Wo) = conv(x (B, C·H·W), w [O, C, k, k]) + b (O).
 pub fn conv2d_forward(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], g: &ConvGeom, rows: usize) {
+    conv2d_forward_act(y, x, w, b, g, rows, Activation::Identity)
+}
+
+/// y = act(conv(x) + b): the activation applied while a chunk's output is
+/// still in cache, the same values as a pass over the whole batch after.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_forward_act(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], g: &ConvGeom, rows: usize, act: Activation) {
     let lane = lane_images(rows);
     let chunk = chunk_images(g, lane);
     let (x, y) = (&x[..rows * g.in_len()], &mut y[..rows * g.out_len()]);
@@ -187,10 +272,8 @@ pub fn conv2d_forward(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], g: &ConvGe
                 let (cols, yc) = (&mut cols[..g.patch() * n], &mut yc[..g.out_c * n]);
                 im2col(cols, x, g, images);
                 matmul_serial(Form::Nn, yc, w, cols, g.out_c, g.patch(), n, false);
-                rows_first(y, yc, g.out_c, g.out_pixels(), images);
-                for y in y.chunks_exact_mut(g.out_len()) {
-                    add_channel_bias(y, b, g.out_pixels());
-                }
+                rows_first_with_bias(y, yc, b, g.out_c, g.out_pixels(), images);
+                activate(y, act);
             }
         });
     });
@@ -232,6 +315,20 @@ pub fn conv2d_backward(
 /// y (B, O·H'·W') = ConvTranspose2d(x (B, C·H·W), w [C, O, k, k]) + b (O),
 /// where `g` is the adjoint convolution from (O, H', W') to (C, H, W).
 pub fn conv_transpose2d_forward(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], g: &ConvGeom, rows: usize) {
+    conv_transpose2d_forward_act(y, x, w, b, g, rows, Activation::Identity)
+}
+
+/// y = act(ConvTranspose2d(x) + b), activated chunk by chunk as `conv2d_forward_act`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_transpose2d_forward_act(
+    y: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    g: &ConvGeom,
+    rows: usize,
+    act: Activation,
+) {
     let lane = lane_images(rows);
     let chunk = chunk_images(g, lane);
     let (x, y) = (&x[..rows * g.out_len()], &mut y[..rows * g.in_len()]);
@@ -247,6 +344,7 @@ pub fn conv_transpose2d_forward(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], 
                 for y in y.chunks_exact_mut(g.in_len()) {
                     add_channel_bias(y, b, g.in_h * g.in_w);
                 }
+                activate(y, act);
             }
         });
     });
@@ -285,6 +383,16 @@ pub fn conv_transpose2d_backward(
             }
         });
     });
+}
+
+/// y = act(y), compiled for the widest vectors (no call for the identity).
+fn activate(y: &mut [f32], act: Activation) {
+    if act != Activation::Identity {
+        crate::fastmath::widest(
+            #[inline(always)]
+            || crate::ops::activate_slice(y, act),
+        )
+    }
 }
 
 /// y (C, P) += b[c] on every pixel of channel c.
@@ -365,6 +473,77 @@ mod tests {
             }
             close(&dw, &want_dw, "dw");
             close(&db, &want_db, "db");
+        }
+    }
+
+    /// The zero-bordered im2col and col2im against loops over `source` on
+    /// awkward shapes (1, 3, 7 channels; odd sides; strides 1-3; padding 0
+    /// and 1; a 1x1 and a 5x5 kernel; batch 1 and 2). Both are exact: one
+    /// copies, the other adds each pixel's entries in (ki, kj) order as the
+    /// reference does.
+    #[test]
+    fn im2col_and_col2im_match_the_pixel_loops() {
+        let shapes = [
+            (1, 7, 5, 3, 1, 1, 1),
+            (3, 9, 11, 3, 2, 1, 2),
+            (7, 5, 5, 3, 2, 0, 1),
+            (3, 8, 7, 1, 1, 0, 2),
+            (1, 13, 9, 5, 3, 1, 1),
+            (7, 14, 14, 3, 2, 1, 2),
+        ];
+        for (c, h, w, k, stride, padding, rows) in shapes {
+            let g = ConvGeom::conv(c, h, w, 4, k, stride, padding).unwrap();
+            let x = data(rows * g.in_len(), 5);
+            let n = rows * g.out_pixels();
+            let mut cols = vec![f32::NAN; g.patch() * n];
+            im2col(&mut cols, &x, &g, rows);
+            let cols_in = data(cols.len(), 6);
+            let mut dx = vec![f32::NAN; rows * g.in_len()];
+            col2im(&mut dx, &cols_in, &g, rows);
+            let mut want_dx = vec![0.0f32; dx.len()];
+            for b in 0..rows {
+                for ci in 0..c {
+                    for ki in 0..k {
+                        for kj in 0..k {
+                            let r = (ci * k + ki) * k + kj;
+                            for oy in 0..g.out_h {
+                                for ox in 0..g.out_w {
+                                    let col = r * n + b * g.out_pixels() + oy * g.out_w + ox;
+                                    let at =
+                                        g.source(ki, kj, oy, ox).map(|(y, x)| b * g.in_len() + (ci * h + y) * w + x);
+                                    assert_eq!(cols[col], at.map_or(0.0, |i| x[i]), "cols {r} {oy} {ox} of {g:?}");
+                                    if let Some(i) = at {
+                                        want_dx[i] += cols_in[col];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            assert_eq!(dx, want_dx, "col2im of {g:?}");
+        }
+    }
+
+    /// The activation applied per chunk is the whole-batch pass's, bit for bit.
+    #[test]
+    fn a_fused_activation_is_the_separate_pass() {
+        let rows = 5;
+        let g = ConvGeom::conv(3, 9, 9, 4, 3, 2, 1).unwrap();
+        let (w, b) = (data(g.out_c * g.patch(), 2), data(g.in_c.max(g.out_c), 3));
+        for act in [Activation::Relu, Activation::Tanh, Activation::Gelu] {
+            let x = data(rows * g.in_len(), 1);
+            let (mut fused, mut plain) = (vec![0.0; rows * g.out_len()], vec![0.0; rows * g.out_len()]);
+            conv2d_forward_act(&mut fused, &x, &w, &b[..g.out_c], &g, rows, act);
+            conv2d_forward(&mut plain, &x, &w, &b[..g.out_c], &g, rows);
+            crate::ops::activate_slice(&mut plain, act);
+            assert_eq!(fused, plain);
+            let x = data(rows * g.out_len(), 1);
+            let (mut fused, mut plain) = (vec![0.0; rows * g.in_len()], vec![0.0; rows * g.in_len()]);
+            conv_transpose2d_forward_act(&mut fused, &x, &w, &b[..g.in_c], &g, rows, act);
+            conv_transpose2d_forward(&mut plain, &x, &w, &b[..g.in_c], &g, rows);
+            crate::ops::activate_slice(&mut plain, act);
+            assert_eq!(fused, plain);
         }
     }
 

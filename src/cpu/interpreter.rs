@@ -1,12 +1,10 @@
 //! The CPU engine runs a `model::Graph` node by node, each op through the
 //! `cpu::` functions that are the GPU kernels' reference twins.
 
-use super::activation::{
-    activation_backward, activation_forward, activation_forward_from, sigmoid_backward, sigmoid_forward,
-};
+use super::activation::{activation_backward, activation_forward_from, sigmoid_backward, sigmoid_forward};
 use super::adam::adam_update;
 use super::concat::{concat_backward, concat_forward};
-use super::conv::{conv_transpose2d_backward, conv_transpose2d_forward, conv2d_backward, conv2d_forward};
+use super::conv::{conv_transpose2d_backward, conv_transpose2d_forward_act, conv2d_backward, conv2d_forward_act};
 use super::loss::{
     bce_with_logits_backward, bce_with_logits_forward, bce_with_logits_forward_backward, kl_backward, kl_forward,
     mse_backward, mse_forward, sigmoid_mse_forward_backward,
@@ -299,11 +297,10 @@ fn conv_forward(out: &mut [f32], x: &[f32], params: &[f32], layer: &Layer, rows:
     };
     let b = &params[layer.bias..layer.bias + b_len];
     match layer.kind {
-        LayerKind::Conv2d(g) => conv2d_forward(out, x, w, b, &g, rows),
-        LayerKind::ConvTranspose2d(g) => conv_transpose2d_forward(out, x, w, b, &g, rows),
+        LayerKind::Conv2d(g) => conv2d_forward_act(out, x, w, b, &g, rows, act),
+        LayerKind::ConvTranspose2d(g) => conv_transpose2d_forward_act(out, x, w, b, &g, rows, act),
         LayerKind::Dense => unreachable!(),
     }
-    activation_forward(out, act);
 }
 
 /// dW += .., db += .., dx = .. when asked, from dy (the pre-activation's gradient).
