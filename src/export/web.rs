@@ -267,9 +267,11 @@ pub fn calls(graph: &Graph, input: TensorId, output: TensorId, rows: usize, para
         param_count,
         keep: [graph.named(), vec![input, output]].concat(),
     };
-    // The convolution switch (`GPU_VAE_CONV=direct`) as the engine reads it, for A/B runs.
-    let conv_products = crate::gpu::context::GpuOptions::default().with_env().fusion.conv_products;
-    fuse(lower(graph), Fusion { conv_products, ..Fusion::ALL }, &env)
+    // Direct convolutions: in Chromium without a GPU (SwiftShader, whose JIT
+    // divides where LLVM multiplies) the conv VAE decoded 64 rows in 1.9 s
+    // with them and in 13.6 s as products, whose loads divide per term
+    // (`benches/web_check.py --quick`, A/B); no hardware WebGPU has timed either.
+    fuse(lower(graph), Fusion { conv_products: false, ..Fusion::ALL }, &env)
 }
 
 /// One program `model.json` holds, before it is written out.
