@@ -734,11 +734,14 @@ fn generated_conv_products_match_cpu() {
                 (Res::Params, Host::F32(&params)),
                 (Res::Grads, Host::F32(&grads0)),
             ];
-            let run = |mm: Matmul, ops: Vec<Call>| {
-                let task = Task::Product { epilogue: Epilogue { ops, ..own_epilogue(&mm) }, mm };
+            // A product with its own epilogue, then `ops`; `ones` for a weight gradient's bias.
+            let run_with = |mm: Matmul, ops: Vec<Call>, ones: Option<usize>| {
+                let own = own_epilogue(&mm);
+                let task = Task::Product { epilogue: Epilogue { ops, ones: ones.or(own.ones) }, mm };
                 run_generated(&mode.ctx, &mode.kernels, &[task], &graph, rows, rows_step(rows), &bound)
                     .unwrap_or_else(|e| panic!("{g:?} ({}): {e}", mode.name()))
             };
+            let run = |mm: Matmul, ops: Vec<Call>| run_with(mm, ops, None);
             let name = |e: &str| format!("{e} {g:?} rows {rows} ({})", mode.name());
             let dot_atol = |n: usize| 16.0 * n as f32 * U;
             let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; wlen], vec![0.0; o]);
@@ -791,9 +794,7 @@ fn generated_conv_products_match_cpu() {
                 None,
                 Activation::Identity,
             );
-            let task = Task::Product { mm, epilogue: Epilogue { ops: vec![], ones: Some(bias_at) } };
-            let out = run_generated(&mode.ctx, &mode.kernels, &[task], &graph, rows, rows_step(rows), &bound)
-                .unwrap_or_else(|e| panic!("{g:?} ({}): {e}", mode.name()));
+            let out = run_with(mm, vec![], Some(bias_at));
             let terms = rows * g.out_pixels();
             assert_close(&name("backward weight"), &out[6][w_at..bias_at], &dw, dot_atol(terms), 1e-5);
             assert_close(&name("bias gradient (ones)"), &out[6][bias_at..bias_at + o], &db, dot_atol(terms), 1e-5);
