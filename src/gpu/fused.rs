@@ -762,40 +762,13 @@ fn patch{id}(pixel: u32, kk: u32) -> f32 {{
                 let patch = patches(&mut self.fns, a, off_a);
                 ((ALONG_M, format!("{patch}(row, kk)")), (ALONG_K, format!("{b}[{off_b}u + col * k + kk]")))
             }
-            ConvMap::BackwardData(_) if s == 1 => {
-                // Row (image, in-space pixel (y, x)), kk (o, ki, kj): a[o, y + pad - ki, x + pad - kj].
-                write!(
-                    self.fns,
-                    "
-fn spread{id}(pixel: u32, kk: u32) -> f32 {{
-    let b = pixel / {in_pixels}u;
-    let q = pixel % {in_pixels}u;
-    let oy = i32(q / {iw}u + {pad}u) - i32((kk / {k}u) % {k}u);
-    let ox = i32(q % {iw}u + {pad}u) - i32(kk % {k}u);
-    if (oy < 0 || ox < 0 || oy >= {oh} || ox >= {ow}) {{ return 0.0; }}
-    return {a}[{off_a}u + b * {out_len}u + ((kk / {k2}u) * {oh}u + u32(oy)) * {ow}u + u32(ox)];
-}}
-",
-                    in_pixels = g.in_h * g.in_w,
-                    k2 = k * k,
-                    iw = g.in_w,
-                    oh = g.out_h,
-                    ow = g.out_w,
-                )
-                .unwrap();
-                // W[o, c, ki, kj] for kk = (o, ki, kj), col = c.
-                let w = format!(
-                    "{b}[{off_b}u + (kk / {k2}u) * {ck2}u + col * {k2}u + kk % {k2}u]",
-                    k2 = k * k,
-                    ck2 = g.in_c * k * k
-                );
-                ((ALONG_M, format!("spread{id}(row, kk)")), (ALONG_K, w))
-            }
             ConvMap::BackwardData(_) => {
                 // Stride class c (`StrideClass`): row (image, class pixel
                 // (y', x')), kk (o, j, i) for taps (py + j·s, px + i·s),
                 // reading a[o, by + y' - j, bx + x' - i].
-                let (c, cl) = class.expect("a strided input gradient runs by stride class");
+                // Stride 1 is one class: every tap of every pixel.
+                let single = StrideClass::all(&g);
+                let (c, cl) = class.unwrap_or((0, &single[0]));
                 let (hw, wc, nk, nkx) = (cl.pixels(), cl.cols, (cl.taps_y * cl.taps_x).max(1), cl.taps_x.max(1));
                 write!(
                     self.fns,
