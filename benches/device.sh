@@ -43,8 +43,8 @@ fi
 
 echo "== conv VAE (train --arch conv): throughput, and the references' eager and CUDA-graph PyTorch and JAX"
 $bin bench --data $data --model vae --arch conv --device gpu --epochs 3 --profile
-echo "== conv VAE: direct convolution kernels (GPU_VAE_CONV=direct) vs generated conv products, A/B"
-for conv in direct products direct products; do
+echo "== conv VAE: direct convolution kernels (GPU_VAE_CONV=direct), each convolution a product (=products, 13 dispatches) and layers per image in row chains (=rows, the default: 8), A/B"
+for conv in direct products rows direct products rows; do
   echo "-- GPU_VAE_CONV=$conv"
   GPU_VAE_CONV=$conv $bin bench --data $data --model vae --arch conv --device gpu --epochs 2 | grep -E "samples/s|dispatches"
 done

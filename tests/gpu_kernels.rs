@@ -818,6 +818,91 @@ fn generated_conv_products_match_cpu() {
     }
 }
 
+/// Convolutions as stages of a row chain (`Task::Rows`, a thread per output
+/// value, images owned by workgroups of 1 or 2 rows, the last part-full):
+/// a forward +bias+LeakyReLU whose output stays in workgroup memory for the
+/// next stage, the input gradient (a transposed layer's forward) +bias+tanh
+/// reading it there and writing its buffer; and a forward with a ReLU
+/// backward among its epilogue ops, in place in its buffer.
+#[test]
+fn generated_conv_row_stages_match_cpu() {
+    use gpu_vae::advanced::cpu::conv::{conv2d_backward, conv2d_forward};
+    use gpu_vae::advanced::gpu::ir::ConvMap;
+    use gpu_vae::advanced::model::ConvGeom;
+    let Some(gpu) = gpu("generated_conv_row_stages_match_cpu") else { return };
+    let shapes = [&CONV_SHAPES[..], &[(33, 9, 10, 40, 3, 2, 1, 3), (3, 7, 6, 5, 1, 2, 0, 2)]].concat();
+    for mode in &gpu.modes {
+        for (s, &(c, h, w, o, k, stride, pad, rows)) in shapes.iter().enumerate() {
+            let g = ConvGeom::conv(c, h, w, o, k, stride, pad).unwrap();
+            let salt = 450 + 10 * s as u32;
+            let x = random(rows * g.in_len(), salt, -1.0, 1.0);
+            let y = random(rows * g.out_len(), salt + 2, -1.0, 1.0);
+            let wlen = o * g.patch();
+            let (w_at, bias_at) = (2, 2 + wlen);
+            let params = random(bias_at + o.max(c) + 3, salt + 3, -1.0, 1.0);
+            let (wt, bias) = (&params[w_at..bias_at], &params[bias_at..]);
+            // t0 x (in-space), t1 out-space, t2 in-space, t3 y (out-space).
+            let graph = tensor_graph(&[g.in_len(), g.out_len(), g.in_len(), g.out_len()]);
+            let [t0, t1, t2] = [0, 1, 2].map(|i| Buf::Tensor(TensorId(i)));
+            let (out_zeros, in_zeros) = (vec![0.0; rows * g.out_len()], vec![0.0; rows * g.in_len()]);
+            let bound = [
+                (Res::Tensor(TensorId(0)), Host::F32(&x)),
+                (Res::Tensor(TensorId(1)), Host::F32(&out_zeros)),
+                (Res::Tensor(TensorId(2)), Host::F32(&in_zeros)),
+                (Res::Tensor(TensorId(3)), Host::F32(&y)),
+                (Res::Params, Host::F32(&params)),
+            ];
+            let forward = |b, act| Matmul::conv(ConvMap::Forward(g), [(t0, 0), (Buf::Params, w_at), (t1, 0)], b, act);
+            let mut first = vec![0.0; rows * g.out_len()];
+            conv2d_forward(&mut first, &x, wt, &bias[..o], &g, rows);
+            activation::activation_forward(&mut first, Activation::LeakyRelu);
+            let (mut second, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; wlen], vec![0.0; o]);
+            conv2d_backward(Some(&mut second), &mut dw, &mut db, &first, &x, wt, &g, rows);
+            for (i, plane) in second.chunks_exact_mut(h * w).enumerate() {
+                plane.iter_mut().for_each(|v| *v += bias[i % c]);
+            }
+            activation::activation_forward(&mut second, Activation::Tanh);
+            let mut relu_backward = vec![0.0; rows * g.out_len()];
+            conv2d_forward(&mut relu_backward, &x, wt, &vec![0.0; o], &g, rows);
+            activation::activation_backward(&mut relu_backward, None, &y, Activation::Relu);
+            for per_group in [1, 2] {
+                let name = |e: &str| format!("{e} {g:?} rows {rows}, {per_group} per group ({})", mode.name());
+                let run = |stages: Vec<Call>, store: Vec<TensorId>| {
+                    let task = Task::Rows { stages, per_group, store };
+                    run_generated(&mode.ctx, &mode.kernels, &[task], &graph, rows, rows_step(rows), &bound)
+                        .unwrap_or_else(|e| panic!("{}: {e}", name("chain")))
+                };
+                let back = Matmul::conv(
+                    ConvMap::BackwardData(g),
+                    [(t1, 0), (Buf::Params, w_at), (t2, 0)],
+                    Some(bias_at),
+                    Activation::Tanh,
+                );
+                let stages = vec![Call::Matmul(forward(Some(bias_at), Activation::LeakyRelu)), Call::Matmul(back)];
+                let out = run(stages, vec![TensorId(1), TensorId(2)]);
+                // Terms of at most 1 (x, w in [-1, 1]) for the first layer;
+                // the second's are its outputs (up to patch + 1) times weights,
+                // plus the first's error carried through O·k² weights.
+                let first_atol = 16.0 * (g.patch() + 1) as f32 * U;
+                assert_close(&name("forward +bias+leaky_relu, kept"), &out[1], &first, first_atol, 1e-5);
+                let second_atol = 2.0 * (o * k * k + 1) as f32 * first_atol * (g.patch() + 1) as f32;
+                assert_close(&name("input gradient +bias+tanh, from the kept"), &out[2], &second, second_atol, 1e-5);
+
+                let ops = vec![Call::ActivationBackward {
+                    d: TensorId(1),
+                    y: TensorId(3),
+                    x: None,
+                    width: g.out_len(),
+                    act: Activation::Relu,
+                }];
+                let stage = Task::Product { mm: forward(None, Activation::Identity), epilogue: Epilogue::of(ops) };
+                let out = run(vec![Call::Fused(vec![stage])], vec![TensorId(1)]);
+                assert_close(&name("forward +relu backward"), &out[1], &relu_backward, first_atol, 1e-5);
+            }
+        }
+    }
+}
+
 /// Tensors t0..t5 of the given widths, for generated kernels (which read
 /// only the widths).
 fn tensor_graph(widths: &[usize]) -> Graph {

@@ -116,7 +116,7 @@ fn compare_with(
 }
 
 /// What the programs are planned for besides the rewrites.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Plan {
     /// The adapter's limits (default: the device's).
     limits: Option<wgpu::Limits>,
@@ -467,6 +467,17 @@ fn default_vae_step_matches_cpu() {
 }
 
 #[test]
+fn default_conv_vae_step_matches_cpu() {
+    // The default conv VAE's shapes (28x28, convolutions of 32 and 64
+    // channels, latent 16): its row chains take each image through the
+    // convolutions beside the code layers, and the last transposed layer
+    // through its own input gradient (8 dispatches).
+    let mut config = ModelConfig { latent: 16, hidden: vec![], ..pytorch_vae().config };
+    (config.arch, config.conv) = (gpu_vae::advanced::model::Arch::Conv, vec![32, 64]);
+    compare_gradients("default_conv_vae_step_matches_cpu", Architecture::new(&config).unwrap(), 0.0);
+}
+
+#[test]
 fn wide_vae_on_eight_bindings_fifty_steps_match_cpu() {
     // WebGPU's default of 8 storage buffers per kernel: the weight gradients
     // take several grouped kernels and Adam its own dispatch.
@@ -485,7 +496,9 @@ fn row_chains_of_two_and_four_rows_match_cpu() {
     for max_batch in [300, 600] {
         let name = "row_chains_of_two_and_four_rows_match_cpu";
         let plan_for = Plan { max_batch: Some(max_batch), ..Plan::default() };
-        compare_planned_for(name, arch(ModelKind::Vae, ReconLoss::Mse), 0.2, 17, 64, Fusion::ALL, plan_for);
+        compare_planned_for(name, arch(ModelKind::Vae, ReconLoss::Mse), 0.2, 17, 64, Fusion::ALL, plan_for.clone());
+        let conv = conv_arch(ModelKind::Vae, Activation::Relu, vec![]);
+        compare_planned_for(&format!("{name} (conv)"), conv, 0.0, 17, 64, Fusion::ALL, plan_for);
     }
 }
 
@@ -660,6 +673,10 @@ fn conv_vae_step_runs_its_convolutions_as_products() {
     assert_eq!(direct_kernels(&products), 0, "{products:#?}");
     assert!(direct_kernels(&direct) >= 8, "{direct:#?}");
     assert!(products.len() < direct.len(), "{} vs {} dispatches", products.len(), direct.len());
+    eng.set_fusion(Fusion { conv_rows: false, ..Fusion::ALL });
+    let own = eng.train_step_labels(&images, false, 128).unwrap();
+    eprintln!("conv VAE step, each convolution a product of its own: {} dispatches {own:#?}", own.len());
+    assert!(products.len() <= 10 && products.len() < own.len(), "{} vs {} dispatches", products.len(), own.len());
 }
 
 #[test]

@@ -136,7 +136,7 @@ fn every_generated_kernel_validates_and_translates_to_msl_and_hlsl() {
                             let generated = generate(&tasks, &graph, rows);
                             // The fusion pass plans with bindings counted
                             // from the IR: they are the ones generated.
-                            let planned: BTreeSet<Res> = bindings(&tasks);
+                            let planned: BTreeSet<Res> = bindings(&tasks, &graph);
                             let got: BTreeSet<Res> = generated.bindings.iter().map(|&(r, _)| r).collect();
                             assert_eq!(planned, got, "{}", generated.label);
                             validate_and_translate(&generated.label, &generated.source);

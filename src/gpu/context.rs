@@ -18,7 +18,8 @@ pub struct GpuOptions {
     /// The programs' rewrites: `GPU_VAE_FUSE=0` none, `GPU_VAE_FUSE=tiles`
     /// the family kernels; `GPU_VAE_SPLIT_K=N` the family products' split-K
     /// target (0: off); `GPU_VAE_CONV=direct` the direct convolution
-    /// kernels instead of the generated products.
+    /// kernels instead of the generated products, `GPU_VAE_CONV=products`
+    /// every convolution a product of its own (no row chains through them).
     pub fusion: Fusion,
     /// The most bytes of a data set kept on the device whole; larger ones
     /// are streamed (`GPU_VAE_RESIDENT_BYTES`; `None`: the device's limits).
@@ -40,8 +41,10 @@ impl GpuOptions {
             Some("tiles") => self.fusion = Fusion::TILES,
             _ => {}
         }
-        if var("GPU_VAE_CONV").as_deref() == Some("direct") {
-            self.fusion.conv_products = false;
+        match var("GPU_VAE_CONV").as_deref() {
+            Some("direct") => self.fusion.conv_products = false,
+            Some("products") => self.fusion.conv_rows = false,
+            _ => {}
         }
         if let Some(target) = var("GPU_VAE_SPLIT_K").and_then(|v| v.parse().ok()) {
             self.fusion.split_k = target;

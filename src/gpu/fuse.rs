@@ -32,14 +32,24 @@ pub struct Fusion {
     /// Convolutions as generated products (implicit GEMM) where generated
     /// kernels run; otherwise the direct kernels of `shaders/conv.wgsl`.
     pub conv_products: bool,
+    /// Convolution products with weights small enough as stages of row
+    /// chains (`fused::conv_stage`): a workgroup takes its images through
+    /// several layers, trading the batch's parallelism for dispatches.
+    pub conv_rows: bool,
 }
 
 impl Fusion {
-    pub const ALL: Fusion =
-        Fusion { epilogues: true, tiles: true, split_k: SPLIT_K_TARGET, kernels: true, conv_products: true };
+    pub const ALL: Fusion = Fusion {
+        epilogues: true,
+        tiles: true,
+        split_k: SPLIT_K_TARGET,
+        kernels: true,
+        conv_products: true,
+        conv_rows: true,
+    };
     pub const TILES: Fusion = Fusion { kernels: false, ..Fusion::ALL };
     pub const NONE: Fusion =
-        Fusion { epilogues: false, tiles: false, split_k: 0, kernels: false, conv_products: false };
+        Fusion { epilogues: false, tiles: false, split_k: 0, kernels: false, conv_products: false, conv_rows: false };
 }
 
 impl Default for Fusion {
@@ -76,7 +86,7 @@ pub fn fuse(calls: Vec<Call>, fusion: Fusion, env: &Env) -> Vec<Call> {
     if generated {
         calls = sink_gradients(calls);
         calls = absorb(calls, env);
-        calls = row_chains(calls, env);
+        calls = row_chains(calls, env, fusion.conv_rows);
         calls = count_parts(calls, env);
         calls = group_gradients(calls, env);
         return products(calls);
@@ -167,7 +177,9 @@ fn kernel_bytes(tasks: &[Task], graph: &Graph) -> u32 {
     let rows = tasks
         .iter()
         .filter_map(|t| match t {
-            Task::Rows { stages, per_group, .. } => Some(4 * per_group * fused::chain_width(stages, graph) as u32),
+            Task::Rows { stages, per_group, .. } => {
+                Some(4 * fused::ChainLayout::of(stages, graph, *per_group).floats as u32)
+            }
             _ => None,
         })
         .max()
@@ -186,7 +198,7 @@ fn kernel_bytes(tasks: &[Task], graph: &Graph) -> u32 {
 /// Counted from the IR: no WGSL is written to measure.
 fn fits(tasks: &[Task], env: &Env) -> bool {
     let groups: u32 = tasks.iter().map(|t| t.groups(env.max_rows)).sum();
-    fused::bindings(tasks).len() as u32 <= env.limits.max_storage_buffers_per_shader_stage
+    fused::bindings(tasks, env.graph).len() as u32 <= env.limits.max_storage_buffers_per_shader_stage
         && kernel_bytes(tasks, env.graph) <= env.limits.max_compute_workgroup_storage_size
         && groups <= env.limits.max_compute_workgroups_per_dimension
 }
@@ -208,9 +220,11 @@ fn absorb(calls: Vec<Call>, env: &Env) -> Vec<Call> {
         };
         let task = |ops: Vec<Call>| Task::Product { mm: *m, epilogue: Epilogue { ops, ..own_epilogue(m) } };
         let mut ops: Vec<Call> = Vec::new();
+        // Thin products take their ops as stages of a row chain; a
+        // convolution keeps them with it in either form.
         if let (Buf::Tensor(c), 0) = m.c
             && m.covers(env.graph)
-            && !fused::row_local(call)
+            && (!fused::row_local(call) || m.conv.is_some())
         {
             let (product_reads, mut written) = access(call);
             while let Some(next) = calls.get(i) {
@@ -277,13 +291,14 @@ fn chain(stages: &[Call], rest: &[Call], env: &Env) -> Option<Task> {
 
 /// Runs of row-local calls become one row-owned kernel each (the longest
 /// run from each start that fits the adapter).
-fn row_chains(calls: Vec<Call>, env: &Env) -> Vec<Call> {
+fn row_chains(calls: Vec<Call>, env: &Env, convs: bool) -> Vec<Call> {
+    let stage = |c: &Call| fused::row_local(c) && (convs || !fused::conv_stage(c));
     let mut out = Vec::with_capacity(calls.len());
     let mut i = 0;
     while i < calls.len() {
         let mut best = None;
         let mut j = i;
-        while j < calls.len() && fused::row_local(&calls[j]) {
+        while j < calls.len() && stage(&calls[j]) {
             match chain(&calls[i..=j], &calls[j + 1..], env) {
                 Some(task) => best = Some((j, task)),
                 None => break,
@@ -541,9 +556,13 @@ mod tests {
     }
 
     fn plan_of(arch: &Architecture, limits: &wgpu::Limits, rows: usize) -> Vec<Call> {
+        plan_with(arch, limits, rows, Fusion::ALL)
+    }
+
+    fn plan_with(arch: &Architecture, limits: &wgpu::Limits, rows: usize, fusion: Fusion) -> Vec<Call> {
         let graph = Graph::training(arch, false);
         let env = Env { graph: &graph, max_rows: rows, limits, param_count: arch.param_count, keep: graph.named() };
-        let calls = fuse(lower(&graph), Fusion::ALL, &env);
+        let calls = fuse(lower(&graph), fusion, &env);
         for call in &calls {
             if let Call::Fused(tasks) = call {
                 let bindings = fused::generate(tasks, &graph, rows).bindings.len() as u32;
@@ -622,19 +641,55 @@ mod tests {
             .collect()
     }
 
-    /// The default conv VAE's step: every convolution a generated product,
-    /// the code layers (3136 <-> 32, 16 <-> 3136) a row chain each way, the
-    /// BCE and its gradient in the last transposed convolution's epilogue,
-    /// the weight gradients with Adam in one kernel where the bindings allow.
+    /// The default conv VAE's step with every convolution a product of its
+    /// own (`GPU_VAE_CONV=products`): the code layers (3136 <-> 32,
+    /// 16 <-> 3136) a row chain each way, the BCE and its gradient in the
+    /// last transposed convolution's epilogue, the weight gradients with Adam
+    /// in one kernel where the bindings allow.
     #[test]
     fn the_conv_vae_step_runs_convolutions_as_products() {
+        let products = Fusion { conv_rows: false, ..Fusion::ALL };
         for (bindings, want) in [(32, 13), (16, 15)] {
             let limits = wgpu::Limits { max_storage_buffers_per_shader_stage: bindings, ..wgpu::Limits::default() };
-            let calls = plan_of(&conv_vae(), &limits, 128);
+            let calls = plan_with(&conv_vae(), &limits, 128, products);
             let labels = labels(&calls);
             assert!(!calls.iter().any(|c| matches!(c, Call::Conv { .. })), "{labels:#?}");
             assert_eq!(calls.len(), want, "the gather and {} kernels: {labels:#?}", want - 1);
             assert!(labels.iter().any(|l| l.contains("k3s1p1 +bias+bce_with_logits_forward+bce_with_logits_backward")));
+        }
+    }
+
+    /// By default the convolutions next to the code layers join their row
+    /// chains and the last transposed layer its own input gradient, each
+    /// image in one workgroup through those layers (in WebGPU's 16 KiB of
+    /// workgroup memory: a chain's ranges are reused once their tensor is
+    /// dead): 8 dispatches where there were 13, 7 with more memory.
+    #[test]
+    fn the_conv_vae_step_runs_layers_per_image() {
+        for (bindings, want) in [(32, 8), (16, 10)] {
+            let limits = wgpu::Limits { max_storage_buffers_per_shader_stage: bindings, ..wgpu::Limits::default() };
+            let calls = plan_of(&conv_vae(), &limits, 128);
+            let labels = labels(&calls);
+            assert_eq!(calls.len(), want, "the gather and {} kernels: {labels:#?}", want - 1);
+            let chains: Vec<&String> = labels.iter().filter(|l| l.starts_with("rows(conv2d")).collect();
+            assert_eq!(chains.len(), 3, "{labels:#?}");
+            assert!(chains[0].contains("matmul_nt 128x3136x32") && chains[0].ends_with("k3s2p1 +bias+relu)"));
+            assert!(chains[1].contains("bce_with_logits_backward, conv2d_forward_product"), "{}", chains[1]);
+            assert!(chains[2].contains("matmul_nn 128x32x3136"), "{}", chains[2]);
+        }
+        // lavapipe's 32 KiB take the encoder's first convolution into its
+        // chain too; NVIDIA's 48 KiB the whole encoder and decoder's
+        // dense layer in one chain (7 dispatches).
+        for (bytes, want) in [(32768, 8), (49152, 7)] {
+            let limits = wgpu::Limits {
+                max_storage_buffers_per_shader_stage: 32,
+                max_compute_workgroup_storage_size: bytes,
+                ..wgpu::Limits::default()
+            };
+            let calls = plan_of(&conv_vae(), &limits, 128);
+            let labels = labels(&calls);
+            assert_eq!(calls.len(), want, "{bytes} bytes: {labels:#?}");
+            assert!(labels[1].starts_with("rows(conv2d_forward_product 1x28x28->32x14x14"), "{labels:#?}");
         }
     }
 }

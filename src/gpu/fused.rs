@@ -10,9 +10,10 @@
 //!   elements (an activation backward; the output layer's loss partials and
 //!   gradient; ...); or a weight gradient with the bias gradient as an extra
 //!   column of ones and, optionally, Adam on each parameter.
-//! - `Task::Rows`: a chain of row-local calls (thin products, the
-//!   reparameterization, losses and their gradients, activations) run by
-//!   workgroups that each own a few rows, passing tensors in workgroup memory.
+//! - `Task::Rows`: a chain of row-local calls (thin products, convolutions
+//!   with few weights and their epilogues, the reparameterization, losses
+//!   and their gradients, activations) run by workgroups that each own a few
+//!   rows (images), passing tensors in workgroup memory (`ChainLayout`).
 //! - `Task::LossFinish`: a loss's partials folded into the step's slot.
 //!
 //! Element-wise ops are printed from one table (`gpu::elementwise`) in both
@@ -92,7 +93,12 @@ impl Task {
         match self {
             Task::Product { mm, .. } => product(mm),
             Task::Rows { stages, .. } => {
-                stages.iter().map(|s| if let Call::Matmul(m) = s { product(m) } else { 0.0 }).sum()
+                let stage = |s: &Call| match s {
+                    Call::Matmul(m) => product(m),
+                    Call::Fused(tasks) => tasks.iter().map(|t| t.flops(rows)).sum(),
+                    _ => 0.0,
+                };
+                stages.iter().map(stage).sum()
             }
             Task::LossFinish { .. } => 0.0,
         }
@@ -219,6 +225,7 @@ fn conv_label(map: ConvMap) -> String {
 fn stage_name(call: &Call, rows: u32) -> String {
     match call {
         Call::Matmul(m) => Task::Product { mm: *m, epilogue: Epilogue::default() }.label(rows),
+        Call::Fused(tasks) => tasks.iter().map(|t| t.label(rows)).collect::<Vec<_>>().join(" | "),
         Call::Adam => "adam".into(),
         Call::Activation { .. } => "activation_forward".into(),
         Call::ActivationBackward { .. } => "activation_backward".into(),
@@ -239,6 +246,9 @@ fn stage_name(call: &Call, rows: u32) -> String {
 /// only on the same row of its inputs. Products qualify when their weights
 /// are small enough for every workgroup to read them whole.
 pub fn row_local(call: &Call) -> bool {
+    if conv_stage(call) {
+        return true;
+    }
     const THIN_WEIGHTS: usize = 1 << 15;
     // A side of at most a tile (a conv VAE's code layers, 3136 <-> 32) is
     // one tile column as a product: as a row stage it saves the dispatch,
@@ -271,6 +281,112 @@ pub fn row_local(call: &Call) -> bool {
     }
 }
 
+/// Whether a call is a convolution (or its input gradient) that a row chain
+/// can run on its images (`Chain::conv`): the product of a tensor into a
+/// tensor with weights few enough for every workgroup to read them whole,
+/// with its epilogue's pointwise ops (`fuse::absorb`) when it is a fused one.
+pub fn conv_stage(call: &Call) -> bool {
+    let (mm, epilogue) = match call {
+        Call::Matmul(mm) => (mm, &Epilogue::default()),
+        Call::Fused(tasks) => match &tasks[..] {
+            [Task::Product { mm, epilogue }] => (mm, epilogue),
+            _ => return false,
+        },
+        _ => return false,
+    };
+    let Some(ConvMap::Forward(g) | ConvMap::BackwardData(g)) = mm.conv else { return false };
+    const CONV_WEIGHTS: usize = 1 << 17;
+    matches!((mm.a, mm.c), ((Buf::Tensor(_), 0), (Buf::Tensor(_), 0)))
+        && mm.b.0 == Buf::Params
+        && !mm.accumulate
+        && epilogue.ones.is_none()
+        && g.out_c * g.patch() <= CONV_WEIGHTS
+}
+
+/// Where a row chain keeps a tensor it writes: a range of workgroup memory
+/// (`per_group` rows from a float offset), or its own buffer when no stage
+/// reads it at other elements than its own (a product's input is read
+/// whole, a shifted op's at an offset): a convolution's output that only
+/// pointwise ops touch afterwards, written once where it is needed anyway
+/// (a storage barrier after the stage: threads walk it in other orders).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Home {
+    Shared(usize),
+    Buffer,
+}
+
+/// A row chain's tensors and the workgroup floats they take: a tensor's
+/// range is free again after the last stage touching it, so a chain through
+/// several layers keeps only the live ones (a conv VAE's code chain: the
+/// encoder's features, then the decoder's, in the same floats).
+pub struct ChainLayout {
+    homes: Vec<(TensorId, Home)>,
+    pub floats: usize,
+}
+
+impl ChainLayout {
+    pub fn of(stages: &[Call], graph: &Graph, per_group: u32) -> ChainLayout {
+        let touches = |s: &Call, t: TensorId| {
+            let (r, w) = access(s);
+            r.contains(&Res::Tensor(t)) || w.contains(&Res::Tensor(t))
+        };
+        let mut homes = Vec::new();
+        // (offset, floats, first stage, last stage) of each range taken.
+        let mut taken: Vec<(usize, usize, usize, usize)> = Vec::new();
+        let mut floats = 0;
+        for t in chain_outputs(stages) {
+            let users: Vec<usize> = (0..stages.len()).filter(|&i| touches(&stages[i], t)).collect();
+            if users.iter().all(|&i| in_step(&stages[i], t, graph)) {
+                homes.push((t, Home::Buffer));
+                continue;
+            }
+            let (first, last) = (users[0], users[users.len() - 1]);
+            let len = per_group as usize * graph.width(t);
+            let live: Vec<(usize, usize)> =
+                taken.iter().filter(|u| u.2 <= last && first <= u.3).map(|u| (u.0, u.0 + u.1)).collect();
+            let at = std::iter::once(0)
+                .chain(live.iter().map(|u| u.1))
+                .filter(|&at| live.iter().all(|&(a, b)| at + len <= a || b <= at))
+                .min()
+                .expect("the end of the highest range is free");
+            taken.push((at, len, first, last));
+            floats = floats.max(at + len);
+            homes.push((t, Home::Shared(at)));
+        }
+        ChainLayout { homes, floats }
+    }
+
+    fn home(&self, t: TensorId) -> Home {
+        self.homes.iter().find(|(x, _)| *x == t).expect("a chain output").1
+    }
+
+    /// The tensors the chain writes straight into their buffers.
+    fn buffered(&self) -> impl Iterator<Item = TensorId> + '_ {
+        self.homes.iter().filter(|(_, h)| *h == Home::Buffer).map(|(t, _)| *t)
+    }
+}
+
+/// Whether a chain stage touches `t` element for element: an element-wise
+/// op whose tensors all have t's width, or a convolution stage's output,
+/// kept pre-activation and epilogue ops (not its input, read at other pixels).
+fn in_step(stage: &Call, t: TensorId, graph: &Graph) -> bool {
+    let pointwise = |c: &Call| elementwise::pointwise(c, graph) && elementwise::width(c) == Some(graph.width(t));
+    match stage {
+        Call::Matmul(mm) => conv_stage(stage) && mm.a.0 != Buf::Tensor(t),
+        Call::Fused(tasks) => match &tasks[..] {
+            [Task::Product { mm, epilogue }] if conv_stage(stage) => {
+                mm.a.0 != Buf::Tensor(t)
+                    && epilogue.ops.iter().all(|op| {
+                        let (r, w) = access(op);
+                        !(r.contains(&Res::Tensor(t)) || w.contains(&Res::Tensor(t))) || pointwise(op)
+                    })
+            }
+            _ => false,
+        },
+        call => pointwise(call),
+    }
+}
+
 /// The tensors a row chain writes, each once, in order of first write.
 fn chain_outputs(stages: &[Call]) -> Vec<TensorId> {
     let mut out = Vec::new();
@@ -286,17 +402,12 @@ fn chain_outputs(stages: &[Call]) -> Vec<TensorId> {
     out
 }
 
-/// Floats per row a chain keeps in workgroup memory: every tensor it writes.
-pub fn chain_width(stages: &[Call], graph: &Graph) -> usize {
-    chain_outputs(stages).iter().map(|&t| graph.width(t)).sum()
-}
-
 /// The buffers a kernel of `tasks` binds, from the IR alone (what `generate`
 /// will bind, without writing WGSL): every buffer a product or loss fold
 /// touches, and of a row chain what it reads before writing, the tensors it
-/// stores and the buffers that are not tensors (its intermediate tensors
-/// live in workgroup memory).
-pub fn bindings(tasks: &[Task]) -> BTreeSet<Res> {
+/// stores or writes in place (`ChainLayout`) and the buffers that are not
+/// tensors (its other intermediate tensors live in workgroup memory).
+pub fn bindings(tasks: &[Task], graph: &Graph) -> BTreeSet<Res> {
     let bound = |r: Res| if let Res::Part(_) = r { Res::Partials } else { r };
     let mut out = BTreeSet::new();
     for task in tasks {
@@ -311,6 +422,7 @@ pub fn bindings(tasks: &[Task]) -> BTreeSet<Res> {
                     written.extend(writes);
                 }
                 out.extend(store.iter().map(|&t| Res::Tensor(t)));
+                out.extend(ChainLayout::of(stages, graph, 1).buffered().map(Res::Tensor));
             }
             task => {
                 let (reads, writes) = access(&Call::Fused(vec![task.clone()]));
@@ -414,7 +526,7 @@ pub fn generate(tasks: &[Task], graph: &Graph, rows: usize) -> Generated {
             }
             Task::Rows { stages, per_group, store } => {
                 needs_reduce = true;
-                row_floats = row_floats.max(*per_group as usize * chain_width(stages, graph));
+                row_floats = row_floats.max(ChainLayout::of(stages, graph, *per_group).floats);
                 g.rows(id, stages, *per_group, store);
             }
             &Task::LossFinish { which, parts } => {
@@ -926,27 +1038,38 @@ fn task{id}(t: u32, lid: u32) {{
     }
 
     fn rows(&mut self, id: usize, stages: &[Call], per_group: u32, store: &[TensorId]) {
-        let mut chain = Chain { writer: self, layout: Vec::new(), valid: Vec::new(), code: String::new(), per_group };
-        let mut at = 0;
-        for t in chain_outputs(stages) {
-            chain.layout.push((t, at));
-            at += per_group as usize * chain.writer.graph.width(t);
-        }
-        for stage in stages {
+        let layout = ChainLayout::of(stages, self.graph, per_group);
+        let mut chain = Chain { writer: self, layout, valid: Vec::new(), code: String::new(), per_group };
+        for (i, stage) in stages.iter().enumerate() {
             chain.stage(stage);
-        }
-        for &t in store {
-            let w = chain.writer.graph.width(t);
-            let dst = chain.writer.bind(Res::Tensor(t), true);
-            let src = chain.shared(t, "r", "e");
-            chain.each(w, &format!("{dst}[(row0 + r) * {w}u + e] = {src};"));
+            // Later stages may read a tensor kept in its buffer at elements
+            // other threads wrote (a convolution's blocks of channels are
+            // not an element loop's order).
+            let buffered = |r: &Res| matches!(r, Res::Tensor(t) if chain.layout.home(*t) == Home::Buffer);
+            if i + 1 < stages.len() && access(stage).1.iter().any(buffered) {
+                chain.code.push_str("    storageBarrier();\n");
+            }
+            // A stored tensor leaves workgroup memory after its last write,
+            // which frees its range for the stages after its last read.
+            let written = |s: &Call, t: TensorId| access(s).1.contains(&Res::Tensor(t));
+            for &t in store {
+                let last = written(stage, t) && !stages[i + 1..].iter().any(|s| written(s, t));
+                if last && chain.layout.home(t) != Home::Buffer {
+                    let w = chain.writer.graph.width(t);
+                    let dst = chain.writer.bind(Res::Tensor(t), true);
+                    let src = chain.shared(t, "r", "e");
+                    chain.each(w, &format!("{dst}[(row0 + r) * {w}u + e] = {src};"));
+                }
+            }
         }
         // Workgroups past the step's rows still write their loss partials (0).
         let mut empty = String::new();
         for stage in stages {
-            if let Call::LossPartials { which, .. } = stage {
-                let p = chain.writer.bind(Res::Partials, true);
-                write!(empty, "if (lid == 0u) {{ {p}[{}u + t] = 0.0; }} ", which * MAX_PARTS).unwrap();
+            for r in access(stage).1 {
+                if let Res::Part(which) = r {
+                    let p = chain.writer.bind(Res::Partials, true);
+                    write!(empty, "if (lid == 0u) {{ {p}[{}u + t] = 0.0; }} ", which * MAX_PARTS).unwrap();
+                }
             }
         }
         let code = chain.code;
@@ -968,7 +1091,7 @@ fn task{id}(t: u32, lid: u32) {{
 /// (`rowbuf`, per_group rows each) and which of them hold current values.
 struct Chain<'g, 'a> {
     writer: &'g mut Gen<'a>,
-    layout: Vec<(TensorId, usize)>,
+    layout: ChainLayout,
     valid: Vec<TensorId>,
     code: String,
     per_group: u32,
@@ -979,9 +1102,13 @@ impl Chain<'_, '_> {
         self.writer.graph.width(t)
     }
 
-    fn shared(&self, t: TensorId, r: &str, e: &str) -> String {
-        let base = self.layout.iter().find(|(x, _)| *x == t).expect("a chain output").1;
-        format!("rowbuf[{base}u + ({r}) * {}u + ({e})]", self.width(t))
+    /// Element (r, e) of t where the chain keeps it.
+    fn shared(&mut self, t: TensorId, r: &str, e: &str) -> String {
+        let w = self.width(t);
+        match self.layout.home(t) {
+            Home::Shared(base) => format!("rowbuf[{base}u + ({r}) * {w}u + ({e})]"),
+            Home::Buffer => format!("{}[(row0 + ({r})) * {w}u + ({e})]", self.writer.bind(Res::Tensor(t), true)),
+        }
     }
 
     /// Element (r, e) of t: its workgroup copy when current, else its buffer.
@@ -998,6 +1125,9 @@ impl Chain<'_, '_> {
     fn load(&mut self, t: TensorId) {
         if self.valid.contains(&t) {
             return;
+        }
+        if self.layout.home(t) == Home::Buffer {
+            return self.valid.push(t);
         }
         let w = self.width(t);
         let src = self.get(t, "r", "e");
@@ -1023,8 +1153,14 @@ impl Chain<'_, '_> {
     }
 
     fn stage(&mut self, call: &Call) {
-        if let Call::Matmul(m) = call {
-            return self.product(m);
+        match call {
+            Call::Matmul(m) if m.conv.is_some() => return self.conv(m, &[]),
+            Call::Matmul(m) => return self.product(m),
+            Call::Fused(tasks) => {
+                let [Task::Product { mm, epilogue }] = &tasks[..] else { unreachable!("{call:?} is not a stage") };
+                return self.conv(mm, &epilogue.ops);
+            }
+            _ => {}
         }
         let width = elementwise::width(call).unwrap_or_else(|| unreachable!("{call:?} is not row-local"));
         match elementwise::print(call, self) {
@@ -1038,6 +1174,163 @@ impl Chain<'_, '_> {
                 )
                 .unwrap();
             }
+        }
+    }
+
+    /// A convolution (or a transposed layer's forward, `ConvMap::BackwardData`)
+    /// on this workgroup's images, a thread per output pixel and block of
+    /// up to 8 channels (each input value read once for the block, its
+    /// weights the same for neighbouring threads), with the layer's epilogue
+    /// and then `ops` on each value where it is (`Place`): what lets a chain
+    /// run several layers of an image without leaving the workgroup.
+    fn conv(&mut self, m: &Matmul, ops: &[Call]) {
+        let (Buf::Tensor(x), Buf::Tensor(y)) = (m.a.0, m.c.0) else { unreachable!("conv stages are on tensors") };
+        // Tensors the ops update in place, current before the loop (a copy is a loop of its own).
+        for op in ops {
+            let (reads, writes) = access(op);
+            for r in reads.into_iter().filter(|r| writes.contains(r)) {
+                if let Res::Tensor(t) = r {
+                    self.load(t);
+                }
+            }
+        }
+        let p = self.writer.bind(Res::Params, false);
+        let w0 = m.b.1;
+        let input = self.get(x, "r", "xi");
+        let (Some(ConvMap::Forward(g) | ConvMap::BackwardData(g)), MatmulForm::Nt | MatmulForm::Nn) = (m.conv, m.form)
+        else {
+            unreachable!("conv stages are forward or input-gradient maps")
+        };
+        let (k, s, pad) = (g.kernel, g.stride, g.padding);
+        let forward = matches!(m.conv, Some(ConvMap::Forward(_)));
+        // Output channels and pixels, and the weight stride between neighbouring output channels.
+        let (channels, pixels, w_step) =
+            if forward { (g.out_c, g.out_pixels(), g.patch()) } else { (g.in_c, g.in_h * g.in_w, k * k) };
+        let block = [8, 4, 2, 1].into_iter().find(|b| channels % b == 0).unwrap();
+        let items = channels / block * pixels;
+        let taps = if forward {
+            format!(
+                "let y0 = i32((q / {ow}u) * {s}u) - {pad};
+        let x0 = i32((q % {ow}u) * {s}u) - {pad};
+        for (var c = 0u; c < {ic}u; c++) {{
+            for (var ky = 0u; ky < {k}u; ky++) {{
+                let iy = y0 + i32(ky);
+                if (iy < 0 || iy >= {ih}) {{ continue; }}
+                for (var kx = 0u; kx < {k}u; kx++) {{
+                    let ix = x0 + i32(kx);
+                    if (ix < 0 || ix >= {iw}) {{ continue; }}
+                    let xi = (c * {ih}u + u32(iy)) * {iw}u + u32(ix);
+                    let xv = {input};
+                    let wi = {w0}u + ((ch0 * {ic}u + c) * {k}u + ky) * {k}u + kx;
+                    for (var j = 0u; j < {block}u; j++) {{ acc[j] = fma(xv, {p}[wi + j * {w_step}u], acc[j]); }}
+                }}
+            }}
+        }}",
+                ow = g.out_w,
+                ic = g.in_c,
+                ih = g.in_h,
+                iw = g.in_w,
+            )
+        } else {
+            // In-space pixel (iy, ix) takes tap (ky, kx) from out-space
+            // pixel ((iy + pad - ky) / s, ...) where s divides it. Threads
+            // walk the pixels class by class (`StrideClass`), so that
+            // neighbouring ones take the same taps.
+            let mut pick = String::new();
+            let mut start = 0;
+            for (c, cl) in StrideClass::all(&g).iter().enumerate() {
+                let next = start + cl.pixels();
+                let cond = if c == 0 { format!("if (q < {next}u) ") } else { format!(" else if (q < {next}u) ") };
+                write!(
+                    pick,
+                    "{cond}{{ iy = {y0}u + {s}u * ((q - {start}u) / {cols}u); ix = {x0}u + {s}u * ((q - {start}u) % {cols}u); }}",
+                    y0 = cl.y0,
+                    x0 = cl.x0,
+                    cols = cl.cols,
+                )
+                .unwrap();
+                start = next;
+            }
+            format!(
+                "var iy = 0u;
+        var ix = 0u;
+        {pick}
+        pix = iy * {iw}u + ix;
+        let ty = iy + {pad}u;
+        let tx = ix + {pad}u;
+        for (var o = 0u; o < {oc}u; o++) {{
+            for (var ky = ty % {s}u; ky < {k}u && ky <= ty; ky += {s}u) {{
+                let oy = (ty - ky) / {s}u;
+                if (oy >= {oh}u) {{ continue; }}
+                for (var kx = tx % {s}u; kx < {k}u && kx <= tx; kx += {s}u) {{
+                    let ox = (tx - kx) / {s}u;
+                    if (ox >= {ow}u) {{ continue; }}
+                    let xi = (o * {oh}u + oy) * {ow}u + ox;
+                    let xv = {input};
+                    let wi = {w0}u + ((o * {ic}u + ch0) * {k}u + ky) * {k}u + kx;
+                    for (var j = 0u; j < {block}u; j++) {{ acc[j] = fma(xv, {p}[wi + j * {w_step}u], acc[j]); }}
+                }}
+            }}
+        }}",
+                iw = g.in_w,
+                oc = g.out_c,
+                oh = g.out_h,
+                ow = g.out_w,
+                ic = g.in_c,
+            )
+        };
+        let mut body = String::from("var v = acc[j];");
+        if let Some(bias) = m.bias {
+            write!(body, " v += {p}[{bias}u + ch];").unwrap();
+        }
+        if let Some(pre) = m.pre {
+            self.written(pre);
+            write!(body, " {} = v;", self.shared(pre, "r", "e")).unwrap();
+        }
+        self.written(y);
+        write!(body, " {} = activate(v, {}u);", self.shared(y, "r", "e"), m.act.code()).unwrap();
+        let mut losses = Vec::new();
+        for op in ops {
+            match elementwise::print(op, self) {
+                Printed::Body(b) => write!(body, "\n            {b}").unwrap(),
+                Printed::Loss { which, term } => {
+                    write!(body, "\n            part{which} += {term};").unwrap();
+                    losses.push(which);
+                }
+            }
+        }
+        let c = &mut self.code;
+        for which in &losses {
+            writeln!(c, "    var part{which} = 0.0;").unwrap();
+        }
+        writeln!(
+            c,
+            "    for (var i = lid; i < nrows * {items}u; i += {THREADS}u) {{
+        let r = i / {items}u;
+        let ch0 = ((i % {items}u) / {pixels}u) * {block}u;
+        let q = i % {pixels}u;
+        var pix = q;
+        // Zeroed by hand, as in the row products (SwiftShader).
+        var acc: array<f32, {block}>;
+        for (var j = 0u; j < {block}u; j++) {{ acc[j] = 0.0; }}
+        {taps}
+        for (var j = 0u; j < {block}u; j++) {{
+            let ch = ch0 + j;
+            let e = ch * {pixels}u + pix;
+            {body}
+        }}
+    }}
+    workgroupBarrier();"
+        )
+        .unwrap();
+        for which in losses {
+            let p = self.writer.bind(Res::Partials, true);
+            writeln!(
+                self.code,
+                "    {{\n        let total = tree_sum(lid, part{which});\n        if (lid == 0u) {{ {p}[{}u + t] = total; }}\n    }}",
+                which * MAX_PARTS
+            )
+            .unwrap();
         }
     }
 
