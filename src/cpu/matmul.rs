@@ -1,6 +1,7 @@
-//! Matrix products in the three forms the layers need, through the
-//! `matrixmultiply` crate (packed, SIMD with AVX-512 where the CPU has it):
-//! strides express the transposes, so nothing is copied. Threads come from
+//! Matrix products in the three forms the layers need, through our AVX-512
+//! kernels (`gemm`, which pack only the smaller operand) where the CPU has
+//! them and the `matrixmultiply` crate elsewhere: strides express the
+//! transposes, so nothing is copied. Threads come from
 //! rayon, over blocks of rows of the result, so every element of a product
 //! is summed in the same order whatever the thread count, and callers that
 //! run products in parallel themselves (the convolutions) call
@@ -9,6 +10,7 @@
 use rayon::prelude::*;
 
 use super::activation::activation_in_place;
+use super::gemm::Strided;
 use crate::model::Activation;
 
 /// How the operands of a product are stored: `Nt` is a (M,K) · b (N,K)ᵀ
@@ -77,21 +79,12 @@ pub fn matmul(form: Form, c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usiz
         // writes those of c, inside the full matrices, and the blocks'
         // columns are disjoint, so no two threads write the same element.
         unsafe {
-            matrixmultiply::sgemm(
-                m,
-                k,
-                cols,
-                1.0,
-                a.as_ptr(),
-                a_rs as isize,
-                a_cs as isize,
-                b.as_ptr().add(b_first),
-                b_rs as isize,
-                b_cs as isize,
-                beta(accumulate),
-                c_at.get().add(first),
-                n as isize,
-                1,
+            sgemm(
+                (m, k, cols),
+                (a.as_ptr(), a_rs, a_cs),
+                (b.as_ptr().add(b_first), b_rs, b_cs),
+                (c_at.get().add(first), n),
+                accumulate,
             )
         }
     });
@@ -156,21 +149,42 @@ fn product_rows(
     // SAFETY: `check` proved that the full shapes fit an isize without
     // overflow, and the assertion that the largest index each stride
     // pattern reaches lies inside its slice.
+    unsafe { sgemm((rows, k, n), (a.as_ptr(), a_rs, a_cs), (b.as_ptr(), b_rs, b_cs), (c.as_mut_ptr(), n), accumulate) }
+}
+
+/// c (M, N; row stride ldc) = a·b (+ c): `gemm`'s kernels where the CPU has
+/// AVX-512, else matrixmultiply.
+///
+/// # Safety
+/// As `gemm::sgemm`: every element of the three strided matrices in bounds.
+unsafe fn sgemm(
+    (m, k, n): (usize, usize, usize),
+    (a, a_rs, a_cs): (*const f32, usize, usize),
+    (b, b_rs, b_cs): (*const f32, usize, usize),
+    (c, ldc): (*mut f32, usize),
+    accumulate: bool,
+) {
+    if super::gemm::available() {
+        let (a, b) = (Strided { at: a, rs: a_rs, cs: a_cs }, Strided { at: b, rs: b_rs, cs: b_cs });
+        // SAFETY: the caller's contract, and AVX-512 checked.
+        return unsafe { super::gemm::sgemm(m, k, n, a, b, c, ldc, accumulate) };
+    }
+    // SAFETY: the caller's contract.
     unsafe {
         matrixmultiply::sgemm(
-            rows,
+            m,
             k,
             n,
             1.0,
-            a.as_ptr(),
+            a,
             a_rs as isize,
             a_cs as isize,
-            b.as_ptr(),
+            b,
             b_rs as isize,
             b_cs as isize,
             beta(accumulate),
-            c.as_mut_ptr(),
-            n as isize,
+            c,
+            ldc as isize,
             1,
         )
     }
@@ -285,7 +299,14 @@ mod tests {
 
     #[test]
     fn the_three_forms_match_the_triple_loop() {
-        let (m, k, n) = (7, 65, 13);
+        // Both of `gemm`'s kernels (a packed where it is the smaller, b
+        // otherwise), with partial blocks of rows and columns.
+        for (m, k, n) in [(7, 65, 13), (41, 9, 37), (70, 33, 5), (1, 1, 1), (16, 3, 64)] {
+            three_forms(m, k, n);
+        }
+    }
+
+    fn three_forms(m: usize, k: usize, n: usize) {
         let mut c = vec![0.0; m * n];
         let a = data(m * k, 1);
         let bt = data(n * k, 2);

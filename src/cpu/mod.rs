@@ -11,6 +11,7 @@ pub mod concat;
 pub mod conv;
 pub mod engine;
 mod epoch;
+pub mod gemm;
 pub mod interpreter;
 pub mod loss;
 pub mod matmul;
