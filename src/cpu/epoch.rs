@@ -15,7 +15,8 @@ const TICKS: usize = 50;
 
 impl Engine for CpuModel {
     fn describe(&self) -> String {
-        format!("cpu (matrixmultiply, threads: {})", rayon::current_num_threads())
+        let products = if super::gemm::available() { "avx-512 products" } else { "matrixmultiply" };
+        format!("cpu ({products}, threads: {})", rayon::current_num_threads())
     }
 
     fn train_epoch(

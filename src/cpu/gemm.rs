@@ -78,6 +78,7 @@ pub unsafe fn sgemm(m: usize, k: usize, n: usize, a: Strided, b: Strided, c: *mu
 /// `rows` and columns `cols` (a partial block through a copy).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+#[inline]
 unsafe fn store(
     acc: &[std::arch::x86_64::__m512; 2 * MR],
     c: *mut f32,
