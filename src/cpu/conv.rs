@@ -301,7 +301,7 @@ pub fn conv2d_backward(
                 let (cols, dyc) = (&mut cols[..g.patch() * n], &mut dyc[..g.out_c * n]);
                 im2col(cols, &x[image * g.in_len()..], g, count);
                 channels_first(dyc, &dy[image * g.out_len()..], g.out_c, g.out_pixels(), count);
-                matmul_serial(Form::Nt, dw, dyc, cols, g.out_c, n, g.patch(), true);
+                weight_gradient(dw, dyc, cols, g.out_c, n, g.patch());
                 channel_sums(db, dyc, n);
                 if let Some(dx) = dx.as_deref_mut() {
                     matmul_serial(Form::Tn, cols, w, dyc, g.patch(), g.out_c, n, false);
@@ -372,7 +372,7 @@ pub fn conv_transpose2d_backward(
                 let (cols, xc) = (&mut cols[..g.patch() * n], &mut xc[..g.out_c * n]);
                 im2col(cols, &dy[image * g.in_len()..], g, count);
                 channels_first(xc, &x[image * g.out_len()..], g.out_c, g.out_pixels(), count);
-                matmul_serial(Form::Nt, dw, xc, cols, g.out_c, n, g.patch(), true);
+                weight_gradient(dw, xc, cols, g.out_c, n, g.patch());
                 for dy in dy[image * g.in_len()..].chunks_exact(g.in_len()).take(count) {
                     channel_sums(db, dy, g.in_h * g.in_w);
                 }
@@ -383,6 +383,25 @@ pub fn conv_transpose2d_backward(
             }
         });
     });
+}
+
+/// dw (O, P) += dy (O, N) · cols (P, N)ᵀ, computed as its transpose
+/// cols · dyᵀ and added in: the product kernels then pack dy (O·N) and read
+/// the patch matrix where it lies, where dy·colsᵀ packed the patch matrix
+/// (P·N, 4-9x larger) through a transposing copy. Each sum is the same
+/// chain of multiply-adds either way, added to dw once.
+fn weight_gradient(dw: &mut [f32], dy: &[f32], cols: &[f32], o: usize, n: usize, p: usize) {
+    thread_local! {
+        static TRANSPOSED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    TRANSPOSED.with(|t| {
+        let mut t = t.borrow_mut();
+        t.resize(p * o, 0.0);
+        matmul_serial(Form::Nt, &mut t, cols, dy, p, n, o, false);
+        for (i, row) in dw.chunks_exact_mut(p).enumerate() {
+            row.iter_mut().zip(t.iter().skip(i).step_by(o)).for_each(|(d, v)| *d += v);
+        }
+    })
 }
 
 /// y = act(y), compiled for the widest vectors (no call for the identity).
