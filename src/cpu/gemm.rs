@@ -33,14 +33,27 @@ pub struct Strided {
     pub cs: usize,
 }
 
-/// c (M, N, row stride `ldc`) = a·b (+ c with `accumulate`).
+/// c (M, N, row stride `ldc`) = a·b, plus c with `accumulate`.
+#[derive(Clone, Copy)]
+pub struct Product {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub a: Strided,
+    pub b: Strided,
+    pub c: *mut f32,
+    pub ldc: usize,
+    pub accumulate: bool,
+}
+
+/// Computes `p`.
 ///
 /// # Safety
 /// `available()` holds; every element (i, kk) of a, (kk, j) of b and (i, j)
 /// of c for i < m, kk < k, j < n lies inside its allocation, and c does not
 /// overlap a or b.
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn sgemm(m: usize, k: usize, n: usize, a: Strided, b: Strided, c: *mut f32, ldc: usize, accumulate: bool) {
+pub unsafe fn sgemm(p: Product) {
+    let Product { m, k, n, b, c, ldc, accumulate, .. } = p;
     if m == 0 || n == 0 {
         return;
     }
@@ -65,11 +78,7 @@ pub unsafe fn sgemm(m: usize, k: usize, n: usize, a: Strided, b: Strided, c: *mu
         // SAFETY: the caller's contract; the buffer has `len` floats.
         #[cfg(target_arch = "x86_64")]
         unsafe {
-            if pack_a {
-                stream_b(m, k, n, a, b, c, ldc, accumulate, &mut packed[..len])
-            } else {
-                stream_a(m, k, n, a, b, c, ldc, accumulate, &mut packed[..len])
-            }
+            if pack_a { stream_b(p, &mut packed[..len]) } else { stream_a(p, &mut packed[..len]) }
         }
     })
 }
@@ -116,18 +125,7 @@ unsafe fn store(
 /// b packed into panels of NR columns (K-major, zero past N); a read in place.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn stream_a(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: Strided,
-    b: Strided,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-    panels: &mut [f32],
-) {
+unsafe fn stream_a(Product { m, k, n, a, b, c, ldc, accumulate }: Product, panels: &mut [f32]) {
     use std::arch::x86_64::*;
     for (p, panel) in panels.chunks_exact_mut(k * NR).enumerate() {
         for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
@@ -167,18 +165,7 @@ unsafe fn stream_a(
 /// (contiguous) read in place, NR columns at a time.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn stream_b(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: Strided,
-    b: Strided,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-    packed: &mut [f32],
-) {
+unsafe fn stream_b(Product { m, k, n, a, b, c, ldc, accumulate }: Product, packed: &mut [f32]) {
     use std::arch::x86_64::*;
     let (panels, tail) = packed.split_at_mut(m.div_ceil(MR) * MR * k);
     for (p, panel) in panels.chunks_exact_mut(k * MR).enumerate() {

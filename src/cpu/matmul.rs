@@ -10,7 +10,7 @@
 use rayon::prelude::*;
 
 use super::activation::activation_in_place;
-use super::gemm::Strided;
+use super::gemm::{Product, Strided};
 use crate::model::Activation;
 
 /// How the operands of a product are stored: `Nt` is a (M,K) · b (N,K)ᵀ
@@ -167,7 +167,7 @@ unsafe fn sgemm(
     if super::gemm::available() {
         let (a, b) = (Strided { at: a, rs: a_rs, cs: a_cs }, Strided { at: b, rs: b_rs, cs: b_cs });
         // SAFETY: the caller's contract, and AVX-512 checked.
-        return unsafe { super::gemm::sgemm(m, k, n, a, b, c, ldc, accumulate) };
+        return unsafe { super::gemm::sgemm(Product { m, k, n, a, b, c, ldc, accumulate }) };
     }
     // SAFETY: the caller's contract.
     unsafe {
