@@ -39,17 +39,27 @@ pub fn matmul_nn(c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usi
 }
 
 /// c (M,N) = a·b stored as `form` says, plus c when `accumulate`, on
-/// rayon's threads: each computes a block of c's columns (or of its rows,
-/// when c has more rows than columns). Each thread packs all of the operand
-/// it shares, so the split goes along the larger one: for x·Wᵀ at batch 128
-/// a row split packed all of W once per thread, and packing was a fifth of
-/// the VAE's time.
+/// rayon's threads. With AVX-512 and enough columns, `gemm` shares out
+/// blocks of 32 columns. Otherwise each thread computes a block of c's
+/// columns (or of its rows, when c has more rows than columns) and packs
+/// all of the operand it shares, so the split goes along the larger one:
+/// for x·Wᵀ at batch 128 a row split packed all of W once per thread, and
+/// packing was a fifth of the VAE's time.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(form: Form, c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
     check(c, a, b, m, k, n);
     let threads = rayon::current_num_threads();
     if threads == 1 || m * k * n < PARALLEL_WORK {
         return product_rows(form, c, a, m, b, m, k, n, accumulate);
+    }
+    if super::gemm::available() && n.div_ceil(32) >= 2 * threads {
+        // Enough blocks of 32 columns for the threads to share out as they
+        // come free (a thread that the loader holds up takes fewer).
+        let (a_rs, a_cs, b_rs, b_cs) = strides(form, m, k, n);
+        let (a, b) = (Strided { at: a.as_ptr(), rs: a_rs, cs: a_cs }, Strided { at: b.as_ptr(), rs: b_rs, cs: b_cs });
+        let p = Product { m, k, n, a, b, c: c.as_mut_ptr(), ldc: n, accumulate };
+        // SAFETY: `check` proved the shapes and strides in bounds.
+        return unsafe { super::gemm::sgemm_parallel(p) };
     }
     if m > n {
         let block = m.div_ceil(threads);
@@ -300,8 +310,9 @@ mod tests {
     #[test]
     fn the_three_forms_match_the_triple_loop() {
         // Both of `gemm`'s kernels (a packed where it is the smaller, b
-        // otherwise), with partial blocks of rows and columns.
-        for (m, k, n) in [(7, 65, 13), (41, 9, 37), (70, 33, 5), (1, 1, 1), (16, 3, 64)] {
+        // otherwise), with partial blocks of rows and columns, and K in
+        // several blocks (the last one short).
+        for (m, k, n) in [(7, 65, 13), (41, 9, 37), (70, 33, 5), (1, 1, 1), (16, 3, 64), (37, 601, 70), (70, 530, 45)] {
             three_forms(m, k, n);
         }
     }
