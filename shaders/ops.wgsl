@@ -113,11 +113,16 @@ fn input_noise(clean: f32, std_dev: f32, n: f32) -> f32 {
     return clamp(clean + std_dev * n, 0.0, 1.0);
 }
 
+// x, or 0 below f32's smallest normal (Adam's moments: see ops::adam).
+fn normal_or_zero(x: f32) -> f32 {
+    return select(x, 0.0, abs(x) < 1.17549435e-38);
+}
+
 // One parameter's Adam update in PyTorch's form, with this step's settings
 // (lr, betas, eps and the bias corrections c1, c2 from the step's row):
-// the new (param, m, v).
+// the new (param, m, v), moments below the smallest normal kept as zero.
 fn adam(p: f32, m: f32, v: f32, g: f32) -> vec3<f32> {
-    let m1 = st.beta1 * m + (1.0 - st.beta1) * g;
-    let v1 = st.beta2 * v + (1.0 - st.beta2) * g * g;
+    let m1 = normal_or_zero(st.beta1 * m + (1.0 - st.beta1) * g);
+    let v1 = normal_or_zero(st.beta2 * v + (1.0 - st.beta2) * g * g);
     return vec3<f32>(p - st.lr * (m1 * st.c1) / (sqrt(v1) * st.c2 + st.eps), m1, v1);
 }

@@ -303,17 +303,39 @@ pub struct AdamStep {
 }
 
 /// One parameter's Adam update, in PyTorch's form (eps added to the
-/// bias-corrected √v̂): the new (param, m, v).
+/// bias-corrected √v̂): the new (param, m, v). Moments below f32's smallest
+/// normal are kept as zero: the weights of a pixel that is always 0 (the
+/// border of Fashion-MNIST) have gradient 0, and their moments would decay
+/// through thousands of steps of subnormals, which x86 computes about a
+/// hundred times slower (the VAE's CPU step: 22k samples/s, 28k flushed).
+/// What they would add to a parameter is below 1e-30 of eps.
 #[inline(always)]
 pub fn adam(p: f32, m: f32, v: f32, g: f32, s: &AdamStep) -> (f32, f32, f32) {
-    let m = s.beta1 * m + (1.0 - s.beta1) * g;
-    let v = s.beta2 * v + (1.0 - s.beta2) * g * g;
+    let m = normal_or_zero(s.beta1 * m + (1.0 - s.beta1) * g);
+    let v = normal_or_zero(s.beta2 * v + (1.0 - s.beta2) * g * g);
     (p - s.lr * (m * s.c1) / (v.sqrt() * s.c2 + s.eps), m, v)
+}
+
+#[inline(always)]
+fn normal_or_zero(x: f32) -> f32 {
+    if x.abs() < f32::MIN_POSITIVE { 0.0 } else { x }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A moment that decays below the smallest normal is stored as zero, a
+    /// normal one is kept, and the parameter does not move for either.
+    #[test]
+    fn adam_keeps_no_subnormal_moments() {
+        let s = AdamStep { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, c1: 1.0, c2: 1.0 };
+        let tiny = f32::MIN_POSITIVE;
+        assert_eq!(adam(0.5, tiny, tiny, 0.0, &s), (0.5, 0.0, 0.0));
+        let (p, m, v) = adam(0.5, 2.0 * tiny, 2.0 * tiny, 0.0, &s);
+        assert_eq!((p, m, v), (0.5, 0.9 * 2.0 * tiny, 0.999 * 2.0 * tiny));
+        assert!(m.is_normal() && v.is_normal());
+    }
 
     /// The erfc fit in f32 against libm's f64 erfc at the same f32 inputs,
     /// and GELU through it. GELU's Φ(x) = ½·erfc(−x/√2) also inherits the

@@ -593,6 +593,27 @@ fn adam_matches_cpu() {
             assert_close(&name("adam v"), &out[2], &wv, 2.0 * 0.01 * 2.0 * U, 4.0 * U);
             assert_close(&name("adam params"), &out[0], &wp, 1e-8, 4.0 * U);
         }
+        // Moments that decay below the smallest normal are zero on both
+        // engines (ops::adam), bit for bit; normal ones stay.
+        let tiny = f32::MIN_POSITIVE;
+        let (params, g) = (vec![0.5; 4], vec![0.0; 4]);
+        let m = vec![tiny, -tiny, 4.0 * tiny, 0.0];
+        let v: Vec<f32> = m.iter().map(|m| m.abs()).collect();
+        let (mut wp, mut wm, mut wv) = (params.clone(), m.clone(), v.clone());
+        let s = cfg.step(3, cfg.lr);
+        adam::adam_update(&mut wp, &mut wm, &mut wv, &g, &s);
+        assert_eq!((&wm[..2], &wv[..2]), (&[0.0, 0.0][..], &[0.0, 0.0][..]), "the CPU's moments");
+        let step = Step::default().with_adam(&s);
+        let bound = [
+            (Slot::Params, Host::F32(&params)),
+            (Slot::AdamM, Host::F32(&m)),
+            (Slot::AdamV, Host::F32(&v)),
+            (Slot::Grads, Host::F32(&g)),
+        ];
+        let out = run(mode, Kernel::AdamUpdate, AdamParams { count: 4 }, step, &bound, grid_1d(4));
+        assert_eq!(out[1], wm, "adam m of subnormal-bound moments ({})", mode.name());
+        assert_eq!(out[2], wv, "adam v of subnormal-bound moments ({})", mode.name());
+        assert_eq!(out[0], wp, "adam params of subnormal-bound moments ({})", mode.name());
     }
 }
 
