@@ -307,8 +307,8 @@ pub struct AdamStep {
 /// normal are kept as zero: the weights of a pixel that is always 0 (the
 /// border of Fashion-MNIST) have gradient 0, and their moments would decay
 /// through thousands of steps of subnormals, which x86 computes about a
-/// hundred times slower (the VAE's CPU step: 22k samples/s, 28k flushed).
-/// What they would add to a parameter is below 1e-30 of eps.
+/// hundred times slower (the encoder's update took 15% of the VAE's CPU
+/// step, 7% flushed). What they would add to a parameter is below 1e-30.
 #[inline(always)]
 pub fn adam(p: f32, m: f32, v: f32, g: f32, s: &AdamStep) -> (f32, f32, f32) {
     let m = normal_or_zero(s.beta1 * m + (1.0 - s.beta1) * g);
