@@ -1,6 +1,8 @@
 //! 2-D convolutions, NCHW, with PyTorch's weight layouts: `Conv2d` weights
-//! are [out, in, kh, kw], `ConvTranspose2d` weights [in, out, kh, kw]. Both
-//! go through im2col and the matrix products of `matmul.rs`, one product for
+//! are [out, in, kh, kw], `ConvTranspose2d` weights [in, out, kh, kw].
+//! Layers with 16 channels or more on both sides go through the implicit
+//! products of `implicit.rs` (AVX-512); the others, and every layer without
+//! AVX-512, through im2col and the matrix products of `matmul.rs`, one product for
 //! a few images at a time (patches and channels laid out channel-major),
 //! lanes of images in parallel. A transposed convolution is the adjoint of
 //! the convolution that maps its output shape back to its input shape, with the same weight
@@ -10,14 +12,10 @@
 
 use rayon::prelude::*;
 
+use super::implicit;
+use super::lanes::{backward_lanes, channel_sums, lane_images};
 use super::matmul::{Form, matmul_serial};
 use crate::model::{Activation, ConvGeom};
-
-/// The batch is split into at most this many lanes of consecutive images,
-/// run in parallel. Each lane sums its own weight gradient and the lanes'
-/// sums are added in lane order, so a result does not depend on the number
-/// of threads.
-const LANES: usize = 16;
 
 /// A lane works through its images a few at a time, so that the patch matrix
 /// (at most this many floats, 1 MiB, one core's L2 cache here) stays near.
@@ -191,11 +189,6 @@ fn rows_first_with_bias(dst: &mut [f32], src: &[f32], bias: &[f32], channels: us
     )
 }
 
-/// Images per lane for a batch of `rows`.
-fn lane_images(rows: usize) -> usize {
-    rows.div_ceil(LANES).max(1)
-}
-
 /// Images per product within a lane: as many as keep the patch matrix small.
 fn chunk_images(g: &ConvGeom, lane: usize) -> usize {
     (PATCH_FLOATS / (g.patch() * g.out_pixels())).clamp(1, lane)
@@ -220,38 +213,6 @@ fn with_scratch<R>(g: &ConvGeom, chunk: usize, f: impl FnOnce(&mut [f32], &mut [
     })
 }
 
-/// Runs `step(dx, dw, db, first_image, images)` over lanes of images in
-/// parallel, each with its own zeroed gradient sums, then adds the lanes'
-/// sums to dw and db in lane order. `dx` (when asked) is cut into the lanes'
-/// images, `dx_len` floats each.
-fn backward_lanes(
-    dx: Option<&mut [f32]>,
-    dx_len: usize,
-    dw: &mut [f32],
-    db: &mut [f32],
-    rows: usize,
-    step: impl Fn(Option<&mut [f32]>, &mut [f32], &mut [f32], usize, usize) + Sync,
-) {
-    let lane = lane_images(rows);
-    let lanes = rows.div_ceil(lane);
-    let mut dx_lanes: Vec<Option<&mut [f32]>> = match dx {
-        Some(dx) => dx[..rows * dx_len].chunks_mut(lane * dx_len).map(Some).collect(),
-        None => (0..lanes).map(|_| None).collect(),
-    };
-    let sums = dw.len() + db.len();
-    let mut partial = vec![0.0; lanes * sums];
-    dx_lanes.par_iter_mut().zip(partial.par_chunks_mut(sums)).enumerate().for_each(|(l, (dx, part))| {
-        let (pw, pb) = part.split_at_mut(dw.len());
-        let first = l * lane;
-        step(dx.as_deref_mut(), pw, pb, first, lane.min(rows - first));
-    });
-    for part in partial.chunks_exact(sums) {
-        let (pw, pb) = part.split_at(dw.len());
-        dw.iter_mut().zip(pw).for_each(|(d, p)| *d += p);
-        db.iter_mut().zip(pb).for_each(|(d, p)| *d += p);
-    }
-}
-
 /// y (B, O·Ho·Wo) = conv(x (B, C·H·W), w [O, C, k, k]) + b (O).
 pub fn conv2d_forward(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], g: &ConvGeom, rows: usize) {
     conv2d_forward_act(y, x, w, b, g, rows, Activation::Identity)
@@ -261,6 +222,9 @@ pub fn conv2d_forward(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], g: &ConvGe
 /// still in cache, the same values as a pass over the whole batch after.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward_act(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], g: &ConvGeom, rows: usize, act: Activation) {
+    if implicit::suits(g) {
+        return implicit::forward(y, x, w, b, g, rows, act, false);
+    }
     let lane = lane_images(rows);
     let chunk = chunk_images(g, lane);
     let (x, y) = (&x[..rows * g.in_len()], &mut y[..rows * g.out_len()]);
@@ -292,6 +256,9 @@ pub fn conv2d_backward(
     g: &ConvGeom,
     rows: usize,
 ) {
+    if implicit::suits(g) {
+        return implicit::backward(dx, dw, db, dy, x, w, g, rows, false);
+    }
     let chunk = chunk_images(g, lane_images(rows));
     backward_lanes(dx, g.in_len(), dw, db, rows, |mut dx, dw, db, first, images| {
         with_scratch(g, chunk, |cols, dyc| {
@@ -329,6 +296,9 @@ pub fn conv_transpose2d_forward_act(
     rows: usize,
     act: Activation,
 ) {
+    if implicit::suits(g) {
+        return implicit::forward(y, x, w, b, g, rows, act, true);
+    }
     let lane = lane_images(rows);
     let chunk = chunk_images(g, lane);
     let (x, y) = (&x[..rows * g.out_len()], &mut y[..rows * g.in_len()]);
@@ -363,6 +333,9 @@ pub fn conv_transpose2d_backward(
     g: &ConvGeom,
     rows: usize,
 ) {
+    if implicit::suits(g) {
+        return implicit::backward(dx, dw, db, dy, x, w, g, rows, true);
+    }
     let chunk = chunk_images(g, lane_images(rows));
     backward_lanes(dx, g.out_len(), dw, db, rows, |mut dx, dw, db, first, images| {
         with_scratch(g, chunk, |cols, xc| {
@@ -418,13 +391,6 @@ fn activate(y: &mut [f32], act: Activation) {
 fn add_channel_bias(y: &mut [f32], b: &[f32], pixels: usize) {
     for (plane, &b) in y.chunks_exact_mut(pixels).zip(b) {
         plane.iter_mut().for_each(|v| *v += b);
-    }
-}
-
-/// db (C) += the sums of each channel's plane of dy (C, P).
-fn channel_sums(db: &mut [f32], dy: &[f32], pixels: usize) {
-    for (d, plane) in db.iter_mut().zip(dy.chunks_exact(pixels)) {
-        *d += plane.iter().sum::<f32>();
     }
 }
 

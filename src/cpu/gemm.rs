@@ -53,14 +53,56 @@ impl Strided {
     }
 }
 
+/// How a kernel reads an operand in place: each row a sequence of runs of
+/// values at a constant stride.
+pub trait Operand: Copy + Send + Sync {
+    /// Where element (r, col) lies, the stride to (r, col + 1), and the
+    /// column where that run ends (the same for every row).
+    ///
+    /// # Safety
+    /// (r, col) lies inside the operand.
+    unsafe fn run(&self, r: usize, col: usize) -> (*const f32, usize, usize);
+}
+
+impl Operand for Strided {
+    #[inline(always)]
+    unsafe fn run(&self, r: usize, col: usize) -> (*const f32, usize, usize) {
+        // SAFETY: the caller's contract.
+        (unsafe { self.at.add(r * self.rs + col * self.cs) }, self.cs, usize::MAX)
+    }
+}
+
+/// A matrix whose rows are gathered: row r is `per_row` runs of `len`
+/// contiguous values, run s at `runs[r·per_row + s]` (a convolution's
+/// patches read straight from the image, zeros from a zeroed buffer).
+#[derive(Clone, Copy)]
+pub struct Gathered {
+    pub runs: *const *const f32,
+    pub per_row: usize,
+    pub len: usize,
+}
+
+impl Operand for Gathered {
+    #[inline(always)]
+    unsafe fn run(&self, r: usize, col: usize) -> (*const f32, usize, usize) {
+        let s = col / self.len;
+        // SAFETY: the caller's contract: run s of row r exists and holds `len` values.
+        (unsafe { (*self.runs.add(r * self.per_row + s)).add(col % self.len) }, 1, (s + 1) * self.len)
+    }
+}
+
+// SAFETY: as for Product: the pointers are only read, by the threads of one product.
+unsafe impl Send for Gathered {}
+unsafe impl Sync for Gathered {}
+
 /// c (M, N, row stride `ldc`) = a·b, plus c with `accumulate`.
 #[derive(Clone, Copy)]
-pub struct Product {
+pub struct Product<A = Strided, B = Strided> {
     pub m: usize,
     pub k: usize,
     pub n: usize,
-    pub a: Strided,
-    pub b: Strided,
+    pub a: A,
+    pub b: B,
     pub c: *mut f32,
     pub ldc: usize,
     pub accumulate: bool,
@@ -87,29 +129,76 @@ pub unsafe fn sgemm_parallel(p: Product) {
     unsafe { run(p, true) }
 }
 
+/// c = a·b on the calling thread with a's rows gathered (b packed a panel
+/// at a time, as `sgemm` does for a read in place); row r of c at
+/// c + c_rows[r] when given (scattered to the pixels of a phase), else at
+/// c + r·ldc.
+///
+/// # Safety
+/// As `sgemm`: every element of a (its runs), of b and of c in bounds, and
+/// c_rows (M offsets) gives distinct rows of N values.
+#[cfg(target_arch = "x86_64")]
+pub unsafe fn sgemm_gathered_a(p: Product<Gathered, Strided>, c_rows: Option<&[usize]>) {
+    let Product { m, k, n, c, ldc, accumulate, .. } = p;
+    assert!(c_rows.is_none_or(|at| at.len() >= m), "a row offset for each of {m} rows");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        for r in (0..m).filter(|_| !accumulate) {
+            let at = c_rows.map_or(r * ldc, |at| at[r]);
+            // SAFETY: row r of c (the caller's contract).
+            unsafe { std::slice::from_raw_parts_mut(c.add(at), n).fill(0.0) };
+        }
+        return;
+    }
+    let scratch = k * NR + m.div_ceil(MR) * MR * NR;
+    // SAFETY: the caller's contract.
+    with_buffer(&SCRATCH, scratch, |s| (0..n).step_by(NR).for_each(|j0| unsafe { stream_a(p, c_rows, j0, s) }));
+}
+
+/// c = a·b on the calling thread with b's rows gathered (a packed into
+/// panels, b's blocks of 32 columns read in place where they lie in one run).
+///
+/// # Safety
+/// As `sgemm_gathered_a`.
+#[cfg(target_arch = "x86_64")]
+pub unsafe fn sgemm_gathered_b(p: Product<Strided, Gathered>) {
+    let Product { m, k, n, a, .. } = p;
+    // SAFETY: the caller's contract.
+    if unsafe { trivial(m, k, n, p.c, p.ldc, p.accumulate) } {
+        return;
+    }
+    with_buffer(&SHARED, m.div_ceil(MR) * MR * k, |panels| {
+        for (g, panels) in panels.chunks_mut(2 * MR * k).enumerate() {
+            let first = g * 2 * MR;
+            // SAFETY: a's rows first.. (first < m), of k each (the caller's contract).
+            unsafe { pack::<MR>(a.skip_rows(first), (m - first).min(2 * MR), k, panels) }
+        }
+        let scratch = k * NR + m.div_ceil(MR) * MR * NR;
+        // SAFETY: the caller's contract.
+        with_buffer(&SCRATCH, scratch, |s| (0..n).step_by(NR).for_each(|j0| unsafe { stream_b(p, panels, j0, s) }));
+    });
+}
+
+thread_local! {
+    static SHARED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
 // SAFETY: a Product and its operands are read by the threads of one
 // `sgemm_parallel`, which write disjoint blocks of c (the caller's contract
 // covers the pointers).
-unsafe impl Send for Product {}
-unsafe impl Sync for Product {}
+unsafe impl<A, B> Send for Product<A, B> {}
+unsafe impl<A, B> Sync for Product<A, B> {}
 unsafe impl Send for Strided {}
 unsafe impl Sync for Strided {}
 
 unsafe fn run(p: Product, parallel: bool) {
     let Product { m, k, n, a, b, c, ldc, accumulate } = p;
-    if m == 0 || n == 0 {
+    // SAFETY: the caller's contract.
+    if unsafe { trivial(m, k, n, c, ldc, accumulate) } {
         return;
-    }
-    if k == 0 {
-        for i in (0..m).filter(|_| !accumulate) {
-            // SAFETY: row i of c (the caller's contract).
-            unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), n).fill(0.0) };
-        }
-        return;
-    }
-    thread_local! {
-        static SHARED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-        static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     }
     // A block's scratch: a panel of b (stream_a) or a padded copy of b's
     // last columns (stream_b), then the partial sums between blocks of K.
@@ -146,8 +235,22 @@ unsafe fn run(p: Product, parallel: bool) {
         });
     } else {
         // SAFETY: as above.
-        columns(&|j0, scratch| unsafe { stream_a(p, j0, scratch) });
+        columns(&|j0, scratch| unsafe { stream_a(p, None, j0, scratch) });
     }
+}
+
+/// Whether the product has nothing to sum (c is zeroed for K = 0, unless accumulated).
+///
+/// # Safety
+/// Rows of c of n values each at stride ldc.
+unsafe fn trivial(m: usize, k: usize, n: usize, c: *mut f32, ldc: usize, accumulate: bool) -> bool {
+    if k == 0 && n > 0 {
+        for i in (0..m).filter(|_| !accumulate) {
+            // SAFETY: row i of c (the caller's contract).
+            unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), n).fill(0.0) };
+        }
+    }
+    m == 0 || n == 0 || k == 0
 }
 
 /// `f` on `len` floats of this thread's buffer, or of a new one while the
@@ -165,15 +268,15 @@ fn with_buffer<R>(buffer: &'static LocalKey<RefCell<Vec<f32>>>, len: usize, f: i
     })
 }
 
-/// Stores an 8 x 32 block of sums (two registers a row) into c's rows
-/// `rows` and columns `cols` (a partial block through a copy).
+/// Stores an 8 x 32 block of sums (two registers a row) into the first
+/// `cols` columns of rows `out[..rows]` of c (a partial block through a
+/// copy). Not generic, so that it inlines: the sums stay in registers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn store(
     acc: &[std::arch::x86_64::__m512; 2 * MR],
-    c: *mut f32,
-    ldc: usize,
+    out: [*mut f32; MR],
     rows: usize,
     cols: usize,
     accumulate: bool,
@@ -182,7 +285,7 @@ unsafe fn store(
     for r in 0..rows {
         // SAFETY: row r < rows of the block, columns < cols, inside c (the caller's contract).
         unsafe {
-            let out = c.add(r * ldc);
+            let out = out[r];
             if cols == NR {
                 let (mut s0, mut s1) = (acc[2 * r], acc[2 * r + 1]);
                 if accumulate {
@@ -205,10 +308,15 @@ unsafe fn store(
 }
 
 /// Columns j0.. of c (a block of NR), b's packed into a panel (K-major,
-/// zero past N) just before its use; a read in place.
+/// zero past N) just before its use; a read in place, run by run.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn stream_a(Product { m, k, n, a, b, c, ldc, accumulate }: Product, j0: usize, scratch: &mut [f32]) {
+unsafe fn stream_a<A: Operand>(
+    Product { m, k, n, a, b, c, ldc, accumulate }: Product<A, Strided>,
+    c_rows: Option<&[usize]>,
+    j0: usize,
+    scratch: &mut [f32],
+) {
     use std::arch::x86_64::*;
     let (panel, partial) = scratch.split_at_mut(k * NR);
     let cols = NR.min(n - j0);
@@ -219,58 +327,84 @@ unsafe fn stream_a(Product { m, k, n, a, b, c, ldc, accumulate }: Product, j0: u
         let k1 = k.min(k0 + depth);
         for i0 in (0..m).step_by(MR) {
             let rows = MR.min(m - i0);
-            // Rows past M read the last row again: in bounds, and not stored.
-            let row_at: [*const f32; MR] = std::array::from_fn(|r| unsafe { a.at.add((i0 + r.min(rows - 1)) * a.rs) });
             let sums = &mut partial[i0 * NR..][..MR * NR];
             let mut acc = if k0 == 0 { [_mm512_setzero_ps(); 2 * MR] } else { unsafe { load(sums) } };
-            for kk in k0..k1 {
-                // SAFETY: the panel holds NR values per k; a's rows are in bounds.
-                unsafe {
-                    let bp = panel.as_ptr().add(kk * NR);
-                    let (b0, b1) = (_mm512_loadu_ps(bp), _mm512_loadu_ps(bp.add(16)));
-                    for r in 0..MR {
-                        let av = _mm512_set1_ps(*row_at[r].add(kk * a.cs));
-                        acc[2 * r] = _mm512_fmadd_ps(av, b0, acc[2 * r]);
-                        acc[2 * r + 1] = _mm512_fmadd_ps(av, b1, acc[2 * r + 1]);
+            let mut start = k0;
+            while start < k1 {
+                // SAFETY: (i0, start) of a, inside it.
+                let (_, step, end) = unsafe { a.run(i0, start) };
+                let end = end.min(k1);
+                // Rows past M read the last row again: in bounds, and not stored.
+                let row_at: [*const f32; MR] = std::array::from_fn(|r| unsafe { a.run(i0 + r.min(rows - 1), start).0 });
+                for q in 0..end - start {
+                    // SAFETY: the panel holds NR values per k; the run holds a's values to `end`.
+                    unsafe {
+                        let bp = panel.as_ptr().add((start + q) * NR);
+                        let (b0, b1) = (_mm512_loadu_ps(bp), _mm512_loadu_ps(bp.add(16)));
+                        for r in 0..MR {
+                            let av = _mm512_set1_ps(*row_at[r].add(q * step));
+                            acc[2 * r] = _mm512_fmadd_ps(av, b0, acc[2 * r]);
+                            acc[2 * r + 1] = _mm512_fmadd_ps(av, b1, acc[2 * r + 1]);
+                        }
                     }
                 }
+                start = end;
             }
             if k1 < k {
                 unsafe { save(&acc, sums) };
             } else {
                 // SAFETY: rows i0.. and columns j0.. of c, inside it.
-                unsafe { store(&acc, c.add(i0 * ldc + j0), ldc, rows, cols, accumulate) };
+                unsafe {
+                    let out = std::array::from_fn(|r| match c_rows {
+                        Some(at) => c.add(at[i0 + r.min(rows - 1)] + j0),
+                        None => c.add((i0 + r.min(rows - 1)) * ldc + j0),
+                    });
+                    store(&acc, out, rows, cols, accumulate)
+                };
             }
         }
     }
 }
 
 /// Columns j0.. of c (a block of NR) from a packed into panels of MR rows
-/// (K-major, zero past M) and b's rows (contiguous) read in place.
+/// (K-major, zero past M) and b's rows read in place where the block's
+/// columns lie in one contiguous run of b, else through a copy padded with zeros.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn stream_b(
-    Product { m, k, n, b, c, ldc, accumulate, .. }: Product,
+unsafe fn stream_b<B: Operand>(p: Product<Strided, B>, panels: &[f32], j0: usize, scratch: &mut [f32]) {
+    let (tail, partial) = scratch.split_at_mut(p.k * NR);
+    let cols = NR.min(p.n - j0);
+    // SAFETY: (0, j0) of b.
+    let (_, step, end) = unsafe { p.b.run(0, j0) };
+    if cols == NR && step == 1 && end >= j0 + NR {
+        // SAFETY: the caller's contract.
+        return unsafe { stream_rows(p, panels, j0, j0, partial) };
+    }
+    for (kk, row) in tail.chunks_exact_mut(NR).enumerate() {
+        for (jj, v) in row.iter_mut().enumerate() {
+            // SAFETY: (kk, j0 + jj) of b for j0 + jj < n.
+            *v = if jj < cols { unsafe { *p.b.run(kk, j0 + jj).0 } } else { 0.0 };
+        }
+    }
+    let copy = Strided { at: tail.as_ptr(), rs: NR, cs: 1 };
+    // SAFETY: the copy holds NR columns of every row.
+    let Product { m, k, n, a, c, ldc, accumulate, .. } = p;
+    unsafe { stream_rows(Product { m, k, n, a, b: copy, c, ldc, accumulate }, panels, j0, 0, partial) }
+}
+
+/// The kernel of `stream_b`: c's columns j0.. from b's rows at column `col`,
+/// NR contiguous values each.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn stream_rows<B: Operand>(
+    Product { m, k, n, b, c, ldc, accumulate, .. }: Product<Strided, B>,
     panels: &[f32],
     j0: usize,
-    scratch: &mut [f32],
+    col: usize,
+    partial: &mut [f32],
 ) {
     use std::arch::x86_64::*;
-    let (tail, partial) = scratch.split_at_mut(k * NR);
     let cols = NR.min(n - j0);
-    // A partial block of columns goes through a copy padded with zeros.
-    let (block, stride) = if cols == NR {
-        // SAFETY: column j0 of b's rows.
-        (unsafe { b.at.add(j0) }, b.rs)
-    } else {
-        for (kk, row) in tail.chunks_exact_mut(NR).enumerate() {
-            for (jj, v) in row.iter_mut().enumerate() {
-                // SAFETY: (kk, j0 + jj) of b for j0 + jj < n.
-                *v = if jj < cols { unsafe { *b.at.add(kk * b.rs + j0 + jj) } } else { 0.0 };
-            }
-        }
-        (tail.as_ptr(), NR)
-    };
     let depth = depth(k);
     for k0 in (0..k).step_by(depth) {
         let k1 = k.min(k0 + depth);
@@ -278,9 +412,9 @@ unsafe fn stream_b(
             let sums = &mut partial[p * MR * NR..][..MR * NR];
             let mut acc = if k0 == 0 { [_mm512_setzero_ps(); 2 * MR] } else { unsafe { load(sums) } };
             for kk in k0..k1 {
-                // SAFETY: NR values of row kk of the block; MR of the panel per k.
+                // SAFETY: NR values of row kk from `col`; MR of the panel per k.
                 unsafe {
-                    let row = block.add(kk * stride);
+                    let row = b.run(kk, col).0;
                     let (b0, b1) = (_mm512_loadu_ps(row), _mm512_loadu_ps(row.add(16)));
                     let col = panel.as_ptr().add(kk * MR);
                     for r in 0..MR {
@@ -295,7 +429,10 @@ unsafe fn stream_b(
             } else {
                 let rows = MR.min(m - p * MR);
                 // SAFETY: rows p·MR.. and columns j0.. of c, inside it.
-                unsafe { store(&acc, c.add(p * MR * ldc + j0), ldc, rows, cols, accumulate) };
+                unsafe {
+                    let out = std::array::from_fn(|r| c.add((p * MR + r.min(rows - 1)) * ldc + j0));
+                    store(&acc, out, rows, cols, accumulate)
+                };
             }
         }
     }
@@ -390,6 +527,47 @@ unsafe fn pack<const WIDTH: usize>(x: Strided, rows: usize, k: usize, out: &mut 
             for kk in 0..k {
                 // SAFETY: (r, kk) of x for r < rows.
                 out[at(r, kk)] = if r < rows { unsafe { *x.at.add(r * x.rs + kk * x.cs) } } else { 0.0 };
+            }
+        }
+    }
+}
+
+/// dst (cols x rows) = the transpose of src (rows x cols), both row-major:
+/// through 16 x 16 register transposes with AVX-512, else element by element.
+pub fn transpose(dst: &mut [f32], src: &[f32], rows: usize, cols: usize) {
+    assert!(src.len() >= rows * cols && dst.len() >= rows * cols, "transpose of {rows} x {cols}");
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: AVX-512F is present; both slices hold rows x cols values.
+        return unsafe { transpose_tiles(dst, src, rows, cols) };
+    }
+    for (r, row) in src.chunks_exact(cols).take(rows).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            dst[c * rows + r] = v;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_tiles(dst: &mut [f32], src: &[f32], rows: usize, cols: usize) {
+    use std::arch::x86_64::*;
+    let lanes = |count: usize| if count >= 16 { 0xffff } else { (1u16 << count) - 1 };
+    for r0 in (0..rows).step_by(16) {
+        let height = (rows - r0).min(16);
+        for c0 in (0..cols).step_by(16) {
+            let width = (cols - c0).min(16);
+            // SAFETY: rows r0..r0 + height, columns c0..c0 + width (masked) of src.
+            let tile: [__m512; 16] = std::array::from_fn(|i| {
+                if i < height {
+                    unsafe { _mm512_maskz_loadu_ps(lanes(width), src.as_ptr().add((r0 + i) * cols + c0)) }
+                } else {
+                    _mm512_setzero_ps()
+                }
+            });
+            for (j, column) in transpose16(tile).iter().enumerate().take(width) {
+                // SAFETY: row c0 + j of dst, its columns r0..r0 + height (masked).
+                unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr().add((c0 + j) * rows + r0), lanes(height), *column) };
             }
         }
     }
