@@ -258,14 +258,21 @@ unsafe fn trivial(m: usize, k: usize, n: usize, c: *mut f32, ldc: usize, accumul
 /// product's).
 fn with_buffer<R>(buffer: &'static LocalKey<RefCell<Vec<f32>>>, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     buffer.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut v) => {
-            if v.len() < len {
-                v.resize(len, 0.0);
-            }
-            f(&mut v[..len])
-        }
-        Err(_) => f(&mut vec![0.0; len]),
+        Ok(mut v) => f(aligned(&mut v, len)),
+        Err(_) => f(aligned(&mut Vec::new(), len)),
     })
+}
+
+/// `len` floats of `v` from a 64-byte boundary (grown as needed): a
+/// 32-float row of an unaligned buffer spans three cache lines, and each of
+/// its vector loads splits across two.
+pub fn aligned(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    const LINE: usize = 64 / std::mem::size_of::<f32>();
+    if v.len() < len + LINE {
+        v.resize(len + LINE, 0.0);
+    }
+    let skip = v.as_ptr().align_offset(64).min(LINE);
+    &mut v[skip..skip + len]
 }
 
 /// Stores an 8 x 32 block of sums (two registers a row) into the first

@@ -361,17 +361,16 @@ fn with_scratch<const N: usize, R>(
     FLOATS.with(|floats| {
         RUNS.with(|runs| {
             let (mut floats, mut runs) = (floats.borrow_mut(), runs.borrow_mut());
-            let widest = g.in_c.max(g.out_c);
-            let total = lens.iter().sum::<usize>() + widest;
-            if floats.len() < total {
-                floats.resize(total, 0.0);
-            }
-            let (zeros, mut rest) = floats[..total].split_at_mut(widest);
+            // Every part from a 64-byte boundary, as the buffer's start.
+            let line = |len: usize| len.next_multiple_of(16);
+            let widest = line(g.in_c.max(g.out_c));
+            let total = lens.iter().map(|&len| line(len)).sum::<usize>() + widest;
+            let (zeros, mut rest) = gemm::aligned(&mut floats, total).split_at_mut(widest);
             zeros.fill(0.0);
             let parts = lens.map(|len| {
-                let (part, tail) = std::mem::take(&mut rest).split_at_mut(len);
+                let (part, tail) = std::mem::take(&mut rest).split_at_mut(line(len));
                 rest = tail;
-                part
+                &mut part[..len]
             });
             f(parts, &mut runs, zeros)
         })
