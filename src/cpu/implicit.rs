@@ -121,33 +121,44 @@ fn chunk_images(g: &ConvGeom, rows: usize) -> usize {
     (CHUNK_FLOATS / (g.in_len() + g.out_len())).clamp(1, lane_images(rows))
 }
 
-/// What a layer's products need, built once a call: the output grid, the
-/// taps, and the weights laid out for the forward product and for each
-/// phase of the adjoint.
+/// What a layer's products need, built once a call: for the convolution's
+/// patches and for each phase of the adjoint, the pixel each (row, tap)
+/// reads, and the weights laid out as the products' b.
 struct Plan<'g> {
     g: &'g ConvGeom,
-    out_pixels: Vec<(usize, usize)>,
-    taps: Vec<(usize, usize)>,
+    taps: usize,
+    /// (output pixel, tap) → the input pixel read, or `OUTSIDE`.
+    patches: Vec<usize>,
     /// ((tap, c) x O): w [o, c, tap] transposed, the forward product's b.
     forward: Vec<f32>,
     phases: Vec<Phase>,
 }
 
-/// One phase of the adjoint: the input-grid pixels it covers, the taps that
-/// reach them, and its b ((tap, o) x C) = w [o, c, tap].
+/// A patch entry outside the image: a run of zeros.
+const OUTSIDE: usize = usize::MAX;
+
+/// One phase of the adjoint: the input-grid pixels it covers (as offsets of
+/// their rows in a pixel-major image), the output pixel each (pixel, tap)
+/// reads, and its b ((tap, o) x C) = w [o, c, tap].
 struct Phase {
-    pixels: Vec<(usize, usize)>,
-    taps: Vec<(usize, usize)>,
+    rows: Vec<usize>,
+    taps: usize,
+    sources: Vec<usize>,
     weights: Vec<f32>,
 }
 
 impl<'g> Plan<'g> {
     fn new(g: &'g ConvGeom, w: &[f32], forward: bool, adjoint: bool) -> Plan<'g> {
-        let (k, s, (o_n, c_n)) = (g.kernel, g.stride, (g.out_c, g.in_c));
+        let (k, s, p, (o_n, c_n)) = (g.kernel, g.stride, g.padding, (g.out_c, g.in_c));
         assert_eq!(w.len(), o_n * g.patch(), "weights of {g:?}");
         let grid = |h: usize, w: usize| (0..h).flat_map(move |y| (0..w).map(move |x| (y, x))).collect::<Vec<_>>();
         let taps = grid(k, k);
         let weight = |o: usize, c: usize, (ki, kj): (usize, usize)| w[((o * c_n + c) * k + ki) * k + kj];
+        let patches = grid(g.out_h, g.out_w)
+            .into_iter()
+            .flat_map(|(oy, ox)| taps.iter().map(move |&(ki, kj)| g.source(ki, kj, oy, ox)))
+            .map(|at| at.map_or(OUTSIDE, |(y, x)| y * g.in_w + x))
+            .collect();
         let forward = match forward {
             true => {
                 taps.iter().flat_map(|&t| (0..c_n).flat_map(move |c| (0..o_n).map(move |o| weight(o, c, t)))).collect()
@@ -156,25 +167,36 @@ impl<'g> Plan<'g> {
         };
         let mut phases = Vec::new();
         for (fy, fx) in grid(s, s).into_iter().filter(|_| adjoint) {
-            let on = |&(y, x): &(usize, usize)| (y + g.padding) % s == fy && (x + g.padding) % s == fx;
+            let on = |&(y, x): &(usize, usize)| (y + p) % s == fy && (x + p) % s == fx;
             let pixels: Vec<_> = grid(g.in_h, g.in_w).into_iter().filter(on).collect();
             let taps: Vec<_> = taps.iter().copied().filter(|&(ki, kj)| ki % s == fy && kj % s == fx).collect();
+            // Tap (ki, kj) reaches pixel (y, x) from output pixel ((y + p - ki) / s, ...): exact, by the phase.
+            let source = |(y, x): (usize, usize), (ki, kj): (usize, usize)| {
+                let (oy, ox) = ((y + p).checked_sub(ki)? / s, (x + p).checked_sub(kj)? / s);
+                (oy < g.out_h && ox < g.out_w).then_some(oy * g.out_w + ox)
+            };
+            let sources = pixels.iter().flat_map(|&at| taps.iter().map(move |&t| source(at, t).unwrap_or(OUTSIDE)));
             let weights = taps.iter().flat_map(|&t| (0..o_n).flat_map(move |o| (0..c_n).map(move |c| weight(o, c, t))));
-            phases.push(Phase { pixels, weights: weights.collect(), taps });
+            phases.push(Phase {
+                rows: pixels.iter().map(|&(y, x)| (y * g.in_w + x) * c_n).collect(),
+                taps: taps.len(),
+                sources: sources.collect(),
+                weights: weights.collect(),
+            });
         }
-        Plan { g, out_pixels: grid(g.out_h, g.out_w), taps, forward, phases }
+        Plan { g, taps: taps.len(), patches, forward, phases }
     }
 
     /// y_t (images·Ho·Wo x O) = patches(x_t) · w: the convolution of
     /// pixel-major images x_t (images·H·W x C).
     fn forward(&self, y_t: &mut [f32], x_t: &[f32], images: usize, runs: &mut Vec<*const f32>, zeros: &[f32]) {
         let g = self.g;
-        self.patch_runs(runs, x_t, images, zeros);
-        let m = images * self.out_pixels.len();
-        assert!(y_t.len() >= m * g.out_c && self.forward.len() == self.taps.len() * g.in_c * g.out_c);
-        let a = Gathered { runs: runs.as_ptr(), per_row: self.taps.len(), len: g.in_c };
+        gather(runs, x_t, g.in_len(), g.in_c, images, &self.patches, zeros);
+        let m = images * g.out_pixels();
+        assert!(y_t.len() >= m * g.out_c && self.forward.len() == self.taps * g.in_c * g.out_c);
+        let a = Gathered { runs: runs.as_ptr(), per_row: self.taps, len: g.in_c };
         let b = Strided { at: self.forward.as_ptr(), rs: g.out_c, cs: 1 };
-        let (k, n, c) = (self.taps.len() * g.in_c, g.out_c, y_t.as_mut_ptr());
+        let (k, n, c) = (self.taps * g.in_c, g.out_c, y_t.as_mut_ptr());
         // SAFETY: AVX-512 (`suits`); every run holds C values of x_t or of
         // the zeros; b holds K x N and y_t M x N (asserted).
         unsafe { gemm::sgemm_gathered_a(Product { m, k, n, a, b, c, ldc: n, accumulate: false }, None) }
@@ -188,25 +210,19 @@ impl<'g> Plan<'g> {
             static OFFSETS: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
         }
         let g = self.g;
-        let (s, p, c_n, plane) = (g.stride, g.padding, g.in_c, g.in_h * g.in_w);
-        assert!(x_t.len() >= images * plane * c_n);
+        let (c_n, len) = (g.in_c, g.in_len());
+        assert!(x_t.len() >= images * len);
         for phase in &self.phases {
-            // Tap (ki, kj) reaches pixel (y, x) from output pixel ((y + p - ki) / s, ...): exact, by the phase.
-            let source = |(y, x): (usize, usize), (ki, kj): (usize, usize)| {
-                let (oy, ox) = ((y + p).checked_sub(ki)? / s, (x + p).checked_sub(kj)? / s);
-                (oy < g.out_h && ox < g.out_w).then_some(oy * g.out_w + ox)
-            };
-            gather(runs, dy_t, g.out_len(), g.out_c, images, &phase.pixels, &phase.taps, zeros, source);
-            let m = images * phase.pixels.len();
-            assert!(phase.weights.len() == phase.taps.len() * g.out_c * c_n);
-            let a = Gathered { runs: runs.as_ptr(), per_row: phase.taps.len(), len: g.out_c };
+            gather(runs, dy_t, g.out_len(), g.out_c, images, &phase.sources, zeros);
+            let m = images * phase.rows.len();
+            assert!(phase.weights.len() == phase.taps * g.out_c * c_n);
+            let a = Gathered { runs: runs.as_ptr(), per_row: phase.taps, len: g.out_c };
             let b = Strided { at: phase.weights.as_ptr(), rs: c_n, cs: 1 };
-            let (k, c) = (phase.taps.len() * g.out_c, x_t.as_mut_ptr());
+            let (k, c) = (phase.taps * g.out_c, x_t.as_mut_ptr());
             OFFSETS.with(|offsets| {
                 let mut offsets = offsets.borrow_mut();
                 offsets.clear();
-                let pixels = phase.pixels.iter().map(|&(y, x)| (y * g.in_w + x) * c_n);
-                offsets.extend((0..images).flat_map(|i| pixels.clone().map(move |at| i * plane * c_n + at)));
+                offsets.extend((0..images).flat_map(|i| phase.rows.iter().map(move |at| i * len + at)));
                 // SAFETY: as in `forward`; the phases' pixels are distinct rows
                 // of x_t, and K = 0 (a phase no tap reaches) zeroes them.
                 unsafe {
@@ -220,7 +236,7 @@ impl<'g> Plan<'g> {
     }
 
     fn weight_len(&self) -> usize {
-        self.g.out_c * self.taps.len() * self.g.in_c
+        self.g.out_c * self.taps * self.g.in_c
     }
 
     /// dwt (O x (tap, c)) += dy_tᵀ · patches(x_t), for dy_t (images·Ho·Wo x
@@ -235,60 +251,46 @@ impl<'g> Plan<'g> {
         zeros: &[f32],
     ) {
         let g = self.g;
-        self.patch_runs(runs, x_t, images, zeros);
-        let k = images * self.out_pixels.len();
+        gather(runs, x_t, g.in_len(), g.in_c, images, &self.patches, zeros);
+        let k = images * g.out_pixels();
         assert!(dwt.len() == self.weight_len() && dy_t.len() >= k * g.out_c);
         let a = Strided { at: dy_t.as_ptr(), rs: 1, cs: g.out_c };
-        let b = Gathered { runs: runs.as_ptr(), per_row: self.taps.len(), len: g.in_c };
-        let (m, n, c) = (g.out_c, self.taps.len() * g.in_c, dwt.as_mut_ptr());
+        let b = Gathered { runs: runs.as_ptr(), per_row: self.taps, len: g.in_c };
+        let (m, n, c) = (g.out_c, self.taps * g.in_c, dwt.as_mut_ptr());
         // SAFETY: as in `forward`: a is dy_t read transposed, b's rows the patches.
         unsafe { gemm::sgemm_gathered_b(Product { m, k, n, a, b, c, ldc: n, accumulate: true }) }
     }
 
     /// dw [o, c, tap] += dwt [o, tap, c].
     fn add_weight_gradient(&self, dw: &mut [f32], dwt: &[f32]) {
-        let (taps, c_n) = (self.taps.len(), self.g.in_c);
+        let (taps, c_n) = (self.taps, self.g.in_c);
         for (dw, dwt) in dw.chunks_exact_mut(c_n * taps).zip(dwt.chunks_exact(c_n * taps)) {
             for (c, dw) in dw.chunks_exact_mut(taps).enumerate() {
                 dw.iter_mut().enumerate().for_each(|(t, d)| *d += dwt[t * c_n + c]);
             }
         }
     }
-
-    /// The runs of the convolution's patches of x_t: output pixel by
-    /// output pixel, tap by tap.
-    fn patch_runs(&self, runs: &mut Vec<*const f32>, x_t: &[f32], images: usize, zeros: &[f32]) {
-        let g = self.g;
-        let source =
-            |(oy, ox): (usize, usize), (ki, kj): (usize, usize)| g.source(ki, kj, oy, ox).map(|(y, x)| y * g.in_w + x);
-        gather(runs, x_t, g.in_len(), g.in_c, images, &self.out_pixels, &self.taps, zeros, source);
-    }
 }
 
 /// The runs of a patch matrix over `images` pixel-major images in `src`
-/// (`len` floats each, `channels` a pixel): image by image, row by row of
-/// `rows`, tap by tap, the pixel that `source` reads, or the zeros.
-#[allow(clippy::too_many_arguments)]
+/// (`len` floats each, `channels` a pixel): image by image, the pixel each
+/// of `sources` reads, or the zeros.
 fn gather(
     runs: &mut Vec<*const f32>,
     src: &[f32],
     len: usize,
     channels: usize,
     images: usize,
-    rows: &[(usize, usize)],
-    taps: &[(usize, usize)],
+    sources: &[usize],
     zeros: &[f32],
-    source: impl Fn((usize, usize), (usize, usize)) -> Option<usize>,
 ) {
     assert!(zeros.len() >= channels && src.len() >= images * len);
     runs.clear();
     for image in src.chunks_exact(len).take(images) {
-        for &row in rows {
-            runs.extend(taps.iter().map(|&tap| match source(row, tap) {
-                Some(pixel) => image[pixel * channels..][..channels].as_ptr(),
-                None => zeros.as_ptr(),
-            }));
-        }
+        runs.extend(sources.iter().map(|&pixel| match pixel {
+            OUTSIDE => zeros.as_ptr(),
+            pixel => image[pixel * channels..][..channels].as_ptr(),
+        }));
     }
 }
 
