@@ -85,10 +85,11 @@ pub fn backward(
     let (inputs, outputs) = (g.in_len(), g.out_len());
     let (input, output) = if transposed { (dy, x) } else { (x, dy) };
     let x_len = if transposed { outputs } else { inputs };
-    backward_lanes(dx, x_len, dw, db, rows, |mut dx, dw, db, first, images| {
-        let lens = [chunk * inputs, chunk * outputs, plan.weight_len(), chunk * x_len];
-        with_scratch(g, lens, |[in_t, out_t, dwt, dx_t], runs, zeros| {
-            dwt.fill(0.0);
+    // The lanes sum dw in the products' layout (O x (tap, c)), permuted once at the end.
+    let mut dwt = vec![0.0; plan.weight_len()];
+    backward_lanes(dx, x_len, &mut dwt, db, rows, |mut dx, dwt, db, first, images| {
+        let lens = [chunk * inputs, chunk * outputs, chunk * x_len];
+        with_scratch(g, lens, |[in_t, out_t, dx_t], runs, zeros| {
             for start in (0..images).step_by(chunk) {
                 let (image, count) = (first + start, chunk.min(images - start));
                 transpose_images(in_t, &input[image * inputs..], g.in_c, g.in_h * g.in_w, count);
@@ -105,9 +106,9 @@ pub fn backward(
                     untranspose_images(&mut dx[start * x_len..], dx_t, channels, pixels, count);
                 }
             }
-            plan.add_weight_gradient(dw, dwt);
         })
     });
+    plan.add_weight_gradient(dw, &dwt);
 }
 
 /// (channels, pixels) of `forward`'s x and y.

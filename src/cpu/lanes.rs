@@ -40,12 +40,20 @@ pub fn backward_lanes(
         let first = l * lane;
         step(dx.as_deref_mut(), pw, pb, first, lane.min(rows - first));
     });
+    // Every sum adds the lanes in lane order, pieces of dw on the threads.
+    let (dw_len, partial) = (dw.len(), &partial);
+    dw.par_chunks_mut(SUM_PIECE).enumerate().for_each(|(i, dw)| {
+        for part in partial.chunks_exact(sums) {
+            dw.iter_mut().zip(&part[i * SUM_PIECE..]).for_each(|(d, p)| *d += p);
+        }
+    });
     for part in partial.chunks_exact(sums) {
-        let (pw, pb) = part.split_at(dw.len());
-        dw.iter_mut().zip(pw).for_each(|(d, p)| *d += p);
-        db.iter_mut().zip(pb).for_each(|(d, p)| *d += p);
+        db.iter_mut().zip(&part[dw_len..]).for_each(|(d, p)| *d += p);
     }
 }
+
+/// Weights a task of the lanes' final sum adds up.
+const SUM_PIECE: usize = 4096;
 
 /// db (C) += the sums of each channel's plane of dy (C, P): 16 partial sums
 /// a plane (one vector), added in a fixed order at the end, where one chain
