@@ -5,7 +5,8 @@
 //! AVX-512 kernels of `cpu::gemm`, which sum each element over K in one
 //! chain of fused multiply-adds; before that, written by the binary of
 //! commit 5915a7b; the conv VAE's again when its wide layers moved to the
-//! implicit products of `cpu::implicit`, which sum a patch tap by tap). The file's header is left out: its metadata records the
+//! implicit products of `cpu::implicit`, which sum a patch tap by tap, and
+//! when its last layer's weight gradient went an image at a time). The file's header is left out: its metadata records the
 //! run's position, which gained fingerprints of the settings and data since
 //! (resume identity). The CPU path is bit-identical across thread counts
 //! and, element-wise, across vector widths (no FMA contraction), so these

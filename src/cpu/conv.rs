@@ -189,9 +189,27 @@ fn rows_first_with_bias(dst: &mut [f32], src: &[f32], bias: &[f32], channels: us
     )
 }
 
-/// Images per product within a lane: as many as keep the patch matrix small.
+/// Images per product within a lane: as many as keep the patch matrix
+/// small, or one where an image's pixels make a wide enough product: its
+/// images then need no reordering between channel-major layouts.
 fn chunk_images(g: &ConvGeom, lane: usize) -> usize {
+    if g.out_pixels() >= ONE_IMAGE_PIXELS {
+        return 1;
+    }
     (PATCH_FLOATS / (g.patch() * g.out_pixels())).clamp(1, lane)
+}
+
+/// Output pixels from which a product takes one image at a time (16 blocks
+/// of the kernels' 32 columns).
+const ONE_IMAGE_PIXELS: usize = 512;
+
+/// src (B, C, P) as (C, B·P): src itself for one image, else reordered into `dst`.
+fn channel_major<'a>(dst: &'a mut [f32], src: &'a [f32], channels: usize, pixels: usize, rows: usize) -> &'a [f32] {
+    if rows == 1 {
+        return &src[..channels * pixels];
+    }
+    channels_first(dst, src, channels, pixels, rows);
+    dst
 }
 
 /// Runs `f(cols, chans)` with this thread's scratch: a patch matrix for
@@ -235,8 +253,13 @@ pub fn conv2d_forward_act(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], g: &Co
                 let n = images * g.out_pixels();
                 let (cols, yc) = (&mut cols[..g.patch() * n], &mut yc[..g.out_c * n]);
                 im2col(cols, x, g, images);
-                matmul_serial(Form::Nn, yc, w, cols, g.out_c, g.patch(), n, false);
-                rows_first_with_bias(y, yc, b, g.out_c, g.out_pixels(), images);
+                if images == 1 {
+                    matmul_serial(Form::Nn, y, w, cols, g.out_c, g.patch(), n, false);
+                    add_channel_bias(y, b, n);
+                } else {
+                    matmul_serial(Form::Nn, yc, w, cols, g.out_c, g.patch(), n, false);
+                    rows_first_with_bias(y, yc, b, g.out_c, g.out_pixels(), images);
+                }
                 activate(y, act);
             }
         });
@@ -267,7 +290,7 @@ pub fn conv2d_backward(
                 let (image, n) = (first + start, count * g.out_pixels());
                 let (cols, dyc) = (&mut cols[..g.patch() * n], &mut dyc[..g.out_c * n]);
                 im2col(cols, &x[image * g.in_len()..], g, count);
-                channels_first(dyc, &dy[image * g.out_len()..], g.out_c, g.out_pixels(), count);
+                let dyc = channel_major(dyc, &dy[image * g.out_len()..], g.out_c, g.out_pixels(), count);
                 weight_gradient(dw, dyc, cols, g.out_c, n, g.patch());
                 channel_sums(db, dyc, n);
                 if let Some(dx) = dx.as_deref_mut() {
@@ -308,7 +331,7 @@ pub fn conv_transpose2d_forward_act(
                 let images = x.len() / g.out_len();
                 let n = images * g.out_pixels();
                 let (xc, cols) = (&mut xc[..g.out_c * n], &mut cols[..g.patch() * n]);
-                channels_first(xc, x, g.out_c, g.out_pixels(), images);
+                let xc = channel_major(xc, x, g.out_c, g.out_pixels(), images);
                 matmul_serial(Form::Tn, cols, w, xc, g.patch(), g.out_c, n, false);
                 col2im(y, cols, g, images);
                 for y in y.chunks_exact_mut(g.in_len()) {
@@ -344,14 +367,19 @@ pub fn conv_transpose2d_backward(
                 let (image, n) = (first + start, count * g.out_pixels());
                 let (cols, xc) = (&mut cols[..g.patch() * n], &mut xc[..g.out_c * n]);
                 im2col(cols, &dy[image * g.in_len()..], g, count);
-                channels_first(xc, &x[image * g.out_len()..], g.out_c, g.out_pixels(), count);
-                weight_gradient(dw, xc, cols, g.out_c, n, g.patch());
+                let (xc, x) = (&mut xc[..], &x[image * g.out_len()..]);
+                weight_gradient(dw, channel_major(xc, x, g.out_c, g.out_pixels(), count), cols, g.out_c, n, g.patch());
                 for dy in dy[image * g.in_len()..].chunks_exact(g.in_len()).take(count) {
                     channel_sums(db, dy, g.in_h * g.in_w);
                 }
                 if let Some(dx) = dx.as_deref_mut() {
-                    matmul_serial(Form::Nn, xc, w, cols, g.out_c, g.patch(), n, false);
-                    rows_first(&mut dx[start * g.out_len()..], xc, g.out_c, g.out_pixels(), count);
+                    let dx = &mut dx[start * g.out_len()..];
+                    if count == 1 {
+                        matmul_serial(Form::Nn, &mut dx[..g.out_len()], w, cols, g.out_c, g.patch(), n, false);
+                    } else {
+                        matmul_serial(Form::Nn, xc, w, cols, g.out_c, g.patch(), n, false);
+                        rows_first(dx, xc, g.out_c, g.out_pixels(), count);
+                    }
                 }
             }
         });
