@@ -131,7 +131,7 @@ pub unsafe fn sgemm_parallel(p: Product) {
 
 /// c = a·b on the calling thread with a's rows gathered (b packed a panel
 /// at a time, as `sgemm` does for a read in place); row r of c at
-/// c + c_rows[r] when given (scattered to the pixels of a phase), else at
+/// `c + c_rows[r]` when given (scattered to the pixels of a phase), else at
 /// c + r·ldc.
 ///
 /// # Safety
