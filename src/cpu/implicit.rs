@@ -43,6 +43,7 @@ pub fn forward(
     act: Activation,
     transposed: bool,
 ) {
+    assert!(gemm::available(), "the implicit convolutions run AVX-512 kernels (`suits`)");
     let plan = Plan::new(g, w, !transposed, transposed);
     let chunk = chunk_images(g, rows);
     let [(x_c, x_pixels), (y_c, y_pixels)] = spaces(g, transposed);
@@ -79,6 +80,7 @@ pub fn backward(
     rows: usize,
     transposed: bool,
 ) {
+    assert!(gemm::available(), "the implicit convolutions run AVX-512 kernels (`suits`)");
     let plan = Plan::new(g, w, transposed && dx.is_some(), !transposed && dx.is_some());
     let chunk = chunk_images(g, rows);
     // The tensors in g's input space (C channels) and output space (O channels).
