@@ -382,12 +382,27 @@ unsafe fn stream_b<B: Operand>(p: Product<Strided, B>, panels: &[f32], j0: usize
     let (tail, partial) = scratch.split_at_mut(p.k * NR);
     let cols = NR.min(p.n - j0);
     // SAFETY: (0, j0) of b.
-    let (_, step, end) = unsafe { p.b.run(0, j0) };
-    if cols == NR && step == 1 && end >= j0 + NR {
+    let (first, step, end) = unsafe { p.b.run(0, j0) };
+    let whole = cols == NR && step == 1 && end >= j0 + NR;
+    // Rows read in place when they start on cache lines (the first two
+    // tell): an unaligned row spans three lines and each of its loads
+    // splits, read again for every panel of a, so it is copied once instead.
+    let on_lines = |at: *const f32| (at as usize).is_multiple_of(64);
+    if whole && on_lines(first) && (p.k < 2 || on_lines(unsafe { p.b.run(1, j0).0 })) {
         // SAFETY: the caller's contract.
         return unsafe { stream_rows(p, panels, j0, j0, partial) };
     }
     for (kk, row) in tail.chunks_exact_mut(NR).enumerate() {
+        if whole {
+            use std::arch::x86_64::*;
+            // SAFETY: NR values of row kk from column j0 (one run); the tail row holds NR.
+            unsafe {
+                let from = p.b.run(kk, j0).0;
+                _mm512_storeu_ps(row.as_mut_ptr(), _mm512_loadu_ps(from));
+                _mm512_storeu_ps(row.as_mut_ptr().add(16), _mm512_loadu_ps(from.add(16)));
+            }
+            continue;
+        }
         for (jj, v) in row.iter_mut().enumerate() {
             // SAFETY: (kk, j0 + jj) of b for j0 + jj < n.
             *v = if jj < cols { unsafe { *p.b.run(kk, j0 + jj).0 } } else { 0.0 };
