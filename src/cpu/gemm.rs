@@ -139,17 +139,10 @@ pub unsafe fn sgemm_parallel(p: Product) {
 /// c_rows (M offsets) gives distinct rows of N values.
 #[cfg(target_arch = "x86_64")]
 pub unsafe fn sgemm_gathered_a(p: Product<Gathered, Strided>, c_rows: Option<&[usize]>) {
-    let Product { m, k, n, c, ldc, accumulate, .. } = p;
+    let Product { m, k, n, .. } = p;
     assert!(c_rows.is_none_or(|at| at.len() >= m), "a row offset for each of {m} rows");
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        for r in (0..m).filter(|_| !accumulate) {
-            let at = c_rows.map_or(r * ldc, |at| at[r]);
-            // SAFETY: row r of c (the caller's contract).
-            unsafe { std::slice::from_raw_parts_mut(c.add(at), n).fill(0.0) };
-        }
+    // SAFETY: the caller's contract.
+    if unsafe { trivial(&p, c_rows) } {
         return;
     }
     let scratch = k * NR + m.div_ceil(MR) * MR * NR;
@@ -166,14 +159,13 @@ pub unsafe fn sgemm_gathered_a(p: Product<Gathered, Strided>, c_rows: Option<&[u
 pub unsafe fn sgemm_gathered_b(p: Product<Strided, Gathered>) {
     let Product { m, k, n, a, .. } = p;
     // SAFETY: the caller's contract.
-    if unsafe { trivial(m, k, n, p.c, p.ldc, p.accumulate) } {
+    if unsafe { trivial(&p, None) } {
         return;
     }
     with_buffer(&SHARED, m.div_ceil(MR) * MR * k, |panels| {
         for (g, panels) in panels.chunks_mut(2 * MR * k).enumerate() {
-            let first = g * 2 * MR;
-            // SAFETY: a's rows first.. (first < m), of k each (the caller's contract).
-            unsafe { pack::<MR>(a.skip_rows(first), (m - first).min(2 * MR), k, panels) }
+            // SAFETY: the caller's contract.
+            unsafe { pack_pair(a, m, k, g, panels) }
         }
         let scratch = k * NR + m.div_ceil(MR) * MR * NR;
         // SAFETY: the caller's contract.
@@ -195,9 +187,9 @@ unsafe impl Send for Strided {}
 unsafe impl Sync for Strided {}
 
 unsafe fn run(p: Product, parallel: bool) {
-    let Product { m, k, n, a, b, c, ldc, accumulate } = p;
+    let Product { m, k, n, a, b, .. } = p;
     // SAFETY: the caller's contract.
-    if unsafe { trivial(m, k, n, c, ldc, accumulate) } {
+    if unsafe { trivial(&p, None) } {
         return;
     }
     // A block's scratch: a panel of b (stream_a) or a padded copy of b's
@@ -218,12 +210,8 @@ unsafe fn run(p: Product, parallel: bool) {
     #[cfg(target_arch = "x86_64")]
     if pack_a {
         with_buffer(&SHARED, m.div_ceil(MR) * MR * k, |panels| {
-            // Two panels (16 rows, one transposed tile) at a time.
-            let pack_rows = |(g, panels): (usize, &mut [f32])| {
-                let first = g * 2 * MR;
-                // SAFETY: a's rows first.. (first < m), of k each (the caller's contract).
-                unsafe { pack::<MR>(a.skip_rows(first), (m - first).min(2 * MR), k, panels) }
-            };
+            // SAFETY: the caller's contract.
+            let pack_rows = |(g, panels): (usize, &mut [f32])| unsafe { pack_pair(a, m, k, g, panels) };
             if parallel {
                 panels.par_chunks_mut(2 * MR * k).enumerate().for_each(pack_rows);
             } else {
@@ -239,15 +227,29 @@ unsafe fn run(p: Product, parallel: bool) {
     }
 }
 
-/// Whether the product has nothing to sum (c is zeroed for K = 0, unless accumulated).
+/// Packs a's panels 2g and 2g + 1 (16 rows, one transposed tile) into `panels`.
 ///
 /// # Safety
-/// Rows of c of n values each at stride ldc.
-unsafe fn trivial(m: usize, k: usize, n: usize, c: *mut f32, ldc: usize, accumulate: bool) -> bool {
+/// `available()`; a holds m rows of k values, and 2g·MR < m.
+#[cfg(target_arch = "x86_64")]
+unsafe fn pack_pair(a: Strided, m: usize, k: usize, g: usize, panels: &mut [f32]) {
+    let first = g * 2 * MR;
+    // SAFETY: a's rows first.. (first < m), of k each (the caller's contract).
+    unsafe { pack::<MR>(a.skip_rows(first), (m - first).min(2 * MR), k, panels) }
+}
+
+/// Whether the product has nothing to sum (c is zeroed for K = 0, unless
+/// accumulated); row i of c at c + c_rows[i] when given, else c + i·ldc.
+///
+/// # Safety
+/// Rows of c of n values each.
+unsafe fn trivial<X, Y>(p: &Product<X, Y>, c_rows: Option<&[usize]>) -> bool {
+    let Product { m, k, n, c, ldc, accumulate, .. } = *p;
     if k == 0 && n > 0 {
         for i in (0..m).filter(|_| !accumulate) {
+            let at = c_rows.map_or(i * ldc, |at| at[i]);
             // SAFETY: row i of c (the caller's contract).
-            unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), n).fill(0.0) };
+            unsafe { std::slice::from_raw_parts_mut(c.add(at), n).fill(0.0) };
         }
     }
     m == 0 || n == 0 || k == 0
